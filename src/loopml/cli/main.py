@@ -1,0 +1,212 @@
+"""The `loopml` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from loopml import __version__
+from loopml.cli import spec_cmd
+from loopml.cli.ui import console, fmt_time, table
+from loopml.errors import LoopMLError, NotFound, SpecError
+
+app = typer.Typer(
+    help="loopml: the whole production ML loop (data → features → models → evaluation → serving → "
+    "monitoring → retraining), driven by one spec, loopml.yaml.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(spec_cmd.app, name="spec")
+
+_STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"loopml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """loopml: one spec, the whole ML loop."""
+    _STATE["debug"] = debug
+
+
+def example_names() -> list[str]:
+    """Names of the spec templates shipped with loopml."""
+    root_ = resources.files("loopml") / "examples"
+    return sorted(p.name[:-5] for p in root_.iterdir() if p.name.endswith(".yaml"))
+
+
+@app.command("init")
+def init(
+    directory: Path = typer.Argument(..., help="Project folder to create (may exist if it has no loopml.yaml)."),
+    example: str = typer.Option("minimal", "--example", "-e", help="Template to start from (see --list)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing loopml.yaml."),
+) -> None:
+    """Create a project folder holding a commented loopml.yaml."""
+    names = example_names()
+    if example not in names:
+        raise NotFound(f"example `{example}` does not exist (available: {', '.join(names)})")
+    target = directory / "loopml.yaml"
+    if target.exists() and not force:
+        raise SpecError(f"{target} already exists", hint="pass --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    text = (resources.files("loopml") / "examples" / f"{example}.yaml").read_text(encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
+    gi = directory / ".gitignore"
+    if not gi.exists():
+        gi.write_text(".loopml/\n", encoding="utf-8")
+    console.print(f"created {target} from example `{example}`; next: `loopml spec check {directory}`")
+
+
+@app.command("run")
+def run(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
+    start_from: str | None = typer.Option(None, "--from", help="Rerun from this stage on (earlier ones from cache)."),
+    force: bool = typer.Option(False, "--force", help="Ignore the cache and rerun every stage."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where stages run: inprocess or process."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash."""
+    from loopml.pipeline import Runner, StageOutcome, make_executor, pipeline_for
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    stages = pipeline_for(ws.spec)
+
+    def on_event(kind: str, payload: StageOutcome | str) -> None:
+        if kind == "stage_start" and not quiet:
+            console.print(f"[bold]▶ {payload}[/bold] running…")
+        elif kind == "stage_end" and isinstance(payload, StageOutcome):
+            style = {"success": "green", "cached": "cyan", "failed": "red"}.get(payload.status, "white")
+            label = "cache hit" if payload.status == "cached" else payload.status
+            console.print(f"[{style}]■ {payload.stage}: {label}[/{style}] ({payload.duration_s:.2f}s)")
+
+    if not stages:
+        console.print("the pipeline has no stages for this spec (declare data sources to start)")
+    with ws.lock(wait_s=wait):
+        report = Runner(ws, stages, make_executor(executor), on_event=on_event, show_progress=not quiet).run(
+            until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
+        )
+    console.print(
+        table(
+            f"run {report.run_id}: {report.status}",
+            ["stage", "status", "seconds", "outputs"],
+            [
+                (o.stage, "cache hit" if o.status == "cached" else o.status, f"{o.duration_s:.2f}",
+                 ", ".join(f"{k}={v[:10]}" for k, v in o.outputs.items()))
+                for o in report.outcomes
+            ],
+        )
+    )
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+
+
+@app.command("runs")
+def runs_cmd(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    run_id: str | None = typer.Option(None, "--run", help="Show the stage executions of this run."),
+    limit: int = typer.Option(20, "--limit", help="How many rows."),
+) -> None:
+    """List recent runs, or the stage executions of one run."""
+    from loopml.lineage import list_executions, list_runs
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    if run_id is None:
+        console.print(
+            table(
+                "runs",
+                ["run", "status", "started", "ended", "command", "error"],
+                [
+                    (r["run_id"], r["status"], fmt_time(r["started_at"]), fmt_time(r["ended_at"]), r["command"],
+                     (r["error"] or "")[:80])
+                    for r in list_runs(ws, limit)
+                ],
+            )
+        )
+    rows = list_executions(ws, run_id, limit)
+    console.print(
+        table(
+            "stage executions",
+            ["execution", "run", "stage", "status", "config", "code", "seconds", "outputs"],
+            [
+                (e["execution_id"], e["run_id"], e["stage"],
+                 "cache hit" if e["status"] == "cached" else e["status"], e["config_hash"][:10], e["code_version"][:10],
+                 f"{e['duration_s']:.2f}" if e["duration_s"] is not None else "",
+                 ", ".join(f"{k}={v[:10]}" for k, v in (e["outputs"] or {}).items()))
+                for e in rows
+            ],
+        )
+    )
+
+
+@app.command("lineage")
+def lineage_cmd(
+    artifact: str = typer.Argument(..., help="Artifact digest or a unique prefix (6+ characters)."),
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+) -> None:
+    """Show the chain of stage executions and artifacts that produced an artifact."""
+    from loopml.lineage import lineage
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    steps = lineage(ws, artifact)
+    console.print(
+        table(
+            f"lineage of {steps[0].digest[:12]}",
+            ["depth", "artifact", "name", "kind", "stage", "execution", "status", "config", "code", "ended"],
+            [
+                (s.depth, s.digest[:12], s.name, s.kind, s.stage, s.execution_id, s.status,
+                 (s.config_hash or "")[:10], (s.code_version or "")[:10], fmt_time(s.ended_at))
+                for s in steps
+            ],
+        )
+    )
+
+
+def main() -> None:
+    """Entry point: one clear message and a non-zero exit code on errors (traceback with --debug)."""
+    debug = "--debug" in sys.argv or os.environ.get("LOOPML_DEBUG") == "1"
+    try:
+        app(standalone_mode=False)
+    except LoopMLError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2 if isinstance(exc, SpecError) else 1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; rerun the same command to resume where it stopped\n")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if debug:
+            raise
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)\n")
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""`loopml spec`: check, schema, render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from loopml.cli.ui import console
+from loopml.spec import SPEC_FILENAME, load_spec, render_spec, spec_json_schema
+
+app = typer.Typer(help="Check, render and export the project spec (loopml.yaml).", no_args_is_help=True)
+
+
+@app.command("check")
+def check(
+    path: Path = typer.Argument(Path("."), help="Spec file or project folder holding loopml.yaml."),
+) -> None:
+    """Validate the spec and report every problem at once (file, line, key path, allowed values)."""
+    spec = load_spec(path)
+    target = path / SPEC_FILENAME if path.is_dir() else path
+    n_sources = len(spec.data.sources)
+    console.print(
+        f"[green]ok[/green] {target}: task {spec.task.type} on `{spec.task.target}`, "
+        f"{n_sources} source(s), {len(spec.training.candidates)} candidate(s), {len(spec.evaluation.gates)} gate(s)"
+    )
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of loopml.yaml."""
+    typer.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+@app.command("render")
+def render(
+    path: Path = typer.Argument(Path("."), help="Spec file or project folder holding loopml.yaml."),
+) -> None:
+    """Print the full spec with every default filled in."""
+    typer.echo(render_spec(load_spec(path)), nl=False)

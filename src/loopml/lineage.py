@@ -1,0 +1,86 @@
+"""Lineage queries: which execution made an artifact, from which inputs, back to the sources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import desc, select
+
+from loopml.workspace import Workspace
+from loopml.workspace.metadata import artifacts, executions, runs
+
+
+@dataclass
+class LineageStep:
+    """One link of a lineage chain: an artifact and the execution that produced it."""
+
+    depth: int
+    digest: str
+    name: str
+    kind: str
+    stage: str | None
+    execution_id: str | None
+    status: str | None
+    config_hash: str | None
+    code_version: str | None
+    ended_at: Any
+
+
+def list_runs(ws: Workspace, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent runs, newest first."""
+    with ws.engine.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(select(runs).order_by(desc(runs.c.started_at)).limit(limit)).mappings().all()
+        ]
+
+
+def list_executions(ws: Workspace, run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Stage executions (of one run, or recent ones), newest first."""
+    q = select(executions).order_by(desc(executions.c.started_at)).limit(limit)
+    if run_id:
+        q = q.where(executions.c.run_id.like(f"{run_id}%"))
+    with ws.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def lineage(ws: Workspace, ref: str) -> list[LineageStep]:
+    """The chain that produced artifact ``ref`` (digest or prefix), breadth-first back to the sources."""
+    first = ws.artifact_info(ref)
+    out: list[LineageStep] = []
+    seen: set[str] = set()
+    frontier: list[tuple[str, int]] = [(first["digest"], 0)]
+    with ws.engine.connect() as conn:
+        while frontier:
+            digest, depth = frontier.pop(0)
+            if digest in seen:
+                continue
+            seen.add(digest)
+            art = conn.execute(select(artifacts).where(artifacts.c.digest == digest)).mappings().first()
+            if art is None:
+                continue
+            ex = None
+            if art["producer"]:
+                ex = conn.execute(
+                    select(executions).where(executions.c.execution_id == art["producer"])
+                ).mappings().first()
+            out.append(
+                LineageStep(
+                    depth,
+                    digest,
+                    art["name"],
+                    art["kind"],
+                    ex["stage"] if ex else None,
+                    ex["execution_id"] if ex else None,
+                    ex["status"] if ex else None,
+                    ex["config_hash"] if ex else None,
+                    ex["code_version"] if ex else None,
+                    ex["ended_at"] if ex else None,
+                )
+            )
+            if ex is not None:
+                for outs in (ex["inputs"] or {}).values():
+                    for d in outs.values():
+                        frontier.append((d, depth + 1))
+    return out

@@ -1,0 +1,13 @@
+"""Imports the modules that register loopml's built-in stages.
+
+Each stage lives in its own domain package; adding a stage means adding one import here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+BUILTIN_STAGE_MODULES: list[str] = []
+
+for _mod in BUILTIN_STAGE_MODULES:
+    importlib.import_module(_mod)

@@ -1,0 +1,33 @@
+"""Step 6 of the design: registry, batch prediction and the online service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from loopml.spec.base import StrictModel
+
+
+class Routing(StrictModel):
+    """Which model version answers a request."""
+
+    type: Literal["production", "shadow", "canary", "ab", "bandit", "interleaving"] = Field(
+        default="production", description="Routing policy."
+    )
+    fraction: float = Field(default=0.05, ge=0, le=1, description="Traffic share of the challenger (canary/ab).")
+
+
+class Deployment(StrictModel):
+    """How predictions are served."""
+
+    mode: Literal["online", "batch", "both"] = Field(default="online", description="Serving mode.")
+    host: str = Field(default="127.0.0.1", description="Interface the service binds to.")
+    port: int = Field(default=8700, ge=0, le=65535, description="Port of the service.")
+    routing: Routing = Field(default_factory=Routing, description="Routing policy.")
+    token_env: str = Field(
+        default="LOOPML_ADMIN_TOKEN", description="Environment variable holding the admin token."
+    )
+    batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
+    log_flush_rows: int = Field(default=1000, ge=1, description="Prediction log flushes after this many rows.")
+    log_flush_seconds: float = Field(default=1.0, gt=0, description="…or after this many seconds.")

@@ -1,0 +1,79 @@
+"""Step 5a of the design: dataset construction, candidate models, tuning and selection."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from loopml.spec.base import StrictModel
+
+
+class Split(StrictModel):
+    """How examples are split into train, validation and test."""
+
+    type: Literal["random", "stratified", "time", "group"] = Field(
+        default="stratified", description="random, stratified (by target), time (past→future) or group."
+    )
+    valid_fraction: float = Field(default=0.15, gt=0, lt=1, description="Fraction of rows for validation.")
+    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="Fraction of rows for test.")
+    time_column: str | None = Field(default=None, description="Column ordering rows for a time split.")
+    group_column: str | None = Field(default=None, description="Column whose values never cross splits.")
+
+
+class Sampling(StrictModel):
+    """Sampling applied to the training split."""
+
+    type: Literal["none", "stratified", "reservoir", "importance", "negative_downsample"] = Field(
+        default="none", description="Sampling method."
+    )
+    max_rows: int | None = Field(default=None, ge=1, description="Keep at most this many rows.")
+    weight_column: str | None = Field(default=None, description="Importance weights column.")
+    negative_rate: float | None = Field(
+        default=None, gt=0, le=1, description="Keep this fraction of negatives; predictions are re-calibrated."
+    )
+
+
+class Imbalance(StrictModel):
+    """Class imbalance handling."""
+
+    method: Literal["none", "class_weight", "oversample", "undersample", "focal_loss"] = Field(
+        default="none", description="How class imbalance is handled."
+    )
+    focal_gamma: float = Field(default=2.0, ge=0, description="Focal loss gamma.")
+
+
+class ModelCandidate(StrictModel):
+    """One candidate model: a registered model name and its parameters."""
+
+    type: str = Field(description="Registered model name (see `loopml models zoo`).")
+    name: str | None = Field(default=None, description="Label in the leaderboard; defaults to `type`.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters for the model's own config model (validated by the model)."
+    )
+    tune: bool = Field(default=False, description="Tune this candidate's hyperparameters with Optuna.")
+
+
+class Tuning(StrictModel):
+    """Hyperparameter search settings."""
+
+    time_budget_s: float = Field(default=60.0, gt=0, description="Total tuning time budget in seconds.")
+    n_trials: int | None = Field(default=None, ge=1, description="Stop after this many trials.")
+    metric: str | None = Field(default=None, description="Validation metric to optimise; task default when unset.")
+
+
+class Training(StrictModel):
+    """How the dataset is built and which models compete."""
+
+    split: Split = Field(default_factory=Split, description="Train/validation/test split.")
+    sampling: Sampling = Field(default_factory=Sampling, description="Sampling of the training split.")
+    imbalance: Imbalance = Field(default_factory=Imbalance, description="Class imbalance handling.")
+    candidates: list[ModelCandidate] = Field(
+        default_factory=lambda: [ModelCandidate(type="prior"), ModelCandidate(type="lightgbm")],
+        description="Candidate models trained and compared.",
+    )
+    tuning: Tuning = Field(default_factory=Tuning, description="Hyperparameter tuning.")
+    seed: int = Field(default=0, description="Random seed for splits, sampling and models.")
+    executor: Annotated[Literal["inprocess", "process", "ray"], Field()] = Field(
+        default="inprocess", description="Where trials run: in this process, a local process pool, or Ray."
+    )
