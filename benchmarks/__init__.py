@@ -1,0 +1,1 @@
+"""loopml benchmarks: each ``bench_*.py`` module has ``main(argv)``; ``python -m benchmarks [NAME ...]`` runs them."""
