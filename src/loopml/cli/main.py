@@ -183,7 +183,11 @@ def main() -> None:
     """Entry point: one clear message and a non-zero exit code on errors (traceback with --debug)."""
     debug = "--debug" in sys.argv or os.environ.get("LOOPML_DEBUG") == "1"
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if rc == 130:
+            raise KeyboardInterrupt
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except LoopMLError as exc:
         if debug:
             raise

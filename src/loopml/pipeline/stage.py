@@ -150,7 +150,14 @@ def pipeline_for(spec: Spec) -> list[BaseStage]:
     """The ordered stages of the pipeline for ``spec``."""
     load_plugins()
     classes = sorted((c for c in STAGES.values() if c.enabled(spec)), key=lambda c: (c.order, c.name))
-    return [c(spec) for c in classes]
+    # a stage whose requirement is not in the pipeline cannot run: drop it (and, in turn, its dependents)
+    kept: list[type[BaseStage]] = []
+    names: set[str] = set()
+    for c in classes:
+        if all(r in names for r in c.requires):
+            kept.append(c)
+            names.add(c.name)
+    return [c(spec) for c in kept]
 
 
 _CODE_CACHE: dict[type, str] = {}

@@ -6,6 +6,7 @@ allowed; an unknown key comes with the closest valid one.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import types
 import typing
@@ -44,16 +45,12 @@ def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
     line: int | None = None
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            try:
+            with contextlib.suppress(KeyError, TypeError, AttributeError):
                 line = node.lc.key(part)[0] + 1
-            except (KeyError, TypeError, AttributeError):
-                pass
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            try:
+            with contextlib.suppress(KeyError, TypeError, AttributeError):
                 line = node.lc.item(part)[0] + 1
-            except (KeyError, TypeError, AttributeError):
-                pass
             node = node[part]
         else:
             # pydantic adds union tags (e.g. 'csv') into loc; skip parts not in the document
@@ -72,7 +69,11 @@ def _union_members(tp: Any) -> list[Any]:
     tp = _strip_optional(tp)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return [_strip_optional(a) for a in typing.get_args(tp) if a is not type(None)]
+        out: list[Any] = []
+        for a in typing.get_args(tp):
+            if a is not type(None):
+                out.extend(_union_members(a))
+        return out
     return [tp]
 
 
@@ -210,7 +211,7 @@ def render_spec(spec: Spec) -> str:
 
     y = YAML(typ="safe", pure=True)
     y.default_flow_style = False
-    y.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    setattr(y, "sort_base_mapping_type_on_output", False)  # keep the spec's section order  # noqa: B010
     buf = io.StringIO()
     y.dump(spec.model_dump(mode="json"), buf)
     return buf.getvalue()
