@@ -1,7 +1,14 @@
 """Pipeline: stages, the runner and executors."""
 
-from loopml.pipeline.executors import EXECUTORS, Executor, InProcessExecutor, ProcessExecutor, StageJob, make_executor
-from loopml.pipeline.runner import RunReport, Runner, StageOutcome, recover_interrupted
+from loopml.pipeline.executors import (
+    EXECUTORS,
+    Executor,
+    InProcessExecutor,
+    ProcessExecutor,
+    StageJob,
+    make_executor,
+)
+from loopml.pipeline.runner import Runner, RunReport, StageOutcome, recover_interrupted
 from loopml.pipeline.stage import (
     STAGES,
     BaseStage,
