@@ -1,0 +1,178 @@
+"""Validation metrics used to tune and select models, with bootstrap confidence intervals.
+
+The evaluation stage owns the full report (slices, fairness, gates); these are the few
+metrics selection needs, computed with scikit-learn and numpy.
+
+>>> import numpy as np
+>>> m = METRICS["roc_auc"]
+>>> m.fn(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), None)
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from loopml.errors import SpecError
+
+MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric: its function, direction and the tasks it applies to."""
+
+    name: str
+    fn: MetricFn
+    higher_is_better: bool
+    tasks: frozenset[str]
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value ``a`` beats value ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    def signed(self, v: float) -> float:
+        """The value turned so that higher is better."""
+        return v if self.higher_is_better else -v
+
+
+def _roc_auc(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if np.unique(y).size < 2:
+        return float("nan")
+    if s.ndim == 2:
+        return float(roc_auc_score(y, s, multi_class="ovr", labels=list(range(s.shape[1]))))
+    return float(roc_auc_score(y, s))
+
+
+def _pr_auc(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s)) if np.unique(y).size > 1 else float("nan")
+
+
+def _log_loss(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    eps = 1e-15
+    y = y.astype(np.int64)
+    if s.ndim == 2:
+        p = np.clip(s[np.arange(len(y)), y], eps, 1)
+        return float(-np.mean(np.log(p)))
+    p = np.clip(s, eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _accuracy(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    pred = np.argmax(s, axis=1) if s.ndim == 2 else (s >= 0.5).astype(np.int64)
+    return float(np.mean(pred == y))
+
+
+def _rmse(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    return float(np.sqrt(np.mean((y - s) ** 2)))
+
+
+def _mae(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    return float(np.mean(np.abs(y - s)))
+
+
+def _r2(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+    ss = float(np.sum((y - y.mean()) ** 2))
+    return float(1 - np.sum((y - s) ** 2) / ss) if ss > 0 else float("nan")
+
+
+def ndcg_at_k(y: np.ndarray, s: np.ndarray, group: np.ndarray | None, k: int = 10) -> float:
+    """Mean NDCG@k over groups (gain ``2^rel - 1``); groups without relevant rows are skipped."""
+    if group is None:
+        group = np.zeros(len(y), dtype=np.int64)
+    order = np.lexsort((-s, group))
+    g_sorted, y_by_score = group[order], y[order]
+    ideal = np.lexsort((-y, group))
+    y_ideal = y[ideal]
+    starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+    ends = np.r_[starts[1:], len(y)]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    out = []
+    for a, b in zip(starts, ends):
+        n = min(k, b - a)
+        idcg = float(((2.0 ** y_ideal[a : a + n] - 1) * disc[:n]).sum())
+        if idcg <= 0:
+            continue
+        dcg = float(((2.0 ** y_by_score[a : a + n] - 1) * disc[:n]).sum())
+        out.append(dcg / idcg)
+    return float(np.mean(out)) if out else float("nan")
+
+
+METRICS: dict[str, Metric] = {
+    "roc_auc": Metric("roc_auc", _roc_auc, True, frozenset({"binary", "multiclass"})),
+    "pr_auc": Metric("pr_auc", _pr_auc, True, frozenset({"binary"})),
+    "log_loss": Metric("log_loss", _log_loss, False, frozenset({"binary", "multiclass"})),
+    "accuracy": Metric("accuracy", _accuracy, True, frozenset({"binary", "multiclass"})),
+    "rmse": Metric("rmse", _rmse, False, frozenset({"regression"})),
+    "mae": Metric("mae", _mae, False, frozenset({"regression"})),
+    "r2": Metric("r2", _r2, True, frozenset({"regression"})),
+}
+for _k in (1, 3, 5, 10, 20, 50):
+    METRICS[f"ndcg@{_k}"] = Metric(
+        f"ndcg@{_k}", lambda y, s, g, _k=_k: ndcg_at_k(y, s, g, _k), True, frozenset({"ranking"})
+    )
+
+DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse", "ranking": "ndcg@10"}
+
+
+def metric_for(task: str, name: str | None) -> Metric:
+    """The selection metric: ``name`` if given (checked against the task), else the task default."""
+    key = name or DEFAULT_METRIC[task]
+    if key not in METRICS:
+        raise SpecError(
+            f"training.tuning.metric: unknown metric `{key}` "
+            f"(known for {task}: {', '.join(sorted(k for k, m in METRICS.items() if task in m.tasks))})"
+        )
+    m = METRICS[key]
+    if task not in m.tasks:
+        raise SpecError(f"training.tuning.metric: `{key}` does not apply to task `{task}`")
+    return m
+
+
+def score_for_pruning(task: str, y: np.ndarray, s: np.ndarray, group: np.ndarray | None) -> float:
+    """The task's default metric turned so that higher is better (used by early stopping)."""
+    m = METRICS[DEFAULT_METRIC[task]]
+    v = m.fn(np.asarray(y), s, group)
+    return m.signed(v) if np.isfinite(v) else -np.inf
+
+
+def bootstrap_ci(
+    metric: Metric,
+    y: np.ndarray,
+    s: np.ndarray,
+    group: np.ndarray | None = None,
+    *,
+    resamples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` (groups are resampled whole for ranking)."""
+    if resamples <= 0 or len(y) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    vals = []
+    if group is not None:
+        uniq, inv = np.unique(group, return_inverse=True)
+        members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
+        for _ in range(resamples):
+            pick = rng.integers(0, len(uniq), len(uniq))
+            idx = np.concatenate([members[i] for i in pick])
+            new_g = np.repeat(np.arange(len(pick)), [len(members[i]) for i in pick])
+            vals.append(metric.fn(y[idx], s[idx], new_g))
+    else:
+        n = len(y)
+        for _ in range(resamples):
+            idx = rng.integers(0, n, n)
+            vals.append(metric.fn(y[idx], s[idx], None))
+    arr = np.asarray([v for v in vals if np.isfinite(v)])
+    if arr.size == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - confidence) / 2
+    return (float(np.quantile(arr, a)), float(np.quantile(arr, 1 - a)))
