@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN_STAGE_MODULES: list[str] = []
+BUILTIN_STAGE_MODULES: list[str] = [
+    "loopml.data.stages",
+    "loopml.validation.stages",
+]
 
 for _mod in BUILTIN_STAGE_MODULES:
     importlib.import_module(_mod)

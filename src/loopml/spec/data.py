@@ -103,6 +103,23 @@ class Verification(StrictModel):
     fail_on: Literal["error", "warning", "never"] = Field(
         default="error", description="Lowest severity that stops the pipeline."
     )
+    unique_keys: list[str] = Field(
+        default_factory=list, description="Columns that together identify one example; duplicates are quarantined."
+    )
+    timestamp: str | None = Field(
+        default=None, description="Timestamp column checked for freshness (defaults to `task.timestamp`)."
+    )
+    max_quarantine_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Share of rows failing row-level checks above which validation errors."
+    )
+    severities: dict[str, Literal["error", "warning", "info"]] = Field(
+        default_factory=dict,
+        description="Override the severity of a check by name (type, range, domain, nullability, missing_rate, "
+        "key_duplicates, freshness, row_count, psi, columns).",
+    )
+    max_domain_size: int = Field(
+        default=50, ge=1, description="Columns with at most this many distinct values get a category domain."
+    )
 
 
 class Data(StrictModel):
@@ -115,3 +132,8 @@ class Data(StrictModel):
     labels: LabelRule | None = Field(default=None, description="Natural label rule over event logs.")
     hand_labels: HandLabels | None = Field(default=None, description="Labels joined from a file.")
     verification: Verification = Field(default_factory=Verification, description="Data verification settings.")
+    incremental: bool = Field(
+        default=True,
+        description="When only new files appear in glob sources (and no transform or window label spans sources), "
+        "ingest only the new rows into a new snapshot appended to the previous one.",
+    )

@@ -1,0 +1,118 @@
+"""ETL: named sources → (optional SQL transform) → natural labels → hand labels → privacy.
+
+Everything runs in one in-memory DuckDB connection over Arrow tables: no pandas round trips.
+The result is one Arrow table of examples, ready to be written to the lake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from loopml.data.labels import apply_label_rule, ident, join_hand_labels
+from loopml.data.privacy import apply_privacy
+from loopml.data.sources import read_source
+from loopml.errors import DataError
+from loopml.spec import Spec
+from loopml.spec.data import ClickWithinWindow
+
+ROW = "__loopml_row"
+
+
+@dataclass
+class EtlResult:
+    """The example table and facts about how it was built."""
+
+    table: pa.Table
+    source_rows: dict[str, int] = field(default_factory=dict)
+    base: str = ""
+
+
+def base_source(spec: Spec) -> str | None:
+    """The source the examples come from when there is no transform (None when a transform builds them)."""
+    data = spec.data
+    if data.transform:
+        return None
+    if isinstance(data.labels, ClickWithinWindow):
+        return data.labels.impressions
+    if len(data.sources) == 1:
+        return next(iter(data.sources))
+    raise DataError(
+        f"data: {len(data.sources)} sources ({', '.join(data.sources)}) and no `transform`; "
+        "say how they become one example table",
+        hint="add `data.transform: SELECT ... FROM a JOIN b USING (key)` (DuckDB SQL over the source names)",
+    )
+
+
+def build_examples(
+    spec: Spec,
+    project_dir: Path,
+    *,
+    files: Mapping[str, Sequence[Path]] | None = None,
+    only: Sequence[str] | None = None,
+) -> EtlResult:
+    """Read the sources and build the example table.
+
+    Parameters
+    ----------
+    spec
+        The project spec (``data`` and ``requirements.privacy`` are used).
+    project_dir
+        Folder that relative source paths are resolved against.
+    files
+        Per source, the subset of its files to read (incremental ingestion reads only new files).
+    only
+        Read only these sources (the others are not needed, e.g. an incremental delta of the base).
+    """
+    data = spec.data
+    if not data.sources:
+        raise DataError("data: no sources declared", hint="declare at least one source under data.sources")
+    base = base_source(spec)
+    con = duckdb.connect()
+    result = EtlResult(table=pa.table({}), base=base or "transform")
+    try:
+        for name, source in data.sources.items():
+            if only is not None and name not in only:
+                continue
+            t = read_source(name, source, project_dir, (files or {}).get(name))
+            result.source_rows[name] = t.num_rows
+            con.register(name, t)
+        if base is None:
+            try:
+                examples = con.sql(data.transform or "").to_arrow_table()
+            except duckdb.Error as exc:
+                raise DataError(
+                    f"data.transform failed: {str(exc).splitlines()[0]}",
+                    hint=f"the sources are available as tables named {', '.join(data.sources)}",
+                ) from None
+        else:
+            examples = con.sql(f"SELECT * FROM {ident(base)}").to_arrow_table()
+        if ROW in examples.column_names:
+            raise DataError(f"data: column name `{ROW}` is reserved")
+        examples = examples.append_column(ROW, pa.array(np.arange(examples.num_rows, dtype=np.int64)))
+        con.register("examples", examples)
+        view = "examples"
+        if data.labels is not None:
+            view = apply_label_rule(con, view, data.labels)
+        if data.hand_labels is not None:
+            view = join_hand_labels(con, view, data.hand_labels, project_dir)
+        table = con.sql(f"SELECT * EXCLUDE ({ROW}) FROM {view} ORDER BY {ROW}").to_arrow_table()
+    finally:
+        con.close()
+    result.table = apply_privacy(table, spec.requirements.privacy)
+    return result
+
+
+def describe_schema(table: pa.Table | pa.Schema) -> list[dict[str, Any]]:
+    """Plain-data schema (name, Arrow type, nullable) for manifests."""
+    schema = table.schema if isinstance(table, pa.Table) else table
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+__all__ = ["EtlResult", "base_source", "build_examples", "describe_schema"]

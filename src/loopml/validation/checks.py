@@ -1,0 +1,449 @@
+"""Validation checks, registered by name, each with a default severity.
+
+Two kinds of checks share one small protocol (:class:`Check`, one required method):
+
+- **row-level** checks (``row_level = True``) return SQL predicates that are true for a failing
+  row; the validator evaluates all of them in one DuckDB query and quarantines failing rows;
+- **dataset** checks compare the profile with the schema and the reference profile.
+
+>>> sorted(CHECKS)  # doctest: +NORMALIZE_WHITESPACE
+['columns', 'domain', 'freshness', 'key_duplicates', 'missing_rate', 'nullability', 'psi', 'range',
+ 'row_count', 'type']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import pyarrow as pa
+
+from loopml.data.labels import ident
+from loopml.spec.data import Verification
+from loopml.validation.profile import NULL, OTHER, Profile, kind_of, psi
+from loopml.validation.schema import ColumnSchema, DataSchema
+
+Severity = Literal["error", "warning", "info"]
+SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one column (or on the whole table when ``column`` is None)."""
+
+    check: str
+    column: str | None
+    passed: bool
+    severity: Severity
+    message: str
+    failing_rows: int = 0
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data."""
+        return {
+            "check": self.check,
+            "column": self.column,
+            "passed": self.passed,
+            "severity": self.severity,
+            "message": self.message,
+            "failing_rows": self.failing_rows,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class RowPredicate:
+    """A SQL expression true for a failing row, with what was expected (for quarantine reasons)."""
+
+    check: str
+    column: str | None
+    sql: str
+    expected: str
+
+
+@dataclass
+class CheckContext:
+    """What checks look at: the table, its profile, the schema and the reference profile."""
+
+    table: pa.Table
+    profile: Profile
+    schema: DataSchema
+    reference: Profile | None
+    settings: Verification
+    now: dt.datetime
+
+    def severity(self, check: Check) -> Severity:
+        """The configured severity of a check (spec override or the check's default)."""
+        return self.settings.severities.get(check.name, check.default_severity)
+
+    def present(self) -> list[tuple[str, ColumnSchema, str]]:
+        """Schema columns present in the table: (name, column schema, actual Arrow kind)."""
+        fields = {f.name: f.type for f in self.table.schema}
+        return [(n, c, kind_of(fields[n])) for n, c in self.schema.columns.items() if n in fields]
+
+
+class Check(Protocol):
+    """A validation check. Required: ``run`` (dataset checks) or ``predicates`` (row-level checks)."""
+
+    name: ClassVar[str]
+    row_level: ClassVar[bool]
+    default_severity: ClassVar[Severity]
+    description: ClassVar[str]
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Dataset-level results (row-level checks return [] here)."""
+        ...
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        """Row-level failure predicates (dataset checks return [])."""
+        ...
+
+
+CHECKS: dict[str, type[Check]] = {}
+
+
+def register_check(cls: type[Any]) -> type[Any]:
+    """Class decorator: make a check available by its ``name``."""
+    CHECKS[cls.name] = cls
+    return cls
+
+
+class _RowCheck:
+    row_level: ClassVar[bool] = True
+    default_severity: ClassVar[Severity] = "error"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        return []
+
+
+class _DatasetCheck:
+    row_level: ClassVar[bool] = False
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        return []
+
+
+def schema_kind(type_name: str) -> str:
+    """Kind (numeric/boolean/temporal/string) of an Arrow type name from a schema file."""
+    t = type_name.lower()
+    if t.startswith(("int", "uint", "double", "float", "halffloat", "decimal")):
+        return "int" if t.startswith(("int", "uint")) else "numeric"
+    if t.startswith("bool"):
+        return "boolean"
+    if t.startswith(("date", "timestamp")):
+        return "temporal"
+    if t.startswith(("string", "large_string", "dictionary")):
+        return "string"
+    return "other"
+
+
+def typed(c: str, skind: str, actual: str) -> str:
+    """SQL of column ``c`` as the schema's kind (NULL when it cannot be converted)."""
+    if skind in ("int", "numeric"):
+        return c if actual == "numeric" else f"TRY_CAST({c} AS DOUBLE)"
+    if skind == "temporal":
+        return f"CAST({c} AS TIMESTAMP)" if actual == "temporal" else f"TRY_CAST({c} AS TIMESTAMP)"
+    if skind == "boolean":
+        return c if actual == "boolean" else f"TRY_CAST({c} AS BOOLEAN)"
+    return f"CAST({c} AS VARCHAR)"
+
+
+def _lit(v: Any) -> str:
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+@register_check
+class TypeCheck(_RowCheck):
+    """Values must have the schema's type: rows whose value cannot be read as that type fail."""
+
+    name: ClassVar[str] = "type"
+    description: ClassVar[str] = "value has the schema type"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        out = []
+        for name, cs, actual in ctx.present():
+            c = ident(name)
+            sk = schema_kind(cs.type)
+            if sk in ("other", "string"):
+                continue
+            if sk == "int" and actual == "numeric":
+                sql = f"{c} IS NOT NULL AND CAST({c} AS DOUBLE) <> round(CAST({c} AS DOUBLE))"
+            elif (sk == "numeric" and actual == "numeric") or sk == actual:
+                continue
+            else:
+                sql = f"{c} IS NOT NULL AND {typed(c, sk, actual)} IS NULL"
+            out.append(RowPredicate(self.name, name, sql, f"a value of type {cs.type}"))
+        return out
+
+
+@register_check
+class NullabilityCheck(_RowCheck):
+    """Columns the schema marks ``nullable: false`` must not be missing."""
+
+    name: ClassVar[str] = "nullability"
+    description: ClassVar[str] = "non-nullable column has a value"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        return [
+            RowPredicate(self.name, n, f"{ident(n)} IS NULL", "a value (column is not nullable)")
+            for n, cs, _ in ctx.present()
+            if not cs.nullable
+        ]
+
+
+@register_check
+class RangeCheck(_RowCheck):
+    """Numeric and temporal values must lie within the schema's ``[min, max]``."""
+
+    name: ClassVar[str] = "range"
+    description: ClassVar[str] = "value within [min, max]"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        out = []
+        for name, cs, actual in ctx.present():
+            sk = schema_kind(cs.type)
+            if (cs.min is None and cs.max is None) or sk not in ("int", "numeric", "temporal"):
+                continue
+            x = typed(ident(name), sk, actual)
+            conds = []
+            if sk == "temporal":
+                if cs.min is not None:
+                    conds.append(f"{x} < CAST({_lit(cs.min)} AS TIMESTAMP)")
+                if cs.max is not None:
+                    conds.append(f"{x} > CAST({_lit(cs.max)} AS TIMESTAMP)")
+            else:
+                if cs.min is not None:
+                    conds.append(f"{x} < {float(cs.min)!r}")
+                if cs.max is not None:
+                    conds.append(f"{x} > {float(cs.max)!r}")
+            out.append(RowPredicate(self.name, name, " OR ".join(conds), f"a value in [{cs.min}, {cs.max}]"))
+        return out
+
+
+@register_check
+class DomainCheck(_RowCheck):
+    """Categorical values must belong to the schema's ``domain``."""
+
+    name: ClassVar[str] = "domain"
+    description: ClassVar[str] = "value in the category domain"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        out = []
+        for name, cs, actual in ctx.present():
+            if not cs.domain:
+                continue
+            c = ident(name)
+            sk = schema_kind(cs.type)
+            shown = ", ".join(map(str, cs.domain[:8])) + (", ..." if len(cs.domain) > 8 else "")
+            if sk in ("int", "numeric"):
+                vals = ", ".join(repr(float(v)) for v in cs.domain)
+                sql = f"{typed(c, sk, actual)} NOT IN ({vals})"
+            else:
+                vals = ", ".join(_lit(str(v).lower() if isinstance(v, bool) else v) for v in cs.domain)
+                sql = f"{c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({vals})"
+            out.append(RowPredicate(self.name, name, sql, f"one of {{{shown}}}"))
+        return out
+
+
+@register_check
+class KeyDuplicatesCheck(_RowCheck):
+    """The schema's ``unique_keys`` identify one row: later duplicates fail (the first is kept)."""
+
+    name: ClassVar[str] = "key_duplicates"
+    description: ClassVar[str] = "key columns identify one row"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        keys = [k for k in ctx.schema.unique_keys if k in ctx.table.column_names]
+        if not keys:
+            return []
+        part = ", ".join(ident(k) for k in keys)
+        return [
+            RowPredicate(
+                self.name,
+                ",".join(keys),
+                f"row_number() OVER (PARTITION BY {part} ORDER BY __row) > 1",
+                f"a unique ({', '.join(keys)})",
+            )
+        ]
+
+
+@register_check
+class ColumnsCheck(_DatasetCheck):
+    """Every schema column must be present; new columns are reported."""
+
+    name: ClassVar[str] = "columns"
+    default_severity: ClassVar[Severity] = "error"
+    description: ClassVar[str] = "schema columns present"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        have = set(ctx.table.column_names)
+        out = []
+        for n, cs in ctx.schema.columns.items():
+            if n not in have:
+                out.append(CheckResult(self.name, n, False, ctx.severity(self), f"column `{n}` ({cs.type}) is missing"))
+        for n in ctx.table.column_names:
+            if n not in ctx.schema.columns:
+                out.append(CheckResult(self.name, n, False, "warning", f"column `{n}` is not in the schema"))
+        if not out:
+            out.append(CheckResult(self.name, None, True, ctx.severity(self), "all schema columns present"))
+        return out
+
+
+@register_check
+class MissingRateCheck(_DatasetCheck):
+    """A column's missing rate must stay at or below ``max_missing_rate``."""
+
+    name: ClassVar[str] = "missing_rate"
+    default_severity: ClassVar[Severity] = "error"
+    description: ClassVar[str] = "missing rate within limit"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        out = []
+        for n, cs, _ in ctx.present():
+            if cs.max_missing_rate is None or not cs.nullable:
+                continue
+            rate = ctx.profile.columns[n].missing_rate
+            ref = ctx.reference.columns[n].missing_rate if ctx.reference and n in ctx.reference.columns else None
+            ok = rate <= cs.max_missing_rate + 1e-12
+            out.append(
+                CheckResult(
+                    self.name,
+                    n,
+                    ok,
+                    ctx.severity(self),
+                    f"missing rate {rate:.2%} (limit {cs.max_missing_rate:.2%}"
+                    + (f", reference {ref:.2%})" if ref is not None else ")"),
+                    evidence={"missing_rate": rate, "limit": cs.max_missing_rate, "reference": ref},
+                )
+            )
+        return out
+
+
+@register_check
+class FreshnessCheck(_DatasetCheck):
+    """The newest timestamp must be at most ``freshness_hours`` old."""
+
+    name: ClassVar[str] = "freshness"
+    default_severity: ClassVar[Severity] = "error"
+    description: ClassVar[str] = "newest timestamp recent enough"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        hours = ctx.settings.freshness_hours
+        col = ctx.settings.timestamp or ctx.schema.timestamp
+        if hours is None or not col:
+            return []
+        if col not in ctx.profile.columns:
+            return [CheckResult(self.name, col, False, ctx.severity(self), f"timestamp column `{col}` is missing")]
+        newest = ctx.profile.columns[col].max
+        if newest is None:
+            return [CheckResult(self.name, col, False, ctx.severity(self), f"timestamp column `{col}` is empty")]
+        try:
+            ts = dt.datetime.fromisoformat(str(newest))
+        except ValueError:
+            return [CheckResult(self.name, col, False, ctx.severity(self), f"`{col}` is not a timestamp ({newest})")]
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=dt.UTC)
+        age_h = (ctx.now - ts).total_seconds() / 3600
+        return [
+            CheckResult(
+                self.name,
+                col,
+                age_h <= hours,
+                ctx.severity(self),
+                f"newest `{col}` is {ts.isoformat()} ({age_h:.1f} h old; limit {hours:g} h)",
+                evidence={"newest": ts.isoformat(), "age_hours": age_h, "limit_hours": hours},
+            )
+        ]
+
+
+@register_check
+class RowCountCheck(_DatasetCheck):
+    """The row count must not change by more than ``max_row_count_change`` against the reference."""
+
+    name: ClassVar[str] = "row_count"
+    default_severity: ClassVar[Severity] = "warning"
+    description: ClassVar[str] = "row count close to the reference"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        ref = ctx.schema.rows or (ctx.reference.rows if ctx.reference else None)
+        n = ctx.profile.rows
+        if n == 0:
+            return [CheckResult(self.name, None, False, "error", "the table has no rows")]
+        if not ref:
+            return []
+        change = (n - ref) / ref
+        limit = ctx.settings.max_row_count_change
+        return [
+            CheckResult(
+                self.name,
+                None,
+                abs(change) <= limit,
+                ctx.severity(self),
+                f"{n:,} rows vs {ref:,} in the reference ({change:+.1%}; limit ±{limit:.0%})",
+                evidence={"rows": n, "reference_rows": ref, "change": change, "limit": limit},
+            )
+        ]
+
+
+@register_check
+class PsiCheck(_DatasetCheck):
+    """Distribution change per column: population stability index against the reference bins."""
+
+    name: ClassVar[str] = "psi"
+    default_severity: ClassVar[Severity] = "error"
+    description: ClassVar[str] = "distribution close to the reference (PSI)"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        if ctx.reference is None:
+            return []
+        out = []
+        for n, cp in ctx.profile.columns.items():
+            ref = ctx.reference.columns.get(n)
+            if ref is None or not ref.psi_bins.get("counts") or not cp.psi_bins.get("counts"):
+                continue
+            if ref.kind != cp.kind:
+                continue
+            e = list(ref.psi_bins["counts"]) + ([ref.psi_bins.get("missing", 0)] if "edges" in ref.psi_bins else [])
+            a = list(cp.psi_bins["counts"]) + ([cp.psi_bins.get("missing", 0)] if "edges" in cp.psi_bins else [])
+            if len(e) != len(a):
+                continue
+            value = psi(e, a)
+            warn, err = ctx.settings.psi_warn, ctx.settings.psi_error
+            if value >= err:
+                sev: Severity = ctx.severity(self)
+                ok = False
+            elif value >= warn:
+                sev, ok = "warning", False
+            else:
+                sev, ok = ctx.severity(self), True
+            labels = ref.psi_bins.get("values") or ref.psi_bins.get("edges")
+            out.append(
+                CheckResult(
+                    self.name,
+                    n,
+                    ok,
+                    sev,
+                    f"PSI {value:.3f} (warn ≥ {warn:g}, error ≥ {err:g})",
+                    evidence={"psi": value, "bins": labels, "reference": e, "current": a},
+                )
+            )
+        return out
+
+
+def is_categorical_label(v: str) -> bool:
+    """Whether a histogram label is one of the synthetic buckets."""
+    return v in (OTHER, NULL)
+
+
+__all__ = [
+    "CHECKS",
+    "SEVERITY_RANK",
+    "Check",
+    "CheckContext",
+    "CheckResult",
+    "RowPredicate",
+    "register_check",
+    "schema_kind",
+]

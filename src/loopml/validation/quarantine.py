@@ -1,0 +1,83 @@
+"""The quarantine: rows that failed row-level checks, with the check, column, value and reason.
+
+Rows are never silently dropped: each failing (row, check) pair is one row of the
+``data_quarantine`` table in the metadata database, holding the whole row as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, Text, desc, func, insert, select
+
+from loopml.workspace import Workspace, utcnow
+from loopml.workspace.metadata import METADATA
+
+data_quarantine = Table(
+    "data_quarantine",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("execution_id", String(40), index=True),
+    Column("snapshot_id", String(40), index=True),
+    Column("row_index", Integer, nullable=False),
+    Column("check", String(40), nullable=False),
+    Column("column", String(200)),
+    Column("value", Text),
+    Column("reason", Text, nullable=False),
+    Column("row", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def write_quarantine(ws: Workspace, entries: list[dict[str, Any]], *, execution_id: str | None,
+                     snapshot_id: str | None, batch: int = 5000) -> int:
+    """Record quarantined rows (dicts with row_index, check, column, value, reason, row); returns the count."""
+    if not entries:
+        return 0
+    now = utcnow()
+    rows = [
+        {
+            "execution_id": execution_id,
+            "snapshot_id": snapshot_id,
+            "row_index": int(e["row_index"]),
+            "check": e["check"],
+            "column": e.get("column"),
+            "value": None if e.get("value") is None else str(e["value"])[:1000],
+            "reason": e["reason"],
+            "row": json.loads(json.dumps(e["row"], default=str)),
+            "created_at": now,
+        }
+        for e in entries
+    ]
+    with ws.engine.begin() as conn:
+        for i in range(0, len(rows), batch):
+            conn.execute(insert(data_quarantine), rows[i : i + batch])
+    return len(rows)
+
+
+def list_quarantine(
+    ws: Workspace, *, snapshot_id: str | None = None, check: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Quarantined rows, newest first, optionally for one snapshot and/or one check."""
+    q = select(data_quarantine).order_by(desc(data_quarantine.c.id)).limit(limit)
+    if snapshot_id:
+        q = q.where(data_quarantine.c.snapshot_id.like(f"{snapshot_id}%"))
+    if check:
+        q = q.where(data_quarantine.c.check == check)
+    with ws.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def quarantine_counts(ws: Workspace, snapshot_id: str | None = None) -> list[tuple[str, str | None, int]]:
+    """(check, column, rows) counts."""
+    q = select(data_quarantine.c.check, data_quarantine.c.column, func.count()).group_by(
+        data_quarantine.c.check, data_quarantine.c.column
+    )
+    if snapshot_id:
+        q = q.where(data_quarantine.c.snapshot_id.like(f"{snapshot_id}%"))
+    with ws.engine.connect() as conn:
+        return [(r[0], r[1], int(r[2])) for r in conn.execute(q).all()]
+
+
+__all__ = ["data_quarantine", "list_quarantine", "quarantine_counts", "write_quarantine"]

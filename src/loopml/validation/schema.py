@@ -1,0 +1,194 @@
+"""The data schema: inferred from a reference snapshot into an editable, commented YAML file.
+
+The schema holds, per column, the type, nullability, the allowed missing rate, the range and
+(for low-cardinality columns) the category domain; plus the key columns that must be unique
+and the timestamp column checked for freshness. The reference profile (histograms, bins for
+PSI) lives beside it in ``<schema>.profile.json`` so that both can be committed together.
+
+>>> import pyarrow as pa
+>>> from loopml.validation.profile import profile_table
+>>> s = infer_schema(profile_table(pa.table({"k": [1, 2, 3], "c": ["a", "b", "a"]})), unique_keys=["k"])
+>>> s.columns["c"].domain, s.columns["k"].min, s.unique_keys
+(['a', 'b'], 1, ['k'])
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from loopml.errors import NotFound, SpecError
+from loopml.spec.base import StrictModel
+from loopml.validation.profile import Profile
+
+SCHEMA_VERSION = 1
+
+
+class ColumnSchema(StrictModel):
+    """What one column must look like."""
+
+    type: str = Field(description="Arrow type name (int64, double, string, bool, date32[day], timestamp[us], ...).")
+    nullable: bool = Field(default=True, description="Whether missing values are allowed at all.")
+    max_missing_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Largest allowed share of missing values (none: no limit)."
+    )
+    min: int | float | str | None = Field(default=None, description="Smallest allowed value (numbers, dates, timestamps).")
+    max: int | float | str | None = Field(default=None, description="Largest allowed value (numbers, dates, timestamps).")
+    domain: list[Any] | None = Field(default=None, description="Allowed values of a categorical column.")
+
+
+class DataSchema(StrictModel):
+    """The schema of the example table."""
+
+    version: int = Field(default=SCHEMA_VERSION, description="Schema file format version.")
+    reference_snapshot: str | None = Field(default=None, description="Snapshot the schema was inferred from.")
+    rows: int | None = Field(default=None, ge=0, description="Row count of the reference snapshot.")
+    unique_keys: list[str] = Field(default_factory=list, description="Columns that together identify one row.")
+    timestamp: str | None = Field(default=None, description="Event-time column checked for freshness.")
+    columns: dict[str, ColumnSchema] = Field(default_factory=dict, description="Columns, by name.")
+
+
+def _round_range(v: Any, kind: str) -> Any:
+    if v is None:
+        return None
+    if kind == "temporal":
+        return str(v)
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    return float(v)
+
+
+def infer_schema(
+    profile: Profile,
+    *,
+    unique_keys: list[str] | None = None,
+    timestamp: str | None = None,
+    max_domain_size: int = 50,
+    missing_slack: float = 0.1,
+    reference_snapshot: str | None = None,
+) -> DataSchema:
+    """A schema from a reference profile.
+
+    Parameters
+    ----------
+    profile
+        Profile of the reference data.
+    unique_keys
+        Columns that together identify one row.
+    timestamp
+        Event-time column (freshness).
+    max_domain_size
+        Columns with at most this many distinct values (all of them among the profile's top
+        values) get a category domain; numeric columns with fractions never do.
+    missing_slack
+        ``max_missing_rate`` is the reference rate plus this slack (capped at 1).
+    reference_snapshot
+        Id of the snapshot profiled, recorded in the file.
+    """
+    cols: dict[str, ColumnSchema] = {}
+    for name, cp in profile.columns.items():
+        domain = None
+        top_values = [v for v, _ in cp.top]
+        covered = sum(c for _, c in cp.top)
+        is_fractional = cp.kind == "numeric" and any(isinstance(v, float) and not float(v).is_integer()
+                                                     for v in top_values)
+        if (
+            cp.kind in ("string", "boolean", "numeric")
+            and 0 < cp.distinct <= max_domain_size
+            and covered == cp.count
+            and not is_fractional
+            and len(top_values) <= max_domain_size
+        ):
+            domain = sorted(top_values, key=lambda v: (str(type(v)), v))
+        ranged = cp.kind in ("numeric", "temporal")
+        cols[name] = ColumnSchema(
+            type=cp.type,
+            nullable=cp.missing > 0,
+            max_missing_rate=min(1.0, round(cp.missing_rate + missing_slack, 6)) if cp.missing > 0 else 0.0,
+            min=_round_range(cp.min, cp.kind) if ranged else None,
+            max=_round_range(cp.max, cp.kind) if ranged else None,
+            domain=domain,
+        )
+    keys = [k for k in (unique_keys or []) if k in cols]
+    return DataSchema(
+        reference_snapshot=reference_snapshot,
+        rows=profile.rows,
+        unique_keys=keys,
+        timestamp=timestamp if timestamp in cols else None,
+        columns=cols,
+    )
+
+
+HEADER = """\
+# Data schema for loopml validation, inferred from a reference snapshot.
+# Edit and commit it: loosen a range, add a value to a domain, mark a column non-nullable.
+# Per column: type (Arrow), nullable, max_missing_rate, min/max (range), domain (allowed values).
+# Row-level failures (type, nullability, range, domain, key duplicates) are quarantined;
+# `loopml data infer-schema --force` regenerates this file from the latest snapshot.
+"""
+
+
+def profile_path(schema_path: Path) -> Path:
+    """Where the reference profile of a schema file lives."""
+    return schema_path.with_name(schema_path.stem + ".profile.json")
+
+
+def save_schema(schema: DataSchema, path: Path, reference: Profile | None = None) -> None:
+    """Write the schema YAML (and the reference profile JSON beside it) atomically."""
+    y = YAML()
+    y.width = 4096
+    buf = io.StringIO()
+    data = CommentedMap(schema.model_dump(mode="json", exclude_none=True, exclude={"columns", "unique_keys"}))
+    keys = CommentedSeq(schema.unique_keys)
+    keys.fa.set_flow_style()
+    data["unique_keys"] = keys
+    columns = CommentedMap()
+    for n, cs in schema.columns.items():
+        entry = CommentedMap(cs.model_dump(mode="json", exclude_none=True))
+        entry.fa.set_flow_style()
+        columns[n] = entry
+    data["columns"] = columns
+    y.dump(data, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(HEADER + buf.getvalue(), encoding="utf-8")
+    tmp.replace(path)
+    if reference is not None:
+        pp = profile_path(path)
+        tmp = pp.with_name(pp.name + ".tmp")
+        tmp.write_text(json.dumps(reference.to_json(), default=str), encoding="utf-8")
+        tmp.replace(pp)
+
+
+def load_schema(path: Path) -> DataSchema:
+    """Read a schema file; every problem is reported with its key path."""
+    if not path.exists():
+        raise NotFound(f"schema file {path} not found", hint="`loopml data infer-schema` creates it")
+    try:
+        raw = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+    except Exception as exc:  # ruamel raises several parser errors
+        raise SpecError(f"schema file {path} is not valid YAML: {exc}") from None
+    try:
+        return DataSchema.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise SpecError(f"schema file {path} is invalid", problems) from None
+
+
+def load_reference(path: Path) -> Profile | None:
+    """The reference profile stored beside a schema file, if any."""
+    pp = profile_path(path)
+    if not pp.exists():
+        return None
+    return Profile.from_json(json.loads(pp.read_text(encoding="utf-8")))
+
+
+__all__ = ["ColumnSchema", "DataSchema", "infer_schema", "load_reference", "load_schema", "profile_path", "save_schema"]

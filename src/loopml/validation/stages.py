@@ -1,0 +1,147 @@
+"""The ``validate`` stage: profile the ingested table, check it, quarantine bad rows.
+
+Outputs ``table`` (Parquet: rows failing row-level checks removed; they are in the
+quarantine), ``report`` (JSON) and ``html``. The first run infers the schema file
+(``data.verification.schema_path``) from the snapshot; later runs validate against it.
+Error-level failures raise :class:`~loopml.errors.ValidationFailed` naming the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from loopml.errors import ValidationFailed
+from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
+from loopml.spec import Spec
+from loopml.validation.profile import profile_table
+from loopml.validation.quarantine import write_quarantine
+from loopml.validation.report import write_reports
+from loopml.validation.schema import infer_schema, load_reference, load_schema, profile_path, save_schema
+from loopml.validation.validator import validate_table
+from loopml.workspace import Workspace, sha256_bytes, sha256_file
+
+
+def _auto_record(ws: Workspace) -> Path:
+    return ws.root / "validation" / "inferred.json"
+
+
+def _schema_hashes(path: Path) -> dict[str, str | None]:
+    pp = profile_path(path)
+    return {
+        "schema": sha256_file(path) if path.exists() else None,
+        "profile": sha256_file(pp) if pp.exists() else None,
+    }
+
+
+def schema_fingerprint(ws: Workspace) -> dict[str, Any]:
+    """``auto`` while the schema file is absent or exactly as this stage inferred it; else its hashes.
+
+    Inference is a function of the input snapshot (already part of the cache key), so an
+    untouched inferred schema does not invalidate the cache; an edited one does.
+    """
+    path = ws.resolve(ws.spec.data.verification.schema_path)
+    hashes = _schema_hashes(path)
+    if hashes["schema"] is None:
+        return {"schema": "auto"}
+    rec = _auto_record(ws)
+    if rec.exists():
+        try:
+            recorded = json.loads(rec.read_text()).get(str(path))
+        except (OSError, ValueError):
+            recorded = None
+        if recorded == hashes:
+            return {"schema": "auto"}
+    return hashes
+
+
+@register_stage
+class ValidateStage(BaseStage):
+    """Profile the snapshot, validate it against the schema and reference, quarantine failing rows."""
+
+    name = "validate"
+    order = 20
+    requires = ("ingest",)
+    description = "profile → schema + reference checks → quarantine → verified table"
+
+    @classmethod
+    def enabled(cls, spec: Spec) -> bool:
+        return bool(spec.data.sources)
+
+    def config(self, spec: Spec) -> Any:
+        return {
+            "verification": spec.data.verification.model_dump(mode="json"),
+            "timestamp": spec.task.timestamp,
+        }
+
+    def fingerprint(self, ws: Workspace) -> Any:
+        return schema_fingerprint(ws)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        ws, spec = ctx.workspace, ctx.spec
+        settings = spec.data.verification
+        snapshot = ctx.upstream_summaries.get("ingest", {}).get("snapshot")
+        table = pq.read_table(ws.artifacts.open_verified(ctx.input("ingest", "table")))
+        path = ws.resolve(settings.schema_path)
+        inferred = False
+        if not path.exists():
+            ref_profile = profile_table(table, top_k=max(10, settings.max_domain_size))
+            schema = infer_schema(
+                ref_profile,
+                unique_keys=settings.unique_keys,
+                timestamp=settings.timestamp or spec.task.timestamp,
+                max_domain_size=settings.max_domain_size,
+                missing_slack=settings.max_missing_rate_increase,
+                reference_snapshot=snapshot,
+            )
+            save_schema(schema, path, ref_profile)
+            rec = _auto_record(ws)
+            rec.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(rec.read_text()) if rec.exists() else {}
+            data[str(path)] = _schema_hashes(path)
+            rec.write_text(json.dumps(data, indent=2))
+            inferred = True
+        schema = load_schema(path)
+        reference = load_reference(path)
+        outcome = validate_table(table, schema, reference, settings, snapshot=snapshot)
+        report = outcome.report
+        report.schema_path = str(path)
+        report.schema_inferred = inferred
+        n_q = write_quarantine(ws, outcome.quarantine, execution_id=ctx.execution_id, snapshot_id=snapshot)
+        stem = f"validation-{snapshot or ctx.execution_id}"
+        json_path, html_path = write_reports(report, ws.reports, stem)
+        if not report.passed:
+            failing = report.failing()
+            listed = "; ".join(f"{c.check}[{c.column or '*'}]: {c.message}" for c in failing[:5])
+            raise ValidationFailed(
+                f"snapshot {snapshot or '?'} failed {len(failing)} check(s) at severity ≥ {settings.fail_on}: "
+                f"{listed}{' …' if len(failing) > 5 else ''}; report: {html_path}",
+                hint=f"see {json_path}; `loopml data quarantine` lists quarantined rows; edit {path} if the "
+                "change is expected",
+            )
+        tmp = ctx.temp_path(".parquet")
+        pq.write_table(outcome.kept, tmp, compression="zstd")
+        table_digest = ctx.put_file(tmp, kind="table", name="validated", meta={"snapshot": snapshot}, move=True)
+        report_bytes = json.dumps(report.to_json(), indent=2, sort_keys=True, default=str).encode()
+        report_digest = ctx.put_bytes(report_bytes, kind="report", name="validation")
+        html_digest = ctx.put_file(html_path, kind="html", name="validation")
+        return StageResult(
+            outputs={"table": table_digest, "report": report_digest, "html": html_digest},
+            summary={
+                "snapshot": snapshot,
+                "rows": report.rows,
+                "kept_rows": report.kept_rows,
+                "quarantined_rows": report.quarantined_rows,
+                "quarantine_entries": n_q,
+                "failed_checks": sum(not c.passed for c in report.checks),
+                "warnings": sum(not c.passed and c.severity == "warning" for c in report.checks),
+                "schema_inferred": inferred,
+                "report_sha256": sha256_bytes(report_bytes),
+            },
+        )
+
+
+__all__ = ["ValidateStage", "schema_fingerprint"]
