@@ -54,6 +54,9 @@ class Ordinal(StrictModel):
 
     type: Literal["ordinal"] = Field(description="Transform name.")
     order: list[str] | None = Field(default=None, description="Declared order of categories; learned if unset.")
+    min_frequency: int = Field(
+        default=1, ge=1, description="With a learned order, categories rarer than this get the unknown code 0."
+    )
 
 
 class OneHot(StrictModel):
@@ -87,13 +90,18 @@ class EmbeddingIds(StrictModel):
     dim: int = Field(default=16, ge=1, description="Embedding dimension the neural model uses for this id.")
 
 
+DatePart = Literal["year", "month", "day", "dayofweek", "hour", "minute"]
+
+
+def _default_parts() -> list[DatePart]:
+    return ["month", "dayofweek", "hour"]
+
+
 class DateParts(StrictModel):
     """Calendar parts of a timestamp, optionally cyclically encoded."""
 
     type: Literal["date_parts"] = Field(description="Transform name.")
-    parts: list[Literal["year", "month", "day", "dayofweek", "hour", "minute"]] = Field(
-        default_factory=lambda: ["month", "dayofweek", "hour"], description="Parts to extract."
-    )
+    parts: list[DatePart] = Field(default_factory=_default_parts, description="Parts to extract.")
     cyclical: bool = Field(default=True, description="Encode periodic parts as sin/cos pairs.")
 
 
@@ -109,7 +117,9 @@ class Tfidf(StrictModel):
     """TF-IDF of a text column."""
 
     type: Literal["tfidf"] = Field(description="Transform name.")
-    max_features: int = Field(default=5000, ge=1, description="Vocabulary size.")
+    max_features: int = Field(
+        default=256, ge=1, description="Vocabulary size (dense output columns; terms with the highest document frequency)."
+    )
     ngram_max: int = Field(default=2, ge=1, description="Largest word n-gram.")
 
 
@@ -126,6 +136,9 @@ class ImagePixels(StrictModel):
 
     type: Literal["image_pixels"] = Field(description="Transform name.")
     scale: float = Field(default=255.0, gt=0, description="Divide pixel values by this.")
+    standardize: bool = Field(
+        default=False, description="Then subtract the training mean pixel value and divide by its standard deviation."
+    )
 
 
 Transform = Annotated[
@@ -176,6 +189,11 @@ class FeatureTable(StrictModel):
     entity: list[str] = Field(description="Entity key columns (e.g. [user_id]).")
     source: str | None = Field(default=None, description="Source or snapshot the table is computed from.")
     timestamp: str = Field(default="event_time", description="Event-time column of the source rows.")
+    created_timestamp: str | None = Field(
+        default=None,
+        description="Column telling when each source row became available (ingestion time; a late backfill has "
+        "it after its event time). Unset: rows are available at their event time.",
+    )
     aggregations: list[Aggregation] = Field(default_factory=list, description="Aggregates computed per entity.")
     sql: str | None = Field(default=None, description="Custom DuckDB SQL instead of `aggregations`.")
     ttl_seconds: float | None = Field(default=None, gt=0, description="Online values older than this are missing.")
