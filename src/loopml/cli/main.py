@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from loopml import __version__
-from loopml.cli import spec_cmd
+from loopml.cli import data_cmd, spec_cmd
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(spec_cmd.app, name="spec")
+app.add_typer(data_cmd.app, name="data")
 
 _STATE = {"debug": False}
 
