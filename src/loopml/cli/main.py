@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from loopml import __version__
-from loopml.cli import data_cmd, spec_cmd
+from loopml.cli import data_cmd, demo_cmd, spec_cmd
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(data_cmd.app, name="data")
+demo_cmd.register(app)
 
 _STATE = {"debug": False}
 
