@@ -407,7 +407,8 @@ class FeaturePipeline:
     def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:
         if not blocks:
             return np.zeros((n, 0), dtype=np.float32)
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become ±inf, in both paths
+            return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def transform_batch(self, table: pa.Table) -> np.ndarray:
         """Matrix (rows × features, float32) for an Arrow table of raw columns."""
@@ -435,7 +436,8 @@ class FeaturePipeline:
         except KeyError as exc:
             raise DataError(f"input row has no column `{exc.args[0]}` (needed: {', '.join(self.input_columns)})",
                             hint="send every input column; use null for a missing value") from None
-        return np.array(out, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            return np.array(out, dtype=np.float32)
 
     # -- shape ------------------------------------------------------------------------------
     @property

@@ -52,6 +52,14 @@ class Transform:
     parity_reason: ClassVar[str] = ""
     on_missing: ClassVar[str] = ""
     on_unseen: ClassVar[str] = "not applicable"
+    # Machine-readable forms of the two declarations above, checked by the contract suite:
+    # missing_output: "nan" (NaN out), "zeros", "filled" (a finite value), "refuse" (DataError)
+    # unseen_output: "zero" (code 0), "unknown_column" (last column is 1), "prior", "finite", None (n/a)
+    missing_output: ClassVar[str] = "nan"
+    unseen_output: ClassVar[str | None] = None
+    # the kind of raw column and the config used by the contract suite to exercise the transform
+    example_kind: ClassVar[str] = "numeric"
+    example_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: BaseModel, column: str, kind: str) -> None:
         self.config = config

@@ -47,6 +47,9 @@ class OrdinalTransform(Transform):
     """Integer codes 1..k (declared order, or most frequent first); 0 is the unknown bucket."""
 
     name = "ordinal"
+    missing_output = "filled"
+    unseen_output = "zero"
+    example_kind = "categorical"
     Config = Ordinal
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = NUMERIC
@@ -95,6 +98,9 @@ class OneHotTransform(Transform):
     """One 0/1 column per frequent category plus an ``<unknown>`` column."""
 
     name = "onehot"
+    missing_output = "filled"
+    unseen_output = "unknown_column"
+    example_kind = "categorical"
     Config = OneHot
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = COLUMNS
@@ -156,6 +162,9 @@ class HashTransform(Transform):
     """Bucket = crc32(category) mod n_buckets (no vocabulary; collisions accepted)."""
 
     name = "hash"
+    missing_output = "filled"
+    unseen_output = "finite"
+    example_kind = "categorical"
     Config = Hashing
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = NUMERIC
@@ -191,6 +200,9 @@ class TargetEncodeTransform(Transform):
     """
 
     name = "target_encode"
+    missing_output = "filled"
+    unseen_output = "prior"
+    example_kind = "categorical"
     Config = TargetEncode
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = COLUMNS
@@ -282,6 +294,9 @@ class EmbeddingIdsTransform(Transform):
     """Index 1..V for ids seen at least ``min_frequency`` times; 0 is out-of-vocabulary."""
 
     name = "embedding_ids"
+    missing_output = "filled"
+    unseen_output = "zero"
+    example_kind = "categorical"
     Config = EmbeddingIds
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = NUMERIC
@@ -329,6 +344,10 @@ class CrossTransform(Transform):
     """Hashed cross of this column with ``with_columns``: bucket of (a, b, ...) combined crc32 values."""
 
     name = "cross"
+    missing_output = "filled"
+    unseen_output = "finite"
+    example_kind = "categorical"
+    example_config = {"with_columns": ["C2"]}
     Config = Cross
     accepts = frozenset({CATEGORY, NUMERIC, TEXT})
     produces = NUMERIC

@@ -17,6 +17,8 @@ class ImagePixelsTransform(Transform):
     """x / scale, then (optionally) standardised by the training mean and std of all pixels."""
 
     name = "image_pixels"
+    missing_output = "zeros"
+    example_kind = "image"
     Config = ImagePixels
     accepts = frozenset({IMAGE})
     produces = COLUMNS

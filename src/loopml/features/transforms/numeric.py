@@ -24,6 +24,7 @@ class ImputeTransform(Transform):
     """Fill missing values (numbers or categories), optionally emitting a 0/1 indicator column."""
 
     name = "impute"
+    missing_output = "filled"
     Config = Impute
     accepts = frozenset({NUMERIC, CATEGORY})
     on_missing = "filled with the fitted value; strategy 'drop' refuses the row (the features stage quarantines it)"

@@ -53,6 +53,7 @@ class DatePartsTransform(Transform):
     """Calendar parts of a timestamp; periodic parts as sin/cos pairs when ``cyclical``."""
 
     name = "date_parts"
+    example_kind = "timestamp"
     Config = DateParts
     accepts = frozenset({TIMESTAMP})
     produces = COLUMNS

@@ -40,6 +40,9 @@ class TfidfTransform(Transform):
     """
 
     name = "tfidf"
+    missing_output = "zeros"
+    unseen_output = "finite"
+    example_kind = "text"
     Config = Tfidf
     accepts = frozenset({TEXT})
     produces = COLUMNS
@@ -133,6 +136,9 @@ class SentenceEmbeddingTransform(Transform):
     """Sentence embedding (384 floats for MiniLM) of a text column, computed offline."""
 
     name = "sentence_embedding"
+    missing_output = "zeros"
+    unseen_output = "finite"
+    example_kind = "text"
     Config = SentenceEmbedding
     accepts = frozenset({TEXT})
     produces = COLUMNS
@@ -145,7 +151,8 @@ class SentenceEmbeddingTransform(Transform):
 
     def _fit(self, values: Any, y: np.ndarray | None) -> None:
         enc = load_encoder(self.config.model)
-        self.dim_ = int(enc.get_sentence_embedding_dimension())
+        dim = getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension
+        self.dim_ = int(dim())
 
     def _encode(self, docs: list[str | None]) -> np.ndarray:
         out = np.zeros((len(docs), self.dim_), dtype=np.float64)
