@@ -29,5 +29,12 @@ class Deployment(StrictModel):
         default="LOOPML_ADMIN_TOKEN", description="Environment variable holding the admin token."
     )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
-    log_flush_rows: int = Field(default=1000, ge=1, description="Prediction log flushes after this many rows.")
-    log_flush_seconds: float = Field(default=1.0, gt=0, description="…or after this many seconds.")
+    log_flush_rows: int = Field(
+        default=10_000, ge=1, description="Prediction log writes a Parquet segment after this many rows…"
+    )
+    log_flush_seconds: float = Field(
+        default=1.0, gt=0, description="…or this many seconds after the first unwritten row (a crash loses at most that)."
+    )
+    registry_poll_seconds: float = Field(
+        default=2.0, ge=0, description="How often a running server checks the registry for promotions (0: never)."
+    )

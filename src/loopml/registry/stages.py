@@ -1,0 +1,86 @@
+"""Pipeline stage ``register`` (order 60): the trained bundle becomes a model version.
+
+The version carries the evaluation verdict (so promotion can refuse a model whose gates failed)
+and its lineage: the data snapshot, the feature set, the training run and the evaluation report.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from loopml.lineage import lineage
+from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
+from loopml.registry.registry import Registry
+from loopml.spec import Spec
+
+
+def _json_artifact(ctx: StageContext, digest: str) -> dict[str, Any]:
+    data = json.loads(ctx.workspace.artifacts.get_bytes(digest))
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def bundle_lineage(ctx: StageContext, bundle_digest: str, report_digest: str) -> dict[str, Any]:
+    """Data snapshot, feature set, training run and evaluation of a bundle, from the lineage graph."""
+    out: dict[str, Any] = {"bundle": bundle_digest, "evaluation_report": report_digest}
+    for step in lineage(ctx.workspace, bundle_digest):
+        if step.stage is None:
+            continue
+        if step.stage == "train" and step.name == "bundle":
+            out["training_execution"] = step.execution_id
+        elif step.stage == "features" and step.name == "table":
+            out.setdefault("feature_table", step.digest)
+        elif step.stage == "ingest" and step.name == "table":
+            out.setdefault("data_snapshot", step.digest)
+        elif step.stage == "validate" and step.name == "table":
+            out.setdefault("validated_table", step.digest)
+    out["feature_set"] = ctx.spec.features.model_dump(mode="json")
+    return out
+
+
+@register_stage
+class RegisterStage(BaseStage):
+    """Register the trained bundle with its evaluation verdict and lineage."""
+
+    name = "register"
+    order = 60
+    requires = ("train", "evaluate")
+    description = "Register the trained bundle as a model version (verdict + lineage)."
+
+    def config(self, spec: Spec) -> Any:
+        return {"task": spec.task.type, "features": spec.features.model_dump(mode="json")}
+
+    def run(self, ctx: StageContext) -> StageResult:
+        bundle_digest = ctx.input("train", "bundle")
+        report_digest = ctx.input("evaluate", "report")
+        report = _json_artifact(ctx, report_digest)
+        manifest = _json_artifact(ctx, bundle_digest)
+        verdict = {"approved": bool(report.get("approved", False)), "gates": list(report.get("gates", []))}
+        meta = {
+            "task": manifest.get("task", ctx.spec.task.type),
+            "model_type": manifest.get("model_type"),
+            "metrics": {
+                k: v for k, v in (report.get("metrics") or {}).items() if isinstance(v, int | float)
+            } if isinstance(report.get("metrics"), dict) else {},
+            "execution": ctx.execution_id,
+        }
+        reg = Registry(ctx.workspace)
+        version = reg.register(
+            bundle_digest, verdict=verdict, lineage=bundle_lineage(ctx, bundle_digest, report_digest), meta=meta,
+            actor="pipeline", reason=f"registered by execution {ctx.execution_id}",
+        )
+        promoted = False
+        if version.state == "candidate" and version.approved and reg.production() is None:
+            # the first approved model of a project goes straight to production so that
+            # `loopml serve` works after the first run; later ones wait for a promotion
+            version = reg.promote(version.version_id, actor="pipeline", reason="first approved version")
+            promoted = True
+        payload = {
+            "version_id": version.version_id,
+            "state": version.state,
+            "approved": version.approved,
+            "bundle": bundle_digest,
+            "promoted": promoted,
+        }
+        digest = ctx.put_bytes(json.dumps(payload, indent=2).encode(), kind="json", name="version")
+        return StageResult(outputs={"version": digest}, summary=payload)

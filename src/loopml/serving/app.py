@@ -1,0 +1,448 @@
+"""The prediction service: request handlers over an atomically swapped set of loaded versions.
+
+The HTTP layer (:mod:`loopml.serving.http`) hands each complete request to
+:meth:`ServingApp.handle`, which returns ``(status, body, content type)``. Predictions run
+synchronously on the event loop thread: a single-row prediction costs microseconds, far less
+than a hop to a thread pool. Anything slow (loading a model, writing the registry) runs in a
+worker thread, and its result is swapped in with one reference assignment, so a request in
+flight always finishes on the model set it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from loopml.errors import LoopMLError, NotFound
+from loopml.serving.auth import AdminAuth
+from loopml.serving.logs import SegmentLog, now_us
+from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
+from loopml.serving.metrics import Metrics
+from loopml.serving.routing import RoutingPolicy, make_policy
+from loopml.serving.schema import RequestInvalid, openapi_document
+from loopml.serving.servable import Servable
+from loopml.serving.sources import ModelSource, describe_error
+
+JSON = b"application/json"
+TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+Response = tuple[int, bytes, bytes]
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What serves right now: the loaded versions, their states and the routing policy."""
+
+    models: dict[str, Servable]
+    states: dict[str, str]
+    policy: RoutingPolicy | None
+    error: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def _err(status: int, message: str, **extra: Any) -> Response:
+    return status, orjson.dumps({"error": message, **extra}), JSON
+
+
+class ServingApp:
+    """Handlers of the service.
+
+    Parameters
+    ----------
+    source
+        Where versions come from (the registry, or a model file).
+    prediction_log, feedback_log
+        Durable logs (``None`` disables logging, e.g. in micro-benchmarks of the handler).
+    auth
+        Admin token check.
+    routing, routing_options
+        Name and options of the routing policy.
+    lookup
+        Online-store feature lookup by entity keys (optional).
+    precomputed
+        Answers from batch predictions by entity key (optional).
+    mode
+        ``online`` (compute), ``batch`` (precomputed only) or ``both`` (precomputed when the
+        request carries only entity keys).
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        prediction_log: SegmentLog | None,
+        feedback_log: SegmentLog | None,
+        auth: AdminAuth,
+        routing: str = "production",
+        routing_options: dict[str, Any] | None = None,
+        lookup: FeatureLookup | None = None,
+        precomputed: PrecomputedLookup | None = None,
+        mode: str = "online",
+        title: str = "loopml prediction service",
+        registry: Any = None,
+    ) -> None:
+        self.source = source
+        self.prediction_log = prediction_log
+        self.feedback_log = feedback_log
+        self.auth = auth
+        self.routing = routing
+        self.routing_options = routing_options or {}
+        self.lookup = lookup
+        self.precomputed = precomputed
+        self.mode = mode
+        self.title = title
+        self.registry = registry
+        self.metrics = Metrics()
+        self.state = ServingState({}, {}, None, error="not loaded yet")
+        self._prefix = os.urandom(4).hex()
+        self._counter = 0
+        self._openapi: bytes | None = None
+        self._admin_lock = asyncio.Lock()
+        self.routes: dict[tuple[bytes, bytes], Callable[..., Any]] = {
+            (b"POST", b"/v1/predict"): self.predict,
+            (b"POST", b"/v1/feedback"): self.feedback,
+            (b"GET", b"/health"): self.health,
+            (b"GET", b"/ready"): self.ready,
+            (b"GET", b"/metrics"): self.metrics_text,
+            (b"GET", b"/openapi.json"): self.openapi,
+            (b"GET", b"/v1/models"): self.models,
+        }
+        self.admin_routes: dict[bytes, Callable[..., Any]] = {
+            b"/admin/promote": self.admin_promote,
+            b"/admin/rollback": self.admin_rollback,
+            b"/admin/reload": self.admin_reload,
+        }
+
+    # -- loading -----------------------------------------------------------------------------
+    def build_state(self, previous: ServingState | None = None) -> ServingState:
+        """Load what the source says should serve (reusing already loaded versions). Thread-safe."""
+        wanted = self.source.snapshot()
+        prev = previous.models if previous else {}
+        models: dict[str, Servable] = {}
+        for vid in wanted:
+            models[vid] = prev[vid] if vid in prev else self.source.load(vid)
+        policy = make_policy(self.routing, models, wanted, self.routing_options)
+        return ServingState(models, dict(wanted), policy)
+
+    def swap(self, state: ServingState) -> None:
+        """Make ``state`` the serving state (one reference assignment: atomic for the event loop)."""
+        self.state = state
+        self._openapi = None
+        self.metrics.model_swaps += 1
+
+    def load_initial(self) -> None:
+        """Load before accepting traffic; a failure leaves the service up but not ready."""
+        try:
+            self.swap(self.build_state())
+        except LoopMLError as exc:
+            self.state = ServingState({}, {}, None, error=str(exc))
+            sys.stderr.write(f"loopml serve: not ready: {exc}\n")
+
+    async def refresh(self) -> bool:
+        """Reload if the source's snapshot changed; returns whether the served set changed."""
+        loop = asyncio.get_running_loop()
+        current = self.state
+        wanted = await loop.run_in_executor(None, self.source.snapshot)
+        if wanted == current.states and current.policy is not None:
+            return False
+        new = await loop.run_in_executor(None, self.build_state, current)
+        self.swap(new)
+        return True
+
+    async def poll_forever(self, every_s: float) -> None:
+        """Follow the registry: promotions made with the CLI reach a running server within ``every_s``."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except LoopMLError as exc:
+                sys.stderr.write(f"loopml serve: reload failed, still serving the previous set: {exc}\n")
+            except Exception as exc:
+                sys.stderr.write(f"loopml serve: reload crashed: {describe_error(exc)}\n")
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def next_request_id(self) -> str:
+        """A unique request id: a per-process random prefix and a counter."""
+        self._counter += 1
+        return f"{self._prefix}{self._counter:x}"
+
+    def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response | None:
+        """Synchronous handlers; ``None`` means "admin route: call :meth:`handle_admin`"."""
+        q = path.find(b"?")
+        if q >= 0:
+            path = path[:q]
+        fn = self.routes.get((method, path))
+        if fn is not None:
+            result: Response = fn(headers, body)
+            return result
+        if path in self.admin_routes and method == b"POST":
+            return None
+        known = sorted({p.decode() for (_, p) in self.routes} | {p.decode() for p in self.admin_routes})
+        if any(p == path for (_, p) in self.routes):
+            return _err(405, f"method {method.decode()} not allowed on {path.decode()}")
+        return _err(404, f"no endpoint {path.decode(errors='replace')} (endpoints: {', '.join(known)})")
+
+    async def handle_admin(self, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """Admin routes (token checked first)."""
+        try:
+            self.auth.check(headers.get(b"authorization"))
+            data = orjson.loads(body) if body.strip() else {}
+            if not isinstance(data, dict):
+                raise RequestInvalid("admin body must be a JSON object", [{"field": None, "value": None, "expected": "object"}])
+            async with self._admin_lock:
+                result: dict[str, Any] = await self.admin_routes[path](data)
+            return 200, orjson.dumps(result), JSON
+        except RequestInvalid as exc:
+            return 422, orjson.dumps(exc.body()), JSON
+        except orjson.JSONDecodeError as exc:
+            return _err(422, f"request body is not valid JSON: {exc}")
+        except LoopMLError as exc:
+            self.metrics.error(path.decode(), type(exc).__name__)
+            return _err(exc.status, str(exc))
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``POST /v1/predict``: one row (object) or many (array or ``{"rows": [...]}``)."""
+        t0 = time.perf_counter()
+        state = self.state  # one read: a swap mid-request cannot mix versions
+        policy = state.policy
+        if policy is None:
+            self.metrics.error("/v1/predict", "not_ready")
+            return _err(503, f"no model is loaded: {state.error}")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.metrics.error("/v1/predict", "invalid_json")
+            return _err(422, f"request body is not valid JSON: {exc}", detail=[{"loc": ["body"], "msg": str(exc)}])
+        rid_header = headers.get(b"x-request-id")
+        rid = rid_header.decode() if rid_header else self.next_request_id()
+        route = policy.route(rid, data)
+        model = route.model
+        try:
+            if data.__class__ is dict:
+                rows = data.get("rows")
+                if rows is None or len(data) != 1:
+                    resp = self._predict_one(rid, route.name, model, data)
+                    self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
+                    return resp
+                if rows.__class__ is not list:
+                    raise RequestInvalid("`rows` must be a list of objects", [{"loc": ["body", "rows"], "field": "rows", "value": str(type(rows).__name__), "expected": "array of objects", "msg": "`rows` must be an array"}])
+            elif data.__class__ is list:
+                rows = data
+            else:
+                raise RequestInvalid(
+                    "request body must be a JSON object (one row) or an array of objects (many rows)",
+                    [{"loc": ["body"], "field": None, "value": str(data)[:80], "expected": "object or array", "msg": "wrong body type"}],
+                )
+            resp = self._predict_many(rid, route.name, model, rows)
+            self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
+            return resp
+        except RequestInvalid as exc:
+            self.metrics.error("/v1/predict", "validation")
+            self.metrics.observe("/v1/predict", model.version_id, route.name, 422, time.perf_counter() - t0, 0)
+            return 422, orjson.dumps(exc.body()), JSON
+        except LoopMLError as exc:
+            self.metrics.error("/v1/predict", type(exc).__name__)
+            self.metrics.observe("/v1/predict", model.version_id, route.name, exc.status, time.perf_counter() - t0, 0)
+            return _err(exc.status, str(exc))
+
+    def _predict_one(self, rid: str, route_name: str, model: Servable, row: dict[str, Any]) -> Response:
+        if self.precomputed is not None and (self.mode == "batch" or self.precomputed.only_keys(row)):
+            return self._precomputed(rid, route_name, model, [row], many=False)
+        if self.lookup is not None:
+            self.lookup.fill(row)
+        score, pred = model.predict_one(row)
+        vid = model.version_id
+        log = self.prediction_log
+        if log is not None:
+            log.append((rid, now_us(), vid, route_name, score, pred, row, model.schema))
+        return 200, orjson.dumps(
+            {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
+        ), JSON
+
+    def _predict_many(self, rid: str, route_name: str, model: Servable, rows: list[Any]) -> Response:
+        if self.precomputed is not None and rows and (
+            self.mode == "batch" or all(isinstance(r, dict) and self.precomputed.only_keys(r) for r in rows)
+        ):
+            return self._precomputed(rid, route_name, model, rows, many=True)
+        if self.lookup is not None:
+            self.lookup.fill_many(rows)
+        scores, preds = model.predict_many(rows)
+        ids = [f"{rid}-{i}" for i in range(len(rows))]
+        log = self.prediction_log
+        if log is not None:
+            ts = now_us()
+            vid = model.version_id
+            schema = model.schema
+            for i, row in enumerate(rows):
+                log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema))
+        return 200, orjson.dumps(
+            {
+                "request_id": rid,
+                "request_ids": ids,
+                "model_version": model.version_id,
+                "route": route_name,
+                "scores": scores,
+                "predictions": preds,
+            },
+            option=_NUMPY,
+        ), JSON
+
+    def _precomputed(self, rid: str, route_name: str, model: Servable, rows: list[Any], many: bool) -> Response:
+        pre = self.precomputed
+        if pre is None:
+            raise NotFound("this server has no precomputed predictions")
+        found = pre.get_many(rows)
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            raise NotFound(
+                f"no precomputed prediction for {len(missing)} of {len(rows)} rows "
+                f"(first: {pre.key_of(rows[missing[0]])}); run `loopml predict --batch` or send the features"
+            )
+        scores = [float(f["score"]) for f in found if f is not None]
+        preds = [float(f["prediction"]) for f in found if f is not None]
+        versions = {str(f.get("model_version")) for f in found if f is not None}
+        version = versions.pop() if len(versions) == 1 else ",".join(sorted(versions))
+        if not many:
+            return 200, orjson.dumps(
+                {"request_id": rid, "model_version": version, "route": "precomputed", "score": scores[0],
+                 "prediction": preds[0]}
+            ), JSON
+        return 200, orjson.dumps(
+            {"request_id": rid, "request_ids": [f"{rid}-{i}" for i in range(len(rows))], "model_version": version,
+             "route": "precomputed", "scores": scores, "predictions": preds}
+        ), JSON
+
+    # -- feedback ----------------------------------------------------------------------------
+    def feedback(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``POST /v1/feedback``: ``{"request_id": str, "label": number}`` or a list of them."""
+        t0 = time.perf_counter()
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _err(422, f"request body is not valid JSON: {exc}")
+        items = data if isinstance(data, list) else [data]
+        problems: list[dict[str, Any]] = []
+        records: list[tuple[str, int, float]] = []
+        ts = now_us()
+        for i, item in enumerate(items):
+            loc: list[Any] = ["body", i] if isinstance(data, list) else ["body"]
+            if not isinstance(item, dict):
+                problems.append({"loc": loc, "field": None, "value": str(item)[:80], "expected": "object", "msg": "expected an object"})
+                continue
+            rid = item.get("request_id")
+            label = item.get("label")
+            if not isinstance(rid, str) or not rid:
+                problems.append({"loc": [*loc, "request_id"], "field": "request_id", "value": rid, "expected": "non-empty string", "msg": "request_id must be the id returned by /v1/predict"})
+            if isinstance(label, bool):
+                label = float(label)
+            if not isinstance(label, int | float):
+                problems.append({"loc": [*loc, "label"], "field": "label", "value": label, "expected": "number (the observed outcome)", "msg": "label must be a number"})
+            elif isinstance(rid, str) and rid:
+                records.append((rid, ts, float(label)))
+        if problems:
+            self.metrics.error("/v1/feedback", "validation")
+            return 422, orjson.dumps({"error": f"invalid feedback: {len(problems)} problem(s)", "detail": problems}), JSON
+        if self.feedback_log is not None:
+            for r in records:
+                self.feedback_log.append(r)
+        self.metrics.observe("/v1/feedback", "-", "-", 200, time.perf_counter() - t0, 0)
+        return 200, orjson.dumps({"recorded": len(records)}), JSON
+
+    # -- operational endpoints -------------------------------------------------------------------
+    def health(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``GET /health``: the process answers."""
+        return 200, b'{"status":"ok"}', JSON
+
+    def ready(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``GET /ready``: a model is loaded and the logs are writable."""
+        state = self.state
+        if state.policy is None:
+            return _err(503, f"not ready: {state.error}", ready=False)
+        for log in (self.prediction_log, self.feedback_log):
+            if log is not None and log.last_error:
+                return _err(503, f"not ready: log {log.directory} cannot be written: {log.last_error}", ready=False)
+        return 200, orjson.dumps({"ready": True, "versions": state.states}), JSON
+
+    def metrics_text(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``GET /metrics``: Prometheus text format."""
+        if self.prediction_log is not None:
+            self.metrics.log_rows_written = self.prediction_log.written
+            self.metrics.log_rows_dropped = self.prediction_log.dropped
+        return 200, self.metrics.render(self.state.states).encode(), TEXT
+
+    def models(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``GET /v1/models``: loaded versions and their states."""
+        state = self.state
+        return 200, orjson.dumps(
+            {"versions": [{"version": v, "state": state.states.get(v), "inputs": m.schema.to_mapping(), "task": m.task}
+                          for v, m in state.models.items()]}
+        ), JSON
+
+    def openapi(self, headers: dict[bytes, bytes], body: bytes) -> Response:
+        """``GET /openapi.json``: the document, describing the inputs of the serving version."""
+        if self._openapi is None:
+            state = self.state
+            if state.policy is None:
+                return _err(503, f"no model loaded yet: {state.error}")
+            model = state.policy.route("openapi", {}).model
+            doc = openapi_document(
+                model.schema, title=self.title, version=model.version_id,
+                entity_keys=self.lookup.entity_keys if self.lookup else [],
+                store_fields=sorted(self.lookup.available) if self.lookup else [],
+            )
+            self._openapi = orjson.dumps(doc)
+        return 200, self._openapi, JSON
+
+    # -- admin -------------------------------------------------------------------------------
+    def _need_registry(self) -> Any:
+        if self.registry is None:
+            raise NotFound("this server is not backed by a registry (started with --model-file)")
+        return self.registry
+
+    async def admin_promote(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Promote ``data["version"]`` to production and serve it before answering."""
+        reg = self._need_registry()
+        version = data.get("version")
+        reason = data.get("reason") or "promoted through the admin API"
+        if not isinstance(version, str) or not version:
+            raise RequestInvalid("`version` is required", [{"loc": ["body", "version"], "field": "version", "value": version, "expected": "a version id such as v2", "msg": "missing version"}])
+        before = self._production_id()
+        loop = asyncio.get_running_loop()
+        v = await loop.run_in_executor(
+            None, lambda: reg.promote(version, actor=str(data.get("actor") or "admin-api"), reason=str(reason), force=bool(data.get("force", False)))
+        )
+        await self.refresh()
+        return {"ok": True, "serving": v.version_id, "previous": before}
+
+    async def admin_rollback(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Roll back to the previously serving version."""
+        reg = self._need_registry()
+        before = self._production_id()
+        loop = asyncio.get_running_loop()
+        reason = str(data.get("reason") or "rolled back through the admin API")
+        v = await loop.run_in_executor(None, lambda: reg.rollback(actor=str(data.get("actor") or "admin-api"), reason=reason))
+        await self.refresh()
+        return {"ok": True, "serving": v.version_id, "previous": before}
+
+    async def admin_reload(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Reload from the source now."""
+        changed = await self.refresh()
+        return {"ok": True, "changed": changed, "versions": self.state.states}
+
+    def _production_id(self) -> str | None:
+        return next((v for v, s in self.state.states.items() if s == "production"), None)
+
+    def close(self) -> None:
+        """Flush the logs."""
+        for log in (self.prediction_log, self.feedback_log):
+            if log is not None:
+                log.close()

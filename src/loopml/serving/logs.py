@@ -1,0 +1,223 @@
+"""Durable, append-only prediction and feedback logs (read by ``loopml.monitoring``).
+
+The hot path appends a tuple to a thread-safe deque; a background thread turns what has
+accumulated into one Arrow table every ``flush_rows`` rows or ``flush_seconds`` seconds and
+writes it as a Parquet segment: temp name, fsync, rename, fsync of the folder. A segment is
+either complete under its final name or absent, so a crash loses at most the unflushed tail and
+never leaves a half file that readers would choke on. Layout (the contract with monitoring)::
+
+    <workspace>/logs/predictions/*.parquet  request_id, ts, model_version, route, score,
+                                            prediction, <one column per raw input>
+    <workspace>/logs/feedback/*.parquet     request_id, ts, label
+
+Read with DuckDB ``read_parquet('<dir>/*.parquet', union_by_name=true)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopml.serving.schema import NUMERIC, InputSchema
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: (request_id, ts_us, model_version, route, score, prediction, row, schema)
+PredictionRecord = tuple[str, int, str, str, float, float, dict[str, Any], InputSchema]
+#: (request_id, ts_us, label)
+FeedbackRecord = tuple[str, int, float]
+
+
+def now_us() -> int:
+    """Microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def prediction_log_dir(workspace_root: Path) -> Path:
+    """``<workspace>/logs/predictions``."""
+    return workspace_root / "logs" / "predictions"
+
+
+def feedback_log_dir(workspace_root: Path) -> Path:
+    """``<workspace>/logs/feedback``."""
+    return workspace_root / "logs" / "feedback"
+
+
+def _num(v: Any) -> float | None:
+    if v.__class__ is float or v.__class__ is int:
+        return float(v)
+    return None
+
+
+def _str(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if v.__class__ is str else str(v)
+
+
+def prediction_table(records: Sequence[PredictionRecord]) -> pa.Table:
+    """The Arrow table of a batch of prediction records (the prediction log schema)."""
+    cols: dict[str, pa.Array] = {
+        "request_id": pa.array([r[0] for r in records], pa.string()),
+        "ts": pa.array([r[1] for r in records], pa.int64()).cast(TS),
+        "model_version": pa.array([r[2] for r in records], pa.string()),
+        "route": pa.array([r[3] for r in records], pa.string()),
+        "score": pa.array([r[4] for r in records], pa.float64()),
+        "prediction": pa.array([r[5] for r in records], pa.float64()),
+    }
+    fields: dict[str, str] = {}
+    for schema in {id(r[7]): r[7] for r in records}.values():
+        for f in schema.fields:
+            fields.setdefault(f.name, f.kind)
+    for name, kind in fields.items():
+        if name in cols:
+            continue
+        if kind == NUMERIC:
+            cols[name] = pa.array([_num(r[6].get(name)) for r in records], pa.float64())
+        else:
+            cols[name] = pa.array([_str(r[6].get(name)) for r in records], pa.string())
+    return pa.table(cols)
+
+
+def feedback_table(records: Sequence[FeedbackRecord]) -> pa.Table:
+    """The Arrow table of a batch of feedback records."""
+    return pa.table(
+        {
+            "request_id": pa.array([r[0] for r in records], pa.string()),
+            "ts": pa.array([r[1] for r in records], pa.int64()).cast(TS),
+            "label": pa.array([r[2] for r in records], pa.float64()),
+        }
+    )
+
+
+class SegmentLog:
+    """An append-only folder of Parquet segments filled by a background flusher thread.
+
+    Parameters
+    ----------
+    directory
+        Folder of the segments (created).
+    to_table
+        Turns a list of records into an Arrow table.
+    flush_rows, flush_seconds
+        A segment is written when this many rows are waiting, or this long after the last one.
+    max_pending
+        Beyond this many waiting rows new records are dropped and counted (the service never
+        blocks on its log; :attr:`dropped` tells monitoring it happened).
+
+    Examples
+    --------
+    >>> import tempfile, duckdb
+    >>> d = Path(tempfile.mkdtemp())
+    >>> log = SegmentLog(d, feedback_table, flush_rows=10, flush_seconds=60)
+    >>> log.append(("r1", now_us(), 1.0))
+    >>> log.close()
+    >>> duckdb.sql(f"select request_id, label from read_parquet('{d}/*.parquet')").fetchall()
+    [('r1', 1.0)]
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        to_table: Callable[[list[Any]], pa.Table],
+        *,
+        flush_rows: int = 1000,
+        flush_seconds: float = 1.0,
+        max_pending: int = 1_000_000,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._to_table = to_table
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._io_lock = threading.Lock()
+        self._seq = itertools.count()
+        self._on_written = on_written
+        self.written = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"segment-log-{self.directory.name}", daemon=True)
+        self._thread.start()
+
+    def append(self, record: Any) -> None:
+        """Queue one record (hot path: no I/O, no lock)."""
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        pending.append(record)
+        if len(pending) >= self.flush_rows:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep the service up; the error is visible in /ready and metrics
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                time.sleep(min(self.flush_seconds, 1.0))
+
+    def flush(self) -> int:
+        """Write everything queued so far as one segment; returns the number of rows written."""
+        with self._io_lock:
+            pending = self._pending
+            n = len(pending)
+            if n == 0:
+                return 0
+            batch = [pending.popleft() for _ in range(n)]
+            table = self._to_table(batch)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            name = f"{stamp}-{os.getpid()}-{next(self._seq):06d}.parquet"
+            tmp = self.directory / f".{name}.tmp"
+            final = self.directory / name
+            pq.write_table(table, tmp, compression="zstd")
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            self.written += n
+            self.last_error = None
+            if self._on_written is not None:
+                self._on_written(n)
+            return n
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left (idempotent)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.flush()
+
+    @staticmethod
+    def clean_partial(directory: Path) -> int:
+        """Remove temporary segment files left by a crash; returns how many."""
+        n = 0
+        if directory.is_dir():
+            for p in directory.glob(".*.parquet.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n

@@ -1,0 +1,269 @@
+"""The request schema of the service: validation of JSON rows and the OpenAPI document.
+
+The input schema comes from the bundle (``{column: type}``). Validation is fused into the
+row path: the common case (every value of the right type) costs one type test per field; only
+a bad row takes the slow path that collects every problem for the 422 body.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from loopml.errors import DataError
+
+NUMERIC: Final = "number"
+STRING: Final = "string"
+
+_NUMERIC_WORDS = ("int", "float", "double", "decimal", "numeric", "number", "bool", "real")
+
+
+def kind_of(type_name: str) -> str:
+    """``number`` or ``string`` for a column type as written in a bundle manifest (Arrow/DuckDB names)."""
+    t = str(type_name).lower()
+    return NUMERIC if any(w in t for w in _NUMERIC_WORDS) else STRING
+
+
+class RequestInvalid(DataError):
+    """A request body that does not match the model's inputs; ``problems`` feeds the 422 body."""
+
+    status = 422
+
+    def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the 422 response: one entry per problem, naming field, value and expectation."""
+        return {"error": self.message, "detail": self.problems}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input column of the model."""
+
+    name: str
+    kind: str  # NUMERIC or STRING
+    type_name: str
+    nullable: bool = True
+
+
+def _describe(value: Any) -> Any:
+    # JSON-safe echo of what was sent (long strings cut)
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "…"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict | list):
+        return f"<{type(value).__name__}>"
+    return value
+
+
+class InputSchema:
+    """The inputs a model version accepts, in the order the transform reads them.
+
+    Examples
+    --------
+    >>> s = InputSchema.from_mapping({"age": "float64", "city": "string"})
+    >>> s.check_row({"age": 31, "city": "Oslo"}, 0)
+    []
+    >>> s.check_row({"age": "old"}, 0)[0]["expected"]
+    'number'
+    """
+
+    def __init__(self, fields: list[Field]) -> None:
+        self.fields = fields
+        self.names = [f.name for f in fields]
+        self.numeric_names = [f.name for f in fields if f.kind == NUMERIC]
+        self.all_numeric = all(f.kind == NUMERIC for f in fields)
+        self.by_name = {f.name: f for f in fields}
+
+    @classmethod
+    def from_mapping(cls, schema: dict[str, str]) -> InputSchema:
+        """Build from ``{column: type name}``."""
+        return cls([Field(name, kind_of(t), str(t)) for name, t in schema.items()])
+
+    def to_mapping(self) -> dict[str, str]:
+        """``{column: type name}``."""
+        return {f.name: f.type_name for f in self.fields}
+
+    def check_row(self, row: Any, index: int | None, available: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """Every problem of one row (empty when valid). ``available``: fields the online store fills."""
+        loc_prefix: list[Any] = ["body"] if index is None else ["body", index]
+        if not isinstance(row, dict):
+            return [
+                {
+                    "loc": loc_prefix,
+                    "field": None,
+                    "value": _describe(row),
+                    "expected": "a JSON object of feature values",
+                    "msg": f"expected an object with the fields {', '.join(self.names)}",
+                }
+            ]
+        problems: list[dict[str, Any]] = []
+        for f in self.fields:
+            if f.name not in row:
+                if f.name in available:
+                    continue
+                problems.append(
+                    {
+                        "loc": [*loc_prefix, f.name],
+                        "field": f.name,
+                        "value": None,
+                        "expected": f"{f.kind} ({f.type_name}), required",
+                        "msg": f"field `{f.name}` is missing",
+                    }
+                )
+                continue
+            v = row[f.name]
+            if v is None:
+                if f.nullable:
+                    continue
+                ok = False
+            elif f.kind == NUMERIC:
+                ok = type(v) in (int, float) and math.isfinite(v)
+            else:
+                ok = type(v) is str
+            if not ok:
+                problems.append(
+                    {
+                        "loc": [*loc_prefix, f.name],
+                        "field": f.name,
+                        "value": _describe(v),
+                        "expected": f"{f.kind} ({f.type_name})" + (" or null" if f.nullable else ""),
+                        "msg": f"field `{f.name}` got {type(v).__name__} {_describe(v)!r}, expected {f.kind}",
+                    }
+                )
+        return problems
+
+    def raise_for(self, rows: list[Any], available: frozenset[str] = frozenset(), many: bool = False) -> None:
+        """Raise :class:`RequestInvalid` listing every problem of every row (no-op when all are valid)."""
+        problems: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            problems.extend(self.check_row(row, i if many else None, available))
+        if problems:
+            n = len(problems)
+            raise RequestInvalid(f"invalid request: {n} problem{'s' if n != 1 else ''} with the input fields", problems)
+
+    # -- OpenAPI -----------------------------------------------------------------------------
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema of one input row."""
+        props: dict[str, Any] = {}
+        for f in self.fields:
+            base = {"type": "number"} if f.kind == NUMERIC else {"type": "string"}
+            props[f.name] = {
+                "anyOf": [base, {"type": "null"}] if f.nullable else [base],
+                "description": f"input column `{f.name}` ({f.type_name})",
+            }
+        return {"type": "object", "properties": props, "required": list(self.names), "additionalProperties": True}
+
+
+def openapi_document(
+    schema: InputSchema, *, title: str, version: str, entity_keys: list[str], store_fields: list[str]
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service, describing the model's real inputs."""
+    row = schema.json_schema()
+    if store_fields:
+        row = {**row, "required": [n for n in row["required"] if n not in set(store_fields)]}
+        for k in entity_keys:
+            row["properties"].setdefault(k, {"description": f"entity key `{k}`: features are fetched by it"})
+    problem = {
+        "type": "object",
+        "properties": {
+            "loc": {"type": "array", "items": {}},
+            "field": {"type": ["string", "null"]},
+            "value": {},
+            "expected": {"type": "string"},
+            "msg": {"type": "string"},
+        },
+    }
+    one = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "model_version": {"type": "string"},
+            "route": {"type": "string"},
+            "score": {"type": "number", "description": "P(positive) for binary, the value for regression"},
+            "prediction": {"type": "number", "description": "class or value"},
+        },
+    }
+    many = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "request_ids": {"type": "array", "items": {"type": "string"}},
+            "model_version": {"type": "string"},
+            "route": {"type": "string"},
+            "scores": {"type": "array", "items": {"type": "number"}},
+            "predictions": {"type": "array", "items": {"type": "number"}},
+        },
+    }
+
+    def json_ok(s: dict[str, Any]) -> dict[str, Any]:
+        return {"description": "OK", "content": {"application/json": {"schema": s}}}
+
+    err = {
+        "description": "invalid request: each problem names the field, the value and what was expected",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "array", "items": problem}}}
+            }
+        },
+    }
+    admin_body = {
+        "type": "object",
+        "properties": {"version": {"type": "string"}, "reason": {"type": "string"}, "force": {"type": "boolean"}},
+    }
+    bearer: list[dict[str, list[str]]] = [{"adminToken": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": {
+            "/v1/predict": {
+                "post": {
+                    "summary": "Predict one row (a JSON object) or many (a JSON array, or {\"rows\": [...]})",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        row,
+                                        {"type": "array", "items": row},
+                                        {"type": "object", "properties": {"rows": {"type": "array", "items": row}}, "required": ["rows"]},
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": json_ok({"oneOf": [one, many]}), "422": err},
+                }
+            },
+            "/v1/feedback": {
+                "post": {
+                    "summary": "Record the outcome (label) of an earlier prediction by its request id",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"request_id": {"type": "string"}, "label": {"type": "number"}},
+                                    "required": ["request_id", "label"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": json_ok({"type": "object"}), "422": err},
+                }
+            },
+            "/health": {"get": {"summary": "The process is alive", "responses": {"200": json_ok({"type": "object"})}}},
+            "/ready": {"get": {"summary": "A model is loaded and serving", "responses": {"200": json_ok({"type": "object"}), "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/admin/promote": {"post": {"summary": "Promote a version to production and serve it", "security": bearer, "requestBody": {"content": {"application/json": {"schema": admin_body}}}, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
+            "/admin/rollback": {"post": {"summary": "Roll back to the previous production version", "security": bearer, "requestBody": {"content": {"application/json": {"schema": admin_body}}}, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
+            "/admin/reload": {"post": {"summary": "Reload the versions the registry says should serve", "security": bearer, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
+        },
+        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}, "schemas": {"Row": row}},
+    }

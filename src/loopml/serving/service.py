@@ -1,0 +1,88 @@
+"""Assembling and running the service: from a workspace (registry) or from one model file."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+from typing import Any
+
+from loopml.serving.app import ServingApp
+from loopml.serving.auth import AdminAuth
+from loopml.serving.http import install_uvloop, serve_app
+from loopml.serving.logs import (
+    SegmentLog,
+    feedback_log_dir,
+    feedback_table,
+    prediction_log_dir,
+    prediction_table,
+)
+from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
+from loopml.serving.sources import FileSource, RegistrySource
+from loopml.spec.deployment import Deployment
+
+
+def make_logs(root: Path, deployment: Deployment) -> tuple[SegmentLog, SegmentLog]:
+    """The prediction and feedback logs under ``root/logs`` (temp files of a crash are removed first)."""
+    pdir, fdir = prediction_log_dir(root), feedback_log_dir(root)
+    for d in (pdir, fdir):
+        SegmentLog.clean_partial(d)
+    plog = SegmentLog(
+        pdir, prediction_table, flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds
+    )
+    flog = SegmentLog(fdir, feedback_table, flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds)
+    return plog, flog
+
+
+def app_for_workspace(ws: Any, *, logs: bool = True) -> ServingApp:
+    """The service of a project: versions from the registry, logs in the workspace, online store lookups."""
+    from loopml.registry import Registry
+
+    dep: Deployment = ws.spec.deployment
+    plog, flog = make_logs(ws.root, dep) if logs else (None, None)
+    lookup, precomputed = online_lookups(ws)
+    app = ServingApp(
+        RegistrySource(ws),
+        prediction_log=plog,
+        feedback_log=flog,
+        auth=AdminAuth(dep.token_env),
+        routing=dep.routing.type,
+        lookup=lookup,
+        precomputed=precomputed,
+        mode=dep.mode,
+        title=f"{ws.spec.project.name} prediction service",
+        registry=Registry(ws),
+    )
+    return app
+
+
+def online_lookups(ws: Any) -> tuple[FeatureLookup | None, PrecomputedLookup | None]:
+    """Online-store readers for entity features and precomputed predictions (when the store exists)."""
+    from loopml.serving.store import entity_tables, open_online_store
+
+    store = open_online_store(ws)
+    if store is None:
+        return None, None
+    tables = entity_tables(ws.spec)
+    lookup = FeatureLookup(store, tables) if tables else None
+    keys = list(ws.spec.task.entity_keys)
+    precomputed = PrecomputedLookup(store, keys) if keys and ws.spec.deployment.mode in ("batch", "both") else None
+    return lookup, precomputed
+
+
+def app_for_model_file(path: str | Path, *, log_root: Path | None, deployment: Deployment | None = None,
+                       task: str = "binary") -> ServingApp:
+    """A service for one LightGBM text model (inputs: its numeric feature names)."""
+    dep = deployment or Deployment()
+    plog, flog = make_logs(log_root, dep) if log_root is not None else (None, None)
+    return ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=AdminAuth(dep.token_env))
+
+
+def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2.0, ready_file: str | None = None,
+               on_ready: Any = None) -> None:
+    """Load the versions, then serve on uvloop until SIGTERM/SIGINT."""
+    install_uvloop()
+    app.load_initial()
+    gc.collect()
+    gc.freeze()  # the loaded models are long-lived: keep the collector off them
+    asyncio.run(serve_app(app, host, port, poll_seconds=poll_seconds, ready_file=ready_file, on_ready=on_ready))
