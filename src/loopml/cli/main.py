@@ -11,6 +11,7 @@ import typer
 
 from loopml import __version__
 from loopml.cli import data_cmd, demo_cmd, spec_cmd
+from loopml.cli import models_cmd, serve_cmd
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -24,6 +25,8 @@ app = typer.Typer(
 app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(data_cmd.app, name="data")
 demo_cmd.register(app)
+app.add_typer(models_cmd.app, name="models")
+serve_cmd.register(app)
 
 _STATE = {"debug": False}
 

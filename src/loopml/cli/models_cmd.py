@@ -1,0 +1,144 @@
+"""`loopml models`: list, show, promote, roll back and trace the history of model versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+
+from loopml.cli.ui import console, fmt_time, table
+from loopml.errors import LoopMLError
+
+app = typer.Typer(help="Model versions in the registry: list, show, promote, rollback, history.", no_args_is_help=True)
+
+PROJECT = typer.Option(Path("."), "--project", "-p", help="Project folder.")
+
+
+def _registry(project: Path):  # type: ignore[no-untyped-def]
+    from loopml.registry import Registry
+    from loopml.workspace import Workspace
+
+    return Registry(Workspace.open(project))
+
+
+def _metric_text(meta: dict[str, object]) -> str:
+    metrics = meta.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        return ""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:3])
+
+
+@app.command("list")
+def list_cmd(
+    project: Path = PROJECT,
+    state: str | None = typer.Option(None, "--state", help="Only versions in this state (candidate, shadow, canary, production, archived)."),
+) -> None:
+    """List registered model versions with their state, gate verdict and headline metrics."""
+    reg = _registry(project)
+    versions = reg.list(state)
+    console.print(
+        table(
+            "model versions",
+            ["version", "state", "approved", "created", "by", "model", "metrics", "bundle"],
+            [
+                (v.version_id, v.state, "yes" if v.approved else f"no ({', '.join(v.failed_gates()) or 'not approved'})",
+                 fmt_time(v.created_at), v.created_by, v.meta.get("model_type") or "", _metric_text(v.meta),
+                 v.bundle_digest[:12])
+                for v in versions
+            ],
+        )
+    )
+    if not versions:
+        console.print("no versions yet: `loopml run` trains, evaluates and registers one")
+
+
+@app.command("show")
+def show_cmd(
+    version: str = typer.Argument(..., help="Version id (v3) or number (3)."),
+    project: Path = PROJECT,
+    as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
+) -> None:
+    """Show one version: state, verdict with every gate, lineage and transitions."""
+    reg = _registry(project)
+    v = reg.get(version)
+    if as_json:
+        typer.echo(json.dumps({
+            "version_id": v.version_id, "state": v.state, "approved": v.approved, "bundle": v.bundle_digest,
+            "created_at": v.created_at.isoformat(), "created_by": v.created_by, "verdict": v.verdict,
+            "lineage": v.lineage, "meta": v.meta,
+        }, indent=2, default=str))
+        return
+    console.print(f"[bold]{v.version_id}[/bold]  state=[bold]{v.state}[/bold]  approved={'yes' if v.approved else 'no'}  "
+                  f"bundle={v.bundle_digest}")
+    console.print(table("gates", ["gate", "passed", "evidence"], [
+        (g.get("gate"), "yes" if g.get("passed") else "NO", json.dumps(g.get("evidence", {}), default=str)[:100])
+        for g in v.verdict.get("gates", [])
+    ]))
+    console.print(table("lineage", ["what", "value"], [
+        (k, (json.dumps(val, default=str)[:100] if not isinstance(val, str) else val)) for k, val in v.lineage.items()
+    ]))
+    console.print(table("transitions", ["when", "from", "to", "actor", "reason", "forced"], [
+        (fmt_time(t.at), t.from_state or "", t.to_state, t.actor, t.reason, "yes" if t.forced else "")
+        for t in reg.history(v.version_id)
+    ]))
+
+
+@app.command("promote")
+def promote_cmd(
+    version: str = typer.Argument(..., help="Version id (v3) or number (3)."),
+    to: str = typer.Option("production", "--to", help="Target state: shadow, canary, production or archived."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
+    force: bool = typer.Option(False, "--force", help="Override failed evaluation gates (recorded as forced)."),
+    actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
+    project: Path = PROJECT,
+) -> None:
+    """Move a version along the lifecycle; refuses a version whose gates failed unless --force."""
+    reg = _registry(project)
+    before = reg.production()
+    v = reg.transition(version, to, actor=actor, reason=reason, force=force)
+    msg = f"{v.version_id} is now {v.state}"
+    if to == "production" and before is not None and before.version_id != v.version_id:
+        msg += f" (archived {before.version_id})"
+    console.print(msg + "; a running `loopml serve` picks it up within its registry poll interval")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
+    actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
+    project: Path = PROJECT,
+) -> None:
+    """Archive the production version and restore the one that served before it."""
+    reg = _registry(project)
+    before = reg.production()
+    v = reg.rollback(actor=actor, reason=reason)
+    console.print(f"rolled back: {v.version_id} is serving again (archived {before.version_id if before else '-'})")
+
+
+@app.command("history")
+def history_cmd(
+    project: Path = PROJECT,
+    version: str | None = typer.Option(None, "--version", help="Only this version's transitions."),
+    at: str | None = typer.Option(None, "--at", help="Which version served at this time (ISO 8601, UTC if no zone)."),
+) -> None:
+    """Which version served when: production periods and every recorded transition."""
+    reg = _registry(project)
+    if at is not None:
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise LoopMLError(f"--at {at!r}: not an ISO 8601 time (expected e.g. 2026-11-26T08:00:00)") from None
+        v = reg.serving_at(when)
+        console.print(f"at {at}: {v.version_id if v else 'no version'} was in production")
+        return
+    if version is None:
+        console.print(table("served in production", ["version", "since", "until"], [
+            (p.version_id, fmt_time(p.since), fmt_time(p.until) if p.until else "now") for p in reg.serving_periods()
+        ]))
+    console.print(table("transitions", ["#", "when", "version", "from", "to", "actor", "reason", "forced"], [
+        (t.transition_id, fmt_time(t.at), t.version_id, t.from_state or "(registered)", t.to_state, t.actor, t.reason,
+         "yes" if t.forced else "")
+        for t in reg.history(version)
+    ]))

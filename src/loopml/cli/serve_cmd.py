@@ -1,0 +1,124 @@
+"""`loopml serve` (the online prediction service) and `loopml predict --batch` (batch scoring)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from loopml.cli.ui import console, table
+from loopml.errors import LoopMLError, NotFound
+
+
+def serve(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder (its registry and spec)."),
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default: spec.deployment.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default: spec.deployment.port; 0 picks a free one)."),
+    model_file: Path | None = typer.Option(
+        None, "--model-file", help="Serve this LightGBM text model directly, without the registry (inputs: its feature names)."
+    ),
+    log_dir: Path | None = typer.Option(
+        None, "--log-dir", help="With --model-file: folder for logs/predictions and logs/feedback (default: no logging)."
+    ),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction and feedback logs."),
+    ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
+) -> None:
+    """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics)."""
+    from loopml.serving.service import app_for_model_file, app_for_workspace, run_server
+    from loopml.spec.deployment import Deployment
+
+    if model_file is not None:
+        dep = Deployment()
+        app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)
+        poll = 0.0
+    else:
+        from loopml.workspace import Workspace
+
+        ws = Workspace.open(project)
+        dep = ws.spec.deployment
+        app = app_for_workspace(ws, logs=not no_log)
+        poll = dep.registry_poll_seconds
+    bind_host = host or dep.host
+    bind_port = dep.port if port is None else port
+
+    def announce(bound: tuple[str, int]) -> None:
+        state = app.state
+        served = ", ".join(f"{v} ({s})" for v, s in state.states.items()) or f"nothing yet: {state.error}"
+        console.print(f"loopml serve: http://{bound[0]}:{bound[1]}  serving {served}", highlight=False)
+
+    run_server(app, bind_host, bind_port, poll_seconds=poll, ready_file=str(ready_file) if ready_file else None,
+               on_ready=announce)
+
+
+def predict(
+    batch: str | None = typer.Option(
+        None, "--batch", help="Score this input in chunks: a Parquet/CSV/JSON file, a folder of Parquet, or an artifact digest."
+    ),
+    row: str | None = typer.Option(None, "--row", help="Score one row given as a JSON object (prints the prediction)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Predictions Parquet file (default: .loopml/predictions/<version>-<time>.parquet)."
+    ),
+    version: str | None = typer.Option(None, "--version", help="Model version (default: the production version)."),
+    chunk_rows: int | None = typer.Option(None, "--chunk-rows", help="Rows per chunk (default: spec.deployment.batch_chunk_rows)."),
+    keep: list[str] = typer.Option([], "--keep", help="Input columns to copy into the predictions table (repeatable)."),
+    online: bool = typer.Option(True, "--online/--no-online", help="Also write predictions by entity key to the online store."),
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Score rows with a registered model: a whole file/snapshot in chunks (--batch) or one row (--row)."""
+    from loopml.registry import Registry
+    from loopml.serving.sources import load_version
+    from loopml.workspace import Workspace
+
+    if (batch is None) == (row is None):
+        raise LoopMLError("give exactly one of --batch INPUT or --row JSON")
+    ws = Workspace.open(project)
+    reg = Registry(ws)
+    v = reg.get(version) if version else reg.production()
+    if v is None:
+        raise NotFound("no version is in production; pass --version or promote one with `loopml models promote`")
+    servable = load_version(ws, v.version_id, v.bundle_digest)
+    if row is not None:
+        try:
+            data = json.loads(row)
+        except json.JSONDecodeError as exc:
+            raise LoopMLError(f"--row is not valid JSON: {exc}") from None
+        score, pred = servable.predict_one(data)
+        typer.echo(json.dumps({"model_version": v.version_id, "score": score, "prediction": pred}))
+        return
+    _predict_batch(ws, servable, str(batch), output, chunk_rows, keep, online, quiet)
+
+
+def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: int | None,  # type: ignore[no-untyped-def]
+                   keep: list[str], online: bool, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from loopml.serving.batch import predict_batch, resolve_input
+    from loopml.serving.store import open_online_store
+
+    src = resolve_input(ws, batch)
+    out = output or ws.root / "predictions" / f"{servable.version_id}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+    keys = list(ws.spec.task.entity_keys)
+    writer = None
+    if online and keys:
+        store = open_online_store(ws)
+        writer = store.write if store is not None else None
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=quiet, console=console, transient=True) as bar:
+        task = bar.add_task("rows", total=None)
+        res = predict_batch(
+            servable, src, out, chunk_rows=chunk_rows or ws.spec.deployment.batch_chunk_rows, keys=keys,
+            keep_columns=[k for k in keep if k not in keys], online_writer=writer,
+            progress=lambda n: bar.advance(task, n), on_total=lambda t: bar.update(task, total=t),
+        )
+    console.print(table("batch prediction", ["version", "rows", "seconds", "rows/s", "output", "online store rows"], [
+        (res.model_version, res.rows, f"{res.seconds:.2f}", f"{res.rows_per_second:,.0f}", str(res.output), res.online_rows)
+    ]))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `predict` to the root command."""
+    app.command("serve")(serve)
+    app.command("predict")(predict)
