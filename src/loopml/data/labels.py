@@ -95,10 +95,10 @@ def join_hand_labels(con: duckdb.DuckDBPyConnection, base: str, hand: HandLabels
     except duckdb.Error as exc:
         raise DataError(f"hand labels: cannot read {path}: {str(exc).splitlines()[0]}") from None
     require_columns(con, base, hand.keys, f"hand labels {path}")
-    dups = con.execute(
+    found = con.execute(
         f"SELECT {', '.join(ident(k) for k in hand.keys)}, count(*) n FROM hand_raw GROUP BY ALL HAVING n > 1 LIMIT 1"
     ).fetchall()
-    dups = dups[0] if dups else None
+    dups = found[0] if found else None
     if dups is not None:
         raise DataError(
             f"hand labels {path}: key {dict(zip(hand.keys, dups[:-1]))} appears {dups[-1]} times; "

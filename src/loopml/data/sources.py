@@ -117,6 +117,8 @@ class CsvReader:
             f"quote={_q(source.quote)}",
             f"escape={_q(source.quote)}",
             f"encoding={_q(encoding)}",
+            "skip=0",
+            "strict_mode=true",
             "union_by_name=true",
         ]
         if source.columns:
@@ -140,17 +142,17 @@ class CsvReader:
         out = []
         for i, f in enumerate(files):
             target = tmpdir / f"{i:05d}-{f.name}"
-            with open(f, encoding=codec, newline="") as src, open(target, "w", encoding="utf-8", newline="") as dst:
-                lineno = 0
-                try:
-                    for lineno, line in enumerate(src, start=1):  # noqa: B007
-                        dst.write(line)
-                except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"source `{name}`: {f} line {lineno + 1}: bytes {exc.object[exc.start:exc.end]!r} "
-                        f"are not valid {codec}",
-                        hint="set `encoding` of the source to the file's real encoding",
-                    ) from None
+            decoder = codecs.getincrementaldecoder(codec)()
+            with open(f, "rb") as src, open(target, "w", encoding="utf-8", newline="") as dst:
+                for lineno, raw in enumerate(src, start=1):
+                    try:
+                        dst.write(decoder.decode(raw))
+                    except UnicodeDecodeError as exc:
+                        raise DataError(
+                            f"source `{name}`: {f} line {lineno}: bytes {exc.object[exc.start:exc.end]!r} "
+                            f"are not valid {codec}",
+                            hint="set `encoding` of the source to the file's real encoding",
+                        ) from None
             out.append(target)
         return out
 
@@ -209,32 +211,37 @@ class CsvReader:
                 "do not exist in the file",
                 hint="check the header, or `columns` when the file has no header",
             )
-        try:
-            con.sql(
-                f"SELECT * FROM read_csv({file_list}, {opts}, store_rejects=true, "
-                "rejects_table='loopml_rej', rejects_scan='loopml_scan')"
-            ).fetchall()
-            row = con.execute(
-                "SELECT s.file_path, r.line, r.column_name, r.error_type, r.csv_line, r.error_message "
-                "FROM loopml_rej r JOIN loopml_scan s USING (scan_id, file_id) ORDER BY r.file_id, r.line LIMIT 1"
-            ).fetchall()
-            row = row[0] if row else None
-        except duckdb.Error:
-            row = None
+        row: tuple[Any, ...] | None = None
+        single_opts = opts.replace(", union_by_name=true", "")
+        for i, f in enumerate(files):  # the rejects table needs one schema: scan file by file
+            try:
+                con.sql(
+                    f"SELECT * FROM read_csv({_q(str(f))}, {single_opts}, store_rejects=true, "
+                    f"rejects_table='loopml_rej{i}', rejects_scan='loopml_scan{i}')"
+                ).fetchall()
+                rejects = con.execute(
+                    "SELECT s.file_path, r.line, r.column_name, r.error_type, r.csv_line, r.error_message "
+                    f"FROM loopml_rej{i} r JOIN loopml_scan{i} s USING (scan_id, file_id) ORDER BY r.line LIMIT 1"
+                ).fetchall()
+            except duckdb.Error:
+                continue
+            if rejects:
+                row = rejects[0]
+                break
         if row is None:
             line_m = re.search(r"Line: (\d+)", text)
             where = f" line {line_m.group(1)}" if line_m else ""
             first = text.split("\n")[0]
-            if "unicode" in text.lower() or "utf-8" in text.lower():
+            if "unicode" in text.lower():
                 return DataError(
                     f"source `{name}`: {files[0] if len(files) == 1 else source.path}{where}: bytes are not valid "
                     f"{source.encoding}",
                     hint="set `encoding` of the source to the file's real encoding (e.g. latin-1)",
                 )
             return DataError(f"source `{name}` ({source.path}){where}: cannot parse the file: {first}")
-        file_path, line, column, error_type, csv_line, message = row
+        file_path, line, column, error_type, csv_line, message = (str(v) if v is not None else "" for v in row)
         try:
-            shown = originals[list(map(str, files)).index(file_path)]
+            shown = str(originals[list(map(str, files)).index(file_path)])
         except ValueError:
             shown = file_path
         raw = (csv_line or "")[:200]
