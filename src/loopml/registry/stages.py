@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from loopml.lineage import lineage
-from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
+from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.registry.registry import Registry
 from loopml.spec import Spec
 
@@ -46,6 +46,11 @@ class RegisterStage(BaseStage):
     order = 60
     requires = ("train", "evaluate")
     description = "Register the trained bundle as a model version (verdict + lineage)."
+
+    @classmethod
+    def enabled(cls, spec: Spec) -> bool:
+        """Part of the pipeline when the stages it needs (train, evaluate) are."""
+        return all(r in STAGES and STAGES[r].enabled(spec) for r in cls.requires)
 
     def config(self, spec: Spec) -> Any:
         return {"task": spec.task.type, "features": spec.features.model_dump(mode="json")}
