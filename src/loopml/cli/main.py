@@ -12,6 +12,7 @@ import typer
 from loopml import __version__
 from loopml.cli import data_cmd, demo_cmd, spec_cmd
 from loopml.cli import models_cmd, serve_cmd
+from loopml.cli import monitor_cmd
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -27,6 +28,7 @@ app.add_typer(data_cmd.app, name="data")
 demo_cmd.register(app)
 app.add_typer(models_cmd.app, name="models")
 serve_cmd.register(app)
+app.add_typer(monitor_cmd.app, name="monitor")
 
 _STATE = {"debug": False}
 

@@ -1,0 +1,263 @@
+"""`loopml monitor`: watch the served model and close the loop (ops, drift, quality, alerts, retraining)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from loopml.cli.ui import console, fmt_time, table
+
+app = typer.Typer(
+    help="Watch the served model: operations, drift, delayed-label quality, alerts, and retraining. "
+    "Without a subcommand, evaluates every rule once (or every --every) and retrains when a rule says so.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+PROJECT = typer.Option(Path("."), "--project", "-p", help="Project folder (holding loopml.yaml).")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _workspace(project: Path) -> Any:
+    from loopml.monitoring.records import ensure_tables
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    ensure_tables(ws)
+    return ws
+
+
+def _print_cycle(result: Any) -> None:
+    rows = []
+    for s in result.statuses:
+        state = "[red]FIRING[/red]" if s.fired else ("no data" if s.value is None else "ok")
+        rows.append((s.rule, s.metric, _fmt(s.value), state, s.note))
+    if rows:
+        console.print(table(f"check {result.check_id} at {fmt_time(result.at)}", ["rule", "metric", "value", "state", "note"], rows))
+    else:
+        console.print(f"check {result.check_id}: no alert rules in monitoring.alerts")
+    for f in result.firings:
+        style = {"critical": "bold red", "warning": "yellow", "info": "cyan"}.get(f.severity, "white")
+        console.print(f"[{style}]ALERT {f.message()}[/{style}]")
+        if f.metric.startswith("drift.") and f.evidence.get("drifted"):
+            console.print(f"  drifted: {', '.join(f.evidence['drifted'])}")
+        for hook, res in f.hooks.items():
+            console.print(f"  {hook}: {res}")
+    for sig_window, sig in result.windows.items():
+        m = sig.metrics
+        if "drift.share" in m:
+            console.print(
+                f"window {sig_window}: {int(m.get('volume.predictions', 0))} predictions, drift share {m['drift.share']:.2f}"
+                + (f" ({', '.join(sig.drift.drifted)})" if sig.drift and sig.drift.drifted else "")
+            )
+    for n in result.notes:
+        console.print(f"[dim]note: {n}[/dim]")
+    if result.decision is not None:
+        style = {"approved": "green", "rejected": "yellow", "failed": "red"}.get(result.decision.status, "white")
+        console.print(f"[{style}]{result.decision.message()}[/{style}]")
+
+
+@app.callback()
+def monitor(
+    ctx: typer.Context,
+    project: Path = PROJECT,
+    every: str | None = typer.Option(
+        None, "--every", help="Repeat the check at this interval (e.g. 5m, 1h) until Ctrl-C; once when unset."
+    ),
+    cycles: int | None = typer.Option(None, "--cycles", min=1, help="Stop after this many checks (with --every)."),
+    no_retrain: bool = typer.Option(False, "--no-retrain", help="Evaluate and alert, but never start retraining."),
+    as_json: bool = typer.Option(False, "--json", help="Print each check as JSON instead of tables."),
+) -> None:
+    """Evaluate every alert rule once (or every --every); retrain and register an approved candidate when a
+    retraining rule fires. Metrics: drift.share, drift.count, drift.max_psi, drift.feature.<col>.<stat>,
+    drift.prediction.psi, drift.multivariate.auc, quality.<metric>, cbpe.<metric>, labels.new,
+    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from loopml.monitoring.loop import run_cycle
+    from loopml.monitoring.windows import parse_duration
+
+    ws = _workspace(project)
+    interval = parse_duration(every, field="--every").total_seconds() if every else None
+    n = 0
+    while True:
+        result = run_cycle(ws, retraining=not no_retrain, show_progress=False)
+        if as_json:
+            typer.echo(json.dumps(result.to_json(), default=str))
+        else:
+            _print_cycle(result)
+        n += 1
+        if interval is None or (cycles is not None and n >= cycles):
+            break
+        time.sleep(interval)
+
+
+@app.command("ops")
+def ops_cmd(
+    project: Path = PROJECT,
+    window: str = typer.Option("1h", "--window", "-w", help="Summary window, e.g. 5m, 1h, 1d."),
+    url: str | None = typer.Option(None, "--url", help="Metrics endpoint (default: from the spec's deployment)."),
+) -> None:
+    """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory."""
+    from loopml.monitoring.ops import scrape, window_summary
+    from loopml.monitoring.windows import parse_duration
+
+    ws = _workspace(project)
+    snap = scrape(ws, url)
+    s = window_summary(ws, parse_duration(window, field="--window"), latest=snap)
+    rows = [(k, _fmt(s.get(k))) for k in (
+        "requests", "requests_per_s", "errors", "error_rate", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+        "cpu_percent", "memory_mb")]
+    rows.append(("since", s["since"]))
+    console.print(table(f"service operations, last {window}", ["metric", "value"], rows))
+    if s["by_version"]:
+        console.print(table("by model version", ["model version", "state", "requests", "latency p99 ms"], [
+            (v, s["models_loaded"].get(v, ""), _fmt(d["requests"]), _fmt(d["latency_p99_ms"]))
+            for v, d in sorted(s["by_version"].items())
+        ]))
+
+
+@app.command("drift")
+def drift_cmd(
+    project: Path = PROJECT,
+    window: str | None = typer.Option(None, "--window", "-w", help="Window ending now (default: monitoring.drift.window)."),
+    limit: int = typer.Option(30, "--limit", help="Rows shown (worst first)."),
+) -> None:
+    """Drift of the latest window of the prediction log against the training reference, worst feature first."""
+    from loopml.errors import NotFound
+    from loopml.monitoring import logs
+    from loopml.monitoring.drift import DriftEngine
+    from loopml.monitoring.signals import ReferenceCache, WindowSignals, drift_signals
+    from loopml.monitoring.windows import parse_duration, utcnow
+
+    ws = _workspace(project)
+    w = window or ws.spec.monitoring.drift.window
+    now = utcnow()
+    sig = WindowSignals(now - parse_duration(w, field="--window"), now)
+    engine = DriftEngine.from_spec(ws.spec.monitoring.drift)
+    drift_signals(ws, engine, ReferenceCache(ws, engine), logs.read_predictions(ws, sig.start, sig.end), sig)
+    for n in sig.notes:
+        console.print(f"[dim]note: {n}[/dim]")
+    if sig.drift is None:
+        raise NotFound(f"no drift result for the last {w}: " + "; ".join(sig.notes))
+    rep = sig.drift
+    console.print(table(
+        f"drift, last {w}: {len(rep.drifted)} of {len(rep.features)} drifted ({rep.n_current} rows vs {rep.n_reference})",
+        ["feature", "kind", "drifted", "test", "p-value", "effect", "PSI", "JS", "Wasserstein", "missing ref→cur", "why"],
+        [
+            (f.name, f.kind, "[red]yes[/red]" if f.drifted else "no", f.test, f"{f.p_value:.2g}", f"{f.effect:.3f}",
+             f"{f.psi:.3f}", f"{f.js:.3f}", _fmt(f.wasserstein), f"{f.missing_reference:.1%}→{f.missing_current:.1%}",
+             f.reason)
+            for f in rep.features[:limit]
+        ],
+    ))
+
+
+@app.command("quality")
+def quality_cmd(
+    project: Path = PROJECT,
+    window: str = typer.Option("1d", "--window", "-w", help="Bucket width of the time series, e.g. 1h, 1d."),
+    since: str | None = typer.Option(None, "--since", help="Only predictions newer than this (e.g. 7d)."),
+) -> None:
+    """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions."""
+    from loopml.monitoring import logs
+    from loopml.monitoring.quality import cbpe_by_window, quality_by_window
+    from loopml.monitoring.signals import fit_cbpe_calibrator
+    from loopml.monitoring.windows import parse_duration, utcnow
+
+    ws = _workspace(project)
+    width = parse_duration(window, field="--window")
+    start = utcnow() - parse_duration(since, field="--since") if since else None
+    task = ws.spec.task.type
+    labelled = quality_by_window(logs.read_labelled(ws, start, None), task, width)
+    est: dict[tuple[Any, str], dict[str, Any]] = {}
+    if task == "binary":
+        fitted = fit_cbpe_calibrator(ws, None)
+        if fitted is not None:
+            for r in cbpe_by_window(logs.read_predictions(ws, start, None), fitted[0], width):
+                est[(r["window_start"], r["model_version"])] = r
+    keys = sorted({(r["window_start"], r["model_version"]) for r in labelled} | set(est))
+    by_key = {(r["window_start"], r["model_version"]): r for r in labelled}
+    metric = "roc_auc" if task == "binary" else "accuracy" if task == "multiclass" else "rmse"
+    rows = []
+    for k in keys:
+        q, e = by_key.get(k, {}), est.get(k, {})
+        rows.append((fmt_time(k[0]), k[1], e.get("rows", ""), q.get("rows", 0), _fmt(q.get(metric)),
+                     _fmt(e.get(metric)) if e else "", _fmt(q.get("accuracy")) if task != "regression" else _fmt(q.get("mae")),
+                     _fmt(e.get("accuracy")) if e else ""))
+    second = "accuracy" if task != "regression" else "mae"
+    console.print(table(
+        f"quality per {window} window and model version ({task})",
+        ["window", "model version", "predictions", "labelled", metric, f"CBPE {metric}", second, f"CBPE {second}"],
+        rows,
+    ))
+
+
+@app.command("history")
+def history_cmd(
+    project: Path = PROJECT,
+    limit: int = typer.Option(20, "--limit", help="Rows per table."),
+) -> None:
+    """Recent checks, alerts and retraining decisions (with their verdicts and registered versions)."""
+    from loopml.monitoring.records import monitor_alerts, monitor_checks, monitor_decisions, recent
+
+    ws = _workspace(project)
+    console.print(table("retraining decisions", ["decided", "action", "status", "triggers", "run", "version", "evidence"], [
+        (fmt_time(d["decided_at"]), d["action"], d["status"], "; ".join(t.get("detail", "") for t in d["triggers"] or []),
+         d["run_id"] or "", d["version_id"] or "", _decision_evidence(d))
+        for d in recent(ws, monitor_decisions, "decided_at", limit)
+    ]))
+    console.print(table("alerts", ["fired", "rule", "severity", "metric", "value", "threshold", "new", "evidence"], [
+        (fmt_time(a["fired_at"]), a["rule"], a["severity"], a["metric"], _fmt(a["value"]), f"{a['op']} {a['threshold']:g}",
+         "yes" if a["new"] else "", ", ".join((a["evidence"] or {}).get("drifted", []))[:80])
+        for a in recent(ws, monitor_alerts, "fired_at", limit)
+    ]))
+    console.print(table("checks", ["started", "check", "status", "notes"], [
+        (fmt_time(c["started_at"]), c["check_id"], c["status"], "; ".join(c["notes"] or [])[:120] or (c["error"] or ""))
+        for c in recent(ws, monitor_checks, "started_at", limit)
+    ]))
+
+
+def _decision_evidence(d: dict[str, Any]) -> str:
+    ev = d.get("evidence") or {}
+    if d["action"] == "skip":
+        return str(ev.get("reason", ""))
+    parts = []
+    if "exported" in ev:
+        parts.append(f"{ev['exported'].get('rows', 0)} labelled rows exported")
+    gates = ev.get("gates") or []
+    if gates:
+        passed = sum(1 for g in gates if g.get("passed"))
+        parts.append(f"gates {passed}/{len(gates)} passed")
+    if d.get("error"):
+        parts.append(str(d["error"])[:100])
+    return "; ".join(parts)
+
+
+@app.command("report")
+def report_cmd(
+    project: Path = PROJECT,
+    window: str | None = typer.Option(None, "--window", "-w", help="Bucket width of the time series (default: drift window)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="HTML path (default: .loopml/reports/monitoring.html)."),
+) -> None:
+    """Write the monitoring report: HTML (time series per feature, metric and model version, alert markers,
+    drift table worst first) and JSON beside it."""
+    from loopml.monitoring.report import write_report
+
+    ws = _workspace(project)
+    html, js = write_report(ws, window=window, out=out)
+    console.print(f"monitoring report: {html}\nJSON: {js}")

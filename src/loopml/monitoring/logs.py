@@ -1,0 +1,186 @@
+"""Reading what serving writes: the prediction log, the feedback log, and the training reference.
+
+The prediction log is append-only Parquet segments under ``<workspace>/logs/predictions/``
+(columns ``request_id, ts, model_version, route, score, prediction`` then one column per raw
+input); feedback is ``<workspace>/logs/feedback/`` (``request_id, ts, label``). Segments are
+written under a temporary name and renamed, so only complete ``*.parquet`` files are read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import desc, select
+
+from loopml.errors import DataError, NotFound
+from loopml.workspace import Workspace
+from loopml.workspace.metadata import executions
+
+LOG_COLUMNS = ("request_id", "ts", "model_version", "route", "score", "prediction")
+
+
+def predictions_dir(ws: Workspace) -> Path:
+    """Folder of the prediction log segments."""
+    return ws.root / "logs" / "predictions"
+
+
+def feedback_dir(ws: Workspace) -> Path:
+    """Folder of the feedback log segments."""
+    return ws.root / "logs" / "feedback"
+
+
+def segments(folder: Path) -> list[str]:
+    """Complete segment files of a log folder, oldest name first (temporary files excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        str(p) for p in folder.glob("*.parquet") if not p.name.startswith(".") and ".tmp" not in p.name
+    )
+
+
+def _read(files: list[str]) -> str:
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], union_by_name=true)"
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts") -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if start is not None:
+        clauses.append(f"{col} >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append(f"{col} < ?")
+        params.append(end)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pa.Table:
+    """Logged predictions with ``start <= ts < end`` (an empty table with no columns when there is no log)."""
+    files = segments(predictions_dir(ws))
+    if not files:
+        return pa.table({})
+    where, params = _where(start, end)
+    try:
+        with _connect() as con:
+            return con.sql(f"SELECT * FROM {_read(files)} {where} ORDER BY ts", params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"prediction log {predictions_dir(ws)}: cannot read its segments: {exc}") from None
+
+
+def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pa.Table:
+    """Predictions joined by ``request_id`` with their latest feedback label (column ``label``, ``label_ts``).
+
+    The window filters on the prediction time, so a window's quality is that of the
+    predictions made in it, whenever their labels arrived.
+    """
+    preds, fb = segments(predictions_dir(ws)), segments(feedback_dir(ws))
+    if not preds or not fb:
+        return pa.table({})
+    where, params = _where(start, end, "p.ts")
+    sql = f"""
+        WITH f AS (
+            SELECT request_id, arg_max(label, ts) AS label, max(ts) AS label_ts
+            FROM {_read(fb)} GROUP BY request_id
+        )
+        SELECT p.*, f.label, f.label_ts FROM {_read(preds)} p JOIN f USING (request_id) {where} ORDER BY p.ts
+    """
+    try:
+        with _connect() as con:
+            return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"feedback log {feedback_dir(ws)}: cannot join it with the predictions: {exc}") from None
+
+
+def count_labels(ws: Workspace, since: dt.datetime | None = None) -> int:
+    """Feedback rows matching a logged prediction whose label arrived at or after ``since``."""
+    preds, fb = segments(predictions_dir(ws)), segments(feedback_dir(ws))
+    if not preds or not fb:
+        return 0
+    where, params = _where(since, None, "f.ts")
+    sql = (
+        f"SELECT count(DISTINCT f.request_id) FROM {_read(fb)} f "
+        f"JOIN (SELECT DISTINCT request_id FROM {_read(preds)}) p USING (request_id) {where}"
+    )
+    with _connect() as con:
+        row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def log_span(ws: Workspace) -> tuple[dt.datetime | None, dt.datetime | None, int]:
+    """(first ts, last ts, rows) of the prediction log."""
+    files = segments(predictions_dir(ws))
+    if not files:
+        return None, None, 0
+    with _connect() as con:
+        row = con.execute(f"SELECT min(ts), max(ts), count(*) FROM {_read(files)}").fetchone()
+    if row is None:
+        return None, None, 0
+    return _aware(row[0]), _aware(row[1]), int(row[2])
+
+
+def _aware(ts: Any) -> dt.datetime | None:
+    if ts is None:
+        return None
+    if isinstance(ts, dt.datetime) and ts.tzinfo is None:
+        return ts.replace(tzinfo=dt.UTC)
+    return ts if isinstance(ts, dt.datetime) else None
+
+
+def input_columns(table: pa.Table) -> list[str]:
+    """The raw input columns of a prediction-log table (everything after the fixed columns)."""
+    return [c for c in table.column_names if c not in (*LOG_COLUMNS, "label", "label_ts")]
+
+
+def latest_output(ws: Workspace, stage: str, name: str) -> tuple[str, str] | None:
+    """(digest, execution id) of the newest successful or cached ``stage`` output ``name``."""
+    with ws.engine.connect() as conn:
+        rows = conn.execute(
+            select(executions.c.execution_id, executions.c.outputs)
+            .where(executions.c.stage == stage, executions.c.status.in_(["success", "cached"]))
+            .order_by(desc(executions.c.ended_at))
+            .limit(20)
+        ).all()
+    for exec_id, outputs in rows:
+        digest = (outputs or {}).get(name)
+        if digest and ws.artifacts.exists(digest):
+            return str(digest), str(exec_id)
+    return None
+
+
+def load_reference(ws: Workspace) -> tuple[pa.Table, str]:
+    """The drift reference table and a label saying where it came from.
+
+    ``monitoring.drift.reference`` when set (Parquet or CSV), else the ``train`` split of
+    the latest training.
+    """
+    path = ws.spec.monitoring.drift.reference
+    if path:
+        p = ws.resolve(path)
+        if not p.exists():
+            raise NotFound(f"monitoring.drift.reference: file {p} does not exist")
+        try:
+            if p.suffix.lower() in (".csv", ".tsv", ".txt"):
+                with _connect() as con:
+                    return con.sql("SELECT * FROM read_csv_auto(?)", params=[str(p)]).to_arrow_table(), str(p)
+            return pq.read_table(p), str(p)
+        except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"monitoring.drift.reference: cannot read {p}: {exc}") from None
+    found = latest_output(ws, "train", "train")
+    if found is None:
+        raise NotFound(
+            "no drift reference: no training has produced a `train` split yet",
+            hint="run `loopml run` first, or set monitoring.drift.reference to a Parquet/CSV file",
+        )
+    digest, _ = found
+    return pq.read_table(ws.artifacts.open_verified(digest)), f"train split {digest[:12]}"
