@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from loopml.spec.base import StrictModel
@@ -34,6 +36,31 @@ class Evaluation(StrictModel):
         default_factory=list,
         description="Promotion gates, e.g. 'roc_auc >= 0.75', 'roc_auc > production + 0.002', "
         "'fairness.demographic_parity_difference <= 0.1', 'latency_p99_ms <= requirements'.",
+    )
+    threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Decision threshold of a binary classifier (unless a target is set)."
+    )
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling (same seed, same intervals).")
+    bootstrap_method: Literal["auto", "multinomial", "poisson"] = Field(
+        default="auto",
+        description="multinomial (exact), poisson (independent Poisson(1) counts, for large test sets) or auto "
+        "(multinomial up to 200,000 rows).",
+    )
+    slice_buckets: int = Field(default=4, ge=2, description="Quantile buckets for numeric slice columns.")
+    slice_max_values: int = Field(
+        default=20, ge=1, description="Most frequent values of a slice column kept as slices; the rest pooled."
+    )
+    bins: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Explicit bucket edges for numeric slice or sensitive columns, e.g. {age: [25, 40, 60]}.",
+    )
+    calibration_bins: int = Field(default=10, ge=2, description="Equal-width bins of ECE and calibration curves.")
+    largest_loss_examples: int = Field(
+        default=20, ge=0, description="How many highest-loss test rows the report lists (their input values)."
+    )
+    permutation_repeats: int = Field(default=3, ge=0, description="Repeats of permutation importance (0 = off).")
+    permutation_max_rows: int = Field(
+        default=20000, ge=100, description="Rows sampled from the test split for permutation importance."
     )
     target_recall: float | None = Field(default=None, gt=0, le=1, description="Pick the threshold for this recall.")
     target_precision: float | None = Field(

@@ -1,0 +1,302 @@
+"""The evaluation report: JSON for machines, rich tables for the terminal, self-contained HTML.
+
+Everything renders from the report JSON, so a stored report can be shown again later
+(``loopml evaluate --show``) without the data. The HTML holds inline SVG charts built from
+downsampled curves and aggregates only; no test rows are embedded besides the few
+largest-loss examples the spec asks for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from typing import Any
+
+from rich.table import Table
+
+from loopml.evaluation import svg
+from loopml.evaluation.gates import GateVerdict, approved
+from loopml.evaluation.result import EvaluationResult
+
+REPORT_VERSION = 1
+
+
+def build_report(
+    result: EvaluationResult, verdicts: list[GateVerdict], model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The report JSON: ``{"approved", "gates": [{"gate", "passed", "evidence"}], ...metrics...}``.
+
+    Parameters
+    ----------
+    result
+        The evaluation result.
+    verdicts
+        Gate verdicts (:func:`~loopml.evaluation.gates.check_gates`).
+    model
+        What was evaluated (bundle digest, model type, production version...).
+    """
+    return {
+        "report_version": REPORT_VERSION,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "approved": approved(verdicts),
+        "gates": [v.to_json() for v in verdicts],
+        "model": model or {},
+        **result.to_json(),
+    }
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _ci(m: dict[str, Any]) -> str:
+    if m.get("lower") is None:
+        return "–"
+    return f"[{_f(m['lower'])}, {_f(m['upper'])}]"
+
+
+def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
+    """Rich tables summarising a report: metrics, comparisons, gates, worst slices, fairness."""
+    tables: list[Table] = []
+    conf = round(100 * report.get("confidence", 0.95))
+    t = Table(title=f"metrics on {report['rows']:,} test rows ({report['bootstrap']['resamples']} bootstrap resamples, "
+                    f"{conf}% intervals)", header_style="bold")
+    for c in ("metric", "value", f"{conf}% interval", "online metric"):
+        t.add_column(c)
+    for k, m in report["metrics"].items():
+        t.add_row(k + (" *" if k == report["primary_metric"] else ""), _f(m["value"]), _ci(m), m.get("online_metric") or "")
+    tables.append(t)
+    for ref, comps in report.get("comparisons", {}).items():
+        t = Table(title=f"candidate vs {ref} (paired bootstrap, same rows)", header_style="bold")
+        for c in ("metric", "candidate", ref, "difference", f"{conf}% interval", "p", "verdict"):
+            t.add_column(c)
+        for k, c in comps.items():
+            style = {"better": "green", "worse": "red"}.get(c["verdict"], "")
+            t.add_row(k, _f(c["candidate"]), _f(c["reference_value"]), _f(c["difference"]["value"]),
+                      _ci(c["difference"]), _f(c["p_value"], 3), f"[{style}]{c['verdict']}[/{style}]" if style else c["verdict"])
+        tables.append(t)
+    if report.get("slices"):
+        pm = report["primary_metric"]
+        t = Table(title=f"worst slices by {pm}", header_style="bold")
+        for c in ("column", "slice", "rows", pm, f"{conf}% interval", "vs production"):
+            t.add_column(c)
+        for s in report["slices"][:max_slices]:
+            vs = s.get("vs_production")
+            t.add_row(s["column"], s["slice"], f"{s['n']:,}", _f(s["primary"]["value"]), _ci(s["primary"]),
+                      "" if vs is None else f"{_f(vs['difference']['value'])} ({vs['verdict']})")
+        tables.append(t)
+    if report.get("fairness"):
+        t = Table(title=f"fairness (threshold {next(iter(report['fairness'].values()))['threshold']})",
+                  header_style="bold")
+        for c in ("column", "groups", "demographic parity diff", "equalised odds diff", "max calibration gap"):
+            t.add_column(c)
+        for col, f in report["fairness"].items():
+            t.add_row(col, ", ".join(f"{g['group']} ({g['n']})" for g in f["groups"]),
+                      f"{_f(f['demographic_parity_difference']['value'])} {_ci(f['demographic_parity_difference'])}",
+                      f"{_f(f['equalized_odds_difference']['value'])} {_ci(f['equalized_odds_difference'])}",
+                      _f(f["max_calibration_gap"]))
+        tables.append(t)
+    t = Table(title="gates: " + ("APPROVED" if report["approved"] else "NOT APPROVED"), header_style="bold")
+    for c in ("gate", "result", "evidence"):
+        t.add_column(c)
+    for g in report["gates"]:
+        t.add_row(g["gate"], "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]", _evidence_text(g["evidence"]))
+    if not report["gates"]:
+        t.add_row("(no gates declared in evaluation.gates)", "", "")
+    tables.append(t)
+    return tables
+
+
+def _evidence_text(ev: dict[str, Any]) -> str:
+    if "reason" in ev:
+        return str(ev["reason"])
+    if "skipped" in ev:
+        return str(ev["skipped"])
+    kind = ev.get("kind")
+    if kind == "requirement":
+        return f"measured {_f(ev.get('measured'))} vs budget {_f(ev.get('budget'))}"
+    if kind == "relative":
+        s = f"Δ={_f(ev['difference']['value'])}"
+        if ev.get("confidence"):
+            s += f", {ev['bound_side']} bound {_f(ev['bound'])} at {round(100 * ev['confidence'])}%"
+        return s + f" (margin {ev.get('margin')})"
+    if "columns" in ev:
+        return "; ".join(f"{c}: {_f(v['value'])}" for c, v in ev["columns"].items())
+    s = f"value {_f(ev.get('value', ev.get('measured')))}"
+    if ev.get("confidence"):
+        s += f", {ev['bound_side']} bound {_f(ev['bound'])} at {round(100 * ev['confidence'])}%"
+    return s
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f4f4f4}.pass{color:#1a7f37;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+.badge{display:inline-block;padding:4px 10px;border-radius:4px;color:#fff;font-weight:bold}
+.ok{background:#1a7f37}.no{background:#c62828}.charts svg{margin:6px 12px 6px 0;border:1px solid #eee}
+.muted{color:#777;font-size:12px}
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _e(x: Any, digits: int = 4) -> str:
+    return escape(_f(x, digits))
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page (inline CSS and SVG; no scripts, no external resources)."""
+    conf = round(100 * report.get("confidence", 0.95))
+    pm = report["primary_metric"]
+    out: list[str] = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>loopml evaluation report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Evaluation report "
+        + ("<span class='badge ok'>APPROVED</span>" if report["approved"] else "<span class='badge no'>NOT APPROVED</span>")
+        + "</h1>",
+        f"<p class='muted'>{escape(report.get('created_at', ''))} · task {escape(report['task'])} · "
+        f"{report['rows']:,} test rows · {report['bootstrap']['resamples']} bootstrap resamples "
+        f"({escape(report['bootstrap']['method'])}) · {conf}% intervals"
+        + (f" · threshold {report['threshold']:.4g}" if report.get("threshold") is not None else "")
+        + "</p>",
+    ]
+    model = report.get("model") or {}
+    if model:
+        out.append(_table(["", ""], [[escape(str(k)), escape(str(v))] for k, v in model.items()]))
+    out.append("<h2>Gates</h2>")
+    out.append(_table(["gate", "result", "evidence"], [
+        [escape(g["gate"]), "<span class='pass'>pass</span>" if g["passed"] else "<span class='fail'>FAIL</span>",
+         escape(_evidence_text(g["evidence"]))] for g in report["gates"]
+    ] or [["(no gates declared)", "", ""]]))
+    out.append("<h2>Metrics</h2>")
+    out.append(_table(["metric", "value", f"{conf}% interval", "online metric it stands for", "description"], [
+        [escape(k) + (" <b>(primary)</b>" if k == pm else ""), _e(m["value"]), escape(_ci(m)),
+         escape(m.get("online_metric") or "") + (f" <span class='muted'>({escape(m['online_source'])})</span>"
+                                                  if m.get("online_source") else ""),
+         escape(m["description"])]
+        for k, m in report["metrics"].items()
+    ]))
+    for ref, comps in report.get("comparisons", {}).items():
+        out.append(f"<h2>Candidate vs {escape(ref)}</h2>")
+        out.append(_table(["metric", "candidate", escape(ref), "difference", f"{conf}% interval", "p-value", "verdict"], [
+            [escape(k), _e(c["candidate"]), _e(c["reference_value"]), _e(c["difference"]["value"]),
+             escape(_ci(c["difference"])), _e(c["p_value"], 3), escape(c["verdict"])]
+            for k, c in comps.items()
+        ]))
+    charts: list[str] = []
+    curves = report.get("curves") or {}
+    if "roc" in curves:
+        charts.append(svg.line_chart([(m, c["fpr"], c["tpr"]) for m, c in curves["roc"].items()], title="ROC",
+                                     xlabel="false positive rate", ylabel="true positive rate",
+                                     xlim=(0, 1), ylim=(0, 1), diagonal=True))
+    if "pr" in curves:
+        charts.append(svg.line_chart([(m, c["recall"], c["precision"]) for m, c in curves["pr"].items()],
+                                     title="Precision-recall", xlabel="recall", ylabel="precision",
+                                     xlim=(0, 1), ylim=(0, 1)))
+    if "calibration" in curves:
+        charts.append(svg.line_chart([(m, c["mean_predicted"], c["fraction_positive"])
+                                      for m, c in curves["calibration"].items()],
+                                     title="Calibration", xlabel="mean predicted probability",
+                                     ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1), diagonal=True, markers=True))
+    if "predicted_vs_actual" in curves:
+        c = curves["predicted_vs_actual"]
+        lo = min(c["mean_predicted"] + c["mean_actual"])
+        hi = max(c["mean_predicted"] + c["mean_actual"])
+        charts.append(svg.line_chart([("candidate", c["mean_predicted"], c["mean_actual"])],
+                                     title="Predicted vs actual (deciles)", xlabel="mean predicted",
+                                     ylabel="mean actual", xlim=(lo, hi), ylim=(lo, hi), diagonal=True, markers=True))
+    cm = report.get("confusion_matrix")
+    if cm:
+        charts.append(svg.heatmap(cm["matrix"], [str(x) for x in cm["labels"]], title="Confusion matrix"))
+    if charts:
+        out.append("<h2>Curves</h2><div class='charts'>" + "".join(charts) + "</div>")
+    th = report.get("thresholds") or {}
+    if th:
+        out.append("<h2>Decision thresholds</h2>")
+        out.append(_table(["target", "wanted", "threshold", "precision", "recall"], [
+            [escape(v.get("target", k)), _e(v.get("value")), _e(v.get("threshold")), _e(v.get("precision")),
+             _e(v.get("recall"))] if v.get("reachable") else [escape(v.get("target", k)), _e(v.get("value")),
+                                                               "not reachable", "", ""]
+            for k, v in th.items()
+        ]))
+    slices = report.get("slices") or []
+    if slices:
+        out.append(f"<h2>Slices (worst first by {escape(pm)})</h2>")
+        shown = slices[:40]
+        out.append("<div class='charts'>" + svg.bar_chart(
+            [f"{s['column']}={s['slice']}" for s in shown], [s["primary"]["value"] or 0.0 for s in shown],
+            title=f"{pm} per slice", xlabel=pm,
+            errors=[(s["primary"]["lower"] if s["primary"]["lower"] is not None else (s["primary"]["value"] or 0.0),
+                     s["primary"]["upper"] if s["primary"]["upper"] is not None else (s["primary"]["value"] or 0.0))
+                    for s in shown],
+            reference=report["metrics"][pm]["value"]) + "</div>")
+        keys = list(report["metrics"])[:6]
+        out.append(_table(["column", "slice", "rows", *keys, f"{pm} {conf}% interval", "vs production"], [
+            [escape(s["column"]), escape(s["slice"]), f"{s['n']:,}", *[_e(s["metrics"].get(k)) for k in keys],
+             escape(_ci(s["primary"])),
+             "" if not s.get("vs_production") else escape(
+                 f"{_f(s['vs_production']['difference']['value'])} ({s['vs_production']['verdict']})")]
+            for s in slices
+        ]))
+    worse = report.get("worse_than_production") or []
+    if worse:
+        out.append("<h2>Slices where the candidate is worse than production</h2>")
+        out.append(_table(["column", "slice", "rows", "difference", f"{conf}% interval", "significant"], [
+            [escape(w["column"]), escape(w["slice"]), f"{w['n']:,}", _e(w["difference"]["value"]),
+             escape(_ci(w["difference"])), "yes" if w["significant"] else "no"]
+            for w in worse
+        ]))
+    fair = report.get("fairness") or {}
+    if fair:
+        out.append("<h2>Fairness</h2>")
+        for col, f in fair.items():
+            out.append(f"<h3>{escape(col)}</h3><p>demographic parity difference "
+                       f"<b>{_e(f['demographic_parity_difference']['value'])}</b> "
+                       f"{escape(_ci(f['demographic_parity_difference']))} · equalised odds difference "
+                       f"<b>{_e(f['equalized_odds_difference']['value'])}</b> "
+                       f"{escape(_ci(f['equalized_odds_difference']))} · demographic parity ratio "
+                       f"{_e(f['demographic_parity_ratio'])} · max calibration gap {_e(f['max_calibration_gap'])}</p>")
+            out.append(_table(["group", "rows", "positive rate", "selection rate", "TPR", "FPR", "mean score",
+                               "calibration gap", "ECE"], [
+                [escape(g["group"]), f"{g['n']:,}", _e(g["base_rate"]), _e(g["selection_rate"]), _e(g["tpr"]),
+                 _e(g["fpr"]), _e(g["mean_score"]), _e(g["calibration_gap"]), _e(g["ece"])]
+                for g in f["groups"]
+            ]))
+            out.append("<div class='charts'>" + svg.line_chart(
+                [(g["group"], g["calibration"]["mean_predicted"], g["calibration"]["fraction_positive"])
+                 for g in f["groups"]][:6],
+                title=f"Calibration by {col}", xlabel="mean predicted", ylabel="fraction positive",
+                xlim=(0, 1), ylim=(0, 1), diagonal=True, markers=True) + "</div>")
+    analysis = report.get("analysis") or {}
+    imp = analysis.get("importance") or {}
+    if imp:
+        out.append("<h2>Feature importance</h2><div class='charts'>")
+        for kind, rows in imp.items():
+            if isinstance(rows, list) and rows:
+                top = rows[:20]
+                out.append(svg.bar_chart([r["feature"] for r in top], [r["importance"] for r in top],
+                                         title=f"{kind} importance", xlabel=str(top[0].get("unit", "importance")),
+                                         errors=[(r.get("lower", r["importance"]), r.get("upper", r["importance"]))
+                                                 for r in top] if "lower" in top[0] else None))
+        out.append("</div>")
+    loss = analysis.get("largest_loss") or []
+    if loss:
+        cols = list(loss[0].keys())
+        out.append(f"<h2>The {len(loss)} test rows with the largest loss</h2>")
+        out.append(_table(cols, [[escape(_f(r.get(c))) for c in cols] for r in loss]))
+    notes = report.get("notes") or []
+    if notes:
+        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    out.append(f"<p class='muted'>evaluation took {report.get('seconds', 0):.2f} s · generated by loopml</p>")
+    out.append("</body></html>")
+    return "".join(out)
