@@ -23,7 +23,7 @@ def class_weights(y: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
     per_class = np.zeros_like(counts)
     per_class[present] = len(y) / (present.sum() * counts[present])
     w = per_class[y]
-    return w * base if base is not None else w
+    return np.asarray(w * base if base is not None else w, dtype=np.float64)
 
 
 def oversample(y: np.ndarray, seed: int) -> np.ndarray:

@@ -114,10 +114,15 @@ METRICS: dict[str, Metric] = {
     "mae": Metric("mae", _mae, False, frozenset({"regression"})),
     "r2": Metric("r2", _r2, True, frozenset({"regression"})),
 }
+def _ndcg_metric(k: int) -> Metric:
+    def fn(y: np.ndarray, s: np.ndarray, g: np.ndarray | None) -> float:
+        return ndcg_at_k(y, s, g, k)
+
+    return Metric(f"ndcg@{k}", fn, True, frozenset({"ranking"}))
+
+
 for _k in (1, 3, 5, 10, 20, 50):
-    METRICS[f"ndcg@{_k}"] = Metric(
-        f"ndcg@{_k}", lambda y, s, g, _k=_k: ndcg_at_k(y, s, g, _k), True, frozenset({"ranking"})
-    )
+    METRICS[f"ndcg@{_k}"] = _ndcg_metric(_k)
 
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse", "ranking": "ndcg@10"}
 

@@ -279,7 +279,7 @@ class BaseModel:
         if self.task == "binary":
             return (s >= 0.5).astype(np.int64)
         if self.task == "multiclass":
-            return np.argmax(s, axis=1).astype(np.int64)
+            return np.asarray(np.argmax(s, axis=1), dtype=np.int64)
         return s
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -345,7 +345,7 @@ class BaseModel:
 def save_arrays(path: Path, name: str, **arrays: np.ndarray) -> None:
     """Write arrays into ``path/name`` as an uncompressed npz (no pickled objects)."""
     with open(path / name, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
 
 
 def load_arrays(path: Path, name: str) -> dict[str, np.ndarray]:

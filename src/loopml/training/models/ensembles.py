@@ -100,11 +100,11 @@ class BaggingModel(_Ensemble):
         for i in range(cfg.n_estimators):  # type: ignore[attr-defined]
             if self.task == "ranking" and ctx.group is not None:
                 groups = np.unique(ctx.group)
-                k = max(1, int(round(cfg.max_samples * len(groups))))  # type: ignore[attr-defined]
+                k = max(1, round(cfg.max_samples * len(groups)))  # type: ignore[attr-defined]
                 pick = rng.choice(groups, size=k, replace=cfg.bootstrap)  # type: ignore[attr-defined]
                 rows = np.flatnonzero(np.isin(ctx.group, np.unique(pick)))
             else:
-                k = max(1, int(round(cfg.max_samples * n)))  # type: ignore[attr-defined]
+                k = max(1, round(cfg.max_samples * n))  # type: ignore[attr-defined]
                 rows = np.sort(rng.choice(n, size=k, replace=cfg.bootstrap))  # type: ignore[attr-defined]
             m = _build(cfg.base, self.task, self.seed + i, "bagging.base")  # type: ignore[attr-defined]
             m.fit(X[rows], y[rows], w[rows] if w is not None else None, cats, context=_sub_context(ctx, rows))
@@ -228,7 +228,7 @@ class StackingModel(_Ensemble):
             return sigmoid(z[:, 0])
         if self.task == "multiclass":
             return softmax(z)
-        return z[:, 0]  # type: ignore[no-any-return]
+        return z[:, 0]
 
     def _state(self, path: Path) -> dict[str, Any]:
         self._save_members(path)

@@ -178,7 +178,8 @@ class LightGBMModel(BaseModel):
         if self.task == "ranking" and group is None:
             raise ModelError("model `lightgbm` needs the group (query) of each row for ranking")
         train = dataset(X, y, w, group)
-        valid_sets, callbacks = [], []
+        valid_sets: list[Any] = []
+        callbacks: list[Any] = []
         if ctx.eval_X is not None and ctx.eval_y is not None:
             ey = np.asarray(ctx.eval_y)
             ey = ey.astype(np.int64) if self.task in ("binary", "multiclass") else ey.astype(np.float64)

@@ -147,7 +147,7 @@ class LinearRegressionModel(_LinearBase):
         self.intercept_ = np.atleast_1d(np.asarray(est.intercept_, dtype=np.float64))
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        return self._linear(X)[:, 0]  # type: ignore[no-any-return]
+        return self._linear(X)[:, 0]
 
 
 @register_model

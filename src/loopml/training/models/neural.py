@@ -182,8 +182,8 @@ class _TorchModel(BaseModel):
         if self.task == "multiclass":
             return softmax(out)
         if self.task == "regression":
-            return out[:, 0] * self.y_std_ + self.y_mean_  # type: ignore[no-any-return]
-        return out[:, 0]  # type: ignore[no-any-return]
+            return out[:, 0] * self.y_std_ + self.y_mean_
+        return out[:, 0]
 
     def _state(self, path: Path) -> dict[str, Any]:
         from safetensors.numpy import save_file

@@ -133,10 +133,10 @@ class _TreeBase(BaseModel):
     def _score(self, X: np.ndarray) -> np.ndarray:
         v = self.trees_.leaf_values(X)
         if self.task == "binary":
-            return v[:, 1]  # type: ignore[no-any-return]
+            return v[:, 1]
         if self.task == "multiclass":
-            return v  # type: ignore[no-any-return]
-        return v[:, 0]  # type: ignore[no-any-return]
+            return v
+        return v[:, 0]
 
     def _state(self, path: Path) -> dict[str, Any]:
         save_arrays(path, "trees.npz", **self.trees_.to_arrays())

@@ -1,0 +1,103 @@
+"""`loopml train` (run the pipeline up to training, print the leaderboard) and `loopml zoo` (the models)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from loopml.cli.ui import console, table
+from loopml.errors import LoopMLError
+
+
+def train(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding loopml.yaml."),
+    budget: float | None = typer.Option(
+        None, "--budget", help="Tuning budget in seconds (overrides training.tuning.time_budget_s for this run)."
+    ),
+    executor: str | None = typer.Option(
+        None, "--trials-on", help="Where tuning trials run: inprocess, process or ray (overrides training.executor)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Retrain even when nothing changed (ignore the train cache)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Print where the HTML leaderboard was written."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the pipeline up to the train stage and print the leaderboard (quality, CI, latency, size, why)."""
+    from loopml.pipeline import Runner, StageOutcome, pipeline_for
+    from loopml.training.leaderboard import leaderboard_table
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    spec = ws.spec
+    if budget is not None or executor is not None:
+        changes: dict[str, Any] = {}
+        if budget is not None:
+            changes["tuning"] = spec.training.tuning.model_copy(update={"time_budget_s": budget})
+        if executor is not None:
+            changes["executor"] = executor
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update=changes)})
+        spec = type(spec).model_validate(spec.model_dump(mode="json"))
+        ws = Workspace.open(project, spec)
+    stages = pipeline_for(ws.spec)
+    if "train" not in [s.name for s in stages]:
+        raise LoopMLError("this pipeline has no `train` stage", hint="declare data sources in loopml.yaml first")
+
+    def on_event(kind: str, payload: StageOutcome | str) -> None:
+        if kind == "stage_start" and not quiet:
+            console.print(f"[bold]▶ {payload}[/bold] running…")
+        elif kind == "stage_end" and isinstance(payload, StageOutcome):
+            label = "cache hit" if payload.status == "cached" else payload.status
+            console.print(f"■ {payload.stage}: {label} ({payload.duration_s:.2f}s)")
+
+    with ws.lock(wait_s=wait):
+        report = Runner(ws, stages, on_event=on_event, show_progress=not quiet).run(
+            until="train", start_from="train" if force else None, command=" ".join(["loopml", *sys.argv[1:]])
+        )
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+    outcome = next(o for o in report.outcomes if o.stage == "train")
+    board = json.loads(ws.artifacts.get_bytes(outcome.outputs["leaderboard"]))
+    console.print(leaderboard_table(board))
+    console.print(f"bundle {outcome.outputs['bundle'][:12]} ({board['winner']})")
+    if html:
+        console.print(f"HTML leaderboard: {ws.reports / 'leaderboard.html'}")
+
+
+def zoo(
+    model: str | None = typer.Argument(None, help="Show the config fields of this model only."),
+    task: str | None = typer.Option(None, "--task", help="Only models handling this task (binary, multiclass, ...)."),
+) -> None:
+    """List the registered models, the tasks they handle and their config fields."""
+    from loopml.training.models import MODELS, load_builtin_models, model_class
+
+    load_builtin_models()
+    if model is not None:
+        cls = model_class(model)
+        rows = []
+        for name, f in cls.Config.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+            rows.append((name, str(f.annotation).replace("typing.", ""), json.dumps(default, default=str),
+                         f.description or ""))
+        console.print(table(f"{cls.name}: {cls.description}", ["field", "type", "default", "description"], rows))
+        return
+    rows2 = []
+    for name in sorted(MODELS):
+        cls = MODELS[name]
+        if task is not None and task not in cls.task_types:
+            continue
+        flags = [f for f, on in (("proba", cls.supports_proba), ("focal", cls.supports_focal_loss),
+                                 ("tunable", hasattr(cls, "search_space"))) if on]
+        rows2.append((name, ", ".join(sorted(cls.task_types)), ", ".join(flags), ", ".join(cls.Config.model_fields),
+                      cls.description))
+    console.print(table("model zoo", ["model", "tasks", "capabilities", "config fields", "description"], rows2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `zoo` to the root command."""
+    app.command("train")(train)
+    app.command("zoo")(zoo)

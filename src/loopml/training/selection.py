@@ -1,0 +1,505 @@
+"""Requirements-driven model selection.
+
+Every candidate named in ``spec.training.candidates`` is trained (and tuned with Optuna
+when asked) on the training split and scored on the validation split. Each fitted
+candidate is then measured the way it will be served (single-row p99 latency through
+:meth:`Bundle.predict_row`, artifact size); a candidate that breaks
+``requirements.constraints`` is not eligible, however accurate. The best eligible
+candidate wins, with one line saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from loopml.errors import DataError, LoopMLError, ModelError, SpecError
+from loopml.spec import Spec
+from loopml.spec.training import ModelCandidate
+from loopml.training.bundle import Bundle, make_manifest
+from loopml.training.imbalance import class_weights, oversample, undersample
+from loopml.training.labels import encode_labels, group_ids
+from loopml.training.measure import Latency, measure_batch_latency, measure_row_latency, request_rows
+from loopml.training.metrics import Metric, bootstrap_ci, metric_for
+from loopml.training.models import BaseModel, FitContext, model_class, validate_config
+from loopml.training.sampling import recalibrate, sample_training_rows
+from loopml.training.trials import make_trial_executor, save_trial_data
+from loopml.training.tuning import TrialRecord, tune
+
+if TYPE_CHECKING:
+    from loopml.features import FeaturePipeline
+
+
+@dataclass
+class TrainingData:
+    """The matrices selection works on, with the fitted transform that made them."""
+
+    spec: Spec
+    transform: FeaturePipeline
+    X_train: np.ndarray
+    y_train: np.ndarray
+    w_train: np.ndarray | None
+    g_train: np.ndarray | None
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    g_valid: np.ndarray | None
+    valid_table: pa.Table
+    schema: pa.Schema
+    classes: list[Any]
+    negative_rate: float | None = None
+    focal_gamma: float | None = None
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """The task type."""
+        return self.spec.task.type
+
+    @property
+    def categorical(self) -> list[int]:
+        """Indices of categorical (integer code) feature columns."""
+        return list(self.transform.categorical_features)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the feature columns."""
+        return list(self.transform.feature_names)
+
+
+def _labeled(table: pa.Table, spec: Spec, classes: list[Any] | None = None) -> tuple[pa.Table, np.ndarray, list[Any], int]:
+    lab = encode_labels(table, spec.task, classes)
+    dropped = int((~lab.labeled).sum())
+    if dropped:
+        table = table.filter(pa.array(lab.labeled))
+    return table, lab.y[lab.labeled], lab.classes, dropped
+
+
+def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampled: bool = False) -> TrainingData:
+    """Labels, sampling, class imbalance and the feature pipeline (fitted on ``train`` only).
+
+    Parameters
+    ----------
+    spec : the project spec.
+    train, valid : the training and validation splits (raw feature tables).
+    sampled : ``train`` was already sampled by the caller (reservoir sampling over a stream).
+    """
+    from loopml.features import FeaturePipeline
+
+    task = spec.task
+    tr = spec.training
+    notes: list[str] = []
+    train, y, classes, unl_train = _labeled(train, spec)
+    valid, y_valid, _, unl_valid = _labeled(valid, spec, classes if task.type == "multiclass" else None)
+    if unl_train or unl_valid:
+        notes.append(f"{unl_train + unl_valid} row(s) without a label left out ({unl_train} train, {unl_valid} valid)")
+    if train.num_rows == 0:
+        raise DataError(f"the training split has no labeled rows (target `{task.target}`)")
+    if valid.num_rows == 0:
+        raise DataError(f"the validation split has no labeled rows (target `{task.target}`)")
+    if task.type == "binary" and np.unique(y).size < 2:
+        raise DataError(f"the training split holds only one class of `{task.target}`; a classifier needs both")
+    importance = None
+    if tr.sampling.type == "importance":
+        col = tr.sampling.weight_column
+        if col is None or col not in train.column_names:
+            raise SpecError(f"training.sampling.weight_column: column {col!r} is not in the table")
+        importance = np.asarray(train.column(col).to_numpy(zero_copy_only=False), dtype=np.float64)
+    weights = None
+    negative_rate = None
+    if not (sampled and tr.sampling.type == "reservoir"):
+        sample = sample_training_rows(tr.sampling, y, task.type, tr.seed, importance)
+        if len(sample.rows) < train.num_rows:
+            train = train.take(pa.array(sample.rows))
+            y = y[sample.rows]
+        weights = sample.weights
+        negative_rate = sample.negative_rate
+        if sample.note:
+            notes.append(sample.note)
+    transform = FeaturePipeline.from_spec(spec.features, task=task)
+    keep = transform.drop_mask(train) if hasattr(transform, "drop_mask") else np.ones(train.num_rows, bool)
+    X = transform.fit_transform(train, y) if hasattr(transform, "fit_transform") else transform.fit(train, y).transform_batch(train)
+    if not keep.all():
+        notes.append(f"{int((~keep).sum())} training row(s) missing a column declared `impute: drop` left out")
+        y = y[keep]
+        weights = weights[keep] if weights is not None else None
+        train = train.filter(pa.array(keep))
+    g_train = group_ids(train, task)
+    vkeep = transform.drop_mask(valid) if hasattr(transform, "drop_mask") else np.ones(valid.num_rows, bool)
+    if not vkeep.all():
+        valid, y_valid = valid.filter(pa.array(vkeep)), y_valid[vkeep]
+    X_valid = transform.transform_batch(valid)
+    g_valid = group_ids(valid, task)
+    focal = None
+    imb = tr.imbalance
+    if imb.method != "none":
+        if task.type not in ("binary", "multiclass"):
+            raise SpecError(f"training.imbalance.method `{imb.method}` applies to classification, not `{task.type}`")
+        if imb.method == "class_weight":
+            weights = class_weights(y, weights)
+            notes.append("class weights balance the classes")
+        elif imb.method in ("oversample", "undersample"):
+            rows = oversample(y, tr.seed) if imb.method == "oversample" else undersample(y, tr.seed)
+            X, y = X[rows], y[rows]
+            weights = weights[rows] if weights is not None else None
+            notes.append(f"random {imb.method} to {len(rows)} training rows")
+        else:
+            if task.type != "binary":
+                raise SpecError("training.imbalance: focal_loss applies to binary tasks")
+            focal = imb.focal_gamma
+            notes.append(f"focal loss (gamma {focal:g}); models without it use class weights")
+    return TrainingData(
+        spec=spec,
+        transform=transform,
+        X_train=np.asarray(X, dtype=np.float64),
+        y_train=y,
+        w_train=weights,
+        g_train=g_train,
+        X_valid=np.asarray(X_valid, dtype=np.float64),
+        y_valid=y_valid,
+        g_valid=g_valid,
+        valid_table=valid,
+        schema=train.schema,
+        classes=classes,
+        negative_rate=negative_rate,
+        focal_gamma=focal,
+        notes=notes,
+        counts={"train_rows": len(y), "valid_rows": len(y_valid), "features": int(X.shape[1])},
+    )
+
+
+@dataclass
+class CandidateResult:
+    """One leaderboard row."""
+
+    name: str
+    model_type: str
+    params: dict[str, Any]
+    tuned: bool
+    metric: str
+    value: float | None = None
+    ci: tuple[float, float] = (math.nan, math.nan)
+    latency: Latency | None = None
+    batch_latency: Latency | None = None
+    size_bytes: int | None = None
+    train_s: float = 0.0
+    tune_s: float = 0.0
+    n_trials: int = 0
+    n_pruned: int = 0
+    eligible: bool = False
+    reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+    bundle: Bundle | None = None
+    bundle_digest: str | None = None
+
+    @property
+    def size_mb(self) -> float | None:
+        """Artifact size in MB (10^6 bytes)."""
+        return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able leaderboard row."""
+        lat = self.latency
+        return {
+            "name": self.name,
+            "model_type": self.model_type,
+            "params": self.params,
+            "tuned": self.tuned,
+            "metric": self.metric,
+            "value": self.value,
+            "ci_low": None if math.isnan(self.ci[0]) else self.ci[0],
+            "ci_high": None if math.isnan(self.ci[1]) else self.ci[1],
+            "latency_p50_ms": lat.p50_ms if lat else None,
+            "latency_p99_ms": lat.p99_ms if lat else None,
+            "batch_latency_p99_ms": self.batch_latency.p99_ms if self.batch_latency else None,
+            "size_bytes": self.size_bytes,
+            "size_mb": self.size_mb,
+            "train_s": round(self.train_s, 4),
+            "tune_s": round(self.tune_s, 4),
+            "n_trials": self.n_trials,
+            "n_pruned": self.n_pruned,
+            "eligible": self.eligible,
+            "reasons": self.reasons,
+            "error": self.error,
+            "bundle": self.bundle_digest,
+        }
+
+
+@dataclass
+class Selection:
+    """The outcome of selection: every candidate's row, the winner and why."""
+
+    metric: Metric
+    results: list[CandidateResult]
+    winner: CandidateResult
+    why: str
+    notes: list[str] = field(default_factory=list)
+    constraints: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The leaderboard document (stored as the ``leaderboard`` artifact)."""
+        order = sorted(self.results, key=lambda r: _rank_key(self.metric, r))
+        return {
+            "metric": self.metric.name,
+            "higher_is_better": self.metric.higher_is_better,
+            "winner": self.winner.name,
+            "why": self.why,
+            "constraints": self.constraints,
+            "notes": self.notes,
+            "candidates": [r.to_json() for r in order],
+        }
+
+
+def _rank_key(metric: Metric, r: CandidateResult) -> tuple[Any, ...]:
+    v = r.value
+    ok = v is not None and not math.isnan(v)
+    return (not r.eligible, not ok, -metric.signed(v) if ok and v is not None else 0.0,
+            r.latency.p99_ms if r.latency else math.inf)
+
+
+def candidate_label(i: int, c: ModelCandidate) -> str:
+    """Leaderboard label: the candidate's name, else its type."""
+    return c.name or c.type
+
+
+def validate_candidates(spec: Spec) -> list[tuple[str, type[BaseModel], dict[str, Any]]]:
+    """Check every candidate (registered, handles the task, valid params) before training anything."""
+    problems: list[str] = []
+    out = []
+    seen: set[str] = set()
+    for i, c in enumerate(spec.training.candidates):
+        label = candidate_label(i, c)
+        where = f"training.candidates[{i}] ({label})"
+        if label in seen:
+            problems.append(f"{where}: the label `{label}` is used twice; give one a distinct `name`")
+        seen.add(label)
+        try:
+            cls = model_class(c.type)
+        except LoopMLError as exc:
+            problems.append(f"{where}.type: {exc.message}")
+            continue
+        if spec.task.type not in cls.task_types:
+            problems.append(
+                f"{where}.type: `{c.type}` does not handle task `{spec.task.type}` "
+                f"(it handles: {', '.join(sorted(cls.task_types))})"
+            )
+            continue
+        try:
+            validate_config(cls, c.params, where)
+        except SpecError as exc:
+            problems.extend(exc.problems or [exc.message])
+            continue
+        out.append((label, cls, dict(c.params)))
+    if not spec.training.candidates:
+        problems.append("training.candidates: no candidate models; name at least one (e.g. {type: lightgbm})")
+    if problems:
+        raise SpecError("invalid training candidates", problems)
+    return out
+
+
+def _fit_final(
+    data: TrainingData, label: str, cls: type[BaseModel], params: dict[str, Any]
+) -> tuple[BaseModel, float]:
+    tr = data.spec.training
+    config = validate_config(cls, params, label)
+    model = cls(config, task=data.task, seed=tr.seed)
+    w = data.w_train
+    focal = data.focal_gamma if model.supports_focal_loss else None
+    if data.focal_gamma is not None and not model.supports_focal_loss:
+        w = class_weights(data.y_train, w)
+    ctx = FitContext(
+        group=data.g_train, eval_X=data.X_valid, eval_y=data.y_valid, eval_group=data.g_valid,
+        feature_names=data.feature_names, focal_gamma=focal, extra={"item_key": data.spec.task.item_key},
+    )
+    t0 = time.perf_counter()
+    model.fit(data.X_train, data.y_train, w, data.categorical, context=ctx)
+    return model, time.perf_counter() - t0
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+
+
+def explain(metric: Metric, results: list[CandidateResult], winner: CandidateResult, constraints: dict[str, Any]) -> str:
+    """One line on why the winner won (and what better-scoring candidates broke)."""
+    budget_bits = []
+    if constraints.get("latency_p99_ms") is not None:
+        budget_bits.append(f"{constraints['latency_p99_ms']:g} ms p99")
+    if constraints.get("max_model_size_mb") is not None:
+        budget_bits.append(f"{constraints['max_model_size_mb']:g} MB")
+    scored = [r for r in results if r.value is not None and not math.isnan(r.value)]
+    where = f"among candidates under {' and '.join(budget_bits)}" if budget_bits else f"of {len(scored)} candidates"
+    line = f"{winner.name}: best {metric.name} ({_fmt(winner.value or 0.0)}) {where}"
+    better = [
+        r for r in scored
+        if not r.eligible and r is not winner and metric.better(r.value or 0.0, winner.value or 0.0)
+    ]
+    if better:
+        top = max(better, key=lambda r: metric.signed(r.value or 0.0))
+        delta = abs((top.value or 0.0) - (winner.value or 0.0))
+        line += f"; {top.name} was {delta:.3f} better but {top.reasons[0] if top.reasons else 'not eligible'}"
+    else:
+        others = [r for r in scored if r is not winner and r.eligible]
+        if others:
+            nxt = max(others, key=lambda r: metric.signed(r.value or 0.0))
+            delta = abs((winner.value or 0.0) - (nxt.value or 0.0))
+            line += f"; next best {nxt.name} by {delta:.4f}"
+    return line
+
+
+def _eligibility(r: CandidateResult, constraints: dict[str, Any]) -> None:
+    reasons = []
+    if r.error:
+        reasons.append(f"failed: {r.error}")
+    lat_budget = constraints.get("latency_p99_ms")
+    batch = int(constraints.get("latency_batch_size") or 1)
+    lat = r.batch_latency if batch > 1 else r.latency
+    if lat_budget is not None and lat is not None and lat.p99_ms > lat_budget:
+        where = "p99" if batch == 1 else f"p99 at batch {batch}"
+        reasons.append(f"{lat.p99_ms / lat_budget:.1f}x over the latency budget ({where} {lat.p99_ms:.2f} ms > {lat_budget:g} ms)")
+    size_budget = constraints.get("max_model_size_mb")
+    if size_budget is not None and r.size_mb is not None and r.size_mb > size_budget:
+        reasons.append(f"{r.size_mb / size_budget:.1f}x over the size budget ({r.size_mb:.2f} MB > {size_budget:g} MB)")
+    if r.value is None or math.isnan(r.value):
+        reasons.append("no validation score")
+    r.reasons = reasons
+    r.eligible = not reasons
+
+
+def select_model(
+    data: TrainingData,
+    *,
+    budget_s: float | None = None,
+    executor: str | None = None,
+    record: Callable[[str, dict[str, Any]], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    latency_calls: int = 300,
+    bootstrap: int | None = None,
+) -> Selection:
+    """Train, tune, measure and choose among the spec's candidates.
+
+    Parameters
+    ----------
+    data : from :func:`prepare_training_data`.
+    budget_s : tuning budget in seconds (``training.tuning.time_budget_s`` when unset),
+        shared by the candidates with ``tune: true``.
+    executor : trial executor name (``training.executor`` when unset).
+    record : ``record(kind, row)`` for every trial (kind ``trial``) and final fit (``final``).
+    progress : ``progress(message, fraction_done)``.
+    latency_calls : single-row calls timed per candidate.
+    bootstrap : bootstrap resamples for the CI (``evaluation.bootstrap_resamples`` when unset).
+    """
+    spec = data.spec
+    tr = spec.training
+    cands = validate_candidates(spec)
+    metric = metric_for(data.task, tr.tuning.metric)
+    constraints = spec.requirements.constraints.model_dump(mode="json")
+    budget = tr.tuning.time_budget_s if budget_s is None else budget_s
+    n_boot = spec.evaluation.bootstrap_resamples if bootstrap is None else bootstrap
+    rows = request_rows(data.valid_table, list(data.transform.input_columns), 200, seed=tr.seed)
+    tuned_left = sum(1 for i, c in enumerate(tr.candidates) if c.tune)
+    results: list[CandidateResult] = []
+    ex = make_trial_executor(executor or tr.executor) if tuned_left else None
+    say = progress or (lambda msg, frac: None)
+    t_start = time.time()
+    with tempfile.TemporaryDirectory(prefix="loopml-trials-") as tmp:
+        data_path = str(Path(tmp) / "data.npz")
+        if ex is not None:
+            save_trial_data(Path(data_path), {
+                "X_train": data.X_train, "y_train": data.y_train, "w_train": data.w_train, "g_train": data.g_train,
+                "X_valid": data.X_valid, "y_valid": data.y_valid, "g_valid": data.g_valid,
+                "categorical": np.asarray(data.categorical, dtype=np.int64), "feature_names": data.feature_names,
+            })
+        try:
+            for k, ((label, cls, params), cand) in enumerate(zip(cands, tr.candidates)):
+                say(f"{label}: fitting", k / len(cands))
+                res = CandidateResult(label, cls.name, params, cand.tune, metric.name)
+                try:
+                    if cand.tune and ex is not None:
+                        remaining = max(0.0, budget - (time.time() - t_start))
+                        share = remaining / max(tuned_left, 1)
+                        tuned_left -= 1
+
+                        def on_trial(
+                            rec: TrialRecord, label: str = label, cls: type[BaseModel] = cls, k: int = k
+                        ) -> None:
+                            say(f"{label}: trial {rec.number} {rec.result.state}"
+                                + (f" {metric.name}={rec.result.value:.4f}" if rec.result.value is not None else ""),
+                                k / len(cands))
+                            if record is not None:
+                                record("trial", {
+                                    "candidate": label, "model_type": cls.name, "number": rec.number,
+                                    "params": rec.params, "state": rec.result.state,
+                                    "metrics": {metric.name: rec.result.value},
+                                    "intermediate": rec.result.intermediate, "duration_s": rec.result.duration_s,
+                                    "error": rec.result.error,
+                                })
+
+                        space = getattr(cls, "search_space", None)
+                        tres = tune(
+                            ex, data_path=data_path, candidate=label, model_type=cls.name, search_space=space,
+                            fixed_params=params, task=data.task, seed=tr.seed, metric=metric, budget_s=share,
+                            n_trials=tr.tuning.n_trials, focal_gamma=data.focal_gamma,
+                            item_key=spec.task.item_key, negative_rate=data.negative_rate, on_trial=on_trial,
+                        )
+                        res.params, res.tune_s = tres.best_params, tres.seconds
+                        res.n_trials, res.n_pruned = len(tres.trials), tres.n_pruned
+                    model, res.train_s = _fit_final(data, label, cls, res.params)
+                    score = model.score(data.X_valid)
+                    if data.negative_rate is not None and data.task == "binary":
+                        score = recalibrate(score, data.negative_rate)
+                    res.value = metric.fn(data.y_valid, score, data.g_valid)
+                    res.ci = bootstrap_ci(metric, data.y_valid, score, data.g_valid, resamples=n_boot, seed=tr.seed)
+                    manifest = make_manifest(
+                        data.transform, model, schema=data.schema, classes=data.classes,
+                        negative_rate=data.negative_rate,
+                        extra={"candidate": label, "validation": {metric.name: res.value}},
+                    )
+                    res.bundle = Bundle(data.transform, model, manifest)
+                    res.size_bytes = res.bundle.size_bytes()
+                    say(f"{label}: measuring latency", (k + 0.9) / len(cands))
+                    res.latency = measure_row_latency(res.bundle, rows, n_calls=latency_calls)
+                    bsize = int(constraints.get("latency_batch_size") or 1)
+                    if bsize > 1:
+                        res.batch_latency = measure_batch_latency(res.bundle, data.valid_table, bsize)
+                except SpecError:
+                    raise
+                except (LoopMLError, ValueError, RuntimeError, MemoryError) as exc:
+                    res.error = str(exc) if isinstance(exc, LoopMLError) else f"{type(exc).__name__}: {exc}"
+                    res.error = res.error.splitlines()[0][:300]
+                    if not isinstance(exc, LoopMLError):
+                        res.error += " | " + traceback.format_exc(limit=2).splitlines()[-1][:200]
+                _eligibility(res, constraints)
+                results.append(res)
+                if record is not None:
+                    record("final", {
+                        "candidate": label, "model_type": cls.name, "number": -1, "params": res.params,
+                        "state": "failed" if res.error else "complete",
+                        "metrics": {metric.name: res.value, "ci_low": res.ci[0], "ci_high": res.ci[1],
+                                    "latency_p99_ms": res.latency.p99_ms if res.latency else None,
+                                    "size_bytes": res.size_bytes},
+                        "intermediate": [], "duration_s": res.train_s, "error": res.error,
+                    })
+        finally:
+            if ex is not None:
+                ex.shutdown()
+    eligible = [r for r in results if r.eligible]
+    if not eligible:
+        lines = [f"{r.name}: {'; '.join(r.reasons)}" for r in results]
+        raise ModelError(
+            "no candidate meets the requirements:\n  " + "\n  ".join(lines),
+            hint="relax requirements.constraints, or add a smaller/faster candidate (e.g. logistic, lightgbm with fewer trees)",
+        )
+    winner = min(eligible, key=lambda r: _rank_key(metric, r))
+    why = explain(metric, results, winner, constraints)
+    say(why, 1.0)
+    return Selection(metric, results, winner, why, list(data.notes), constraints)

@@ -1,0 +1,130 @@
+"""The ``train`` stage: split, sample, fit the feature pipeline, tune, measure and select.
+
+Inputs: the ``features`` stage's ``table``. Outputs: ``bundle`` (the winner's manifest),
+``train``/``valid``/``test`` (Parquet splits of the features table), ``leaderboard`` (JSON)
+and ``leaderboard_html``.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopml.errors import StageError
+from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
+from loopml.spec import Spec
+from loopml.training.bundle import save_bundle
+from loopml.training.labels import encode_labels
+from loopml.training.leaderboard import leaderboard_html
+from loopml.training.records import TrialRecorder
+from loopml.training.sampling import reservoir_sample
+from loopml.training.selection import prepare_training_data, select_model
+from loopml.training.splits import SPLITS, split_indices
+
+
+def _progress(show: bool) -> AbstractContextManager[Any]:
+    if not show:
+        return nullcontext(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]train[/bold] {task.description}"), BarColumn(), TimeElapsedColumn(), transient=True)
+
+
+@register_stage
+class TrainStage(BaseStage):
+    """Builds the dataset, trains and tunes the candidates, and selects the model the requirements allow."""
+
+    name: ClassVar[str] = "train"
+    requires: ClassVar[tuple[str, ...]] = ("features",)
+    order: ClassVar[int] = 40
+    description: ClassVar[str] = "split, sample, fit features on train, tune candidates, measure, select"
+
+    def config(self, spec: Spec) -> Any:
+        return {
+            "task": spec.task.model_dump(mode="json"),
+            "features": spec.features.model_dump(mode="json"),
+            "training": spec.training.model_dump(mode="json"),
+            "constraints": spec.requirements.constraints.model_dump(mode="json"),
+            "bootstrap": spec.evaluation.bootstrap_resamples,
+        }
+
+    def run(self, ctx: StageContext) -> StageResult:
+        ws = ctx.workspace
+        spec = ctx.spec
+        tr = spec.training
+        table = pq.read_table(ws.artifacts.open_verified(ctx.input("features", "table")))
+        lab = encode_labels(table, spec.task)
+        strata = np.where(lab.labeled, lab.y, -1) if spec.task.type in ("binary", "multiclass") else None
+        parts = split_indices(table, tr.split, spec.task, tr.seed, y=strata)
+        outputs: dict[str, str] = {}
+        split_paths = {}
+        for k in SPLITS:
+            path = ctx.temp_path(".parquet")
+            pq.write_table(table.take(pa.array(parts[k])), path)
+            split_paths[k] = path
+        train = table.take(pa.array(parts["train"]))
+        valid = table.take(pa.array(parts["valid"]))
+        sampled = False
+        if tr.sampling.type == "reservoir" and tr.sampling.max_rows is not None:
+            # stream the training split from disk: memory stays O(max_rows)
+            batches = pq.ParquetFile(split_paths["train"]).iter_batches(batch_size=65536)
+            train, _ = reservoir_sample(batches, tr.sampling.max_rows, tr.seed)
+            sampled = True
+        del table
+        for k in SPLITS:
+            outputs[k] = ctx.put_file(split_paths[k], kind="table", name=f"{k}-split", move=True,
+                                      meta={"rows": len(parts[k])})
+        data = prepare_training_data(spec, train, valid, sampled=sampled)
+        recorder = TrialRecorder(ws, ctx.execution_id)
+        with _progress(ctx.show_progress) as prog:
+            task_id = prog.add_task("starting", total=1.0) if prog is not None else None
+
+            def progress(msg: str, frac: float) -> None:
+                if prog is not None:
+                    prog.update(task_id, description=msg[:70], completed=frac)
+
+            selection = select_model(data, record=recorder, progress=progress)
+        for res in selection.results:
+            if res.bundle is None:
+                continue
+            res.bundle.manifest["training"] = {
+                "metric": selection.metric.name,
+                "value": res.value,
+                "rows": data.counts,
+                "splits": {k: outputs[k] for k in SPLITS},
+                "latency_p99_ms": res.latency.p99_ms if res.latency else None,
+                "winner": res is selection.winner,
+            }
+            res.bundle_digest = save_bundle(ws, res.bundle, producer=ctx.execution_id)
+            recorder.attach_artifacts(res.name, {"bundle": res.bundle_digest})
+        board = selection.to_json()
+        board["rows"] = {**data.counts, **{f"{k}_split_rows": len(parts[k]) for k in SPLITS}}
+        outputs["leaderboard"] = ctx.put_bytes(
+            json.dumps(board, indent=1, default=str).encode(), kind="leaderboard", name="leaderboard"
+        )
+        page = leaderboard_html(board, title=f"{spec.project.name}: leaderboard")
+        (ws.reports / "leaderboard.html").write_text(page, encoding="utf-8")
+        outputs["leaderboard_html"] = ctx.put_bytes(page.encode(), kind="html", name="leaderboard.html")
+        if selection.winner.bundle_digest is None:
+            raise StageError(f"train: the winner `{selection.winner.name}` has no saved bundle")
+        outputs["bundle"] = selection.winner.bundle_digest
+        w = selection.winner
+        return StageResult(
+            outputs=outputs,
+            summary={
+                "winner": w.name,
+                "model_type": w.model_type,
+                "metric": selection.metric.name,
+                "value": w.value,
+                "latency_p99_ms": w.latency.p99_ms if w.latency else None,
+                "size_mb": w.size_mb,
+                "why": selection.why,
+                "candidates": len(selection.results),
+                **data.counts,
+            },
+        )

@@ -1,0 +1,231 @@
+"""Trials: one model fit with given parameters, scored on the validation split.
+
+A trial is a plain, picklable :class:`TrialJob` (the data lives in an npz file the worker
+opens itself), so the same job runs in this process, in a local process pool, or on Ray.
+Executors follow the same shape as the pipeline's (``loopml.pipeline.executors``): a
+``name`` and one required method, ``submit(job) -> Future``.
+
+Pruning follows the median rule: a trial whose intermediate validation score falls below
+the median of the completed trials at the same step stops early (Optuna's MedianPruner
+semantics, evaluated against a snapshot so that it works in any worker).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from loopml.errors import SpecError
+
+
+class TrialPruned(Exception):
+    """Raised inside a fit when the trial should stop (median rule or time budget)."""
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Median stopping rule against the completed trials' intermediate scores."""
+
+    curves: dict[int, list[float]] = field(default_factory=dict)
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 20
+    deadline: float | None = None  # time.time() after which the trial stops
+
+    def should_prune(self, step: int, value: float) -> bool:
+        """Whether a trial scoring ``value`` (higher is better) at ``step`` should stop."""
+        if self.deadline is not None and time.time() > self.deadline:
+            return True
+        if step < self.n_warmup_steps:
+            return False
+        seen = self.curves.get(step)
+        if seen is None or len(seen) < self.n_startup_trials:
+            return False
+        return bool(value < float(np.median(seen)))
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """A picklable trial: which model, which parameters, where the data is."""
+
+    data_path: str
+    candidate: str
+    model_type: str
+    params: dict[str, Any]
+    task: str
+    seed: int
+    metric: str
+    number: int = 0
+    focal_gamma: float | None = None
+    item_key: str | None = None
+    rule: PruneRule | None = None
+    negative_rate: float | None = None
+
+
+@dataclass
+class TrialResult:
+    """What a trial produced."""
+
+    number: int
+    state: str  # complete, pruned, failed
+    value: float | None
+    intermediate: list[tuple[int, float]]
+    duration_s: float
+    error: str | None = None
+
+
+_DATA: dict[str, dict[str, Any]] = {}
+
+
+def save_trial_data(path: Path, data: dict[str, Any]) -> None:
+    """Write the training and validation arrays a trial needs (npz, no pickle)."""
+    arrays = {k: np.asarray(v) for k, v in data.items() if v is not None and k not in ("feature_names",)}
+    arrays["feature_names"] = np.asarray(data.get("feature_names") or [], dtype=str)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def load_trial_data(path: str) -> dict[str, Any]:
+    """The arrays of a trial data file (cached per process)."""
+    if path not in _DATA:
+        with np.load(path, allow_pickle=False) as z:
+            d: dict[str, Any] = {k: z[k] for k in z.files}
+        d["feature_names"] = [str(s) for s in d.get("feature_names", [])]
+        _DATA.clear()  # one data set per process at a time
+        _DATA[path] = d
+    return _DATA[path]
+
+
+def run_trial(job: TrialJob) -> TrialResult:
+    """Fit one model with ``job.params`` and score it on the validation split."""
+    from loopml.training.metrics import METRICS
+    from loopml.training.models import FitContext, make_model
+
+    t0 = time.perf_counter()
+    curve: list[tuple[int, float]] = []
+
+    def report(step: int, value: float) -> None:
+        curve.append((step, value))
+        if job.rule is not None and job.rule.should_prune(step, value):
+            raise TrialPruned(f"pruned at step {step}")
+
+    try:
+        d = load_trial_data(job.data_path)
+        model = make_model(job.model_type, task=job.task, seed=job.seed, where=job.candidate, **job.params)
+        ctx = FitContext(
+            group=d.get("g_train"),
+            eval_X=d["X_valid"],
+            eval_y=d["y_valid"],
+            eval_group=d.get("g_valid"),
+            feature_names=d["feature_names"],
+            report=report,
+            focal_gamma=job.focal_gamma if model.supports_focal_loss else None,
+            extra={"item_key": job.item_key},
+        )
+        w = d.get("w_train")
+        if job.focal_gamma is not None and not model.supports_focal_loss:
+            from loopml.training.imbalance import class_weights
+
+            w = class_weights(d["y_train"], w)
+        model.fit(d["X_train"], d["y_train"], w, [int(c) for c in d["categorical"]], context=ctx)
+        s = model.score(d["X_valid"])
+        if job.negative_rate is not None and job.task == "binary":
+            from loopml.training.sampling import recalibrate
+
+            s = recalibrate(s, job.negative_rate)
+        value = METRICS[job.metric].fn(d["y_valid"], s, d.get("g_valid"))
+        return TrialResult(job.number, "complete", float(value), curve, time.perf_counter() - t0)
+    except TrialPruned:
+        return TrialResult(job.number, "pruned", None, curve, time.perf_counter() - t0)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return TrialResult(job.number, "failed", None, curve, time.perf_counter() - t0, error=detail)
+
+
+class TrialExecutor(Protocol):
+    """Runs trial jobs (one required method)."""
+
+    name: str
+
+    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
+        """Start the job; the future holds its result."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release workers."""
+        ...
+
+
+class InProcessTrialExecutor:
+    """Runs trials in this process, one at a time."""
+
+    name = "inprocess"
+    max_parallel = 1
+
+    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
+        fut: cf.Future[TrialResult] = cf.Future()
+        fut.set_result(run_trial(job))
+        return fut
+
+    def shutdown(self) -> None:
+        return None
+
+
+class ProcessTrialExecutor:
+    """Runs trials in a local process pool (forked workers reopen the npz data themselves)."""
+
+    name = "process"
+
+    def __init__(self, max_workers: int = 2) -> None:
+        self.max_parallel = max_workers
+        self._pool = cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("fork"))
+
+    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
+        return self._pool.submit(run_trial, job)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayTrialExecutor:
+    """Runs trials as Ray tasks (needs ``pip install loopml[scale]`` and a shared filesystem)."""
+
+    name = "ray"
+
+    def __init__(self, max_parallel: int = 4) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise SpecError(
+                "training.executor is `ray` but Ray is not installed", hint="pip install 'loopml[scale]'"
+            ) from None
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        self._remote = ray.remote(run_trial)
+        self.max_parallel = max_parallel
+
+    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
+        return self._remote.remote(job).future()  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        return None
+
+
+TRIAL_EXECUTORS: dict[str, type] = {
+    "inprocess": InProcessTrialExecutor,
+    "process": ProcessTrialExecutor,
+    "ray": RayTrialExecutor,
+}
+
+
+def make_trial_executor(name: str) -> TrialExecutor:
+    """A trial executor by registered name."""
+    if name not in TRIAL_EXECUTORS:
+        raise SpecError(f"training.executor: unknown executor `{name}` (registered: {', '.join(sorted(TRIAL_EXECUTORS))})")
+    return TRIAL_EXECUTORS[name]()  # type: ignore[no-any-return]

@@ -1,0 +1,159 @@
+"""Hyperparameter tuning with Optuna within a time budget.
+
+Optuna proposes parameters (TPE sampler with a fixed seed) through its ask/tell interface;
+each proposal runs as a :class:`~loopml.training.trials.TrialJob` on a trial executor, so
+trials can run in parallel worker processes (or on Ray) while the study stays here. The
+candidate's own parameters always run first as trial 0, so tuning never returns something
+worse on validation than the configuration it started from.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopml.training.metrics import Metric
+from loopml.training.trials import PruneRule, TrialExecutor, TrialJob, TrialResult
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial: its parameters and outcome."""
+
+    number: int
+    params: dict[str, Any]
+    result: TrialResult
+
+
+@dataclass
+class TuneResult:
+    """The outcome of tuning one candidate."""
+
+    best_params: dict[str, Any]
+    best_value: float | None
+    trials: list[TrialRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_pruned(self) -> int:
+        """Trials stopped early."""
+        return sum(t.result.state == "pruned" for t in self.trials)
+
+    @property
+    def n_failed(self) -> int:
+        """Trials that raised."""
+        return sum(t.result.state == "failed" for t in self.trials)
+
+
+def _curves(records: list[TrialRecord]) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for r in records:
+        if r.result.state == "complete":
+            for step, v in r.result.intermediate:
+                out.setdefault(step, []).append(v)
+    return out
+
+
+def tune(
+    executor: TrialExecutor,
+    *,
+    data_path: str,
+    candidate: str,
+    model_type: str,
+    search_space: Callable[[Any], dict[str, Any]] | None,
+    fixed_params: dict[str, Any],
+    task: str,
+    seed: int,
+    metric: Metric,
+    budget_s: float,
+    n_trials: int | None,
+    focal_gamma: float | None = None,
+    item_key: str | None = None,
+    negative_rate: float | None = None,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuneResult:
+    """Search parameters for one candidate until the budget or ``n_trials`` is used up.
+
+    Parameters
+    ----------
+    executor : where trials run.
+    data_path : npz file written by :func:`~loopml.training.trials.save_trial_data`.
+    search_space : ``space(trial) -> params`` of the model class; ``None`` runs trial 0 only.
+    fixed_params : parameters given in the spec; they win over proposed values.
+    metric : the validation metric (direction taken from it).
+    budget_s : wall-clock seconds for this candidate's search.
+    on_trial : called with every finished trial (recording, progress).
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.time()
+    deadline = t0 + budget_s
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+    )
+    records: list[TrialRecord] = []
+    pending: dict[cf.Future[TrialResult], tuple[Any, dict[str, Any], int]] = {}
+    max_parallel = int(getattr(executor, "max_parallel", 1))
+    limit = n_trials if n_trials is not None else 10**9
+    number = 0
+
+    def submit(trial: Any, params: dict[str, Any]) -> None:
+        nonlocal number
+        rule = PruneRule(curves=_curves(records), deadline=deadline)
+        job = TrialJob(
+            data_path=data_path, candidate=candidate, model_type=model_type, params=params, task=task, seed=seed,
+            metric=metric.name, number=number, focal_gamma=focal_gamma, item_key=item_key, rule=rule,
+            negative_rate=negative_rate,
+        )
+        pending[executor.submit(job)] = (trial, params, number)
+        number += 1
+
+    def collect(block: bool) -> None:
+        if not pending:
+            return
+        done, _ = cf.wait(list(pending), timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            trial, params, num = pending.pop(fut)
+            res = fut.result()
+            rec = TrialRecord(num, params, res)
+            records.append(rec)
+            if trial is not None:
+                for step, v in res.intermediate:
+                    trial.report(v, step)
+                if res.state == "complete" and res.value is not None and res.value == res.value:
+                    study.tell(trial, metric.signed(res.value))
+                elif res.state == "pruned":
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if on_trial is not None:
+                on_trial(rec)
+
+    # trial 0: the configuration given in the spec (no deadline-based pruning on it)
+    job0 = TrialJob(
+        data_path=data_path, candidate=candidate, model_type=model_type, params=dict(fixed_params), task=task,
+        seed=seed, metric=metric.name, number=0, focal_gamma=focal_gamma, item_key=item_key, rule=None,
+        negative_rate=negative_rate,
+    )
+    pending[executor.submit(job0)] = (None, dict(fixed_params), 0)
+    number = 1
+    collect(block=True)
+    if search_space is not None:
+        while number < limit and time.time() < deadline:
+            while len(pending) < max_parallel and number < limit and time.time() < deadline:
+                trial = study.ask()
+                params = {**search_space(trial), **fixed_params}
+                submit(trial, params)
+            collect(block=True)
+        while pending:
+            collect(block=True)
+    done = [r for r in records if r.result.state == "complete" and r.result.value is not None
+            and r.result.value == r.result.value]
+    if not done:
+        return TuneResult(dict(fixed_params), None, sorted(records, key=lambda r: r.number), time.time() - t0)
+    best = max(done, key=lambda r: (metric.signed(r.result.value or 0.0), -r.number))
+    return TuneResult(best.params, best.result.value, sorted(records, key=lambda r: r.number), time.time() - t0)
