@@ -10,6 +10,7 @@ import importlib
 BUILTIN_STAGE_MODULES: list[str] = [
     "loopml.data.stages",
     "loopml.validation.stages",
+    "loopml.features.stages",
     "loopml.registry.stages",
 ]
 

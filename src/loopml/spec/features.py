@@ -197,6 +197,12 @@ class FeatureTable(StrictModel):
     aggregations: list[Aggregation] = Field(default_factory=list, description="Aggregates computed per entity.")
     sql: str | None = Field(default=None, description="Custom DuckDB SQL instead of `aggregations`.")
     ttl_seconds: float | None = Field(default=None, gt=0, description="Online values older than this are missing.")
+    include_same_time: bool | None = Field(
+        default=None,
+        description="Whether an example sees values stamped exactly at its own time. Unset: yes, except when the "
+        "table is computed from the examples themselves (no `source`), where an example's own row must not feed "
+        "its own features (label leakage).",
+    )
 
 
 class SqliteOnlineStore(StrictModel):

@@ -1,0 +1,232 @@
+"""The offline feature store: entity feature tables and point-in-time correct joins, in DuckDB.
+
+A feature table holds, per entity and event time, the value of each aggregate over the
+trailing window ending at that event, stamped with
+
+- ``event_time``: the time the value describes, and
+- ``created_at``: when it could first have been computed, i.e. the latest arrival time
+  (``created_timestamp`` of the source, or its event time) of any source row in its window.
+  A late backfill of an old event therefore makes every value that includes it "created" late.
+
+An example at time ``t`` sees, per table, the value with the greatest event time among those
+whose event time *and* creation time are at or before ``t`` (and, with a TTL, whose event
+time is at most ``ttl_seconds`` before ``t``). Values that were recomputed later never leak
+into earlier examples; an example falls back to the newest value that existed at its time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from loopml.errors import DataError, SpecError
+from loopml.spec.features import FeatureTable
+
+EVENT = "event_time"
+CREATED = "created_at"
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection working in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _arrow(rel: Any) -> pa.Table:
+    out = rel.arrow() if hasattr(rel, "arrow") else rel.fetch_arrow_table()
+    return out.read_all() if hasattr(out, "read_all") else out
+
+
+def _ts_expr(con: duckdb.DuckDBPyConnection, view: str, col: str) -> str:
+    rows = con.execute(f"SELECT typeof({q(col)}) FROM {view} LIMIT 1").fetchall()
+    typ = rows[0][0] if rows else "TIMESTAMP"
+    if typ in ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "SMALLINT"):
+        return f"to_timestamp(CAST({q(col)} AS DOUBLE))::TIMESTAMP"
+    if typ.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"CAST({q(col)} AS TIMESTAMP)"  # session time zone is UTC
+    return f"CAST({q(col)} AS TIMESTAMP)"
+
+
+def feature_columns(spec: FeatureTable, table: pa.Table | None = None) -> list[str]:
+    """Names of the feature columns a table definition produces."""
+    if spec.sql is None:
+        return [a.name for a in spec.aggregations]
+    if table is None:
+        return []
+    skip = {*spec.entity, EVENT, CREATED}
+    return [c for c in table.column_names if c not in skip]
+
+
+def _check_columns(name: str, source_cols: list[str], needed: list[str], what: str) -> None:
+    missing = [c for c in needed if c not in source_cols]
+    if missing:
+        raise SpecError(
+            f"features.tables.{name}: {what} {', '.join(f'`{c}`' for c in missing)} not in the source "
+            f"(columns: {', '.join(source_cols[:30])})"
+        )
+
+
+def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
+                          con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+    """Entity feature table (entity keys, event_time, created_at, features) computed with window SQL."""
+    con = con or connect()
+    con.register("__src", source)
+    cols = source.column_names
+    if spec.sql is not None:
+        con.execute("CREATE OR REPLACE TEMP VIEW source AS SELECT * FROM __src")
+        try:
+            out = _arrow(con.sql(spec.sql))
+        except duckdb.Error as exc:
+            raise SpecError(f"features.tables.{name}.sql failed: {exc}") from None
+        _check_columns(name, out.column_names, [*spec.entity, spec.timestamp], "the sql result lacks")
+        con.register("__custom", out)
+        created: str = spec.timestamp
+        if spec.created_timestamp is not None and spec.created_timestamp in out.column_names:
+            created = spec.created_timestamp
+        feats = [c for c in out.column_names if c not in {*spec.entity, spec.timestamp, created}]
+        ev = _ts_expr(con, "__custom", spec.timestamp)
+        cr = _ts_expr(con, "__custom", created)
+        keys = ", ".join(q(k) for k in spec.entity)
+        sql = (f"SELECT {keys}, {ev} AS {EVENT}, greatest({cr}, {ev}) AS {CREATED}, "
+               f"{', '.join(q(f) for f in feats)} FROM __custom WHERE {ev} IS NOT NULL "
+               f"AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in spec.entity)}")
+        return _arrow(con.sql(sql))
+    if not spec.aggregations:
+        raise SpecError(f"features.tables.{name}: declare `aggregations` or `sql`")
+    needed = [*spec.entity, spec.timestamp, *(a.column for a in spec.aggregations if a.column)]
+    if spec.created_timestamp:
+        needed.append(spec.created_timestamp)
+    _check_columns(name, cols, needed, "columns")
+    ev = _ts_expr(con, "__src", spec.timestamp)
+    cr = _ts_expr(con, "__src", spec.created_timestamp) if spec.created_timestamp else ev
+    part = ", ".join(q(k) for k in spec.entity)
+    windows: dict[str, str] = {}
+    selects = []
+    for a in spec.aggregations:
+        if a.function != "count" and a.column is None:
+            raise SpecError(f"features.tables.{name}.aggregations.{a.name}: `{a.function}` needs a `column`")
+        if a.window_days is None:
+            frame = "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+            wname = "w_all"
+        else:
+            us = round(a.window_days * 86400e6)
+            frame = f"RANGE BETWEEN to_microseconds({us}) PRECEDING AND CURRENT ROW"
+            wname = f"w_{us}"
+        windows[wname] = f"{wname} AS (PARTITION BY {part} ORDER BY __ev {frame})"
+        col = q(a.column) if a.column else None
+        fn = {
+            "count": f"count({col})" if col else "count(*)",
+            "sum": f"sum(CAST({col} AS DOUBLE))",
+            "mean": f"avg(CAST({col} AS DOUBLE))",
+            "min": f"min(CAST({col} AS DOUBLE))",
+            "max": f"max(CAST({col} AS DOUBLE))",
+            "rate": f"avg(CAST({col} AS DOUBLE))",
+        }[a.function]
+        selects.append(f"CAST({fn} OVER {wname} AS DOUBLE) AS {q(a.name)}")
+    created = "greatest(" + ", ".join(f"max(__cr) OVER {w}" for w in windows) + ")"
+    key_cols = ", ".join(q(k) for k in spec.entity)
+    sql = f"""
+        WITH src AS (
+            SELECT {key_cols}, {ev} AS __ev, greatest({cr}, {ev}) AS __cr, * EXCLUDE ({key_cols})
+            FROM __src
+            WHERE {ev} IS NOT NULL AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in spec.entity)}
+        )
+        SELECT {key_cols}, __ev AS {EVENT}, {created} AS {CREATED}, {', '.join(selects)}
+        FROM src
+        WINDOW {', '.join(windows.values())}
+        QUALIFY row_number() OVER (PARTITION BY {part}, __ev ORDER BY __cr DESC) = 1
+    """
+    try:
+        return _arrow(con.sql(sql))
+    except duckdb.Error as exc:
+        raise DataError(f"features.tables.{name}: computing the table failed: {exc}") from None
+
+
+def _visible(name: str, spec: FeatureTable, feats: list[str]) -> str:
+    """SQL of the rows of a feature table that can ever be 'the latest known' value.
+
+    Rows are ordered by availability (greatest of event and creation time); a row that,
+    when it becomes available, is older by event time than one already available can never
+    be the answer and is dropped. What remains has non-decreasing event time in availability
+    order, so an ASOF join on availability returns the greatest event time known at ``t``.
+    """
+    part = ", ".join(q(k) for k in spec.entity)
+    return f"""
+        SELECT * FROM (
+            SELECT *, greatest({EVENT}, {CREATED}) AS __avail,
+                   max({EVENT}) OVER (PARTITION BY {part} ORDER BY greatest({EVENT}, {CREATED}), {EVENT}
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __best
+            FROM {q('__ft_' + name)}
+        )
+        WHERE {EVENT} >= __best
+        QUALIFY row_number() OVER (PARTITION BY {part}, __avail ORDER BY {EVENT} DESC) = 1
+    """
+
+
+def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, tuple[FeatureTable, pa.Table]],
+                       con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+    """Examples with, per table, the feature values known at each example's time (rows keep their order)."""
+    con = con or connect()
+    if timestamp not in examples.column_names:
+        raise SpecError(f"task.timestamp `{timestamp}` is not a column of the examples "
+                        f"(columns: {', '.join(examples.column_names[:30])})")
+    con.register("__ex_raw", examples)
+    ex_ts = _ts_expr(con, "__ex_raw", timestamp)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __ex AS SELECT *, {ex_ts} AS __t, row_number() OVER () AS __row "
+                "FROM __ex_raw")
+    taken = set(examples.column_names)
+    select = ["e.* EXCLUDE (__t, __row)"]
+    joins = []
+    for i, (name, (spec, ft)) in enumerate(tables.items()):
+        missing = [k for k in spec.entity if k not in examples.column_names]
+        if missing:
+            raise SpecError(f"features.tables.{name}: entity key(s) {', '.join(missing)} are not columns of the "
+                            "examples, so they cannot be joined")
+        feats = feature_columns(spec, ft)
+        clash = [f for f in feats if f in taken]
+        if clash:
+            raise SpecError(f"features.tables.{name}: feature name(s) {', '.join(clash)} already exist in the "
+                            "examples or another table; rename them")
+        taken |= set(feats)
+        con.register(f"__ft_{name}", ft)
+        alias = f"f{i}"
+        on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in spec.entity)
+        same_time = spec.include_same_time if spec.include_same_time is not None else spec.source is not None
+        op = ">=" if same_time else ">"
+        joins.append(f"ASOF LEFT JOIN ({_visible(name, spec, feats)}) {alias} ON {on} AND e.__t {op} {alias}.__avail")
+        for f in feats:
+            if spec.ttl_seconds is None:
+                select.append(f"{alias}.{q(f)} AS {q(f)}")
+            else:
+                ttl_us = round(spec.ttl_seconds * 1e6)
+                select.append(f"CASE WHEN e.__t - {alias}.{EVENT} <= to_microseconds({ttl_us}) "
+                              f"THEN {alias}.{q(f)} END AS {q(f)}")
+    sql = f"SELECT {', '.join(select)} FROM __ex e {' '.join(joins)} ORDER BY e.__row"
+    try:
+        return _arrow(con.sql(sql))
+    except duckdb.Error as exc:
+        raise DataError(f"point-in-time join failed: {exc}") from None
+
+
+def latest_values(name: str, spec: FeatureTable, ft: pa.Table, as_of: Any | None = None,
+                  con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+    """Per entity, the row with the greatest event time available at ``as_of`` (all rows when None)."""
+    con = con or connect()
+    con.register(f"__ft_{name}", ft)
+    part = ", ".join(q(k) for k in spec.entity)
+    where = ""
+    if as_of is not None:
+        con.execute("SET VARIABLE __as_of = CAST(? AS TIMESTAMP)", [as_of])
+        where = f"WHERE greatest({EVENT}, {CREATED}) <= getvariable('__as_of')"
+    sql = (f"SELECT * FROM {q('__ft_' + name)} {where} "
+           f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {EVENT} DESC, {CREATED} DESC) = 1")
+    return _arrow(con.sql(sql))
