@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopml.serving.schema import NUMERIC, InputSchema
+from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, InputSchema
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -53,7 +53,7 @@ def feedback_log_dir(workspace_root: Path) -> Path:
 
 
 def _num(v: Any) -> float | None:
-    if v.__class__ is float or v.__class__ is int:
+    if v.__class__ is float or v.__class__ is int or v.__class__ is bool:
         return float(v)
     return None
 
@@ -79,9 +79,9 @@ def prediction_table(records: Sequence[PredictionRecord]) -> pa.Table:
         for f in schema.fields:
             fields.setdefault(f.name, f.kind)
     for name, kind in fields.items():
-        if name in cols:
+        if name in cols or kind == ANY:  # arrays (images) are not copied into the log
             continue
-        if kind == NUMERIC:
+        if kind in (NUMERIC, BOOLEAN):
             cols[name] = pa.array([_num(r[6].get(name)) for r in records], pa.float64())
         else:
             cols[name] = pa.array([_str(r[6].get(name)) for r in records], pa.string())

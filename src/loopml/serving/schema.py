@@ -15,13 +15,32 @@ from loopml.errors import DataError
 
 NUMERIC: Final = "number"
 STRING: Final = "string"
+CATEGORY: Final = "category"  # a string or an integer code
+BOOLEAN: Final = "boolean"
+ANY: Final = "any"
 
-_NUMERIC_WORDS = ("int", "float", "double", "decimal", "numeric", "number", "bool", "real")
+_NUMERIC_WORDS = ("int", "float", "double", "decimal", "numeric", "number", "real")
+
+#: accepted JSON value types per kind
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    NUMERIC: (int, float),
+    STRING: (str,),
+    CATEGORY: (str, int, float, bool),
+    BOOLEAN: (bool, int),
+}
 
 
 def kind_of(type_name: str) -> str:
-    """``number`` or ``string`` for a column type as written in a bundle manifest (Arrow/DuckDB names)."""
+    """The JSON kind of a column type as written in a bundle manifest (Arrow/DuckDB names or feature kinds)."""
     t = str(type_name).lower()
+    if t in ("categorical", "category") or t.startswith("dictionary"):
+        return CATEGORY
+    if t in ("bool", "boolean"):
+        return BOOLEAN
+    if t in ("image", "any", "unknown") or t.startswith("list") or t.startswith("fixed_size_list"):
+        return ANY
+    if t == "timestamp" or t.startswith("timestamp") or t.startswith("date"):
+        return STRING
     return NUMERIC if any(w in t for w in _NUMERIC_WORDS) else STRING
 
 
@@ -123,8 +142,10 @@ class InputSchema:
                 ok = False
             elif f.kind == NUMERIC:
                 ok = type(v) in (int, float) and math.isfinite(v)
+            elif f.kind == ANY:
+                ok = True
             else:
-                ok = type(v) is str
+                ok = type(v) in _ACCEPTS[f.kind]
             if not ok:
                 problems.append(
                     {
@@ -151,7 +172,13 @@ class InputSchema:
         """JSON Schema of one input row."""
         props: dict[str, Any] = {}
         for f in self.fields:
-            base = {"type": "number"} if f.kind == NUMERIC else {"type": "string"}
+            kinds: dict[str, dict[str, Any]] = {
+                NUMERIC: {"type": "number"},
+                STRING: {"type": "string"},
+                CATEGORY: {"type": ["string", "integer"]},
+                BOOLEAN: {"type": "boolean"},
+            }
+            base = kinds.get(f.kind, {})
             props[f.name] = {
                 "anyOf": [base, {"type": "null"}] if f.nullable else [base],
                 "description": f"input column `{f.name}` ({f.type_name})",

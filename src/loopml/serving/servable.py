@@ -55,6 +55,7 @@ class Servable:
         transform_batch: Callable[[pa.Table], np.ndarray] | None = None,
         threshold: float = 0.5,
         bundle_digest: str | None = None,
+        finish: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if transform_row is None and not schema.all_numeric:
             raise ModelError(f"model version {version_id}: string inputs need a fitted transform")
@@ -70,6 +71,7 @@ class Servable:
         self._transform_batch = transform_batch
         self._binary = task == "binary"
         self._multiclass = task == "multiclass"
+        self._finish = finish
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -86,25 +88,46 @@ class Servable:
 
     @classmethod
     def from_bundle(cls, version_id: str, bundle: Any, bundle_digest: str | None = None) -> Servable:
-        """A training bundle (model + fitted FeaturePipeline + manifest) from ``loopml.training.bundle``."""
+        """A training bundle (model + fitted FeaturePipeline + manifest) from ``loopml.training.bundle``.
+
+        LightGBM models with a built-in objective get the single-row fast path (the same trees,
+        so the same scores as ``Bundle.predict_row``); any other model scores through its own
+        ``score``. Down-sampling recalibration recorded in the manifest is applied on both paths.
+        """
         manifest = dict(getattr(bundle, "manifest", {}) or {})
         transform = bundle.transform
-        raw_schema = manifest.get("input_schema") or {c: "string" for c in transform.input_columns}
-        schema = InputSchema.from_mapping(dict(raw_schema))
-        task = str(manifest.get("task", "binary"))
+        raw_schema = manifest.get("input_schema") or dict(transform.input_schema)
+        schema = InputSchema.from_mapping({c: str(raw_schema.get(c, "any")) for c in transform.input_columns})
         model = bundle.model
+        task = str(getattr(model, "task", manifest.get("task", "binary")))
         n_features = len(transform.feature_names)
         booster = getattr(model, "booster_", None)
+        fast = (
+            booster is not None
+            and getattr(model, "name", "") == "lightgbm"
+            and getattr(model, "objective_", None) != "focal"
+            and task in ("binary", "regression", "multiclass")
+        )
         predictor: LightGBMFastPredictor | GenericPredictor
-        if booster is not None and hasattr(booster, "num_model_per_iteration") and task != "ranking":
+        if fast:
             predictor = LightGBMFastPredictor(booster, np.float32)
         else:
-            fn = model.predict_proba if task in ("binary", "multiclass") and getattr(model, "supports_proba", True) else model.predict
-            predictor = GenericPredictor(fn, n_features, np.float32)
+            predictor = GenericPredictor(model.score, n_features, np.float32)
+        negative_rate = (manifest.get("calibration") or {}).get("negative_rate")
+        finish = None
+        if negative_rate is not None and task == "binary":
+            from loopml.training.sampling import recalibrate
+
+            rate = float(negative_rate)
+
+            def finish(s: np.ndarray) -> np.ndarray:
+                return recalibrate(s, rate)
+
         threshold = float(manifest.get("threshold", 0.5) or 0.5)
         return cls(
             version_id, schema, task, predictor, transform_row=transform.transform_row,
             transform_batch=transform.transform_batch, threshold=threshold, bundle_digest=bundle_digest,
+            finish=finish,
         )
 
     # -- one row -----------------------------------------------------------------------------
@@ -132,6 +155,8 @@ class Servable:
                 self.schema.raise_for([row])
             self._buf[:] = self._transform_row(row)
         score = self._pred.predict_buffer()
+        if self._finish is not None:
+            score = float(self._finish(np.array([score]))[0])
         if self._multiclass:
             probs = self._pred.outputs()
             k = int(np.argmax(probs))
@@ -201,7 +226,10 @@ class Servable:
 
     def predict_table(self, table: pa.Table) -> np.ndarray:
         """Scores of every row of an Arrow table (batch path: vectorised transform and predictor)."""
-        return np.asarray(self._pred.predict_matrix(self.transform_table(table)))
+        scores = np.asarray(self._pred.predict_matrix(self.transform_table(table)))
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        return self._finish(scores) if self._finish is not None else scores
 
     def predict_table_full(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """Scores and predictions of every row of an Arrow table."""
