@@ -96,15 +96,14 @@ def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: in
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from loopml.serving.batch import predict_batch, resolve_input
-    from loopml.serving.store import open_online_store
+    from loopml.serving.store import open_online_store, prediction_writer
 
     src = resolve_input(ws, batch)
     out = output or ws.root / "predictions" / f"{servable.version_id}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
     keys = list(ws.spec.task.entity_keys)
     writer = None
     if online and keys:
-        store = open_online_store(ws)
-        writer = store.write if store is not None else None
+        writer = prediction_writer(open_online_store(ws), keys)
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=quiet, console=console, transient=True) as bar:
         task = bar.add_task("rows", total=None)

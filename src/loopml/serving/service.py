@@ -60,13 +60,14 @@ def online_lookups(ws: Any) -> tuple[FeatureLookup | None, PrecomputedLookup | N
     """Online-store readers for entity features and precomputed predictions (when the store exists)."""
     from loopml.serving.store import entity_tables, open_online_store
 
-    store = open_online_store(ws)
-    if store is None:
-        return None, None
     tables = entity_tables(ws.spec)
-    lookup = FeatureLookup(store, tables) if tables else None
     keys = list(ws.spec.task.entity_keys)
-    precomputed = PrecomputedLookup(store, keys) if keys and ws.spec.deployment.mode in ("batch", "both") else None
+    wants_precomputed = bool(keys) and ws.spec.deployment.mode in ("batch", "both")
+    if not tables and not wants_precomputed:
+        return None, None  # nothing to read: do not open (or create) the store
+    store = open_online_store(ws)
+    lookup = FeatureLookup(store, tables) if tables else None
+    precomputed = PrecomputedLookup(store, keys) if wants_precomputed else None
     return lookup, precomputed
 
 
