@@ -9,9 +9,11 @@ largest-loss examples the spec asks for.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from html import escape
 from typing import Any
 
+import numpy as np
 from rich.table import Table
 
 from loopml.evaluation import svg
@@ -35,14 +37,30 @@ def build_report(
     model
         What was evaluated (bundle digest, model type, production version...).
     """
-    return {
+    body = result.to_json()
+    report: dict[str, Any] = clean_json({
         "report_version": REPORT_VERSION,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "approved": approved(verdicts),
         "gates": [v.to_json() for v in verdicts],
         "model": model or {},
-        **result.to_json(),
-    }
+        "metric_values": {k: m["value"] for k, m in body["metrics"].items()},
+        **body,
+    })
+    return report
+
+
+def clean_json(x: Any) -> Any:
+    """Plain JSON: numpy scalars to Python, NaN/inf to null (reports are written with ``allow_nan=False``)."""
+    if isinstance(x, dict):
+        return {str(k): clean_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean_json(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _f(x: Any, digits: int = 4) -> str:

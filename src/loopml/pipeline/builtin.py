@@ -12,6 +12,7 @@ BUILTIN_STAGE_MODULES: list[str] = [
     "loopml.validation.stages",
     "loopml.features.stages",
     "loopml.registry.stages",
+    "loopml.evaluation.stages",
 ]
 
 for _mod in BUILTIN_STAGE_MODULES:

@@ -1,0 +1,310 @@
+"""The ``evaluate`` stage (order 50, requires ``train``) and the bundle-on-table evaluation it runs.
+
+Loads the trained bundle and the ``test`` split, scores them, scores the production model
+(when the registry has one) and the baseline (the prior/mean model from the leaderboard) on
+the same rows, computes everything in :func:`~loopml.evaluation.evaluate.evaluate_predictions`,
+adds the analysis tools, checks the gates and writes the ``report`` (JSON) and ``html``.
+A failed gate does not fail the stage: the verdict travels to the registry with the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loopml.errors import DataError, LoopMLError, NotFound
+from loopml.evaluation.analysis import largest_loss, native_importance, permutation_importance
+from loopml.evaluation.data import EvalData
+from loopml.evaluation.evaluate import evaluate_predictions
+from loopml.evaluation.gates import GateContext, check_gates, parse_gates
+from loopml.evaluation.report import build_report, render_html
+from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
+from loopml.spec import Spec
+from loopml.workspace import Workspace
+
+BASELINE_MODELS = ("prior", "mean", "most_popular")
+MAX_EXAMPLE_COLUMNS = 12
+
+
+@dataclass
+class EvaluationInputs:
+    """What an evaluation needs besides the candidate: measured values, references, notes."""
+
+    measured: dict[str, float] = field(default_factory=dict)
+    baseline_digest: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _column_values(table: pa.Table, name: str, what: str) -> np.ndarray:
+    if name not in table.column_names:
+        raise DataError(
+            f"evaluation {what} column `{name}` is not in the test table "
+            f"(columns: {', '.join(table.column_names[:40])})",
+            hint=f"fix evaluation.{what} in loopml.yaml",
+        )
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def _production(ws: Workspace) -> Any | None:
+    """The production model version, or None (also when the registry is not available)."""
+    try:
+        from loopml.registry import Registry
+    except ImportError:  # pragma: no cover - the registry ships with loopml
+        return None
+    return Registry(ws).production()
+
+
+def requirement_budgets(spec: Spec) -> dict[str, float]:
+    """Budgets from ``spec.requirements.constraints`` under the names gates use."""
+    c = spec.requirements.constraints
+    out: dict[str, float] = {}
+    if c.latency_p99_ms is not None:
+        out["latency_p99_ms"] = float(c.latency_p99_ms)
+    if c.max_model_size_mb is not None:
+        out["model_size_mb"] = float(c.max_model_size_mb)
+    return out
+
+
+def measured_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> dict[str, float]:
+    """Latency and size of the evaluated bundle as measured by training (its leaderboard row)."""
+    rows = board.get("candidates") or []
+    row = next((r for r in rows if r.get("bundle") == bundle_digest), None)
+    if row is None:
+        row = next((r for r in rows if r.get("name") == board.get("winner")), None)
+    out: dict[str, float] = {}
+    if row:
+        for src, dst in (("latency_p99_ms", "latency_p99_ms"), ("latency_p50_ms", "latency_p50_ms"),
+                         ("size_mb", "model_size_mb"), ("train_s", "train_seconds")):
+            if row.get(src) is not None:
+                out[dst] = float(row[src])
+    return out
+
+
+def baseline_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> str | None:
+    """Bundle digest of the baseline (prior/mean/most popular) model trained beside the candidate."""
+    for r in board.get("candidates") or []:
+        if r.get("model_type") in BASELINE_MODELS and r.get("bundle") and r.get("bundle") != bundle_digest:
+            return str(r["bundle"])
+    return None
+
+
+def evaluate_bundle(
+    ws: Workspace,
+    spec: Spec,
+    bundle_digest: str,
+    test: pa.Table,
+    inputs: EvaluationInputs | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a stored bundle on a table; returns the report JSON (gates included).
+
+    Parameters
+    ----------
+    ws
+        The workspace holding the bundle (and the registry).
+    spec
+        The project spec (task, evaluation section, requirements).
+    bundle_digest
+        Manifest digest of the candidate bundle.
+    test
+        The rows to evaluate on, holding the target column and the model's inputs.
+    inputs
+        Measured latency/size, the baseline bundle, notes from the caller.
+    progress
+        Called with a short message as each phase starts.
+    """
+    from loopml.training.bundle import load_bundle
+    from loopml.training.labels import encode_labels
+
+    inp = inputs or EvaluationInputs()
+    say = progress or (lambda msg: None)
+    ev = spec.evaluation
+    gates = parse_gates(ev.gates)  # a malformed gate fails before any work
+    say("loading the model")
+    bundle = load_bundle(ws, bundle_digest)
+    task = spec.task.type
+    notes = list(inp.notes)
+    classes = bundle.manifest.get("classes") or None
+    labels = encode_labels(test, spec.task, classes=classes if task == "multiclass" else None)
+    if not labels.labeled.all():
+        dropped = int((~labels.labeled).sum())
+        notes.append(f"{dropped} test row(s) without a label were not evaluated")
+        test = test.filter(pa.array(labels.labeled))
+        y = labels.y[labels.labeled]
+    else:
+        y = labels.y
+    if test.num_rows == 0:
+        raise DataError("the test split has no labelled rows to evaluate on")
+    say("scoring the test rows")
+    score = bundle.predict_table(test)
+    prod_score = None
+    prod_info: dict[str, Any] = {}
+    prod = _production(ws)
+    if prod is None:
+        prod_info["production"] = None
+    else:
+        prod_info["production"] = {"version_id": prod.version_id, "bundle": prod.bundle_digest}
+        if prod.bundle_digest == bundle_digest:
+            notes.append(f"the candidate is the production model ({prod.version_id}); differences are zero")
+        try:
+            prod_score = load_bundle(ws, prod.bundle_digest).predict_table(test)
+        except LoopMLError as exc:
+            notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
+                         "comparisons with production are skipped")
+    base_score = None
+    if inp.baseline_digest:
+        try:
+            base_score = load_bundle(ws, inp.baseline_digest).predict_table(test)
+            prod_info["baseline"] = inp.baseline_digest
+        except LoopMLError as exc:
+            notes.append(f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}")
+    else:
+        notes.append("no baseline model (prior/mean) in the leaderboard: comparison with the baseline skipped")
+    slices = {c: _column_values(test, c, "slices") for c in ev.slices}
+    sensitive = {c: _column_values(test, c, "fairness.sensitive_columns") for c in ev.fairness.sensitive_columns}
+    groups = items = None
+    if task == "ranking":
+        gk = spec.task.group_key or (spec.task.entity_keys[0] if spec.task.entity_keys else None)
+        if gk is None:
+            raise DataError("a ranking evaluation needs task.group_key (the query or user of each ranked list)")
+        groups = _column_values(test, gk, "task.group_key")
+        if spec.task.item_key:
+            items = _column_values(test, spec.task.item_key, "task.item_key")
+    result = evaluate_predictions(
+        task, y, score, slices=slices, sensitive=sensitive, production_score=prod_score, baseline_score=base_score,
+        spec_eval=ev, groups=groups, items=items, online_metric=spec.task.online_metric, progress=say,
+    )
+    result.notes.extend(notes)
+    say("analysis: importance and largest losses")
+    result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
+    verdicts = check_gates(gates, result, GateContext(measured=inp.measured, requirements=requirement_budgets(spec)))
+    model = {
+        "bundle": bundle_digest,
+        "model_type": bundle.manifest.get("model_type"),
+        **prod_info,
+    }
+    return build_report(result, verdicts, model)
+
+
+def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, primary: str, task: str,
+              spec: Spec) -> dict[str, Any]:
+    ev = spec.evaluation
+    out: dict[str, Any] = {"importance": {}}
+    names = list(bundle.transform.feature_names)
+    native = native_importance(bundle.model, names)
+    if native is not None:
+        out["importance"]["native"] = native
+    if task in ("binary", "multiclass", "regression") and ev.permutation_repeats > 0 and names:
+        finish = getattr(bundle, "_finish", lambda s: s)  # the bundle's calibration, as served
+
+        def score_fn(X: np.ndarray) -> np.ndarray:
+            return np.asarray(finish(bundle.model.score(X)))
+
+        n = test.num_rows
+        take = np.arange(n)
+        if n > ev.permutation_max_rows:
+            take = np.sort(np.random.default_rng(ev.seed).choice(n, ev.permutation_max_rows, replace=False))
+        sub = test.take(pa.array(take))
+        X = bundle.transform.transform_batch(sub)
+        data = EvalData(task, y[take], score[take], threshold=ev.threshold, calibration_bins=ev.calibration_bins)
+        out["importance"]["permutation"] = permutation_importance(
+            score_fn, X, data, primary, names, repeats=ev.permutation_repeats, max_rows=ev.permutation_max_rows,
+            seed=ev.seed,
+        )
+    if task in ("binary", "multiclass", "regression") and ev.largest_loss_examples > 0:
+        data = EvalData(task, y, score, threshold=ev.threshold)
+        idx = largest_loss(data, ev.largest_loss_examples)
+        from loopml.evaluation.analysis import example_losses
+
+        loss = example_losses(data)
+        cols = [c for c in bundle.transform.input_columns if c in test.column_names][:MAX_EXAMPLE_COLUMNS]
+        rows = test.select(cols).take(pa.array(idx)).to_pylist() if idx.size else []
+        out["largest_loss"] = [
+            {"row": int(i), "label": _plain(y[i]), "score": _plain(score[i] if score.ndim == 1 else score[i].tolist()),
+             "loss": float(loss[i]), **{k: _plain(v) for k, v in r.items()}}
+            for i, r in zip(idx.tolist(), rows)
+        ]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float):
+        return round(v, 6)
+    if v is None or isinstance(v, (int, str, bool, list)):
+        return v
+    return str(v)
+
+
+@register_stage
+class EvaluateStage(BaseStage):
+    """Judge the trained model by evidence: metrics with intervals, comparisons, slices, fairness, gates."""
+
+    name: ClassVar[str] = "evaluate"
+    requires: ClassVar[tuple[str, ...]] = ("train",)
+    order: ClassVar[int] = 50
+    description: ClassVar[str] = "metrics with bootstrap intervals, vs production and baseline, slices, fairness, gates"
+
+    @classmethod
+    def enabled(cls, spec: Spec) -> bool:
+        """Part of the pipeline when training is."""
+        return "train" in STAGES and STAGES["train"].enabled(spec)
+
+    def config(self, spec: Spec) -> Any:
+        return {
+            "task": spec.task.model_dump(mode="json"),
+            "evaluation": spec.evaluation.model_dump(mode="json"),
+            "constraints": spec.requirements.constraints.model_dump(mode="json"),
+        }
+
+    def fingerprint(self, ws: Workspace) -> Any:
+        """The production model compared against: a new production version means a new evaluation."""
+        try:
+            prod = _production(ws)
+        except LoopMLError:
+            return None
+        return None if prod is None else prod.bundle_digest
+
+    def run(self, ctx: StageContext) -> StageResult:
+        ws = ctx.workspace
+        spec = ctx.spec
+        parse_gates(spec.evaluation.gates)
+        bundle_digest = ctx.input("train", "bundle")
+        test = pq.read_table(ws.artifacts.open_verified(ctx.input("train", "test")))
+        board: dict[str, Any] = {}
+        with contextlib.suppress(NotFound):  # an older train stage may not store a leaderboard
+            board = json.loads(ws.artifacts.get_bytes(ctx.input("train", "leaderboard")))
+        measured = measured_from_leaderboard(board, bundle_digest)
+        summary = ctx.upstream_summaries.get("train") or {}
+        if "latency_p99_ms" not in measured and summary.get("latency_p99_ms") is not None:
+            measured["latency_p99_ms"] = float(summary["latency_p99_ms"])
+        inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+        report = evaluate_bundle(ws, spec, bundle_digest, test, inputs)
+        data = json.dumps(report, indent=1, allow_nan=False).encode()
+        html = render_html(report)
+        (ws.reports / "evaluation.json").write_bytes(data)
+        (ws.reports / "evaluation.html").write_text(html, encoding="utf-8")
+        outputs = {
+            "report": ctx.put_bytes(data, kind="evaluation-report", name="evaluation.json",
+                                    meta={"approved": report["approved"]}),
+            "html": ctx.put_bytes(html.encode(), kind="html", name="evaluation.html"),
+        }
+        pm = report["primary_metric"]
+        m = report["metrics"][pm]
+        return StageResult(outputs=outputs, summary={
+            "approved": report["approved"],
+            "primary_metric": pm,
+            "value": m["value"],
+            "lower": m["lower"],
+            "upper": m["upper"],
+            "failed_gates": [g["gate"] for g in report["gates"] if not g["passed"]],
+            "rows": report["rows"],
+        })
