@@ -1,0 +1,174 @@
+"""Point-in-time correctness of training sets built from entity feature tables (MovieLens ratings)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from loopml.errors import SpecError
+from loopml.features.offline import compute_feature_table, point_in_time_join
+from loopml.spec.features import FeatureTable
+
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def events(ratings: pa.Table) -> pa.Table:
+    """Ratings of 40 users, each stamped as created 1 hour after its event (normal ingestion delay)."""
+    t = ratings.filter(pc.less_equal(ratings.column("user_id"), 40))
+    ts = t.column("ts").cast(pa.timestamp("us"))
+    created = pc.add(ts, pa.scalar(dt.timedelta(hours=1), type=pa.duration("us")))
+    liked = pc.cast(pc.greater_equal(t.column("rating"), 4), pa.int64())
+    return pa.table({"user_id": t.column("user_id"), "item_id": t.column("item_id"),
+                     "rating": t.column("rating"), "liked": liked, "ts": ts, "created": created})
+
+
+def _spec(**kw: Any) -> FeatureTable:
+    return FeatureTable(
+        entity=["user_id"], timestamp="ts", created_timestamp="created", source="ratings",
+        aggregations=[
+            {"name": "u_n", "function": "count"},
+            {"name": "u_like_7d", "function": "rate", "column": "liked", "window_days": 7},
+            {"name": "u_max", "function": "max", "column": "rating"},
+        ],
+        **kw,
+    )
+
+
+def _plant(events: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    """Add future values and a late backfill to the source; add probe examples after each arrives."""
+    rows = events.to_pylist()
+    last = max(r["ts"] for r in rows)
+    users = sorted({r["user_id"] for r in rows})
+    planted, probes = [], []
+    # (1) values from the future: rating 999 one month after the last real event
+    for u in users[:10]:
+        t = last + 30 * DAY
+        planted.append({"user_id": u, "item_id": -1, "rating": 999, "liked": 1, "ts": t, "created": t})
+    probes.append({"user_id": users[0], "ts": last + 31 * DAY})
+    # (2) a late backfill: an old event (in the middle of the user's history) that arrives 20 days later
+    backfills = {}
+    for u in users[10:20]:
+        mine = sorted(r["ts"] for r in rows if r["user_id"] == u)
+        t0 = mine[len(mine) // 2]
+        arrive = t0 + 20 * DAY
+        planted.append({"user_id": u, "item_id": -2, "rating": 777, "liked": 1, "ts": t0, "created": arrive})
+        backfills[u] = (t0, arrive)
+        probes.append({"user_id": u, "ts": arrive + DAY})
+    source = pa.concat_tables([events, pa.Table.from_pylist(planted, schema=events.schema)])
+    examples = pa.concat_tables([
+        events.select(["user_id", "ts"]),
+        pa.Table.from_pylist(probes, schema=pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us"))])),
+    ])
+    return source, examples, {"last": last, "backfills": backfills, "n_probes": len(probes)}
+
+
+def test_no_future_value_and_no_late_backfill_reaches_a_training_row(events: pa.Table) -> None:
+    source, examples, info = _plant(events)
+    spec = _spec()
+    ft = compute_feature_table("user", spec, source)
+    out = point_in_time_join(examples, "ts", {"user": (spec, ft)})
+    assert out.num_rows == examples.num_rows
+    rows = out.to_pylist()
+    real, probes = rows[: events.num_rows], rows[events.num_rows:]
+    # no real example sees the future 999 or a backfilled 777 before it arrived
+    for r in real:
+        assert r["u_max"] is None or r["u_max"] < 999, r
+        if r["user_id"] in info["backfills"]:
+            _t0, arrive = info["backfills"][r["user_id"]]
+            if r["ts"] < arrive:
+                assert r["u_max"] is None or r["u_max"] < 777, r
+    # ... while examples after the planted values arrived do see them (the plants are used at all)
+    assert probes[0]["u_max"] == 999
+    assert all(p["u_max"] == 777 for p in probes[1:])
+    # real examples do get history (ratings come in bursts, and arrive an hour late, so not all)
+    assert sum(r["u_n"] is not None for r in real) > 0.3 * len(real)
+
+
+def _expected(source_rows: list[dict[str, Any]], spec: FeatureTable, t: dt.datetime, user: int,
+              same_time: bool) -> dict[str, Any] | None:
+    """Brute force: recompute the candidate feature rows in Python and pick the latest one known at t."""
+    mine = [r for r in source_rows if r["user_id"] == user]
+    best = None
+    for te in sorted({r["ts"] for r in mine}):
+        frame_all = [r for r in mine if r["ts"] <= te]
+        frame_7d = [r for r in frame_all if r["ts"] >= te - 7 * DAY]
+        created = max(max(r["created"], r["ts"]) for r in frame_all)
+        avail = max(te, created)
+        if not (avail < t or (same_time and avail == t)):
+            continue
+        if best is None or te >= best[0]:
+            best = (te, {"u_n": float(len(frame_all)),
+                         "u_like_7d": float(np.mean([r["liked"] for r in frame_7d])),
+                         "u_max": float(max(r["rating"] for r in frame_all))})
+    if best is None:
+        return None
+    if spec.ttl_seconds is not None and (t - best[0]).total_seconds() > spec.ttl_seconds:
+        return None
+    return best[1]
+
+
+@pytest.mark.parametrize("same_time", [True, False])
+@pytest.mark.parametrize("ttl", [None, 5 * 86400.0])
+def test_join_equals_brute_force(events: pa.Table, same_time: bool, ttl: float | None) -> None:
+    source, examples, _ = _plant(events)
+    spec = _spec(include_same_time=same_time, ttl_seconds=ttl)
+    ft = compute_feature_table("user", spec, source)
+    out = point_in_time_join(examples, "ts", {"user": (spec, ft)}).to_pylist()
+    src = source.to_pylist()
+    rng = np.random.default_rng(1)
+    for i in rng.choice(len(out), size=150, replace=False).tolist():
+        r = out[i]
+        want = _expected(src, spec, r["ts"], r["user_id"], same_time)
+        got = None if r["u_n"] is None else {k: r[k] for k in ("u_n", "u_like_7d", "u_max")}
+        if want is None or got is None:
+            assert want is None and got is None, (i, r, want)
+        else:
+            assert got == pytest.approx(want), (i, r, want)
+
+
+def test_default_for_tables_built_from_the_examples_excludes_the_example_itself(events: pa.Table) -> None:
+    spec = FeatureTable(entity=["user_id"], timestamp="ts",
+                        aggregations=[{"name": "u_like", "function": "rate", "column": "liked"}])
+    ft = compute_feature_table("user", spec, events)
+    out = point_in_time_join(events, "ts", {"user": (spec, ft)})
+    first = {}
+    for r in sorted(out.to_pylist(), key=lambda r: r["ts"]):
+        first.setdefault(r["user_id"], r)
+    # a user's first rating has no history: its own label must not be in its features
+    assert all(r["u_like"] is None for r in first.values())
+
+
+def test_three_tables_and_clear_errors(events: pa.Table) -> None:
+    user = _spec()
+    item = FeatureTable(entity=["item_id"], timestamp="ts", source="ratings",
+                        aggregations=[{"name": "i_mean", "function": "mean", "column": "rating"}])
+    pair = FeatureTable(entity=["user_id", "item_id"], timestamp="ts", source="ratings",
+                        aggregations=[{"name": "ui_n", "function": "count"}])
+    tables = {n: (s, compute_feature_table(n, s, events)) for n, s in
+              {"user": user, "item": item, "pair": pair}.items()}
+    out = point_in_time_join(events.select(["user_id", "item_id", "ts"]), "ts", tables)
+    assert out.column_names == ["user_id", "item_id", "ts", "u_n", "u_like_7d", "u_max", "i_mean", "ui_n"]
+    assert out.column("ts").equals(events.column("ts"))  # order kept
+    with pytest.raises(SpecError, match="item_id"):
+        point_in_time_join(events.select(["user_id", "ts"]), "ts", tables)
+    with pytest.raises(SpecError, match="timestamp `when`"):
+        point_in_time_join(events, "when", tables)
+    bad = FeatureTable(entity=["user_id"], timestamp="ts", aggregations=[{"name": "x", "function": "sum",
+                                                                         "column": "nope"}])
+    with pytest.raises(SpecError, match="`nope`"):
+        compute_feature_table("bad", bad, events)
+
+
+def test_custom_sql_table(events: pa.Table) -> None:
+    spec = FeatureTable(entity=["user_id"], timestamp="ts", source="ratings", sql=(
+        "SELECT user_id, ts, avg(rating) OVER (PARTITION BY user_id ORDER BY ts) AS u_avg FROM source"))
+    ft = compute_feature_table("user", spec, events)
+    assert {"user_id", "event_time", "created_at", "u_avg"} <= set(ft.column_names)
+    out = point_in_time_join(events, "ts", {"user": (spec, ft)})
+    assert out.column("u_avg").null_count < out.num_rows
