@@ -33,6 +33,7 @@ from loopml.monitoring.quality import Calibrator, cbpe_estimate, task_metrics
 from loopml.workspace import Workspace
 
 PREDICTION = "prediction"  # name of the score distribution in drift results
+PROFILE_FORMAT = 2  # bump when ReferenceProfile changes: cached profiles on disk are then recomputed
 
 
 @dataclass
@@ -71,7 +72,7 @@ def production_bundle(ws: Workspace) -> tuple[Any, str] | None:
 
 def _profile_cache_key(source: str, columns: list[str], engine: DriftEngine, extra: str) -> str:
     blob = json.dumps(
-        [source, columns, engine.categorical, engine.max_int_categories, engine.sample_rows, extra], sort_keys=True
+        [PROFILE_FORMAT, source, columns, engine.categorical, engine.max_int_categories, engine.sample_rows, extra], sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -158,11 +158,16 @@ def chi2_two_sample(ref_counts: np.ndarray, cur_counts: np.ndarray, min_expected
     tot = r + c
     small = min(nr, nc) * tot / (nr + nc) < min_expected
     if small.any():
-        r = np.append(r[~small], r[small].sum())
-        c = np.append(c[~small], c[small].sum())
+        rr, cc = r[small].sum(), c[small].sum()
+        r, c = r[~small], c[~small]
+        if r.size and min(nr, nc) * (rr + cc) / (nr + nc) < min_expected:
+            # the pooled cell is still too small: add it to the smallest remaining cell
+            j = int(np.argmin(r + c))
+            r[j] += rr
+            c[j] += cc
+        elif rr + cc > 0:
+            r, c = np.append(r, rr), np.append(c, cc)
         tot = r + c
-        if r[-1] + c[-1] == 0:
-            r, c, tot = r[:-1], c[:-1], tot[:-1]
     keep = tot > 0
     r, c, tot = r[keep], c[keep], tot[keep]
     k = r.size
