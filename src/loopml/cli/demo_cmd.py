@@ -66,6 +66,31 @@ def simulate_cmd(
     )
 
 
+def report_cmd(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for design.md and design.html (default: .loopml/reports)."
+    ),
+) -> None:
+    """Write the system design document of the project as built (Markdown + self-contained HTML).
+
+    The seven steps are filled from the spec and from measured results in the workspace; a step
+    whose stage has not run says so.
+    """
+    from loopml.reporting import build_design, write_design
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    md, page = write_design(ws, out)
+    doc = build_design(ws)
+    console.print(table("design document", ["", ""], doc.glance))
+    gaps = [s.title for s in doc.sections if any(type(b).__name__ == "Note" for b in s.blocks)]
+    if gaps:
+        console.print(f"not measured yet: {', '.join(gaps)}")
+    console.print(f"wrote {md}\nwrote {page}")
+
+
 def register(app: typer.Typer) -> None:
     """Add `simulate`, `demo` and `report` to the root command."""
     app.command("simulate")(simulate_cmd)
+    app.command("report")(report_cmd)
