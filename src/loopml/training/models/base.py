@@ -160,6 +160,8 @@ class BaseModel:
     description: ClassVar[str] = ""
     # Contract-suite exceptions, declared here with a reason: {check name: reason}.
     contract_exceptions: ClassVar[dict[str, str]] = {}
+    # Small parameters the contract suite fits with (keeps the suite fast; same code paths).
+    contract_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: ModelConfig | None = None, *, task: str = "binary", seed: int = 0) -> None:
         if task not in self.task_types:

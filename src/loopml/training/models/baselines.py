@@ -91,6 +91,7 @@ class MostPopularModel(BaseModel):
     """
 
     name: ClassVar[str] = "most_popular"
+    contract_params: ClassVar[dict[str, Any]] = {"item_feature": "item_id"}
     description: ClassVar[str] = "Item popularity in training; the floor for ranking and recommendation."
     task_types: ClassVar[frozenset[str]] = frozenset({"ranking"})
     supports_proba: ClassVar[bool] = False

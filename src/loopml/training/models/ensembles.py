@@ -77,7 +77,7 @@ class BaggingModel(_Ensemble):
 
     name: ClassVar[str] = "bagging"
     description: ClassVar[str] = "Bagging over any registered model."
-    contract_exceptions: ClassVar[dict[str, str]] = {}
+    contract_params: ClassVar[dict[str, Any]] = {"n_estimators": 3}
 
     class Config(ModelConfig):
         """Which model is bagged and how rows are drawn."""
@@ -153,18 +153,26 @@ class StackingModel(_Ensemble):
         """The stacked members and the meta-model."""
 
         estimators: list[Member] = Field(
-            default_factory=lambda: [Member(type="logistic"), Member(type="lightgbm")],
-            min_length=1,
-            description="Member models.",
+            default_factory=list,
+            description="Member models; when empty: logistic + lightgbm for classes, linear + lightgbm otherwise.",
         )
         cv: int = Field(default=5, ge=2, description="Folds used for the out-of-fold scores.")
         meta_C: float = Field(default=1.0, gt=0, description="Inverse L2 penalty of the meta-model.")
         passthrough: Literal[False] = Field(default=False, description="Reserved: raw features are not passed on.")
 
+    contract_params: ClassVar[dict[str, Any]] = {"cv": 2}
+
     def __init__(self, config: ModelConfig | None = None, *, task: str = "binary", seed: int = 0) -> None:
         super().__init__(config, task=task, seed=seed)
-        for i, m in enumerate(self.config.estimators):  # type: ignore[attr-defined]
+        for i, m in enumerate(self._members()):
             _build(m, task, seed, f"stacking.estimators[{i}]")
+
+    def _members(self) -> list[Member]:
+        given = list(self.config.estimators)  # type: ignore[attr-defined]
+        if given:
+            return given
+        first = "logistic" if self.task in ("binary", "multiclass") else "linear"
+        return [Member(type=first), Member(type="lightgbm")]
 
     def _meta_features(self, scores: list[np.ndarray]) -> np.ndarray:
         cols = []
@@ -182,7 +190,7 @@ class StackingModel(_Ensemble):
         from sklearn.linear_model import LogisticRegression, Ridge
 
         cfg = self.config
-        specs = list(cfg.estimators)  # type: ignore[attr-defined]
+        specs = self._members()
         n = X.shape[0]
         folds = _folds(n, y, ctx.group if self.task == "ranking" else None, cfg.cv, self.seed, self.task)  # type: ignore[attr-defined]
         oof: list[np.ndarray] = []

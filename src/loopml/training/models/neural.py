@@ -216,6 +216,7 @@ class MLPModel(_TorchModel):
 
     name: ClassVar[str] = "mlp"
     description: ClassVar[str] = "PyTorch MLP (CPU) with embeddings for id features."
+    contract_params: ClassVar[dict[str, Any]] = {"epochs": 3, "hidden": [16]}
 
     class Config(_NeuralConfig):
         """Hyperparameters of the MLP."""
@@ -286,6 +287,7 @@ class FactorizationMachineModel(_TorchModel):
 
     name: ClassVar[str] = "factorization_machine"
     description: ClassVar[str] = "Factorization machine (pairwise interactions through latent factors)."
+    contract_params: ClassVar[dict[str, Any]] = {"epochs": 3}
 
     class Config(_NeuralConfig):
         """Hyperparameters of the factorization machine."""

@@ -208,6 +208,7 @@ class RandomForestModel(_TreeBase):
 
     name: ClassVar[str] = "random_forest"
     description: ClassVar[str] = "Random forest (bagging of decision trees)."
+    contract_params: ClassVar[dict[str, Any]] = {"n_estimators": 10}
 
     class Config(_TreeConfig):
         """Hyperparameters of the random forest."""
