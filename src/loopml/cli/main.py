@@ -15,6 +15,7 @@ from loopml.cli import models_cmd, serve_cmd
 from loopml.cli import monitor_cmd
 from loopml.cli import evaluate_cmd
 from loopml.cli import features_cmd
+from loopml.cli import train_cmd
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -31,6 +32,7 @@ demo_cmd.register(app)
 app.add_typer(models_cmd.app, name="models")
 serve_cmd.register(app)
 app.add_typer(monitor_cmd.app, name="monitor")
+train_cmd.register(app)
 evaluate_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
 

@@ -11,6 +11,7 @@ BUILTIN_STAGE_MODULES: list[str] = [
     "loopml.data.stages",
     "loopml.validation.stages",
     "loopml.features.stages",
+    "loopml.training.stages",
     "loopml.registry.stages",
     "loopml.evaluation.stages",
 ]
