@@ -172,3 +172,17 @@ def test_custom_sql_table(events: pa.Table) -> None:
     assert {"user_id", "event_time", "created_at", "u_avg"} <= set(ft.column_names)
     out = point_in_time_join(events, "ts", {"user": (spec, ft)})
     assert out.column("u_avg").null_count < out.num_rows
+
+
+def test_delay_keeps_rows_out_until_they_are_known(events: pa.Table) -> None:
+    """With a 1-day delay (e.g. a label window), an example sees only rows more than a day old."""
+    spec = FeatureTable(entity=["user_id"], timestamp="ts", delay_seconds=86400.0,
+                        aggregations=[{"name": "u_n", "function": "count"}])
+    ft = compute_feature_table("user", spec, events.drop_columns(["created"]))
+    out = point_in_time_join(events, "ts", {"user": (spec, ft)}).to_pylist()
+    times: dict[int, list[dt.datetime]] = {}
+    for r in events.to_pylist():
+        times.setdefault(r["user_id"], []).append(r["ts"])
+    for r in out[::7]:
+        known = sum(t + DAY < r["ts"] for t in times[r["user_id"]])
+        assert (r["u_n"] or 0) == known, r

@@ -76,9 +76,15 @@ def _check_columns(name: str, source_cols: list[str], needed: list[str], what: s
 
 
 def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
-                          con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
-    """Entity feature table (entity keys, event_time, created_at, features) computed with window SQL."""
+                          con: duckdb.DuckDBPyConnection | None = None, delay_seconds: float | None = None) -> pa.Table:
+    """Entity feature table (entity keys, event_time, created_at, features) computed with window SQL.
+
+    ``delay_seconds`` (default: the table's ``delay_seconds``, else 0) is added to each source
+    row's event time to get the earliest time it can be known.
+    """
     con = con or connect()
+    delay = spec.delay_seconds if delay_seconds is None else delay_seconds
+    lag = f" + to_microseconds({round((delay or 0.0) * 1e6)})" if delay else ""
     con.register("__src", source)
     cols = source.column_names
     if spec.sql is not None:
@@ -96,7 +102,7 @@ def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
         ev = _ts_expr(con, "__custom", spec.timestamp)
         cr = _ts_expr(con, "__custom", created)
         keys = ", ".join(q(k) for k in spec.entity)
-        sql = (f"SELECT {keys}, {ev} AS {EVENT}, greatest({cr}, {ev}) AS {CREATED}, "
+        sql = (f"SELECT {keys}, {ev} AS {EVENT}, greatest({cr}, {ev}{lag}) AS {CREATED}, "
                f"{', '.join(q(f) for f in feats)} FROM __custom WHERE {ev} IS NOT NULL "
                f"AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in spec.entity)}")
         return _arrow(con.sql(sql))
@@ -136,7 +142,7 @@ def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
     key_cols = ", ".join(q(k) for k in spec.entity)
     sql = f"""
         WITH src AS (
-            SELECT {key_cols}, {ev} AS __ev, greatest({cr}, {ev}) AS __cr, * EXCLUDE ({key_cols})
+            SELECT {key_cols}, {ev} AS __ev, greatest({cr}, {ev}{lag}) AS __cr, * EXCLUDE ({key_cols})
             FROM __src
             WHERE {ev} IS NOT NULL AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in spec.entity)}
         )

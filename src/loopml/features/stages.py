@@ -20,6 +20,7 @@ from loopml.errors import LoopMLError, SpecError
 from loopml.features.offline import compute_feature_table, connect, feature_columns, point_in_time_join
 from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
+from loopml.spec.data import ClickWithinWindow
 from loopml.spec.features import FeatureTable
 from loopml.workspace import Workspace
 
@@ -58,6 +59,19 @@ def quarantine_missing(table: pa.Table, spec: Spec) -> tuple[pa.Table, list[dict
         for i, row in zip(bad_idx.tolist(), bad_rows)
     ]
     return table.filter(pa.array(keep)), entries
+
+
+def effective_delay(spec: Spec, table: FeatureTable) -> float:
+    """Seconds after its event a source row is known: declared, or the natural label's window (see the spec)."""
+    if table.delay_seconds is not None:
+        return table.delay_seconds
+    rule = spec.data.labels
+    if table.source is None and isinstance(rule, ClickWithinWindow):
+        uses_label = (table.sql is not None and rule.label in table.sql) or any(
+            a.column == rule.label for a in table.aggregations)
+        if uses_label:
+            return float(rule.window_seconds)
+    return 0.0
 
 
 def read_table_source(ws: Workspace, name: str, spec: FeatureTable, examples: pa.Table) -> pa.Table:
@@ -146,7 +160,8 @@ class FeaturesStage(BaseStage):
         for name, tspec in ctx.progress(spec.features.tables.items(), total=len(spec.features.tables),
                                         description="feature tables"):
             source = read_table_source(ws, name, tspec, examples)
-            ft = compute_feature_table(name, tspec, source, con=con)
+            delay = effective_delay(spec, tspec)
+            ft = compute_feature_table(name, tspec, source, con=con, delay_seconds=delay)
             computed[name] = (tspec, ft)
             src_digest = (ctx.input("validate", "table") if tspec.source is None and not quarantined
                           else _write_parquet(ctx, source, f"features.source.{name}", kind="source"))
@@ -154,7 +169,7 @@ class FeaturesStage(BaseStage):
             manifest["tables"][name] = {
                 "source_digest": src_digest, "table_digest": ft_digest, "rows": ft.num_rows,
                 "entity": tspec.entity, "features": feature_columns(tspec, ft), "ttl_seconds": tspec.ttl_seconds,
-                "definition": tspec.model_dump(mode="json"),
+                "definition": {**tspec.model_dump(mode="json"), "delay_seconds": delay},
             }
             summary["tables"][name] = {"rows": ft.num_rows, "features": len(feature_columns(tspec, ft))}
         joined = point_in_time_join(examples, spec.task.timestamp, computed, con=con)

@@ -194,6 +194,12 @@ class FeatureTable(StrictModel):
         description="Column telling when each source row became available (ingestion time; a late backfill has "
         "it after its event time). Unset: rows are available at their event time.",
     )
+    delay_seconds: float | None = Field(
+        default=None, ge=0,
+        description="How long after its event a source row becomes known (e.g. a click label needs its click "
+        "window). Unset: 0, except for tables built from the examples that aggregate the natural label of an "
+        "event_within_window rule, which then wait for the label window.",
+    )
     aggregations: list[Aggregation] = Field(default_factory=list, description="Aggregates computed per entity.")
     sql: str | None = Field(default=None, description="Custom DuckDB SQL instead of `aggregations`.")
     ttl_seconds: float | None = Field(default=None, gt=0, description="Online values older than this are missing.")
