@@ -89,7 +89,7 @@ def permutation_importance(
         return compute_metric(metric, sub.with_score(s, "permuted"))
 
     base = value(score(Xs))
-    out = []
+    out: list[dict[str, Any]] = []
     for j, name in enumerate(feature_names):
         col = Xs[:, j].copy()
         drops = []

@@ -224,7 +224,7 @@ def evaluate_predictions(
                 result.fairness[col] = fairness_for_column(
                     cand, col, np.asarray(vals), threshold=ev.fairness.threshold,
                     resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed,
-                    bins=ev.bins.get(col), buckets=ev.slice_buckets,
+                    bins=ev.bins.get(col), buckets=ev.slice_buckets, min_group_size=ev.fairness.min_group_size,
                 )
     say("curves")
     result.curves = curves_for(cand, refs)

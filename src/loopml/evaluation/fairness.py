@@ -59,6 +59,7 @@ class FairnessResult:
     demographic_parity_ratio: float
     equal_opportunity_difference: float
     max_calibration_gap: float
+    excluded_groups: list[str] = field(default_factory=list)
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def metric(self, name: str) -> Interval | float:
@@ -82,6 +83,7 @@ class FairnessResult:
             "equal_opportunity_difference": num(self.equal_opportunity_difference),
             "max_calibration_gap": num(self.max_calibration_gap),
             "groups": [g.to_json() for g in self.groups],
+            "excluded_groups": self.excluded_groups,
         }
 
 
@@ -145,6 +147,7 @@ def fairness_for_column(
     seed: int = 0,
     bins: list[float] | None = None,
     buckets: int = 4,
+    min_group_size: int = 1,
 ) -> FairnessResult:
     """Fairness metrics of a binary classifier for one sensitive column.
 
@@ -162,11 +165,14 @@ def fairness_for_column(
         Bootstrap settings for the intervals.
     bins, buckets
         Bucketing of a numeric column (explicit edges, or quantile buckets).
+    min_group_size
+        Groups with fewer rows are reported but excluded from the difference metrics.
     """
     dd = d.with_score(d.score, d.name)
     dd.threshold = threshold
     groups = define_slices(column, values, bins=bins, buckets=buckets)
-    kernels = _group_kernels(dd, groups)
+    counted = [g for g in groups if g.n >= min_group_size]
+    kernels = _group_kernels(dd, counted)
     point = point_estimates(kernels, dd.n)
     samples = bootstrap_samples(kernels, dd.n, resamples, seed=seed)
     stats: list[GroupStats] = []
@@ -188,8 +194,9 @@ def fairness_for_column(
             ece=ece,
             calibration=cal,
         ))
-    sel = np.array([g.selection_rate for g in stats])
-    tprs = np.array([np.nan if g.tpr is None else g.tpr for g in stats])
+    big = [g for g in stats if g.n >= min_group_size]
+    sel = np.array([g.selection_rate for g in big])
+    tprs = np.array([np.nan if g.tpr is None else g.tpr for g in big])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = float(sel.min() / sel.max()) if sel.size and sel.max() > 0 else float("nan")
     return FairnessResult(
@@ -202,6 +209,7 @@ def fairness_for_column(
             point["equalized_odds_difference"], samples["equalized_odds_difference"], confidence),
         demographic_parity_ratio=ratio,
         equal_opportunity_difference=float(_range(tprs[None, :])[0]),
-        max_calibration_gap=float(max((abs(g.calibration_gap) for g in stats), default=float("nan"))),
+        max_calibration_gap=float(max((abs(g.calibration_gap) for g in big), default=float("nan"))),
+        excluded_groups=[g.group for g in stats if g.n < min_group_size],
         samples=samples,
     )

@@ -5,7 +5,7 @@ average precision, reciprocal rank, DCG) is a ``bincount`` over query codes. A m
 mean of its per-query values over the queries where it is defined (at least one relevant
 item), so the bootstrap resamples whole queries (a cluster bootstrap).
 
-Conventions: Precision@k divides by k; nDCG uses linear gain (the relevance itself) and a
+Conventions: tied scores are ranked pessimistically (less relevant first); Precision@k divides by k; nDCG uses linear gain (the relevance itself) and a
 log2(rank + 1) discount, like scikit-learn's ``ndcg_score``; MAP averages over the full list.
 """
 
@@ -38,7 +38,10 @@ def group_layout(data: EvalData) -> GroupLayout:
     def make() -> GroupLayout:
         _, codes = np.unique(np.asarray(data.groups), return_inverse=True)
         codes = codes.astype(np.int64)
-        order = np.lexsort((-np.asarray(data.score, dtype=np.float64), codes))
+        # ties in score are broken pessimistically (less relevant first): the metric then does not
+        # depend on the order the rows arrived in
+        rel_raw = np.asarray(data.y, dtype=np.float64)
+        order = np.lexsort((rel_raw, -np.asarray(data.score, dtype=np.float64), codes))
         sc = codes[order]
         n_groups = int(sc.max()) + 1 if sc.size else 0
         starts = np.searchsorted(sc, np.arange(n_groups))

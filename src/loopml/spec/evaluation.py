@@ -22,6 +22,12 @@ class Fairness(StrictModel):
 
     sensitive_columns: list[str] = Field(default_factory=list, description="Columns holding protected attributes.")
     threshold: float = Field(default=0.5, ge=0, le=1, description="Decision threshold for parity metrics.")
+    min_group_size: int = Field(
+        default=1,
+        ge=1,
+        description="Groups with fewer test rows are listed but left out of the difference metrics "
+        "(tiny groups make parity differences noise).",
+    )
 
 
 class Evaluation(StrictModel):
