@@ -238,7 +238,7 @@ def _decision_evidence(d: dict[str, Any]) -> str:
         return str(ev.get("reason", ""))
     parts = []
     if "exported" in ev:
-        parts.append(f"{ev['exported'].get('rows', 0)} labelled rows exported")
+        parts.append(f"{ev['exported'].get('rows', 0)} new labelled rows exported")
     gates = ev.get("gates") or []
     if gates:
         passed = sum(1 for g in gates if g.get("passed"))

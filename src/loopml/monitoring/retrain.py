@@ -151,9 +151,10 @@ def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
     labelled = logs.read_labelled(ws)
     if labelled.num_rows and since is not None:
         lts = pc.cast(labelled.column("label_ts"), pa.timestamp("us", tz="UTC"))
-        labelled = labelled.filter(pc.greater_equal(lts, pa.scalar(since, pa.timestamp("us", tz="UTC"))))
+        labelled = labelled.filter(pc.greater(lts, pa.scalar(since, pa.timestamp("us", tz="UTC"))))
     if labelled.num_rows == 0:
-        return {"rows": 0, "note": "no newly labelled predictions"}
+        return {"rows": 0, "note": "no labels newer than the last export" if since else "no labelled predictions"}
+    watermark = pc.max(pc.cast(labelled.column("label_ts"), pa.timestamp("us", tz="UTC"))).as_py()
     folder = ws.resolve(target)
     folder.mkdir(parents=True, exist_ok=True)
     task = ws.spec.task
@@ -180,7 +181,10 @@ def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
     tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, folder / name)
-    return {"rows": table.num_rows, "path": str(folder / name), "columns": table.column_names}
+    return {
+        "rows": table.num_rows, "path": str(folder / name), "columns": table.column_names,
+        "max_label_ts": watermark.isoformat() if watermark else None,
+    }
 
 
 def _label(labelled: pa.Table, task: str, typ: pa.DataType | None) -> pa.Array:
@@ -215,9 +219,11 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
         )
     try:
         with ws.lock(wait_s=spec.lock_wait_s):
-            previous = last_retrain_before(ws, decision.decision_id)
-            exported = export_labelled(ws, _aware(previous["decided_at"]) if previous else None)
+            exported = export_labelled(ws, export_watermark(ws))
             decision.evidence["exported"] = exported
+            # recorded at once: the exported file stays in the source folder even if training fails
+            update_row(ws, monitor_decisions, "decision_id", decision.decision_id,
+                       evidence=json.loads(json.dumps(decision.evidence, default=str)))
             stages = pipeline_for(ws.spec)
             names = [s.name for s in stages]
             if "ingest" not in names:
@@ -259,6 +265,12 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
     except LoopMLError as exc:
         decision.status = "failed"
         decision.error = str(exc)
+    except Exception as exc:  # recorded, never left 'running'; the traceback goes to the caller
+        decision.status = "failed"
+        decision.error = f"{type(exc).__name__}: {exc}"
+        update_row(ws, monitor_decisions, "decision_id", decision.decision_id, status="failed", error=decision.error,
+                   ended_at=utcnow(), evidence=json.loads(json.dumps(decision.evidence, default=str)))
+        raise
     update_row(
         ws, monitor_decisions, "decision_id", decision.decision_id, status=decision.status, run_id=decision.run_id,
         version_id=decision.version_id, evidence=json.loads(json.dumps(decision.evidence, default=str)),
@@ -267,13 +279,14 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
     return decision
 
 
-def last_retrain_before(ws: Workspace, decision_id: str) -> dict[str, Any] | None:
-    """The newest retraining decision other than ``decision_id`` that got as far as running."""
-    rows = recent(ws, monitor_decisions, "decided_at", 50)
-    return next(
-        (r for r in rows if r["action"] == "retrain" and r["decision_id"] != decision_id and r["status"] != "running"),
-        None,
-    )
+def export_watermark(ws: Workspace) -> dt.datetime | None:
+    """Label time of the newest row already exported by an earlier retraining (exported files stay in place)."""
+    marks = []
+    for r in recent(ws, monitor_decisions, "decided_at", 1000):
+        ts = ((r.get("evidence") or {}).get("exported") or {}).get("max_label_ts")
+        if ts:
+            marks.append(_aware(dt.datetime.fromisoformat(ts)))
+    return max(marks) if marks else None
 
 
 def record_skip(ws: Workspace, check_id: str | None, triggers: list[Trigger], reason: str) -> Decision:
