@@ -154,7 +154,7 @@ def test_threshold_for_target_precision_and_recall(credit: Credit) -> None:
     assert skm.precision_score(credit.y, pred) == pytest.approx(t["precision"])
     assert t["precision"] >= 0.7
     # no lower threshold keeps the precision target with more recall
-    prec, rec, thr = skm.precision_recall_curve(credit.y, credit.score)
+    prec, rec, _thr = skm.precision_recall_curve(credit.y, credit.score)
     ok = prec[:-1] >= 0.7
     assert t["recall"] == pytest.approx(rec[:-1][ok].max())
     r = threshold_for(d, recall=0.9)
