@@ -70,19 +70,23 @@ monitoring:
     - {{name: cbpe-auc, metric: cbpe.roc_auc, op: "<", threshold: 0.5}}
 """
     )
-    # a day of 2012 traffic through a model of "busy hour" from temperature and hour
-    y2012 = hours.filter(pc.equal(hours.column("yr"), 1)).slice(0, 4000)
+    # yesterday (labelled: the CBPE reference period) and today, 2012 traffic through a "busy hour" model
+    y2012 = hours.filter(pc.equal(hours.column("yr"), 1)).slice(0, 6000)
     rng = np.random.default_rng(0)
     temp = y2012.column("temp").to_numpy()
     hr = y2012.column("hr").to_numpy()
     score = 1 / (1 + np.exp(-(4 * (temp - 0.5) + np.where((hr >= 7) & (hr <= 19), 1.5, -1.5))))
+    labels = (rng.uniform(size=len(score)) < score).astype(float)
     now = dt.datetime.now(dt.UTC)
     ts = [now - dt.timedelta(minutes=int(m)) for m in rng.integers(1, 600, y2012.num_rows)]
+    ts[:2000] = [t - dt.timedelta(days=1) for t in ts[:2000]]
     ws_root = project / ".loopml"
-    rids = prediction_segment(ws_root, y2012.select(FEATURES).slice(0, 2000), score[:2000], ts[:2000], model_version="v1")
-    rids += prediction_segment(ws_root, y2012.select(FEATURES).slice(2000), score[2000:], ts[2000:], model_version="v2")
-    labels = (rng.uniform(size=len(rids)) < score).astype(float)
-    feedback_segment(ws_root, rids[:1500] + rids[2000:3500], np.concatenate([labels[:1500], labels[2000:3500]]), now)
+    x = y2012.select(FEATURES)
+    old = prediction_segment(ws_root, x.slice(0, 2000), score[:2000], ts[:2000], model_version="v1")
+    feedback_segment(ws_root, old, labels[:2000], now - dt.timedelta(hours=20))
+    v1 = prediction_segment(ws_root, x.slice(2000, 2000), score[2000:4000], ts[2000:4000], model_version="v1")
+    v2 = prediction_segment(ws_root, x.slice(4000), score[4000:], ts[4000:], model_version="v2")
+    feedback_segment(ws_root, v1[:1500] + v2[:1500], np.concatenate([labels[2000:3500], labels[4000:5500]]), now)
     return project
 
 
@@ -103,6 +107,7 @@ def test_monitor_alerts_hooks_history_and_report(cli, project: Path, datasets: P
     check = json.loads(second.stdout.strip().splitlines()[-1])
     assert any("still firing" in f for f in check["firings"])
     assert check["windows"]["1d"]["volume.predictions"] == 4000
+    assert "cbpe.roc_auc" in check["windows"]["1d"] and "CBPE calibrated on 2000 labelled" in " ".join(check["notes"])
     # hooks run when a rule starts firing, not on every check while it keeps firing
     assert len([x for x in (project / "alert-hook.jsonl").read_text().splitlines() if x.strip()]) == 1
     assert len(received) == 1
@@ -121,7 +126,7 @@ def test_monitor_alerts_hooks_history_and_report(cli, project: Path, datasets: P
     assert html.count("<svg") >= len(FEATURES) and "Drift, latest window" in html and "inputs-drifted" in html
     assert "http://" not in html.replace(url, "").replace("http://www.w3.org/2000/svg", "")  # self-contained
     data = json.loads((project / ".loopml" / "reports" / "monitoring.json").read_text())
-    assert data["log_rows"] == 4000 and data["windows"] and data["quality"] and data["cbpe"]
+    assert data["log_rows"] == 6000 and data["windows"] and data["quality"] and data["cbpe"]
     assert {q["model_version"] for q in data["quality"]} == {"v1", "v2"}
     assert data["drift_latest"][0]["drifted"]
     assert "monitoring.html" in report.stdout
@@ -131,5 +136,7 @@ def test_monitor_without_a_reference_explains_itself(cli, project: Path) -> None
     (project / "loopml.yaml").write_text("monitoring:\n  alerts:\n    - {name: d, metric: drift.share, threshold: 0.1}\n")
     res = cli("monitor", "--project", str(project), "--no-retrain", check=True)
     assert "no data" in res.stdout
+    twice = cli("monitor", "--project", str(project), "--no-retrain", "--every", "1s", "--cycles", "2", check=True)
+    assert twice.stdout.count("check ") == 2
     bad = cli("monitor", "--project", str(project), "--every", "5 parsecs")
     assert bad.returncode != 0 and "--every" in bad.stderr and "not a duration" in bad.stderr

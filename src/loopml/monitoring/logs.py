@@ -158,11 +158,29 @@ def latest_output(ws: Workspace, stage: str, name: str) -> tuple[str, str] | Non
     return None
 
 
+def production_output(ws: Workspace, name: str) -> tuple[str, str] | None:
+    """(digest, version id) of output ``name`` (``train``, ``test``) of the training that made the production model."""
+    try:
+        from loopml.registry import Registry
+    except ImportError:
+        return None
+    prod = Registry(ws).production()
+    exec_id = (prod.lineage or {}).get("training_execution") if prod else None
+    if prod is None or not exec_id:
+        return None
+    with ws.engine.connect() as conn:
+        row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == exec_id)).first()
+    digest = ((row[0] if row else None) or {}).get(name)
+    if digest and ws.artifacts.exists(digest):
+        return str(digest), prod.version_id
+    return None
+
+
 def load_reference(ws: Workspace) -> tuple[pa.Table, str]:
     """The drift reference table and a label saying where it came from.
 
-    ``monitoring.drift.reference`` when set (Parquet or CSV), else the ``train`` split of
-    the latest training.
+    ``monitoring.drift.reference`` when set (Parquet or CSV), else the ``train`` split the
+    production model was trained on, else the ``train`` split of the latest training.
     """
     path = ws.spec.monitoring.drift.reference
     if path:
@@ -176,6 +194,9 @@ def load_reference(ws: Workspace) -> tuple[pa.Table, str]:
             return pq.read_table(p), str(p)
         except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"monitoring.drift.reference: cannot read {p}: {exc}") from None
+    prod = production_output(ws, "train")
+    if prod is not None:
+        return pq.read_table(ws.artifacts.open_verified(prod[0])), f"train split {prod[0][:12]} of {prod[1]}"
     found = latest_output(ws, "train", "train")
     if found is None:
         raise NotFound(

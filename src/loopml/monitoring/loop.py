@@ -101,8 +101,9 @@ def collect_signals(
     cache = ReferenceCache(ws, engine)
     calibrator = None
     if ws.spec.task.type == "binary":
+        longest = max(parse_duration(w, field="window") for w in windows)
         try:
-            fitted = fit_cbpe_calibrator(ws, None)
+            fitted = fit_cbpe_calibrator(ws, now - longest)
             if fitted is not None:
                 calibrator = fitted[0]
                 notes.append(f"CBPE calibrated on {fitted[1]}")

@@ -193,13 +193,24 @@ def quality_signals(ws: Workspace, labelled: pa.Table, out: WindowSignals) -> No
 
 
 def fit_cbpe_calibrator(ws: Workspace, before: dt.datetime | None) -> tuple[Calibrator, str] | None:
-    """Calibrator for CBPE: labelled log rows (up to ``before``), or the test split scored by the production model."""
+    """Calibrator for CBPE, fitted on a labelled reference the model did not train on.
+
+    The production model's own test split scored by it (as NannyML uses a reference period),
+    else the labelled logged predictions made before ``before``.
+    """
+    fitted = _calibrate_on_test_split(ws)
+    if fitted is not None:
+        return fitted
     labelled = logs.read_labelled(ws, None, before)
     if labelled.num_rows >= 200:
         y = _floats(labelled, "label")
         if 0 < y.sum() < len(y):
             return Calibrator().fit(_floats(labelled, "score"), y), f"{labelled.num_rows} labelled logged predictions"
-    found = logs.latest_output(ws, "train", "test")
+    return None
+
+
+def _calibrate_on_test_split(ws: Workspace) -> tuple[Calibrator, str] | None:
+    found = logs.production_output(ws, "test")
     if found is None:
         return None
     try:
@@ -212,14 +223,20 @@ def fit_cbpe_calibrator(ws: Workspace, before: dt.datetime | None) -> tuple[Cali
 
     test = pq.read_table(ws.artifacts.open_verified(found[0]))
     target = ws.spec.task.target
-    if target not in test.column_names:
+    if target not in test.column_names or test.num_rows < 50:
         return None
-    scores = np.asarray(bundle[0].predict_table(test), dtype=np.float64).reshape(-1)
-    y = _floats(test, target)
+    try:
+        scores = np.asarray(bundle[0].predict_table(test), dtype=np.float64).reshape(-1)
+    except Exception:  # a bundle that cannot score its own test split: fall back to the log
+        return None
     if ws.spec.task.positive_label is not None:
         raw = np.asarray(test.column(target).to_pylist(), dtype=object)
         y = (raw == ws.spec.task.positive_label).astype(np.float64)
-    return Calibrator().fit(scores, y), f"test split {found[0][:12]} scored by {bundle[1]}"
+    else:
+        y = _floats(test, target)
+    if not 0 < (y > 0.5).sum() < len(y):
+        return None
+    return Calibrator().fit(scores, y), f"test split {found[0][:12]} of {bundle[1]} scored by it"
 
 
 def cbpe_signals(current: pa.Table, calibrator: Calibrator | None, out: WindowSignals) -> None:
