@@ -90,7 +90,46 @@ def report_cmd(
     console.print(f"wrote {md}\nwrote {page}")
 
 
+def demo_cmd(
+    project: Path = typer.Option(Path("loopml-demo"), "--project", "-p", help="Project folder the demo creates and works in."),
+    days: int = typer.Option(7, "--days", min=2, help="Days of normal traffic simulated before training."),
+    impressions: int = typer.Option(25_000, "--impressions-per-day", min=500, help="Mean impressions per simulated day."),
+    market_scale: float = typer.Option(
+        0.02, "--market-scale", help="Catalogue sizes relative to the KDD-calibrated market (smaller: users and ads recur)."
+    ),
+    drift: str = typer.Option("user_shift", "--drift", help="Drift of the replayed day: new_ads, user_shift or seasonal."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, help="Drift magnitude (1.0 = the documented default)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated market and traffic."),
+    port: int | None = typer.Option(None, "--port", help="Service port (default: the spec's 8700 if free, else any)."),
+    replay_batch: int = typer.Option(250, "--replay-batch", min=1, help="Impressions per prediction request in the replay."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Stop the service and exit when the loop is done."),
+    keep: bool = typer.Option(False, "--keep", help="Reuse an existing demo project instead of starting fresh."),
+) -> None:
+    """Run the reference system end to end: ad click prediction on simulated traffic.
+
+    Simulates a week of search-ad traffic, ingests it with natural labels (a click within 10
+    minutes) and hashed user ids, validates it, builds features (ids, user and ad click-rate
+    history from the feature store), trains five candidates, evaluates them with gates, registers
+    and serves the winner, replays a drifted day through the service, raises the drift alert,
+    retrains and registers the approved candidate, and writes the design document. Keeps serving
+    until Ctrl-C unless --no-serve.
+    """
+    from loopml.demo import DemoSettings, run_demo, serve_forever
+    from loopml.errors import SpecError
+    from loopml.simulator import DRIFTS
+
+    if drift not in DRIFTS or drift == "none":
+        raise SpecError(f"--drift `{drift}` is not a drift kind (available: {', '.join(sorted(set(DRIFTS) - {'none'}))})")
+    settings = DemoSettings(
+        project=project, days=days, impressions_per_day=impressions, market_scale=market_scale, drift=drift,
+        strength=strength, seed=seed, serve=not no_serve, port=port, replay_batch=replay_batch, fresh=not keep,
+    )
+    result = run_demo(settings, console)
+    serve_forever(result, console)
+
+
 def register(app: typer.Typer) -> None:
     """Add `simulate`, `demo` and `report` to the root command."""
+    app.command("demo")(demo_cmd)
     app.command("simulate")(simulate_cmd)
     app.command("report")(report_cmd)

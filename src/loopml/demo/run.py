@@ -1,0 +1,360 @@
+"""The reference system end to end, built only from loopml's public pieces.
+
+simulate a week → ``Runner`` over ``pipeline_for(spec)`` (ingest with natural labels and hashed
+user ids → validate → features → train → evaluate → register) → promote the approved version →
+``loopml serve`` → replay a drifted day over HTTP with its clicks as feedback → the new event
+logs land in the lake → ``run_cycle`` (drift alert → retraining → an approved candidate is
+registered) → the design document.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loopml.demo.project import ensure_hash_key, free_port, port_is_free, prepare_project, review_schema
+from loopml.demo.replay import ReplayStats, replay_day
+from loopml.demo.service import ServiceProcess
+from loopml.demo.settings import DemoSettings
+from loopml.errors import LoopMLError, StageError
+from loopml.simulator import SimulatorConfig, TrafficSimulator, simulate, write_day
+from loopml.workspace import Workspace
+
+REQUIRED_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")
+
+
+@dataclass
+class DemoResult:
+    """What the demo did and measured."""
+
+    project: Path
+    url: str | None = None
+    served_version: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    leaderboard: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    replay: ReplayStats | None = None
+    firings: list[dict[str, Any]] = field(default_factory=list)
+    drifted_features: list[str] = field(default_factory=list)
+    decision: dict[str, Any] | None = None
+    retrain_leaderboard: dict[str, Any] | None = None
+    design: tuple[Path, Path] | None = None
+    example_row: dict[str, Any] | None = None
+    service: ServiceProcess | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data, saved as ``.loopml/demo.json`` (the design document reads it)."""
+        return {
+            "project": str(self.project),
+            "url": self.url,
+            "served_version": self.served_version,
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+            "replay": self.replay.to_json() if self.replay else None,
+            "firings": self.firings,
+            "drifted_features": self.drifted_features,
+            "decision": self.decision,
+        }
+
+
+class _Steps:
+    """Numbered step headings with their duration."""
+
+    def __init__(self, console: Console, total: int, result: DemoResult) -> None:
+        self.console, self.total, self.result, self.n = console, total, result, 0
+        self._t0 = 0.0
+        self._name = ""
+
+    def start(self, name: str, text: str) -> None:
+        self.n += 1
+        self._name, self._t0 = name, time.perf_counter()
+        self.console.print(f"\n[bold cyan][{self.n}/{self.total}] {text}[/bold cyan]")
+
+    def done(self, text: str = "") -> None:
+        dt_s = time.perf_counter() - self._t0
+        self.result.timings[self._name] = dt_s
+        self.console.print(f"    [green]done[/green] in {dt_s:.1f} s{'; ' + text if text else ''}")
+
+
+def _run_pipeline(ws: Workspace, console: Console, command: str) -> Any:
+    from loopml.pipeline import Runner, StageOutcome, pipeline_for
+
+    stages = pipeline_for(ws.spec)
+    names = [s.name for s in stages]
+    missing = [s for s in REQUIRED_STAGES if s not in names]
+    if missing:
+        raise StageError(
+            f"the demo needs the stages {', '.join(REQUIRED_STAGES)}; this installation lacks {', '.join(missing)}"
+        )
+
+    def on_event(kind: str, payload: StageOutcome | str) -> None:
+        if kind == "stage_start":
+            console.print(f"    ▶ {payload} …")
+        elif isinstance(payload, StageOutcome):
+            style = {"success": "green", "cached": "cyan", "failed": "red"}.get(payload.status, "white")
+            facts = ", ".join(f"{k}={v}" for k, v in list(payload.summary.items())[:4]
+                              if isinstance(v, (int, float, str)) and len(str(v)) < 40)
+            console.print(f"    [{style}]■ {payload.stage}[/{style}] {payload.status} ({payload.duration_s:.1f} s) {facts}")
+
+    with ws.lock(wait_s=60):
+        report = Runner(ws, stages, on_event=on_event, show_progress=False).run(command=command)
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        raise StageError(f"stage `{failed[0].stage}` failed: {failed[0].error}")
+    return report
+
+
+def _json_output(ws: Workspace, report: Any, stage: str, name: str) -> dict[str, Any] | None:
+    for o in report.outcomes:
+        if o.stage == stage and name in o.outputs:
+            data = json.loads(ws.artifacts.get_bytes(o.outputs[name]))
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _ensure_production(ws: Workspace, console: Console) -> str:
+    """The version to serve: the production one, else the newest approved candidate, promoted."""
+    from loopml.registry import Registry
+
+    reg = Registry(ws)
+    prod = reg.production()
+    if prod is not None:
+        return prod.version_id
+    approved = [v for v in reg.list() if v.approved]
+    if not approved:
+        raise LoopMLError("no registered version passed its evaluation gates; nothing to serve",
+                          hint="see the gate verdicts above and `loopml models list`")
+    newest = max(approved, key=lambda v: v.created_at)
+    reg.promote(newest.version_id, actor="loopml demo", reason="approved by every evaluation gate; the first version served")
+    console.print(f"    promoted {newest.version_id} to production (approved by every gate)")
+    return newest.version_id
+
+
+def _print_leaderboard(console: Console, board: dict[str, Any] | None) -> None:
+    if board is None:
+        return
+    from loopml.training.leaderboard import leaderboard_table
+
+    console.print(leaderboard_table(board))
+
+
+def _print_verdict(console: Console, report: dict[str, Any] | None) -> None:
+    if report is None:
+        return
+    from loopml.evaluation.report import summary_tables
+
+    for t in summary_tables(report, max_slices=6):
+        console.print(t)
+
+
+def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
+    """Run the reference system; returns with the service still running when ``settings.serve``.
+
+    The caller owns the returned service (``result`` holds its URL; :func:`serve_forever` waits).
+    """
+    from loopml.cli.ui import table
+
+    result = DemoResult(project=settings.project.resolve())
+    steps = _Steps(console, 7, result)
+    t_all = time.perf_counter()
+
+    steps.start("setup", f"project {result.project} from the `ad_clicks` template")
+    from loopml.spec import load_spec
+    from loopml.spec.deployment import Deployment
+
+    port = settings.port if settings.port is not None else Deployment().port
+    if settings.port is None and not port_is_free(port):
+        port = free_port()
+    folder = prepare_project(settings.project, fresh=settings.fresh, port=port)
+    spec = load_spec(folder)
+    key_note = ensure_hash_key(folder, spec.requirements.privacy.hash_key_env)
+    console.print(f"    spec: {folder / 'loopml.yaml'}; privacy key ${spec.requirements.privacy.hash_key_env}: {key_note}")
+    steps.done()
+
+    steps.start("simulate", f"simulating {settings.days} days of search-ad traffic (~{settings.impressions_per_day:,} impressions/day)")
+    cfg = SimulatorConfig(seed=settings.seed, impressions_per_day=settings.impressions_per_day).scaled(settings.market_scale)
+    sim = TrafficSimulator(cfg)
+    with Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task("days", total=settings.days)
+        days = simulate(folder / "data", settings.days, simulator=sim, on_day=lambda _d: prog.advance(task))
+    n_imp = sum(d["impressions"] for d in days)
+    n_clk = sum(d["clicks"] for d in days)
+    steps.done(f"{n_imp:,} impressions, {n_clk:,} clicks (CTR {n_clk / max(n_imp, 1):.3f}); "
+               f"oracle ROC-AUC {sum(d['oracle_auc'] for d in days) / len(days):.3f}")
+
+    steps.start("pipeline", "ingest (click within 10 min, hashed user ids) → validate → features → train 5 candidates → evaluate → register")
+    ws = Workspace.open(folder)
+    report = _run_pipeline(ws, console, "loopml demo: initial training")
+    result.leaderboard = _json_output(ws, report, "train", "leaderboard")
+    result.evaluation = _json_output(ws, report, "evaluate", "report")
+    loosened = review_schema(folder, spec.data.verification.schema_path)
+    if loosened:
+        console.print(f"    reviewed the inferred data schema: no fixed range on {', '.join(loosened)} "
+                      "(ids and event time grow with every day of logs)")
+    steps.done()
+    _print_leaderboard(console, result.leaderboard)
+    _print_verdict(console, result.evaluation)
+
+    steps.start("serve", "registering and serving the approved model")
+    result.served_version = _ensure_production(ws, console)
+    service = ServiceProcess(folder, port, host=spec.deployment.host).start()
+    result.url = service.url
+    console.print(f"    serving {result.served_version} at {service.url}")
+    steps.done()
+
+    try:
+        _closed_loop(settings, console, steps, result, ws, sim, service)
+    except BaseException:
+        service.stop()
+        raise
+    result.timings["total"] = time.perf_counter() - t_all
+    (ws.root / "demo.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+
+    from loopml.reporting import write_design
+
+    result.design = write_design(ws)
+    console.print(table("timings (s)", ["step", "seconds"], [(k, f"{v:.1f}") for k, v in result.timings.items()]))
+    _print_summary(console, result, settings)
+    if settings.serve:
+        result.service = service
+    else:
+        service.stop()
+    return result
+
+
+def serve_forever(result: DemoResult, console: Console) -> None:
+    """Keep the demo's service running until Ctrl-C (or until it exits), then stop it."""
+    if result.service is None:
+        return
+    try:
+        code = result.service.wait()
+        console.print(f"the service exited with code {code}")
+    except KeyboardInterrupt:
+        console.print("\nstopping the service …")
+    finally:
+        result.service.stop()
+
+
+def _closed_loop(
+    settings: DemoSettings, console: Console, steps: _Steps, result: DemoResult, ws: Workspace,
+    sim: TrafficSimulator, service: ServiceProcess,
+) -> None:
+    from loopml.cli.ui import table
+    from loopml.monitoring.loop import run_cycle
+
+    spec = ws.spec
+    drift_day = settings.days
+    steps.start("replay", f"replaying a drifted day ({settings.drift}) through the service, clicks sent back as feedback")
+    day = sim.day(drift_day, settings.drift, settings.strength)
+    window = getattr(spec.data.labels, "window_seconds", 600.0)
+    with Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task("impressions", total=day.impressions.num_rows)
+        stats = replay_day(day, spec, service.host, service.port, batch=settings.replay_batch, window_s=window,
+                           on_batch=lambda n: prog.advance(task, n))
+    result.replay = stats
+    # the production logging system lands the day's event logs in the lake's source folders
+    write_day(day, ws.project_dir / "data")
+    steps.done(f"{stats.rows:,} predictions in {stats.requests} requests, {stats.errors} errors, "
+               f"p50 {stats.p50_ms:.1f} ms / p99 {stats.p99_ms:.1f} ms per {stats.rows_per_request}-row request; "
+               f"mean score {stats.mean_score:.3f} vs observed CTR {stats.observed_ctr:.3f}")
+    result.example_row = _example_row(day, spec)
+
+    steps.start("monitor", "monitoring: drift of the replayed day against the training data; alerts; retraining")
+    time.sleep(spec.deployment.log_flush_seconds + 0.5)  # the service flushes its log segments
+    cycle = run_cycle(ws, show_progress=False)
+    for w, sig in cycle.windows.items():
+        if sig.drift is not None:
+            worst = [f for f in sig.drift.features if f.drifted]
+            result.drifted_features = [f.name for f in worst]
+            console.print(table(
+                f"drift over the last {w} ({sig.drift.n_current:,} logged rows vs {sig.drift.n_reference:,} training rows)",
+                ["feature", "PSI", "effect", "p-value", "drifted"],
+                [(f.name, f"{f.psi:.3f}", f"{f.effect:.3f}", f"{f.p_value:.2g}", "DRIFT" if f.drifted else "")
+                 for f in sig.drift.features[:12]],
+            ))
+        for note in sig.notes[:3]:
+            console.print(f"    note: {note}")
+    result.firings = [
+        {"rule": f.rule, "metric": f.metric, "value": f.value, "op": f.op, "threshold": f.threshold, "retrain": f.retrain}
+        for f in cycle.firings
+    ]
+    if cycle.firings:
+        console.print(table("alerts", ["rule", "metric", "value", "threshold", "retrain"],
+                            [(f.rule, f.metric, f"{f.value:.4g}", f"{f.op} {f.threshold:g}", "yes" if f.retrain else "no")
+                             for f in cycle.firings]))
+    else:
+        console.print("    no alert fired")
+    d = cycle.decision
+    if d is not None:
+        result.decision = {"status": d.status, "version_id": d.version_id, "run_id": d.run_id, "error": d.error,
+                           "triggers": [t.detail for t in d.triggers]}
+        stages = d.evidence.get("stages") or []
+        for s in stages:
+            console.print(f"    ■ retrain {s['stage']}: {s['status']} ({s['seconds']:.1f} s)")
+        if d.run_id:
+            result.retrain_leaderboard = _train_leaderboard(ws, stages)
+    steps.done(_decision_text(result.decision))
+    if result.retrain_leaderboard:
+        _print_leaderboard(console, result.retrain_leaderboard)
+
+    steps.start("report", "writing the design document")
+    steps.done()
+
+
+def _train_leaderboard(ws: Workspace, stages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for s in stages:
+        if s.get("stage") == "train" and (s.get("outputs") or {}).get("leaderboard"):
+            data = json.loads(ws.artifacts.get_bytes(s["outputs"]["leaderboard"]))
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _decision_text(decision: dict[str, Any] | None) -> str:
+    if decision is None:
+        return "no retraining was triggered"
+    if decision["status"] == "approved":
+        return f"retrained; the approved candidate {decision['version_id']} is registered (not promoted)"
+    if decision["status"] == "failed":
+        return f"retraining failed: {decision.get('error')}"
+    return f"retraining {decision['status']}" + (f": version {decision['version_id']}" if decision.get("version_id") else "")
+
+
+def _example_row(day: Any, spec: Any) -> dict[str, Any]:
+    from loopml.demo.replay import request_rows
+
+    return request_rows(day, spec)[0]
+
+
+def _print_summary(console: Console, result: DemoResult, settings: DemoSettings) -> None:
+    board = result.leaderboard or {}
+    ev = result.evaluation or {}
+    prim = ev.get("primary_metric", "roc_auc")
+    m = (ev.get("metrics") or {}).get(prim) or {}
+    console.print("\n[bold]The reference system is running.[/bold]")
+    console.print(f"  winner: {board.get('winner')} — {board.get('why', '')}")
+    if m:
+        console.print(f"  test {prim}: {m.get('value', float('nan')):.4f} "
+                      f"[{m.get('lower', float('nan')):.4f}, {m.get('upper', float('nan')):.4f}]; "
+                      f"verdict: {'APPROVED' if ev.get('approved') else 'NOT APPROVED'}")
+    if result.firings:
+        console.print(f"  drift alert: {', '.join(f['rule'] for f in result.firings)} "
+                      f"(drifted: {', '.join(result.drifted_features[:6])})")
+    console.print(f"  retraining: {_decision_text(result.decision)}")
+    if result.decision and result.decision.get("version_id") and result.decision.get("status") == "approved":
+        console.print(f"  promote it: loopml models promote {result.decision['version_id']} -p {result.project} "
+                      f"--reason 'retrained after drift'")
+    if result.url:
+        row = json.dumps(result.example_row or {}, separators=(",", ":"))
+        console.print(f"  service: {result.url}  (serving {result.served_version})")
+        console.print(f"  try it:  curl -s {result.url}/v1/predict -H 'Content-Type: application/json' -d '{row}'")
+    if result.design:
+        console.print(f"  design document: {result.design[1]}  (Markdown: {result.design[0]})")
+    if settings.serve:
+        console.print("  serving until Ctrl-C")
