@@ -52,8 +52,8 @@ def test_range_and_domain_rows_are_quarantined() -> None:
     assert rng[0].column == "amount" and rng[0].failing_rows == 1
     assert dom[0].column == "color" and dom[0].failing_rows == 1
     assert out.report.quarantined_rows == 1 and out.kept.num_rows == 999  # type: ignore[attr-defined]
-    reasons = {e["check"]: e for e in out.quarantine}  # type: ignore[attr-defined]
-    assert reasons["range"]["value"] == 500.0 and "expected a value in [0" in reasons["range"]["reason"]
+    reasons = {e["check"]: e for e in out.entries()}  # type: ignore[attr-defined]
+    assert float(reasons["range"]["value"]) == 500.0 and "expected a value in [0" in reasons["range"]["reason"]
     assert reasons["domain"]["value"] == "purple" and reasons["domain"]["row"]["id"] == 1
     assert out.report.passed  # type: ignore[attr-defined]  # 0.1% quarantined is below max_quarantine_rate
 
@@ -71,7 +71,7 @@ def test_type_check_on_text_in_numeric_column() -> None:
     out = _validate(REF.set_column(1, "amount", bad))
     tc = _failed(out, "type")[0]
     assert tc.column == "amount" and tc.failing_rows == 1
-    assert out.quarantine[0]["value"] == "n/a"  # type: ignore[attr-defined]
+    assert out.entries()[0]["value"] == "n/a"  # type: ignore[attr-defined]
 
 
 def test_nullability_and_key_duplicates() -> None:
@@ -82,7 +82,7 @@ def test_nullability_and_key_duplicates() -> None:
     out = _validate(t)
     dup = _failed(out, "key_duplicates")[0]
     assert dup.failing_rows == 1 and dup.column == "id"
-    assert [e["row_index"] for e in out.quarantine if e["check"] == "key_duplicates"] == [5]  # type: ignore[attr-defined]
+    assert [e["row_index"] for e in out.entries() if e["check"] == "key_duplicates"] == [5]  # type: ignore[attr-defined]
     assert _failed(out, "nullability")[0].column == "color"
 
 
@@ -157,4 +157,4 @@ def test_check_contract(name: str) -> None:
     out = validate_table(REF, schema, ref_profile, Verification(freshness_hours=1e9), checks=[name])
     assert all(c.check in (name, "row_count") for c in out.report.checks)  # row_count may report "no rows"
     assert all(c.passed for c in out.report.checks), [c.message for c in out.report.checks]
-    assert out.kept.num_rows == REF.num_rows and not out.quarantine
+    assert out.kept.num_rows == REF.num_rows and out.quarantine.num_rows == 0

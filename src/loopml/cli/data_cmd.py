@@ -189,7 +189,7 @@ def validate(
     report.schema_path = str(path)
     jp, hp = write_reports(report, ws.reports, f"validation-{snap.snapshot_id}")
     if quarantine:
-        write_quarantine(ws, outcome.quarantine, execution_id=None, snapshot_id=snap.snapshot_id)
+        write_quarantine(ws, outcome.entries(), execution_id=None, snapshot_id=snap.snapshot_id)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from loopml.data.labels import apply_label_rule, ident, join_hand_labels
 from loopml.data.privacy import apply_privacy
-from loopml.data.sources import read_source
+from loopml.data.sources import duck_connect, read_source
 from loopml.errors import DataError
 from loopml.spec import Spec
 from loopml.spec.data import ClickWithinWindow
@@ -74,7 +74,7 @@ def build_examples(
     if not data.sources:
         raise DataError("data: no sources declared", hint="declare at least one source under data.sources")
     base = base_source(spec)
-    con = duckdb.connect()
+    con = duck_connect()
     result = EtlResult(table=pa.table({}), base=base or "transform")
     try:
         for name, source in data.sources.items():

@@ -19,10 +19,10 @@ import hmac
 import os
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loopml.data.sources import duck_connect
 from loopml.errors import DataError
 from loopml.spec.requirements import CoarsenRule, Privacy
 
@@ -65,7 +65,7 @@ def _coarsen(table: pa.Table, rule: CoarsenRule) -> pa.ChunkedArray:
     col = table.column(rule.column)
     t = col.type
     what = f"privacy coarsen `{rule.column}` ({rule.method})"
-    con = duckdb.connect()
+    con = duck_connect()
     try:
         con.register("c", pa.table({"v": col}))
         if rule.method in ("round", "bucket"):

@@ -34,6 +34,13 @@ from loopml.spec.data import CsvSource, JsonlSource, ParquetSource, SqlSource
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
 
 
+def duck_connect(path: str | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection without its terminal progress bar (loopml shows its own progress)."""
+    con = duckdb.connect(path or ":memory:", read_only=read_only)
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def _q(s: str) -> str:
     """A SQL string literal."""
     return "'" + s.replace("'", "''") + "'"
@@ -181,7 +188,7 @@ class CsvReader:
     ) -> pa.Table:
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
         opts = self._options(source, encoding)
-        con = duckdb.connect()
+        con = duck_connect()
         try:
             return con.sql(f"SELECT * FROM read_csv({file_list}, {opts})").to_arrow_table()
         except duckdb.Error as exc:
@@ -290,7 +297,7 @@ class ParquetReader:
     def read(self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None) -> pa.Table:
         files = list(files) if files is not None else self.files(name, source, project_dir)
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
-        con = duckdb.connect()
+        con = duck_connect()
         try:
             return con.sql(f"SELECT * FROM read_parquet({file_list}, union_by_name=true)").to_arrow_table()
         except duckdb.Error as exc:
@@ -317,7 +324,7 @@ class JsonlReader:
             if f.stat().st_size == 0:
                 raise DataError(f"source `{name}`: {f} is empty (0 bytes); expected one JSON object per line")
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
-        con = duckdb.connect()
+        con = duck_connect()
         try:
             return con.sql(
                 f"SELECT * FROM read_json({file_list}, format='newline_delimited', union_by_name=true)"
@@ -368,7 +375,7 @@ class SqlReader:
         if source.url.startswith("duckdb"):
             path = self.files(name, source, project_dir)[0]
             try:
-                con = duckdb.connect(str(path), read_only=True)
+                con = duck_connect(str(path), read_only=True)
             except duckdb.Error as exc:
                 raise DataError(f"source `{name}`: cannot open DuckDB database {path}: {exc}") from None
             try:

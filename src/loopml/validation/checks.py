@@ -2,8 +2,9 @@
 
 Two kinds of checks share one small protocol (:class:`Check`, one required method):
 
-- **row-level** checks (``row_level = True``) return SQL predicates that are true for a failing
-  row; the validator evaluates all of them in one DuckDB query and quarantines failing rows;
+- **row-level** checks (``row_level = True``) return boolean masks of failing rows, computed
+  vectorised (numpy / Arrow compute) on the columns the profile already converted; the
+  validator quarantines every row that fails any of them;
 - **dataset** checks compare the profile with the schema and the reference profile.
 
 >>> sorted(CHECKS)  # doctest: +NORMALIZE_WHITESPACE
@@ -17,11 +18,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from loopml.data.labels import ident
 from loopml.spec.data import Verification
-from loopml.validation.profile import NULL, OTHER, Profile, kind_of, psi
+from loopml.validation.columnar import ColumnData, Columns, kind_of, to_seconds
+from loopml.validation.profile import NULL, OTHER, Profile, psi
 from loopml.validation.schema import ColumnSchema, DataSchema
 
 Severity = Literal["error", "warning", "info"]
@@ -55,11 +58,11 @@ class CheckResult:
 
 @dataclass
 class RowPredicate:
-    """A SQL expression true for a failing row, with what was expected (for quarantine reasons)."""
+    """Rows failing a row-level check (``mask`` is True for a failing row), with what was expected."""
 
     check: str
     column: str | None
-    sql: str
+    mask: np.ndarray
     expected: str
 
 
@@ -73,6 +76,13 @@ class CheckContext:
     reference: Profile | None
     settings: Verification
     now: dt.datetime
+    columns: Columns | None = None
+
+    def col(self, name: str) -> ColumnData:
+        """The converted column ``name`` (shared with the profile)."""
+        if self.columns is None:
+            self.columns = Columns(self.table)
+        return self.columns.get(name)
 
     def severity(self, check: Check) -> Severity:
         """The configured severity of a check (spec override or the check's default)."""
@@ -126,7 +136,7 @@ class _DatasetCheck:
 
 
 def schema_kind(type_name: str) -> str:
-    """Kind (numeric/boolean/temporal/string) of an Arrow type name from a schema file."""
+    """Kind (int/numeric/boolean/temporal/string) of an Arrow type name from a schema file."""
     t = type_name.lower()
     if t.startswith(("int", "uint", "double", "float", "halffloat", "decimal")):
         return "int" if t.startswith(("int", "uint")) else "numeric"
@@ -139,19 +149,40 @@ def schema_kind(type_name: str) -> str:
     return "other"
 
 
-def typed(c: str, skind: str, actual: str) -> str:
-    """SQL of column ``c`` as the schema's kind (NULL when it cannot be converted)."""
-    if skind in ("int", "numeric"):
-        return c if actual == "numeric" else f"TRY_CAST({c} AS DOUBLE)"
+_DUCK = {"int": "DOUBLE", "numeric": "DOUBLE", "temporal": "TIMESTAMP", "boolean": "BOOLEAN"}
+
+
+def _try_cast(arr: pa.Array, skind: str) -> pa.Array:
+    """The column cast to the schema kind with DuckDB's TRY_CAST (null where it cannot be converted)."""
+    from loopml.data.sources import duck_connect
+
+    con = duck_connect()
+    try:
+        con.register("c", pa.table({"v": arr}))
+        return con.sql(f"SELECT TRY_CAST(v AS {_DUCK[skind]}) AS v FROM c").to_arrow_table().column("v").combine_chunks()
+    finally:
+        con.close()
+
+
+def as_schema_values(ctx: CheckContext, name: str, skind: str) -> np.ndarray:
+    """float64 values of a column read as the schema's kind (NaN where missing or not convertible)."""
+    col = ctx.col(name)
+    if (skind in ("int", "numeric") and col.kind == "numeric") or (skind == "temporal" and col.kind == "temporal"):
+        return col.values
+    cast = _try_cast(col.array, skind)
     if skind == "temporal":
-        return f"CAST({c} AS TIMESTAMP)" if actual == "temporal" else f"TRY_CAST({c} AS TIMESTAMP)"
-    if skind == "boolean":
-        return c if actual == "boolean" else f"TRY_CAST({c} AS BOOLEAN)"
-    return f"CAST({c} AS VARCHAR)"
+        return to_seconds(cast)
+    return np.asarray(pc.cast(cast, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _lit(v: Any) -> str:
-    return "'" + str(v).replace("'", "''") + "'"
+def bound_value(v: Any, skind: str) -> float:
+    """A schema bound as float64 (ISO dates and timestamps as epoch seconds, UTC when naive)."""
+    if skind == "temporal":
+        moment = dt.datetime.fromisoformat(str(v))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.timestamp()
+    return float(v)
 
 
 @register_check
@@ -164,17 +195,17 @@ class TypeCheck(_RowCheck):
     def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
         out = []
         for name, cs, actual in ctx.present():
-            c = ident(name)
             sk = schema_kind(cs.type)
-            if sk in ("other", "string"):
+            if sk in ("other", "string") or (sk == "numeric" and actual == "numeric") or sk == actual:
                 continue
+            col = ctx.col(name)
             if sk == "int" and actual == "numeric":
-                sql = f"{c} IS NOT NULL AND CAST({c} AS DOUBLE) <> round(CAST({c} AS DOUBLE))"
-            elif (sk == "numeric" and actual == "numeric") or sk == actual:
-                continue
+                v = col.values
+                mask = ~np.isnan(v) & (v != np.round(v))
             else:
-                sql = f"{c} IS NOT NULL AND {typed(c, sk, actual)} IS NULL"
-            out.append(RowPredicate(self.name, name, sql, f"a value of type {cs.type}"))
+                cast = _try_cast(col.array, sk)
+                mask = col.valid & ~np.asarray(cast.is_valid().to_numpy(zero_copy_only=False))
+            out.append(RowPredicate(self.name, name, mask, f"a value of type {cs.type}"))
         return out
 
 
@@ -187,7 +218,7 @@ class NullabilityCheck(_RowCheck):
 
     def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
         return [
-            RowPredicate(self.name, n, f"{ident(n)} IS NULL", "a value (column is not nullable)")
+            RowPredicate(self.name, n, ~ctx.col(n).valid, "a value (column is not nullable)")
             for n, cs, _ in ctx.present()
             if not cs.nullable
         ]
@@ -202,23 +233,18 @@ class RangeCheck(_RowCheck):
 
     def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
         out = []
-        for name, cs, actual in ctx.present():
+        for name, cs, _ in ctx.present():
             sk = schema_kind(cs.type)
             if (cs.min is None and cs.max is None) or sk not in ("int", "numeric", "temporal"):
                 continue
-            x = typed(ident(name), sk, actual)
-            conds = []
-            if sk == "temporal":
+            v = as_schema_values(ctx, name, sk)
+            with np.errstate(invalid="ignore"):
+                mask = np.zeros(v.size, dtype=bool)
                 if cs.min is not None:
-                    conds.append(f"{x} < CAST({_lit(cs.min)} AS TIMESTAMP)")
+                    mask |= v < bound_value(cs.min, sk)
                 if cs.max is not None:
-                    conds.append(f"{x} > CAST({_lit(cs.max)} AS TIMESTAMP)")
-            else:
-                if cs.min is not None:
-                    conds.append(f"{x} < {float(cs.min)!r}")
-                if cs.max is not None:
-                    conds.append(f"{x} > {float(cs.max)!r}")
-            out.append(RowPredicate(self.name, name, " OR ".join(conds), f"a value in [{cs.min}, {cs.max}]"))
+                    mask |= v > bound_value(cs.max, sk)
+            out.append(RowPredicate(self.name, name, mask, f"a value in [{cs.min}, {cs.max}]"))
         return out
 
 
@@ -234,16 +260,19 @@ class DomainCheck(_RowCheck):
         for name, cs, actual in ctx.present():
             if not cs.domain:
                 continue
-            c = ident(name)
             sk = schema_kind(cs.type)
             shown = ", ".join(map(str, cs.domain[:8])) + (", ..." if len(cs.domain) > 8 else "")
+            col = ctx.col(name)
             if sk in ("int", "numeric"):
-                vals = ", ".join(repr(float(v)) for v in cs.domain)
-                sql = f"{typed(c, sk, actual)} NOT IN ({vals})"
+                v = as_schema_values(ctx, name, sk)
+                mask = ~np.isnan(v) & ~np.isin(v, np.asarray([float(x) for x in cs.domain]))
             else:
-                vals = ", ".join(_lit(str(v).lower() if isinstance(v, bool) else v) for v in cs.domain)
-                sql = f"{c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({vals})"
-            out.append(RowPredicate(self.name, name, sql, f"one of {{{shown}}}"))
+                labels = pa.array([str(x).lower() if isinstance(x, bool) else str(x) for x in cs.domain])
+                text = col.array if actual == "string" and not pa.types.is_dictionary(col.array.type) else pc.cast(
+                    col.array, pa.string())
+                inside = pc.is_in(text, value_set=labels).to_numpy(zero_copy_only=False)
+                mask = col.valid & ~np.asarray(inside, dtype=bool)
+            out.append(RowPredicate(self.name, name, mask, f"one of {{{shown}}}"))
         return out
 
 
@@ -258,15 +287,20 @@ class KeyDuplicatesCheck(_RowCheck):
         keys = [k for k in ctx.schema.unique_keys if k in ctx.table.column_names]
         if not keys:
             return []
-        part = ", ".join(ident(k) for k in keys)
-        return [
-            RowPredicate(
-                self.name,
-                ",".join(keys),
-                f"row_number() OVER (PARTITION BY {part} ORDER BY __row) > 1",
-                f"a unique ({', '.join(keys)})",
-            )
-        ]
+        n = ctx.table.num_rows
+        mask = np.zeros(n, dtype=bool)
+        if len(keys) == 1:
+            col = ctx.col(keys[0])
+            key = col.values if col.kind in ("numeric", "temporal") else col.codes[0]
+            order = np.argsort(key, kind="stable")  # stable: the first row of a key comes first
+            s = key[order]
+            mask[order[1:][s[1:] == s[:-1]]] = True
+        else:
+            t = ctx.table.select(keys).append_column("__row", pa.array(np.arange(n, dtype=np.int64)))
+            firsts = t.group_by(keys, use_threads=False).aggregate([("__row", "min")]).column("__row_min")
+            mask[:] = True
+            mask[firsts.to_numpy()] = False
+        return [RowPredicate(self.name, ",".join(keys), mask, f"a unique ({', '.join(keys)})")]
 
 
 @register_check

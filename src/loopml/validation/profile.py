@@ -1,9 +1,10 @@
-"""Column profiles computed with two vectorised DuckDB aggregate queries over an Arrow table.
+"""Column profiles in one vectorised pass per column (numpy / Arrow compute, columns in parallel).
 
-Query 1 computes, for every column at once, the count, missing count, approximate distinct
-count, min/max/mean/std, approximate quantiles and approximate top values. Query 2 bins every
-column at once: an equal-width histogram (for reports) and decile bins (for PSI). When a
-reference profile is given, its bin edges and categories are reused so that the two
+Numbers and timestamps are sorted once: distinct values, their counts, top values and
+quantiles come from the sorted copy; the equal-width histogram (for reports) and the decile
+bins (for PSI) are ``bincount`` over bucket indices. Strings and booleans are dictionary
+encoded once; counts per value are a ``bincount`` of the codes. When a reference profile is
+given, its histogram edges, decile edges and categories are reused so that the two
 distributions are directly comparable.
 
 >>> import pyarrow as pa
@@ -14,32 +15,23 @@ distributions are directly comparable.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from loopml.data.labels import ident
+from loopml.validation.columnar import ColumnData, Columns, kind_of
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 PSI_QUANTILES = tuple(i / 10 for i in range(1, 10))
 OTHER = "__other__"
 NULL = "__null__"
-
-
-def kind_of(t: pa.DataType) -> str:
-    """Coarse kind of an Arrow type: numeric, boolean, temporal, string or other."""
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "numeric"
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return "temporal"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        return "string"
-    return "other"
 
 
 @dataclass
@@ -60,7 +52,7 @@ class ColumnProfile:
     quantiles: dict[str, float] = field(default_factory=dict)
     top: list[list[Any]] = field(default_factory=list)  # [[value, count], ...]
     histogram: dict[str, list[Any]] = field(default_factory=dict)  # edges+counts or values+counts
-    psi_bins: dict[str, list[Any]] = field(default_factory=dict)  # edges+counts or values+counts
+    psi_bins: dict[str, Any] = field(default_factory=dict)  # edges+counts or values+counts
 
 
 @dataclass
@@ -87,14 +79,25 @@ def _num(v: Any) -> Any:
         return None
     if hasattr(v, "isoformat"):
         return v.isoformat()
-    if isinstance(v, int | float | str | bool):
+    if isinstance(v, bool | int | str):
         return v
+    if isinstance(v, np.integer):
+        return int(v)
     return float(v)
 
 
-def _expr_num(c: str, kind: str) -> str:
-    """A DOUBLE expression of a numeric or temporal column (temporal as epoch seconds)."""
-    return f"epoch({c})" if kind == "temporal" else f"CAST({c} AS DOUBLE)"
+def _label(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _as_value(v: float, cp: ColumnProfile) -> Any:
+    """A float from the numeric view back as the column's own value type (for top values)."""
+    if cp.kind == "temporal":
+        moment = dt.datetime.fromtimestamp(float(v), dt.UTC).replace(tzinfo=None)
+        return moment.date().isoformat() if cp.type.startswith("date") else moment.isoformat()
+    if cp.type.startswith(("int", "uint")):
+        return int(v)
+    return float(v)
 
 
 def profile_table(
@@ -103,7 +106,8 @@ def profile_table(
     reference: Profile | None = None,
     bins: int = 20,
     top_k: int = 10,
-    con: duckdb.DuckDBPyConnection | None = None,
+    columns: Columns | None = None,
+    threads: int | None = None,
 ) -> Profile:
     """Profile every column of ``table``.
 
@@ -117,200 +121,117 @@ def profile_table(
         Number of equal-width histogram bins for numeric and temporal columns.
     top_k
         Number of most frequent values kept for every column.
-    con
-        DuckDB connection to use (a new in-memory one when omitted).
+    columns
+        Converted columns to reuse (the validator shares them with the row-level checks).
+    threads
+        Columns profiled in parallel (numpy and Arrow release the GIL); default: CPU count.
     """
-    own = con is None
-    con = con or duckdb.connect()
-    try:
-        con.register("__profile_t", table)
-        cols = {f.name: ColumnProfile(name=f.name, type=str(f.type), kind=kind_of(f.type)) for f in table.schema}
-        _pass_stats(con, table.num_rows, cols, top_k)
-        _pass_bins(con, cols, reference, bins)
-        con.unregister("__profile_t")
-    finally:
-        if own:
-            con.close()
-    return Profile(rows=table.num_rows, columns=cols)
+    cols = columns or Columns(table)
+    names = table.column_names
 
-
-def _pass_stats(con: duckdb.DuckDBPyConnection, n: int, cols: dict[str, ColumnProfile], top_k: int) -> None:
-    exprs: list[str] = []
-    keys: list[tuple[str, str]] = []
-
-    def add(col: str, what: str, expr: str) -> None:
-        keys.append((col, what))
-        exprs.append(expr)
-
-    for name, cp in cols.items():
-        c = ident(name)
-        add(name, "count", f"count({c})")
-        if cp.kind == "other":
-            continue
-        add(name, "distinct", f"approx_count_distinct({c})")
-        if cp.kind in ("numeric", "temporal"):
-            x = _expr_num(c, cp.kind)
-            add(name, "min", f"min({c})")
-            add(name, "max", f"max({c})")
-            add(name, "mean", f"avg({x})")
-            add(name, "std", f"stddev_samp({x})")
-            add(name, "quantiles", f"approx_quantile({x}, [{', '.join(map(str, QUANTILES))}])")
-            add(name, "psi_edges", f"approx_quantile({x}, [{', '.join(map(str, PSI_QUANTILES))}])")
-        elif cp.kind == "boolean":
-            add(name, "mean", f"avg(CAST({c} AS DOUBLE))")
-        else:
-            add(name, "min", f"min({c})")
-            add(name, "max", f"max({c})")
-            add(name, "mean", f"avg(length({c}))")  # mean length for strings
-        add(name, "top", f"approx_top_k({c}, {top_k})")
-    row = con.execute(f"SELECT {', '.join(exprs)} FROM __profile_t").fetchall()[0]
-    for (name, what), value in zip(keys, row):
-        cp = cols[name]
-        if what == "count":
-            cp.count = int(value or 0)
-            cp.missing = n - cp.count
-            cp.missing_rate = cp.missing / n if n else 0.0
-        elif what == "distinct":
-            cp.distinct = int(value or 0)
-        elif what in ("min", "max"):
-            setattr(cp, what, _num(value))
-        elif what in ("mean", "std"):
-            setattr(cp, what, _num(value))
-        elif what == "quantiles":
-            cp.quantiles = {f"p{round(q * 100):02d}": _num(v) for q, v in zip(QUANTILES, value or [])}
-        elif what == "psi_edges":
-            edges = sorted({float(v) for v in (value or []) if v is not None})
-            cp.psi_bins = {"edges": edges}
-        elif what == "top":
-            cp.top = [[_num(v), 0] for v in (value or []) if v is not None]
-    for cp in cols.values():
-        if cp.distinct and cp.count:
-            cp.distinct = min(cp.distinct, cp.count)
-
-
-def _cat_expr(c: str, values: list[Any], kind: str) -> str:
-    lits = ", ".join(_lit(v, kind) for v in values)
-    if not values:
-        return f"CASE WHEN {c} IS NULL THEN '{NULL}' ELSE '{OTHER}' END"
-    return (
-        f"CASE WHEN {c} IS NULL THEN '{NULL}' WHEN CAST({c} AS VARCHAR) IN ({lits}) "
-        f"THEN CAST({c} AS VARCHAR) ELSE '{OTHER}' END"
-    )
-
-
-def _lit(v: Any, kind: str) -> str:
-    s = str(v).lower() if isinstance(v, bool) else str(v)
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _pass_bins(
-    con: duckdb.DuckDBPyConnection, cols: dict[str, ColumnProfile], reference: Profile | None, bins: int
-) -> None:
-    exprs: list[str] = []
-    keys: list[tuple[str, str, list[Any]]] = []
-    for name, cp in cols.items():
-        c = ident(name)
+    def one(name: str) -> ColumnProfile:
         ref = reference.columns.get(name) if reference is not None else None
-        if ref is not None and ref.kind != cp.kind:
-            ref = None
-        if cp.kind in ("numeric", "temporal"):
-            x = _expr_num(c, cp.kind)
-            if ref is not None and ref.histogram.get("edges"):
-                edges = [float(e) for e in ref.histogram["edges"]]
-            else:
-                lo_v = _to_float(cp.min, cp.kind)
-                hi_v = _to_float(cp.max, cp.kind)
-                if lo_v is None or hi_v is None:
-                    edges = []
-                else:
-                    width = (hi_v - lo_v) / bins if hi_v > lo_v else 1.0
-                    edges = [lo_v + i * width for i in range(bins + 1)]
-            if edges:
-                lo_e, w = edges[0], (edges[-1] - edges[0]) / (len(edges) - 1) or 1.0
-                nb = len(edges) - 1
-                keys.append((name, "hist", edges))
-                exprs.append(
-                    f"histogram(CASE WHEN {x} IS NULL THEN NULL ELSE "
-                    f"least(greatest(CAST(floor(({x} - {lo_e!r}) / {w!r}) AS BIGINT), 0), {nb - 1}) END)"
-                )
-            psi_edges = (ref.psi_bins.get("edges") if ref is not None else None) or cp.psi_bins.get("edges") or []
-            psi_edges = [float(e) for e in psi_edges]
-            keys.append((name, "psi", psi_edges))
-            bucket = " + ".join(f"CAST({x} > {e!r} AS INTEGER)" for e in psi_edges) or "0"
-            exprs.append(f"histogram(CASE WHEN {x} IS NULL THEN -1 ELSE {bucket} END)")
-            if cp.top:
-                keys.append((name, "topc", [v for v, _ in cp.top]))
-                exprs.append(f"histogram({_cat_expr(c, [_label(v).replace('T', ' ') for v, _ in cp.top], cp.kind)})")
-        elif cp.kind in ("string", "boolean"):
-            ref_values = [v for v, _ in ref.top] if ref is not None else []
-            values = ref_values + [v for v, _ in cp.top if v not in ref_values]
-            keys.append((name, "cat", [ref_values, values]))
-            exprs.append(f"histogram({_cat_expr(c, values, cp.kind)})")
-    if not exprs:
+        return profile_column(cols.get(name), ref, bins=bins, top_k=top_k)
+
+    workers = max(1, min(threads or os.cpu_count() or 1, len(names)))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            profiles = list(pool.map(one, names))
+    else:
+        profiles = [one(n) for n in names]
+    return Profile(rows=table.num_rows, columns=dict(zip(names, profiles)))
+
+
+def profile_column(col: ColumnData, ref: ColumnProfile | None, *, bins: int = 20, top_k: int = 10) -> ColumnProfile:
+    """Profile of one converted column (reference bins reused when the kinds agree)."""
+    cp = ColumnProfile(name=col.name, type=str(col.array.type), kind=col.kind)
+    if ref is not None and ref.kind != cp.kind:
+        ref = None
+    n = col.n
+    cp.missing = col.missing
+    cp.count = n - cp.missing
+    cp.missing_rate = cp.missing / n if n else 0.0
+    if cp.kind == "other":
+        return cp
+    if cp.kind in ("numeric", "temporal"):
+        _numeric(col, cp, ref, bins, top_k)
+    else:
+        _categorical(col, cp, ref, top_k)
+    return cp
+
+
+def _numeric(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, bins: int, top_k: int) -> None:
+    s = col.sorted
+    uniques, counts = col.uniques, col.counts
+    cp.distinct = int(uniques.size)
+    if s.size == 0:
+        cp.histogram = {"edges": [], "counts": []}
         return
-    row = con.execute(f"SELECT {', '.join(exprs)} FROM __profile_t").fetchall()[0]
-    for (name, what, spec), value in zip(keys, row):
-        cp = cols[name]
-        counts: dict[Any, int] = dict(value or {})
-        if what == "hist":
-            cp.histogram = {"edges": spec, "counts": [int(counts.get(i, 0)) for i in range(len(spec) - 1)]}
-        elif what == "psi":
-            cp.psi_bins = {
-                "edges": spec,
-                "counts": [int(counts.get(i, 0)) for i in range(len(spec) + 1)],
-                "missing": int(counts.get(-1, 0)),
-            }
-        elif what == "topc":
-            cp.top = sorted(
-                ([v, int(counts.get(_label(v).replace("T", " "), 0))] for v in spec), key=lambda vc: -vc[1]
-            )
-        else:
-            ref_values, values = spec
-            labels = [_label(v) for v in values]
-            cp.histogram = {
-                "values": [*labels, OTHER, NULL],
-                "counts": [int(counts.get(v, 0)) for v in [*labels, OTHER, NULL]],
-            }
-            if ref_values:
-                ref_labels = [_label(v) for v in ref_values]
-                other = sum(int(k) for v, k in counts.items() if v not in ref_labels and v != NULL)
-                cp.psi_bins = {
-                    "values": [*ref_labels, OTHER, NULL],
-                    "counts": [*(int(counts.get(v, 0)) for v in ref_labels), other, int(counts.get(NULL, 0))],
-                }
-            else:
-                cp.psi_bins = cp.histogram
-            cp.top = sorted(([v, int(counts.get(_label(v), 0))] for v, _ in cp.top), key=lambda vc: -vc[1])
+    mm = pc.min_max(col.array)
+    cp.min, cp.max = _num(mm["min"].as_py()), _num(mm["max"].as_py())
+    cp.mean = float(s.mean())
+    cp.std = float(s.std(ddof=1)) if s.size > 1 else None
+    qv = col.quantiles([*QUANTILES, *PSI_QUANTILES])
+    cp.quantiles = {f"p{round(q * 100):02d}": v for q, v in zip(QUANTILES, qv[: len(QUANTILES)])}
+    k = min(top_k, counts.size)
+    top_idx = np.argpartition(-counts, k - 1)[:k] if counts.size > k else np.arange(counts.size)
+    top_idx = top_idx[np.lexsort((uniques[top_idx], -counts[top_idx]))]
+    cp.top = [[_as_value(uniques[i], cp), int(counts[i])] for i in top_idx]
+    # equal-width histogram (reference edges when given)
+    if ref is not None and ref.histogram.get("edges"):
+        edges = np.asarray(ref.histogram["edges"], dtype=np.float64)
+    else:
+        lo, hi = float(s[0]), float(s[-1])
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    nb = edges.size - 1
+    width = (edges[-1] - edges[0]) / nb or 1.0
+    idx = np.clip(np.floor((uniques - edges[0]) / width), 0, nb - 1).astype(np.int64)
+    cp.histogram = {"edges": edges.tolist(), "counts": np.bincount(idx, weights=counts, minlength=nb).astype(
+        np.int64).tolist()}
+    # decile bins for PSI (reference edges when given): bucket = number of edges below the value
+    psi_edges = (ref.psi_bins.get("edges") if ref is not None else None)
+    if psi_edges is None:
+        psi_edges = sorted(set(qv[len(QUANTILES):]))
+    pe = np.asarray(psi_edges, dtype=np.float64)
+    b = np.searchsorted(pe, uniques, side="left")
+    cp.psi_bins = {
+        "edges": pe.tolist(),
+        "counts": np.bincount(b, weights=counts, minlength=pe.size + 1).astype(np.int64).tolist(),
+        "missing": cp.missing,
+    }
 
 
-def _label(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
-
-
-def _to_float(v: Any, kind: str) -> float | None:
-    if v is None:
-        return None
-    if kind == "temporal":
-        import datetime as dt
-
-        if isinstance(v, str):
-            try:
-                d = dt.datetime.fromisoformat(v)
-            except ValueError:
-                return None
-        else:
-            d = v
-        if isinstance(d, dt.datetime):
-            if d.tzinfo is None:
-                d = d.replace(tzinfo=dt.UTC)
-            return d.timestamp()
-        if isinstance(d, dt.date):
-            return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+def _categorical(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, top_k: int) -> None:
+    values, counts = col.uniques, col.counts
+    present = counts > 0
+    values, counts = values[present], counts[present]
+    cp.distinct = int(values.size)
+    if cp.kind == "boolean":
+        cp.mean = float(sum(c for v, c in zip(values, counts) if v) / cp.count) if cp.count else None
+    elif cp.count:
+        mm = pc.min_max(col.array)
+        cp.min, cp.max = _num(mm["min"].as_py()), _num(mm["max"].as_py())
+        lengths = pc.utf8_length(col.array) if not pa.types.is_dictionary(col.array.type) else None
+        cp.mean = float(pc.mean(lengths).as_py()) if lengths is not None else None  # mean length of strings
+    order = np.argsort(-counts, kind="stable")
+    labels = [_label(v) for v in values]
+    cp.top = [[_num(values[i]), int(counts[i])] for i in order[:top_k]]
+    by_label = dict(zip(labels, (int(c) for c in counts)))
+    ref_labels = [_label(v) for v, _ in ref.top] if ref is not None else []
+    shown = ref_labels + [labels[i] for i in order[:top_k] if labels[i] not in ref_labels]
+    other = cp.count - sum(by_label.get(v, 0) for v in shown)
+    cp.histogram = {
+        "values": [*shown, OTHER, NULL],
+        "counts": [*(by_label.get(v, 0) for v in shown), other, cp.missing],
+    }
+    if ref is not None:
+        ref_other = cp.count - sum(by_label.get(v, 0) for v in ref_labels)
+        cp.psi_bins = {
+            "values": [*ref_labels, OTHER, NULL],
+            "counts": [*(by_label.get(v, 0) for v in ref_labels), ref_other, cp.missing],
+        }
+    else:
+        cp.psi_bins = cp.histogram
 
 
 def psi(expected: list[int], actual: list[int], eps: float = 1e-4) -> float:
@@ -326,4 +247,4 @@ def psi(expected: list[int], actual: list[int], eps: float = 1e-4) -> float:
     return total
 
 
-__all__ = ["OTHER", "ColumnProfile", "Profile", "kind_of", "profile_table", "psi"]
+__all__ = ["NULL", "OTHER", "ColumnProfile", "Profile", "kind_of", "profile_column", "profile_table", "psi"]

@@ -26,8 +26,8 @@ def checks_table(report: ValidationReport, *, limit: int | None = None) -> Table
         f"({report.rows:,} rows, {report.quarantined_rows:,} quarantined)"
     )
     t = Table(title=title, header_style="bold")
-    for c in ("status", "severity", "check", "column", "rows", "detail"):
-        t.add_column(c)
+    for col in ("status", "severity", "check", "column", "rows", "detail"):
+        t.add_column(col)
     checks = report.ordered_checks()
     for c in checks[:limit] if limit else checks:
         style = "green" if c.passed else _SEV_STYLE.get(c.severity, "white")

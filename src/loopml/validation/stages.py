@@ -110,7 +110,7 @@ class ValidateStage(BaseStage):
         report = outcome.report
         report.schema_path = str(path)
         report.schema_inferred = inferred
-        n_q = write_quarantine(ws, outcome.quarantine, execution_id=ctx.execution_id, snapshot_id=snapshot)
+        n_q = write_quarantine(ws, outcome.entries(), execution_id=ctx.execution_id, snapshot_id=snapshot)
         stem = f"validation-{snapshot or ctx.execution_id}"
         json_path, html_path = write_reports(report, ws.reports, stem)
         if not report.passed:

@@ -1,7 +1,8 @@
 """Validate a table against a schema and a reference profile.
 
-All row-level predicates run in one DuckDB query; dataset checks read the profile. The
-result is a :class:`ValidationReport`, the mask of rows to keep and the quarantine entries.
+Row-level checks give boolean masks over the columns the profile already converted; dataset
+checks read the profile. The result is a :class:`ValidationReport`, the rows to keep and the
+quarantine (one row per failing (row, check) pair, built column-wise).
 
 >>> import pyarrow as pa
 >>> from loopml.spec.data import Verification
@@ -21,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from loopml.spec.data import Verification
 from loopml.validation.checks import (
@@ -33,10 +34,9 @@ from loopml.validation.checks import (
     CheckResult,
     RowPredicate,
 )
+from loopml.validation.columnar import Columns
 from loopml.validation.profile import Profile, profile_table
 from loopml.validation.schema import DataSchema
-
-ROW = "__row"
 
 
 @dataclass
@@ -97,28 +97,28 @@ class ValidationReport:
         }
 
 
+QUARANTINE_SCHEMA = pa.schema(
+    [("row_index", pa.int64()), ("check", pa.string()), ("column", pa.string()), ("value", pa.string()),
+     ("reason", pa.string())]
+)
+
+
 @dataclass
 class ValidationOutcome:
-    """Report, the rows kept and the quarantine entries."""
+    """Report, the rows kept and the quarantine (one row per failing (row, check) pair)."""
 
     report: ValidationReport
     kept: pa.Table
-    quarantine: list[dict[str, Any]]
+    quarantine: pa.Table  # QUARANTINE_SCHEMA
+    failed_rows: pa.Table  # the failing rows themselves, with their row index in ``__row``
 
-
-def _row_failures(
-    con: duckdb.DuckDBPyConnection, preds: list[RowPredicate]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(failing row indices, boolean matrix rows × predicates) from one query."""
-    flags = ", ".join(f"COALESCE(({p.sql}), false) AS f{i}" for i, p in enumerate(preds))
-    any_ = " OR ".join(f"f{i}" for i in range(len(preds)))
-    res = con.sql(f"SELECT {ROW}, * EXCLUDE ({ROW}) FROM (SELECT {ROW}, {flags} FROM __v) WHERE {any_} "
-                  f"ORDER BY {ROW}").to_arrow_table()
-    idx = res.column(0).to_numpy()
-    mat = np.column_stack([res.column(i + 1).to_numpy(zero_copy_only=False) for i in range(len(preds))]) if len(
-        res
-    ) else np.zeros((0, len(preds)), dtype=bool)
-    return idx, mat
+    def entries(self) -> list[dict[str, Any]]:
+        """Quarantine entries as dicts, each with the whole failing row (for the metadata table)."""
+        if self.quarantine.num_rows == 0:
+            return []
+        index = self.failed_rows.column("__row").to_pylist()
+        rows = dict(zip(index, self.failed_rows.drop_columns(["__row"]).to_pylist()))
+        return [{**e, "row": rows[e["row_index"]]} for e in self.quarantine.to_pylist()]
 
 
 def validate_table(
@@ -155,50 +155,52 @@ def validate_table(
     """
     t0 = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
-    con = duckdb.connect()
-    try:
-        profile = profile or profile_table(table, reference=reference, con=con)
-        ctx = CheckContext(table, profile, schema, reference, settings, now)
-        instances = [CHECKS[n]() for n in (checks or list(CHECKS))]
-        results: list[CheckResult] = []
-        preds: list[RowPredicate] = []
-        owner: list[Any] = []
-        for chk in instances:
-            if chk.row_level:
-                ps = chk.predicates(ctx)
-                preds.extend(ps)
-                owner.extend([chk] * len(ps))
-            else:
-                results.extend(chk.run(ctx))
-        entries: list[dict[str, Any]] = []
-        fail_idx = np.zeros(0, dtype=np.int64)
-        if preds:
-            con.register("__v", table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))))
-            fail_idx, mat = _row_failures(con, preds)
-            n = max(table.num_rows, 1)
-            for j, (p, chk) in enumerate(zip(preds, owner)):
-                k = int(mat[:, j].sum()) if len(mat) else 0
-                rate = k / n
-                sev = ctx.severity(chk) if rate > settings.max_quarantine_rate else "warning"
-                results.append(
-                    CheckResult(
-                        p.check,
-                        p.column,
-                        k == 0,
-                        sev if k else ctx.severity(chk),
-                        f"{k:,} row(s) ({rate:.2%}) not {p.expected}; quarantined" if k else f"all rows {p.expected}",
-                        failing_rows=k,
-                        evidence={"rate": rate, "expected": p.expected,
-                                  "max_quarantine_rate": settings.max_quarantine_rate},
-                    )
+    columns = Columns(table)
+    profile = profile or profile_table(table, reference=reference, columns=columns)
+    ctx = CheckContext(table, profile, schema, reference, settings, now, columns)
+    instances = [CHECKS[n]() for n in (checks or list(CHECKS))]
+    results: list[CheckResult] = []
+    preds: list[RowPredicate] = []
+    owner: list[Any] = []
+    for chk in instances:
+        if chk.row_level:
+            ps = chk.predicates(ctx)
+            preds.extend(ps)
+            owner.extend([chk] * len(ps))
+        else:
+            results.extend(chk.run(ctx))
+    parts: list[pa.Table] = []
+    fail_idx = np.zeros(0, dtype=np.int64)
+    if preds:
+        any_fail = np.zeros(table.num_rows, dtype=bool)
+        for p in preds:
+            any_fail |= p.mask
+        fail_idx = np.flatnonzero(any_fail)
+        n = max(table.num_rows, 1)
+        for p, chk in zip(preds, owner):
+            k = int(p.mask.sum())
+            rate = k / n
+            sev = ctx.severity(chk) if rate > settings.max_quarantine_rate else "warning"
+            results.append(
+                CheckResult(
+                    p.check,
+                    p.column,
+                    k == 0,
+                    sev if k else ctx.severity(chk),
+                    f"{k:,} row(s) ({rate:.2%}) not {p.expected}; quarantined" if k else f"all rows {p.expected}",
+                    failing_rows=k,
+                    evidence={"rate": rate, "expected": p.expected,
+                              "max_quarantine_rate": settings.max_quarantine_rate},
                 )
-            if len(fail_idx):
-                entries = _entries(table, fail_idx, mat, preds)
-        keep = np.ones(table.num_rows, dtype=bool)
-        keep[fail_idx] = False
-        kept = table.filter(pa.array(keep)) if len(fail_idx) else table
-    finally:
-        con.close()
+            )
+            if k:
+                parts.append(_quarantine_part(table, p))
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[fail_idx] = False
+    kept = table.filter(pa.array(keep)) if len(fail_idx) else table
+    failed = table.take(pa.array(fail_idx, pa.int64())).append_column("__row", pa.array(fail_idx, pa.int64()))
+    quarantine = (pa.concat_tables(parts).sort_by([("row_index", "ascending")]) if parts
+                  else QUARANTINE_SCHEMA.empty_table())
     report = ValidationReport(
         snapshot=snapshot,
         rows=table.num_rows,
@@ -210,29 +212,23 @@ def validate_table(
         fail_on=settings.fail_on,
         duration_s=time.perf_counter() - t0,
     )
-    return ValidationOutcome(report, kept, entries)
+    return ValidationOutcome(report, kept, quarantine, failed)
 
 
-def _entries(table: pa.Table, idx: np.ndarray, mat: np.ndarray, preds: list[RowPredicate]) -> list[dict[str, Any]]:
-    rows = table.take(pa.array(idx)).to_pylist()
-    out = []
-    for r, (i, flags) in enumerate(zip(idx, mat)):
-        row = rows[r]
-        for j in np.flatnonzero(flags):
-            p = preds[j]
-            cols = (p.column or "").split(",")
-            value = row.get(cols[0]) if len(cols) == 1 else tuple(row.get(c) for c in cols)
-            out.append(
-                {
-                    "row_index": int(i),
-                    "check": p.check,
-                    "column": p.column,
-                    "value": value,
-                    "reason": f"{p.check}: column `{p.column}` is {value!r}, expected {p.expected}",
-                    "row": row,
-                }
-            )
-    return out
+def _quarantine_part(table: pa.Table, p: RowPredicate) -> pa.Table:
+    """Quarantine rows of one failing predicate, built column-wise."""
+    idx = pa.array(np.flatnonzero(p.mask), pa.int64())
+    cols = (p.column or "").split(",")
+    texts = [pc.fill_null(pc.cast(table.column(c).take(idx), pa.string()), "null") for c in cols]
+    value = texts[0] if len(texts) == 1 else pc.binary_join_element_wise(*texts, ", ")
+    reason = pc.binary_join_element_wise(
+        pa.scalar(f"{p.check}: column `{p.column}` is "), value, pa.scalar(f", expected {p.expected}"), ""
+    )
+    n = len(idx)
+    return pa.table(
+        [idx, pa.array([p.check] * n, pa.string()), pa.array([p.column] * n, pa.string()), value, reason],
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
-__all__ = ["ValidationOutcome", "ValidationReport", "validate_table"]
+__all__ = ["QUARANTINE_SCHEMA", "ValidationOutcome", "ValidationReport", "validate_table"]

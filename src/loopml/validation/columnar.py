@@ -1,0 +1,169 @@
+"""Columnar views of an Arrow table shared by the profile and the row-level checks.
+
+Each column is converted once: numbers and timestamps to a float64 numpy array (timestamps as
+epoch seconds) with a validity mask and a sorted copy of the valid values (from which
+distinct values, counts and quantiles come without hashing); strings and booleans to
+dictionary codes with per-value counts. Everything is vectorised (numpy / Arrow compute).
+
+>>> import pyarrow as pa
+>>> cols = Columns(pa.table({"x": [3, None, 1, 3]}))
+>>> c = cols.get("x")
+>>> c.missing, c.uniques.tolist(), c.counts.tolist()
+(1, [1.0, 3.0], [1, 2])
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def kind_of(t: pa.DataType) -> str:
+    """Coarse kind of an Arrow type: numeric, boolean, temporal, string or other."""
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "numeric"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "temporal"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return "string"
+    return "other"
+
+
+def to_seconds(arr: pa.Array) -> np.ndarray:
+    """Epoch seconds (float64, NaN for nulls) of a timestamp or date array."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        ints = pc.cast(arr, pa.int64())
+        factor = _UNIT_S[t.unit]
+    elif pa.types.is_date32(t):
+        ints = pc.cast(arr, pa.int32())
+        factor = 86400.0
+    else:  # date64: milliseconds
+        ints = pc.cast(arr, pa.int64())
+        factor = 1e-3
+    out: np.ndarray = ints.to_numpy(zero_copy_only=False).astype(np.float64) * factor
+    if arr.null_count:
+        out[~arr.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return out
+
+
+@dataclass
+class ColumnData:
+    """One column, converted once."""
+
+    name: str
+    array: pa.Array
+    kind: str
+    n: int
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        """True where the value is present (not null, not NaN)."""
+        if self.kind in ("numeric", "temporal"):
+            return np.asarray(~np.isnan(self.values))
+        if self.array.null_count == 0:
+            return np.ones(self.n, dtype=bool)
+        return np.asarray(self.array.is_valid().to_numpy(zero_copy_only=False))
+
+    @property
+    def missing(self) -> int:
+        """Number of missing values."""
+        return int(self.n - self.valid.sum())
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """float64 values (NaN for missing) of a numeric or temporal column."""
+        arr = self.array
+        if self.kind == "temporal":
+            return to_seconds(arr)
+        if pa.types.is_decimal(arr.type) or pa.types.is_integer(arr.type):
+            arr = pc.cast(arr, pa.float64())
+        # Arrow turns nulls of a float array into NaN
+        out: np.ndarray = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return out
+
+    @cached_property
+    def sorted(self) -> np.ndarray:
+        """The valid values, sorted."""
+        v = self.values
+        return np.sort(v[~np.isnan(v)]) if self.missing else np.sort(v)
+
+    @cached_property
+    def _uniq(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind in ("numeric", "temporal"):
+            s = self.sorted
+            if s.size == 0:
+                return s, np.zeros(0, dtype=np.int64)
+            flag = np.empty(s.size, dtype=bool)
+            flag[0] = True
+            np.not_equal(s[1:], s[:-1], out=flag[1:])
+            idx = np.flatnonzero(flag)
+            return s[idx], np.diff(np.append(idx, s.size))
+        codes, dictionary = self.codes
+        counts = np.bincount(codes[codes >= 0], minlength=len(dictionary))
+        return np.asarray(dictionary, dtype=object), counts
+
+    @property
+    def uniques(self) -> np.ndarray:
+        """Distinct valid values (sorted for numbers; dictionary order for strings)."""
+        return self._uniq[0]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Occurrences of each of :attr:`uniques`."""
+        return self._uniq[1]
+
+    @cached_property
+    def codes(self) -> tuple[np.ndarray, list[Any]]:
+        """(int codes with -1 for missing, dictionary values) of a string or boolean column."""
+        arr = self.array
+        if pa.types.is_dictionary(arr.type):
+            enc = arr
+        else:
+            enc = pc.dictionary_encode(arr)
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        codes = np.where(enc.indices.is_valid().to_numpy(zero_copy_only=False), codes, -1).astype(np.int64)
+        return codes, enc.dictionary.to_pylist()
+
+    def quantiles(self, qs: list[float] | tuple[float, ...]) -> list[float]:
+        """Linear-interpolated quantiles of the valid values (from the sorted copy)."""
+        s = self.sorted
+        if s.size == 0:
+            return []
+        pos = np.asarray(qs) * (s.size - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, s.size - 1)
+        frac = pos - lo
+        return [float(v) for v in s[lo] * (1 - frac) + s[hi] * frac]
+
+
+class Columns:
+    """Lazily converted columns of one table (thread-safe per column)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._cache: dict[str, ColumnData] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ColumnData:
+        """The converted column ``name``."""
+        with self._lock:
+            if name not in self._cache:
+                col = self.table.column(name)
+                arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                self._cache[name] = ColumnData(name, arr, kind_of(arr.type), self.table.num_rows)
+            return self._cache[name]
+
+
+__all__ = ["ColumnData", "Columns", "kind_of", "to_seconds"]
