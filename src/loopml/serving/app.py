@@ -263,7 +263,8 @@ class ServingApp:
         vid = model.version_id
         log = self.prediction_log
         if log is not None:
-            log.append((rid, now_us(), vid, route_name, score, pred, row, model.schema))
+            log.append((rid, now_us(), vid, route_name, score, pred,
+                        model.raw_copy() if model.raw_numeric else row, model.schema))
         return 200, orjson.dumps(
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON
@@ -282,8 +283,11 @@ class ServingApp:
             ts = now_us()
             vid = model.version_id
             schema = model.schema
-            for i, row in enumerate(rows):
-                log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema))
+            if model.last_matrix is not None:  # one block record: the log slices the matrix by column
+                log.append((ids, ts, vid, route_name, scores, preds, model.last_matrix, schema))
+            else:
+                for i, row in enumerate(rows):
+                    log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema))
         return 200, orjson.dumps(
             {
                 "request_id": rid,

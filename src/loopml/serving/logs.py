@@ -24,15 +24,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, InputSchema
+from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, STRING, InputSchema
 
 TS = pa.timestamp("us", tz="UTC")
 
-#: (request_id, ts_us, model_version, route, score, prediction, row, schema)
-PredictionRecord = tuple[str, int, str, str, float, float, dict[str, Any], InputSchema]
+#: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema), or for a
+#: many-row request (request_ids, ts_us, model_version, route, scores, predictions, raw matrix, schema)
+PredictionRecord = tuple[Any, int, str, str, Any, Any, Any, InputSchema]
 #: (request_id, ts_us, label)
 FeedbackRecord = tuple[str, int, float]
 
@@ -64,28 +66,79 @@ def _str(v: Any) -> str | None:
     return v if v.__class__ is str else str(v)
 
 
-def prediction_table(records: Sequence[PredictionRecord]) -> pa.Table:
-    """The Arrow table of a batch of prediction records (the prediction log schema)."""
-    cols: dict[str, pa.Array] = {
-        "request_id": pa.array([r[0] for r in records], pa.string()),
-        "ts": pa.array([r[1] for r in records], pa.int64()).cast(TS),
-        "model_version": pa.array([r[2] for r in records], pa.string()),
-        "route": pa.array([r[3] for r in records], pa.string()),
-        "score": pa.array([r[4] for r in records], pa.float64()),
-        "prediction": pa.array([r[5] for r in records], pa.float64()),
-    }
-    fields: dict[str, str] = {}
-    for schema in {id(r[7]): r[7] for r in records}.values():
-        for f in schema.fields:
-            fields.setdefault(f.name, f.kind)
+def _dict_columns(records: Sequence[Any], fields: dict[str, str]) -> dict[str, pa.Array]:
+    rows = [r[6] for r in records]
+    cols: dict[str, pa.Array] = {}
     for name, kind in fields.items():
-        if name in cols or kind == ANY:  # arrays (images) are not copied into the log
-            continue
+        values = [row.get(name) for row in rows]
+        if kind == NUMERIC:
+            # validated before prediction: int, float or None, which Arrow converts in C
+            try:
+                cols[name] = pa.array(values, pa.float64())
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass
         if kind in (NUMERIC, BOOLEAN):
-            cols[name] = pa.array([_num(r[6].get(name)) for r in records], pa.float64())
+            cols[name] = pa.array([_num(v) for v in values], pa.float64())
+        elif kind == STRING:
+            try:
+                cols[name] = pa.array(values, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                cols[name] = pa.array([_str(v) for v in values], pa.string())
         else:
-            cols[name] = pa.array([_str(r[6].get(name)) for r in records], pa.string())
+            cols[name] = pa.array([_str(v) for v in values], pa.string())
+    return cols
+
+
+def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
+    """The log rows of records sharing one schema and one payload kind (dict, vector or block)."""
+    if kind == "block":  # (ids, ts, version, route, scores, preds, matrix, schema) per request
+        n = [len(r[0]) for r in records]
+        cols: dict[str, Any] = {
+            "request_id": pa.array([i for r in records for i in r[0]], pa.string()),
+            "ts": pa.array(np.repeat([r[1] for r in records], n), pa.int64()).cast(TS),
+            "model_version": pa.array(np.repeat([r[2] for r in records], n).tolist(), pa.string()),
+            "route": pa.array(np.repeat([r[3] for r in records], n).tolist(), pa.string()),
+            "score": pa.array(np.concatenate([r[4] for r in records]).astype(np.float64)),
+            "prediction": pa.array(np.concatenate([r[5] for r in records]).astype(np.float64)),
+        }
+    else:
+        cols = {
+            "request_id": pa.array([r[0] for r in records], pa.string()),
+            "ts": pa.array([r[1] for r in records], pa.int64()).cast(TS),
+            "model_version": pa.array([r[2] for r in records], pa.string()),
+            "route": pa.array([r[3] for r in records], pa.string()),
+            "score": pa.array([r[4] for r in records], pa.float64()),
+            "prediction": pa.array([r[5] for r in records], pa.float64()),
+        }
+    fields = {f.name: f.kind for f in schema.fields if f.name not in cols and f.kind != ANY}
+    if kind == "dict":
+        cols.update(_dict_columns(records, fields))
+    else:  # raw numeric inputs in schema order: slice columns out of one matrix (NaN = missing)
+        matrix = np.vstack([r[6] for r in records]) if kind == "vector" else np.concatenate([r[6] for r in records])
+        for j, name in enumerate(schema.names):
+            if name in fields:
+                cols[name] = pa.array(matrix[:, j], pa.float64(), from_pandas=True)
     return pa.table(cols)
+
+
+def prediction_table(records: Sequence[Any]) -> pa.Table:
+    """The Arrow table of a batch of prediction records (the prediction log schema).
+
+    A record's payload is the request row (dict), a copy of the raw numeric row buffer
+    (1-D array) or, for a many-row request, one block with the raw input matrix (2-D array).
+    """
+    groups: dict[tuple[int, str], list[Any]] = {}
+    schemas: dict[int, InputSchema] = {}
+    for r in records:
+        payload = r[6]
+        kind = "dict" if payload.__class__ is dict else ("block" if r[0].__class__ is list else "vector")
+        groups.setdefault((id(r[7]), kind), []).append(r)
+        schemas[id(r[7])] = r[7]
+    parts = [_part(recs, schemas[sid], kind) for (sid, kind), recs in groups.items()]
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def feedback_table(records: Sequence[FeedbackRecord]) -> pa.Table:

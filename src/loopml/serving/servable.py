@@ -72,6 +72,10 @@ class Servable:
         self._binary = task == "binary"
         self._multiclass = task == "multiclass"
         self._finish = finish
+        #: without a transform the row buffer holds the raw inputs: the log copies it instead of the dict
+        self.raw_numeric = transform_row is None
+        #: the raw input matrix of the last :meth:`predict_many` call on the matrix path (for the log)
+        self.last_matrix: np.ndarray | None = None
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -163,6 +167,10 @@ class Servable:
             return float(probs[k]), float(k)
         return score, self._prediction(score)
 
+    def raw_copy(self) -> np.ndarray:
+        """A copy of the raw inputs of the last :meth:`predict_one` (only when :attr:`raw_numeric`)."""
+        return self._buf.copy()
+
     def _slow_values(self, row: dict[str, Any]) -> list[float]:
         self.schema.raise_for([row])  # raises unless the only oddities are allowed nulls
         return [math.nan if row[n] is None else row[n] for n in self._names]
@@ -170,6 +178,7 @@ class Servable:
     # -- many rows ---------------------------------------------------------------------------
     def predict_many(self, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Scores and predictions of several rows (every problem of every row in one 422)."""
+        self.last_matrix = None
         if not rows:
             return np.zeros(0), np.zeros(0)
         if len(rows) <= ROWWISE_MAX and not self._multiclass:
@@ -185,16 +194,20 @@ class Servable:
             return arr[:, 0], arr[:, 1]
         if self._transform_row is None:
             names = self._names
+            x: np.ndarray | None = None
             try:
-                x = np.array([[r[n] for n in names] for r in rows], dtype=np.float64)
-                ok = bool(np.isfinite(x).all()) and all(
-                    v.__class__ in _NUM for r in rows for v in (r[n] for n in names)
-                )
+                vals = [[r[n] for n in names] for r in rows]
+                # one pass over the value types (numpy would silently parse "1.5" and True)
+                if {v.__class__ for row in vals for v in row} <= _NUM:
+                    x = np.array(vals, dtype=np.float64)
+                    if not np.isfinite(x).all():
+                        x = None
             except (KeyError, TypeError, ValueError):
-                ok = False
-            if not ok:
+                x = None
+            if x is None:
                 self.schema.raise_for(rows, many=True)
                 x = np.array([[math.nan if r[n] is None else r[n] for n in names] for r in rows], dtype=np.float64)
+            self.last_matrix = x
             scores = self._pred.predict_matrix(x)
         else:
             self.schema.raise_for(rows, many=True)

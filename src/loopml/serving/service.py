@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2
                on_ready: Any = None) -> None:
     """Load the versions, then serve on uvloop until SIGTERM/SIGINT."""
     install_uvloop()
+    # the log flusher shares the interpreter: hand the GIL back to the request loop every 0.5 ms
+    # instead of every 5 ms, so a flush never holds a request for a whole switch interval
+    sys.setswitchinterval(0.0005)
     app.load_initial()
     gc.collect()
     gc.freeze()  # the loaded models are long-lived: keep the collector off them
