@@ -21,7 +21,7 @@ def test_only_declared_transitions_pass(src: str, dst: str) -> None:
 
 
 def test_unknown_state_names_the_allowed_ones() -> None:
-    with pytest.raises(IllegalTransition, match="unknown model state `live`.*candidate, shadow, canary"):
+    with pytest.raises(IllegalTransition, match=r"unknown model state `live`.*candidate, shadow, canary"):
         check_transition("v1", "candidate", "live")
 
 

@@ -19,10 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import click_table, train_bundle  # noqa: E402
+from helpers import click_table, train_bundle
 
-from loopml.registry import Registry  # noqa: E402
-from loopml.workspace import Workspace  # noqa: E402
+from loopml.registry import Registry
+from loopml.workspace import Workspace
 
 TOKEN = "test-admin-token-123"
 SPEC = """\

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_project, start_server
 
+from conftest import make_project, start_server
 from loopml.errors import DataError
 from loopml.registry import Registry
 from loopml.serving import predict_batch

@@ -13,9 +13,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from conftest import TOKEN, Server, make_project, start_server
 from helpers import rows_of
 
+from conftest import TOKEN, Server, make_project, start_server
 from loopml.registry import Registry
 from loopml.workspace import Workspace
 
@@ -171,7 +171,7 @@ def test_promotion_through_the_api_needs_the_token(tmp_path: Path, click: pa.Tab
     try:
         headers = {"authorization": f"Bearer {bad_token}"} if bad_token else {}
         status, body, _ = server.request("POST", "/admin/promote", {"version": "v2", "reason": "x"}, headers=headers)
-        assert status == 401
+        assert status == 401 and "token" in body["error"]
         assert Registry(Workspace.open(project)).production().version_id == "v1"  # type: ignore[union-attr]
     finally:
         server.stop()

@@ -9,9 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import TOKEN, Server
 from helpers import rows_of
 
+from conftest import TOKEN, Server
 from loopml.training.bundle import load_bundle
 from loopml.workspace import Workspace
 

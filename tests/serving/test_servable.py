@@ -96,5 +96,5 @@ def test_routing_policy_contract(name: str, bundle_servable) -> None:  # type: i
     policy = make_policy(name, {"v1": s}, {"v1": "production"})
     route = policy.route("rid", {})
     assert isinstance(route, Route) and route.model is s and route.name
-    with pytest.raises(Exception, match="extra|unexpected|not permitted"):
+    with pytest.raises(Exception, match=r"extra|unexpected|not permitted"):
         make_policy(name, {"v1": s}, {"v1": "production"}, {"no_such_option": 1})
