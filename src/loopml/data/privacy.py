@@ -9,7 +9,7 @@ names (``requirements.privacy.hash_key_env``). Hashing is vectorised over distin
 >>> t = apply_privacy(pa.table({"email": ["a@x", "b@x", "a@x"], "n": [1, 2, 3]}),
 ...                   Privacy(hash=["email"], hash_key_env="DOCTEST_KEY"))
 >>> t.column("email")[0] == t.column("email")[2], len(t.column("email")[0].as_py())
-(<pyarrow.BooleanScalar: True>, 32)
+(True, 32)
 """
 
 from __future__ import annotations

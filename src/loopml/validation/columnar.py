@@ -162,6 +162,8 @@ class Columns:
             if name not in self._cache:
                 col = self.table.column(name)
                 arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                if pa.types.is_dictionary(arr.type):  # one code path: plain values
+                    arr = pc.cast(arr, arr.type.value_type)
                 self._cache[name] = ColumnData(name, arr, kind_of(arr.type), self.table.num_rows)
             return self._cache[name]
 
