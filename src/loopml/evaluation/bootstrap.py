@@ -60,7 +60,9 @@ def resample_counts(rng: np.random.Generator, rows: int, n: int, method: Bootstr
     if method == "auto":
         method = "multinomial" if n <= MULTINOMIAL_MAX_N else "poisson"
     if method == "poisson":
-        raw = np.frombuffer(rng.bytes(rows * n * 2), dtype=np.uint16).reshape(rows, n)
+        # raw 64-bit outputs viewed as 16-bit integers: the cheapest uniform bits numpy offers
+        words = rng.bit_generator.random_raw(-(-rows * n // 4))
+        raw = np.asarray(words).view(np.uint16)[: rows * n].reshape(rows, n)
         return _POISSON_TABLE[raw]
     idx = rng.integers(0, n, size=(rows, n), dtype=np.int64)
     idx += (np.arange(rows, dtype=np.int64) * n)[:, None]
@@ -75,7 +77,7 @@ class _Plan:
     base: np.ndarray | None  # base order (weights are generated in this order), None = identity
     inverse: np.ndarray | None
     dense_names: list[str]
-    dense_slices: list[slice]
+    dense_slices: list[np.ndarray]  # per dense kernel: its columns in the shared matrix
     dense_columns: np.ndarray | None
     sparse: dict[str, SumKernel]
     rank_orders: list[tuple[RankOrder, np.ndarray | None]]  # ranking, its order within the base order
@@ -103,27 +105,38 @@ def _plan(kernels: Mapping[str, Kernel], n: int) -> _Plan:
         if isinstance(k, RankKernel)
     }
     dense_names: list[str] = []
-    dense_slices: list[slice] = []
-    blocks: list[np.ndarray] = []
+    dense_slices: list[np.ndarray] = []
+    unique: dict[bytes, int] = {}  # identical columns (the ones column, y, ŷ·y...) are summed once
+    columns: list[np.ndarray] = []
     sparse: dict[str, SumKernel] = {}
     sum_kernels: dict[str, SumKernel] = {}
-    pos = 0
     for name, k in kernels.items():
         if not isinstance(k, SumKernel):
             continue
         sum_kernels[name] = k
         cols = k.columns
         if isinstance(cols, np.ndarray):
-            c2 = cols.reshape(n, -1) if cols.ndim == 1 else cols
+            c2 = np.asarray(cols.reshape(n, -1) if cols.ndim == 1 else cols, dtype=np.float64)
             if c2.shape[0] != n:
                 raise ValueError(f"kernel `{name}` has {c2.shape[0]} rows, expected {n}")
-            blocks.append(c2 if base is None else c2[base])
+            idx = []
+            for j in range(c2.shape[1]):
+                col = np.ascontiguousarray(c2[:, j])
+                key = col.tobytes()
+                if key not in unique:
+                    unique[key] = len(columns)
+                    columns.append(col)
+                idx.append(unique[key])
             dense_names.append(name)
-            dense_slices.append(slice(pos, pos + c2.shape[1]))
-            pos += c2.shape[1]
+            dense_slices.append(np.asarray(idx, dtype=np.int64))
         else:  # scipy sparse (n, k)
             sparse[name] = SumKernel(cols if base is None else cols[base], k.finalize)
-    dense = np.ascontiguousarray(np.hstack(blocks), dtype=np.float64) if blocks else None
+    del unique
+    dense = None
+    if columns:
+        dense = np.empty((n, len(columns)), dtype=np.float64)
+        for j, col in enumerate(columns):
+            dense[:, j] = col if base is None else col[base]
     custom = {name: k for name, k in kernels.items() if isinstance(k, CustomKernel)}
     return _Plan(base, inverse, dense_names, dense_slices, dense, sparse, rank_orders, rank_kernels, custom,
                  sum_kernels)
@@ -203,7 +216,38 @@ def bootstrap_samples(
     names = list(kernels)
     if resamples <= 0 or not kernels:
         return {k: np.empty(0) for k in names}
+    return _bootstrap(_plan(kernels, n), names, n, resamples, seed, method, progress)
+
+
+def evaluate_kernels(
+    kernels: Mapping[str, Kernel],
+    n: int,
+    resamples: int,
+    *,
+    seed: int = 0,
+    method: BootstrapMethod = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Point estimates and bootstrap samples of every kernel, sharing one evaluation plan."""
+    names = list(kernels)
+    if not kernels:
+        return {}, {}
     plan = _plan(kernels, n)
+    point = {k: float(v[0]) for k, v in _evaluate_chunk(plan, np.ones((1, n), dtype=np.uint8), names).items()}
+    if resamples <= 0:
+        return point, {k: np.empty(0) for k in names}
+    return point, _bootstrap(plan, names, n, resamples, seed, method, progress)
+
+
+def _bootstrap(
+    plan: _Plan,
+    names: list[str],
+    n: int,
+    resamples: int,
+    seed: int,
+    method: BootstrapMethod,
+    progress: Callable[[int], None] | None,
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, CHUNK_ELEMENTS // max(n, 1)))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
@@ -268,6 +312,7 @@ __all__ = [
     "BootstrapMethod",
     "Interval",
     "bootstrap_samples",
+    "evaluate_kernels",
     "one_sided_bound",
     "percentile_interval",
     "point_estimates",

@@ -16,6 +16,7 @@ from loopml.errors import DataError, SpecError
 from loopml.evaluation.bootstrap import (
     BootstrapMethod,
     bootstrap_samples,
+    evaluate_kernels,
     percentile_interval,
     point_estimates,
 )
@@ -175,9 +176,8 @@ def evaluate_predictions(
         for key in keys:
             kernels[f"{m}\x00{key}"] = build_kernel(key, d)
     units = cand.units
-    point = point_estimates(kernels, units)
     method: BootstrapMethod = ev.bootstrap_method
-    samples = bootstrap_samples(kernels, units, ev.bootstrap_resamples, seed=ev.seed, method=method)
+    point, samples = evaluate_kernels(kernels, units, ev.bootstrap_resamples, seed=ev.seed, method=method)
 
     def result_for(m: str) -> dict[str, MetricResult]:
         out = {}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from loopml.evaluation.bootstrap import Interval, bootstrap_samples, percentile_interval, point_estimates
+from loopml.evaluation.bootstrap import Interval, evaluate_kernels, percentile_interval
 from loopml.evaluation.curves import calibration_curve
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.kernels import SumKernel
@@ -173,8 +173,7 @@ def fairness_for_column(
     groups = define_slices(column, values, bins=bins, buckets=buckets)
     counted = [g for g in groups if g.n >= min_group_size]
     kernels = _group_kernels(dd, counted)
-    point = point_estimates(kernels, dd.n)
-    samples = bootstrap_samples(kernels, dd.n, resamples, seed=seed)
+    point, samples = evaluate_kernels(kernels, dd.n, resamples, seed=seed)
     stats: list[GroupStats] = []
     for s in groups:
         y, sc, p = dd.y[s.mask], dd.score[s.mask], dd.pred[s.mask]

@@ -25,7 +25,7 @@ import numpy as np
 FloatArray = np.ndarray
 
 # The packed cumulative count: all-examples count in the low bits, positives in the high bits.
-_PACK_SHIFT = 26  # 2**26 ≈ 67M: an upper bound for the total weight of one resample (checked)
+_PACK_SHIFT = 32  # all-examples count below 2**32, positives above: exact in int64 while totals < 2**31
 _PACK_MASK = (1 << _PACK_SHIFT) - 1
 
 
@@ -98,7 +98,9 @@ class RankOrder:
             if np.any(w != np.round(w)) or np.any(w < 0):
                 return self._stats_float(np.asarray(w, dtype=np.float64))
             w = w.astype(np.int64)
-        if w.size and int(w.sum(axis=1, dtype=np.int64).max()) >= _PACK_MASK:
+        # uint8 counts over fewer than 2**23 examples cannot overflow the packing; otherwise check
+        small = w.dtype == np.uint8 and w.shape[1] < (1 << 23)
+        if w.size and not small and int(w.sum(axis=1, dtype=np.int64).max()) >= (1 << 31) - 1:
             return self._stats_float(np.asarray(w, dtype=np.float64))
         packed = np.multiply(w, self.coef, dtype=np.int64)
         np.cumsum(packed, axis=1, out=packed)
