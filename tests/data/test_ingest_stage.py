@@ -176,3 +176,22 @@ def test_snapshot_lookup_and_tamper_detection(project: Path) -> None:
 
     with pytest.raises(IntegrityError, match="does not match its recorded sha256"):
         read_snapshot(ws, snap)
+
+
+def test_sql_source_is_reread_but_identical_content_is_not_duplicated(project: Path) -> None:
+    import sqlite3
+
+    db = project / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER, v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, "b")])
+    ws = make_ws(project, "data: {sources: {t: {type: sql, url: 'sqlite:///app.db', query: 'SELECT * FROM t ORDER BY id'}}}\n")
+    a = run_stages(ws)
+    b = run_stages(ws)
+    assert b.outcomes[0].outputs == a.outcomes[0].outputs  # same content → same digests
+    assert b.outcomes[1].status == "cached"  # so validation downstream is a cache hit
+    assert len(list_snapshots(ws)) == 1
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO t VALUES (3, 'c')")
+    c = run_stages(ws)
+    assert c.outcomes[0].summary["rows"] == 3 and len(list_snapshots(ws)) == 2

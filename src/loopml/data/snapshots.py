@@ -164,8 +164,13 @@ def write_snapshot(
     config_hash: str,
     execution_id: str | None,
     manifest_extra: dict[str, Any],
+    same_as: Snapshot | None = None,
 ) -> Snapshot:
-    """Write a new immutable snapshot atomically and record it; returns it."""
+    """Write a new immutable snapshot atomically and record it; returns it.
+
+    When ``same_as`` (a full snapshot) holds exactly the same bytes, nothing new is recorded
+    and ``same_as`` is returned: re-reading an unchanged database gives no duplicate snapshot.
+    """
     from loopml.data.etl import describe_schema
 
     d = snapshots_dir(ws)
@@ -177,6 +182,9 @@ def write_snapshot(
         with open(data_path, "rb") as f:
             os.fsync(f.fileno())
         digest = sha256_file(data_path)
+        if same_as is not None and same_as.kind == "full" and same_as.sha256 == digest and kind == "full":
+            shutil.rmtree(tmp, ignore_errors=True)
+            return same_as
         with ws.engine.connect() as conn:
             last = conn.execute(select(data_snapshots.c.version).order_by(desc(data_snapshots.c.version))).first()
         version = (last[0] if last else 0) + 1

@@ -179,6 +179,7 @@ class IngestStage(BaseStage):
         return write_snapshot(
             ctx.workspace, result.table, kind="full", parent=prev, config_hash=config_hash,
             execution_id=ctx.execution_id, manifest_extra={**extra, "source_rows": result.source_rows},
+            same_as=prev,
         )
 
     def _outputs(self, ctx: StageContext, snap: Snapshot, new_rows: int) -> StageResult:
