@@ -123,6 +123,7 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
         assert "ALERT" in out and "inputs-drifted" in out, out
         assert "temp" in out and "season" in out
         assert "registered and APPROVED" in out, out
+        assert "CBPE calibrated on test split" in out  # the production model's own held-out rows
 
         from loopml.registry import Registry
         from loopml.workspace import Workspace
@@ -145,6 +146,10 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
 
         quality = cli("monitor", "quality", "--project", str(project), check=True).stdout
         assert "v1" in quality and "CBPE roc_auc" in quality
+
+        cli("monitor", "report", "--project", str(project), "--window", "1h", check=True)
+        html = (project / ".loopml" / "reports" / "monitoring.html").read_text()
+        assert "prediction (score)" in html and "inputs-drifted" in html and "approved" in html
 
         # within the cooldown the alert keeps firing but does not retrain again
         again = cli("monitor", "--project", str(project), check=True).stdout

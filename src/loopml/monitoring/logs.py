@@ -165,8 +165,15 @@ def production_output(ws: Workspace, name: str) -> tuple[str, str] | None:
     except ImportError:
         return None
     prod = Registry(ws).production()
-    exec_id = (prod.lineage or {}).get("training_execution") if prod else None
-    if prod is None or not exec_id:
+    if prod is None:
+        return None
+    # the execution that wrote the production bundle is the training that made the model
+    exec_id = (prod.lineage or {}).get("training_execution")
+    try:
+        exec_id = ws.artifact_info(prod.bundle_digest).get("producer") or exec_id
+    except NotFound:
+        pass
+    if not exec_id:
         return None
     with ws.engine.connect() as conn:
         row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == exec_id)).first()

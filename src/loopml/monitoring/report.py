@@ -154,7 +154,7 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
             data["volume"].append({"window_start": t0.isoformat(), "model_version": v, "rows": int((versions[mask] == v).sum())})
         entry: dict[str, Any] = {"window_start": t0.isoformat(), "rows": int(mask.sum()), "features": {}}
         if profile is not None and win.num_rows >= spec.drift.min_rows:
-            cur = win.select([c for c in profile.columns if c in win.column_names])
+            cur = win.select([c for c in profile.columns if c != PREDICTION and c in win.column_names])
             if PREDICTION in profile.columns and "score" in win.column_names:
                 cur = cur.append_column(PREDICTION, win.column("score"))
             rep = engine.compare(profile, cur)

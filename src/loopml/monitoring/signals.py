@@ -32,8 +32,8 @@ from loopml.monitoring.drift import DriftEngine, DriftReport, ReferenceProfile
 from loopml.monitoring.quality import Calibrator, cbpe_estimate, task_metrics
 from loopml.workspace import Workspace
 
-PREDICTION = "prediction"  # name of the score distribution in drift results
-PROFILE_FORMAT = 2  # bump when ReferenceProfile changes: cached profiles on disk are then recomputed
+PREDICTION = "score"  # the model's score distribution, compared like an input (metrics: drift.prediction.*)
+PROFILE_FORMAT = 3  # bump when ReferenceProfile changes: cached profiles on disk are then recomputed
 
 
 @dataclass
