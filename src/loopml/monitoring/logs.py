@@ -8,6 +8,7 @@ written under a temporary name and renamed, so only complete ``*.parquet`` files
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,8 @@ def production_output(ws: Workspace, name: str) -> tuple[str, str] | None:
         return None
     # the execution that wrote the production bundle is the training that made the model
     exec_id = (prod.lineage or {}).get("training_execution")
-    try:
+    with contextlib.suppress(NotFound):
         exec_id = ws.artifact_info(prod.bundle_digest).get("producer") or exec_id
-    except NotFound:
-        pass
     if not exec_id:
         return None
     with ws.engine.connect() as conn:
