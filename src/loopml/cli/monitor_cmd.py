@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from loopml.cli.ui import console, fmt_time, table
+from loopml.errors import LoopMLError
 
 app = typer.Typer(
     help="Watch the served model: operations, drift, delayed-label quality, alerts, and retraining. "
@@ -91,15 +92,22 @@ def monitor(
     from loopml.monitoring.loop import run_cycle
     from loopml.monitoring.windows import parse_duration
 
-    ws = _workspace(project)
     interval = parse_duration(every, field="--every").total_seconds() if every else None
     n = 0
     while True:
-        result = run_cycle(ws, retraining=not no_retrain, show_progress=False)
-        if as_json:
-            typer.echo(json.dumps(result.to_json(), default=str))
+        ws = _workspace(project)  # reopened each time: an edited loopml.yaml applies from the next check
+        try:
+            result = run_cycle(ws, retraining=not no_retrain, show_progress=False)
+        except LoopMLError as exc:
+            if interval is None:
+                raise
+            # a long-running monitor reports a failed check and keeps watching
+            console.print(f"[red]check failed: {exc}[/red]")
         else:
-            _print_cycle(result)
+            if as_json:
+                typer.echo(json.dumps(result.to_json(), default=str))
+            else:
+                _print_cycle(result)
         n += 1
         if interval is None or (cycles is not None and n >= cycles):
             break
