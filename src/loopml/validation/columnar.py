@@ -110,9 +110,13 @@ class ColumnData:
             np.not_equal(s[1:], s[:-1], out=flag[1:])
             idx = np.flatnonzero(flag)
             return s[idx], np.diff(np.append(idx, s.size))
-        codes, dictionary = self.codes
-        counts = np.bincount(codes[codes >= 0], minlength=len(dictionary))
-        return np.asarray(dictionary, dtype=object), counts
+        vc = pc.value_counts(self.array)  # hash-based, one pass; nulls come as a null value
+        values, counts = vc.field("values"), vc.field("counts")
+        keep = values.is_valid()
+        values = values.filter(keep).to_pylist()
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out, np.asarray(counts.filter(keep).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     @property
     def uniques(self) -> np.ndarray:

@@ -97,6 +97,8 @@ def _as_value(v: float, cp: ColumnProfile) -> Any:
         return moment.date().isoformat() if cp.type.startswith("date") else moment.isoformat()
     if cp.type.startswith(("int", "uint")):
         return int(v)
+    if cp.type.startswith("decimal"):
+        return float(v)
     return float(v)
 
 
@@ -167,8 +169,7 @@ def _numeric(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, bins
     if s.size == 0:
         cp.histogram = {"edges": [], "counts": []}
         return
-    mm = pc.min_max(col.array)
-    cp.min, cp.max = _num(mm["min"].as_py()), _num(mm["max"].as_py())
+    cp.min, cp.max = _as_value(s[0], cp), _as_value(s[-1], cp)  # from the sorted copy: no extra pass
     cp.mean = float(s.mean())
     cp.std = float(s.std(ddof=1)) if s.size > 1 else None
     qv = col.quantiles([*QUANTILES, *PSI_QUANTILES])
@@ -208,11 +209,12 @@ def _categorical(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, 
     cp.distinct = int(values.size)
     if cp.kind == "boolean":
         cp.mean = float(sum(c for v, c in zip(values, counts) if v) / cp.count) if cp.count else None
-    elif cp.count:
-        mm = pc.min_max(col.array)
+    elif cp.count:  # over the distinct values only: min, max and mean length
+        distinct = pa.array(list(values), pa.string())
+        mm = pc.min_max(distinct)
         cp.min, cp.max = _num(mm["min"].as_py()), _num(mm["max"].as_py())
-        lengths = pc.utf8_length(col.array) if not pa.types.is_dictionary(col.array.type) else None
-        cp.mean = float(pc.mean(lengths).as_py()) if lengths is not None else None  # mean length of strings
+        lengths = np.asarray(pc.utf8_length(distinct).to_numpy(zero_copy_only=False), dtype=np.float64)
+        cp.mean = float(lengths @ counts / cp.count)
     order = np.argsort(-counts, kind="stable")
     labels = [_label(v) for v in values]
     cp.top = [[_num(values[i]), int(counts[i])] for i in order[:top_k]]
