@@ -93,9 +93,10 @@ class Retraining(StrictModel):
     schedule: str | None = Field(default=None, description="Retrain on a schedule, e.g. '7d'.")
     min_new_labels: int | None = Field(default=None, ge=1, description="Retrain after this many new labelled rows.")
     export_path: str | None = Field(
-        default="data/feedback",
+        default=None,
         description="Folder (relative to the project) where labelled rows from the prediction and feedback logs "
-        "are written as Parquet before retraining, so a source globbing it ingests them; none when unset.",
+        "are written as Parquet before retraining, so a Parquet source globbing it ingests them (columns follow "
+        "that source's schema). Unset: retraining ingests the sources as they are.",
     )
     cooldown: str = Field(default="1h", description="Least time between two retrainings.")
     lock_wait_s: float = Field(default=600.0, ge=0, description="Seconds to wait for the workspace lock.")
