@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 import numpy as np
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from loopml.evaluation import svg
@@ -86,7 +87,8 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
     for c in ("metric", "value", f"{conf}% interval", "online metric"):
         t.add_column(c)
     for k, m in report["metrics"].items():
-        t.add_row(k + (" *" if k == report["primary_metric"] else ""), _f(m["value"]), _ci(m), m.get("online_metric") or "")
+        t.add_row(k + (" *" if k == report["primary_metric"] else ""), _f(m["value"]), _ci(m),
+                  rich_escape(m.get("online_metric") or ""))
     tables.append(t)
     for ref, comps in report.get("comparisons", {}).items():
         t = Table(title=f"candidate vs {ref} (paired bootstrap, same rows)", header_style="bold")
@@ -104,7 +106,8 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
             t.add_column(c)
         for s in report["slices"][:max_slices]:
             vs = s.get("vs_production")
-            t.add_row(s["column"], s["slice"], f"{s['n']:,}", _f(s["primary"]["value"]), _ci(s["primary"]),
+            t.add_row(rich_escape(s["column"]), rich_escape(s["slice"]), f"{s['n']:,}", _f(s["primary"]["value"]),
+                      _ci(s["primary"]),
                       "" if vs is None else f"{_f(vs['difference']['value'])} ({vs['verdict']})")
         tables.append(t)
     if report.get("fairness"):
@@ -113,7 +116,7 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
         for c in ("column", "groups", "demographic parity diff", "equalised odds diff", "max calibration gap"):
             t.add_column(c)
         for col, f in report["fairness"].items():
-            t.add_row(col, ", ".join(f"{g['group']} ({g['n']})" for g in f["groups"]),
+            t.add_row(rich_escape(col), rich_escape(", ".join(f"{g['group']} ({g['n']})" for g in f["groups"])),
                       f"{_f(f['demographic_parity_difference']['value'])} {_ci(f['demographic_parity_difference'])}",
                       f"{_f(f['equalized_odds_difference']['value'])} {_ci(f['equalized_odds_difference'])}",
                       _f(f["max_calibration_gap"]))
@@ -122,7 +125,8 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
     for c in ("gate", "result", "evidence"):
         t.add_column(c)
     for g in report["gates"]:
-        t.add_row(g["gate"], "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]", _evidence_text(g["evidence"]))
+        t.add_row(rich_escape(g["gate"]), "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]",
+                  rich_escape(_evidence_text(g["evidence"])))
     if not report["gates"]:
         t.add_row("(no gates declared in evaluation.gates)", "", "")
     tables.append(t)

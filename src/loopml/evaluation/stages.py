@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -244,6 +245,20 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+@contextmanager
+def _phases(show: bool) -> Iterator[Callable[[str], None]]:
+    """A transient spinner naming the phase being computed (nothing when progress is off)."""
+    if not show:
+        yield lambda msg: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("[bold]evaluate[/bold] {task.description}"), TimeElapsedColumn(),
+                  transient=True) as prog:
+        task = prog.add_task("starting", total=None)
+        yield lambda msg: prog.update(task, description=msg)
+
+
 @register_stage
 class EvaluateStage(BaseStage):
     """Judge the trained model by evidence: metrics with intervals, comparisons, slices, fairness, gates."""
@@ -287,7 +302,8 @@ class EvaluateStage(BaseStage):
         if "latency_p99_ms" not in measured and summary.get("latency_p99_ms") is not None:
             measured["latency_p99_ms"] = float(summary["latency_p99_ms"])
         inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest))
-        report = evaluate_bundle(ws, spec, bundle_digest, test, inputs)
+        with _phases(ctx.show_progress) as say:
+            report = evaluate_bundle(ws, spec, bundle_digest, test, inputs, progress=say)
         data = json.dumps(report, indent=1, allow_nan=False).encode()
         html = render_html(report)
         (ws.reports / "evaluation.json").write_bytes(data)
