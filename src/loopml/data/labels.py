@@ -48,17 +48,14 @@ def _epoch(expr: str, dtype: str) -> str:
 def apply_label_rule(con: duckdb.DuckDBPyConnection, base: str, rule: LabelRule) -> str:
     """Create view ``labelled`` = ``base`` plus the label column; returns its name."""
     if isinstance(rule, ThresholdLabel):
-        require_columns(con, base, [rule.column], f"label rule `threshold` on `{rule.column}`")
+        cols = require_columns(con, base, [rule.column], f"label rule `threshold` on `{rule.column}`")
         c = ident(rule.column)
         op = "=" if rule.op == "==" else rule.op
+        keep = f"* EXCLUDE ({ident(rule.label)})" if rule.label in cols else "*"
         con.sql(
-            f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT * EXCLUDE ({ident(rule.label)}) , "
-            f"CASE WHEN {c} IS NULL THEN NULL ELSE CAST({c} {op} {rule.value!r} AS INTEGER) END AS {ident(rule.label)} "
-            f"FROM {base}"
-            if rule.label in columns_of(con, base)
-            else f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT *, "
-            f"CASE WHEN {c} IS NULL THEN NULL ELSE CAST({c} {op} {rule.value!r} AS INTEGER) END AS {ident(rule.label)} "
-            f"FROM {base}"
+            f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT {keep}, "
+            f"CASE WHEN {c} IS NULL THEN NULL ELSE CAST({c} {op} {rule.value!r} AS INTEGER) END "
+            f"AS {ident(rule.label)} FROM {base}"
         )
         return "labelled"
     return _window_label(con, base, rule)
