@@ -124,3 +124,35 @@ def test_bundle_and_table_go_together(project: Path, datasets: Path, cli, args: 
     write_spec(project, datasets, [])
     p = cli("evaluate", "-p", str(project), *args)
     assert p.returncode == 1 and "--bundle and --table go together" in p.stderr
+
+
+def test_multiclass_pipeline_evaluation(project: Path, datasets: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    csv = datasets / "german_credit" / "credit-g.csv"
+    (project / "loopml.yaml").write_text(f"""
+spec_version: 1
+task: {{type: multiclass, target: housing}}
+data:
+  sources:
+    applications: {{type: csv, path: {csv}, quote: "'"}}
+features:
+  inputs:
+    - {{column: duration, kind: numeric}}
+    - {{column: credit_amount, kind: numeric}}
+    - {{column: age, kind: numeric}}
+    - {{column: property_magnitude, kind: categorical}}
+training:
+  candidates: [{{type: prior}}, {{type: lightgbm, params: {{n_estimators: 30}}}}]
+evaluation:
+  bootstrap_resamples: 50
+  permutation_repeats: 1
+  slices: [job]
+  gates: ["macro_f1 > baseline", "accuracy >= 0.99"]
+""", encoding="utf-8")
+    p = cli("evaluate", "-p", str(project), "--json")
+    assert p.returncode == 1, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["task"] == "multiclass" and rep["primary_metric"] == "accuracy"
+    assert [g["passed"] for g in rep["gates"]] == [True, False]
+    assert sorted(rep["confusion_matrix"]["labels"]) == ["for free", "own", "rent"]
+    assert sum(map(sum, rep["confusion_matrix"]["matrix"])) == rep["rows"]
+    assert rep["comparisons"]["baseline"]["roc_auc_ovr"]["reference_value"] == 0.5

@@ -87,8 +87,10 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
     for c in ("metric", "value", f"{conf}% interval", "online metric"):
         t.add_column(c)
     for k, m in report["metrics"].items():
-        t.add_row(k + (" *" if k == report["primary_metric"] else ""), _f(m["value"]), _ci(m),
-                  rich_escape(m.get("online_metric") or ""))
+        online = m.get("online_metric") or ""
+        if online and m.get("online_source") == "registry default":
+            online += " (default)"
+        t.add_row(k + (" *" if k == report["primary_metric"] else ""), _f(m["value"]), _ci(m), rich_escape(online))
     tables.append(t)
     for ref, comps in report.get("comparisons", {}).items():
         t = Table(title=f"candidate vs {ref} (paired bootstrap, same rows)", header_style="bold")

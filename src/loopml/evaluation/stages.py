@@ -183,6 +183,8 @@ def evaluate_bundle(
         spec_eval=ev, groups=groups, items=items, online_metric=spec.task.online_metric, progress=say,
     )
     result.notes.extend(notes)
+    if result.confusion is not None and task == "multiclass" and classes and len(classes) == len(result.confusion["labels"]):
+        result.confusion["labels"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in classes]
     say("analysis: importance and largest losses")
     result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
     verdicts = check_gates(gates, result, GateContext(measured=inp.measured, requirements=requirement_budgets(spec)))
