@@ -28,6 +28,9 @@ from loopml.spec.base import StrictModel
 from loopml.validation.profile import Profile
 
 SCHEMA_VERSION = 1
+#: numeric columns get a domain only with this many distinct values at most (codes such as hour of
+#: day or weather type); beyond, a range is the right constraint (a new month count is not an error)
+NUMERIC_DOMAIN_MAX = 25
 
 
 class ColumnSchema(StrictModel):
@@ -87,7 +90,8 @@ def infer_schema(
         Event-time column (freshness).
     max_domain_size
         Columns with at most this many distinct values (all of them among the profile's top
-        values) get a category domain; numeric columns with fractions never do.
+        values) get a category domain; numeric columns only up to ``NUMERIC_DOMAIN_MAX`` distinct
+        values and never with fractions.
     missing_slack
         ``max_missing_rate`` is the reference rate plus this slack (capped at 1).
     reference_snapshot
@@ -100,9 +104,10 @@ def infer_schema(
         covered = sum(c for _, c in cp.top)
         is_fractional = cp.kind == "numeric" and any(isinstance(v, float) and not float(v).is_integer()
                                                      for v in top_values)
+        limit = min(max_domain_size, NUMERIC_DOMAIN_MAX) if cp.kind == "numeric" else max_domain_size
         if (
             cp.kind in ("string", "boolean", "numeric")
-            and 0 < cp.distinct <= max_domain_size
+            and 0 < cp.distinct <= limit
             and covered == cp.count
             and not is_fractional
             and len(top_values) <= max_domain_size
