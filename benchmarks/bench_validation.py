@@ -136,18 +136,20 @@ ref = Profile.from_json(params["reference"])
 settings = Verification(max_row_count_change=params["max_row_count_change"], psi_error=params["psi_error"],
                         max_quarantine_rate=params["max_quarantine_rate"])
 cur = pq.read_table(cur_p)
-times = []
+times, cpu = [], []
 for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outcome = validate_table(cur, schema, ref, settings)
     times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
 rep = outcome.report
 failing = {}
 for c in rep.checks:
     if not c.passed:
         key = f"{c.check}:{c.column or '*'}"
         failing[key] = c.failing_rows or c.evidence.get("psi") or 1
-json.dump({"times": times, "failing": failing, "quarantined_rows": rep.quarantined_rows}, open(out_p, "w"))
+json.dump({"times": times, "cpu": cpu, "failing": failing, "quarantined_rows": rep.quarantined_rows},
+          open(out_p, "w"))
 '''
 
 PANDERA_CHILD = r'''
@@ -222,9 +224,9 @@ def build():
                          name="row_count")],
     )
 
-times = []
+times, cpu = [], []
 for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prof = profile(df)
     failing = {}
     try:
@@ -234,7 +236,8 @@ for _ in range(repeats):
         for (col, check), g in fc.groupby([fc["column"].fillna("*").astype(str), fc["check"].astype(str)]):
             failing[f"{check}:{col}"] = int(g["index"].nunique()) if g["index"].notna().any() else 1
     times.append(time.perf_counter() - t0)
-json.dump({"times": times, "failing": failing}, open(out_p, "w"))
+    cpu.append(time.process_time() - c0)
+json.dump({"times": times, "cpu": cpu, "failing": failing}, open(out_p, "w"))
 '''
 
 GX_CHILD = r'''
@@ -306,12 +309,13 @@ def suite():
                     threshold=params["psi_error"]))
     return s
 
-times = []
+times, cpu = [], []
 for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batch = batch_def.get_batch(batch_parameters={"dataframe": df})
     res = batch.validate(suite(), result_format="SUMMARY")
     times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
 failing = {}
 for r in res.results:
     if not r.success:
@@ -319,7 +323,7 @@ for r in res.results:
         col = cfg.kwargs.get("column", "*")
         n = (r.result or {}).get("unexpected_count")
         failing[f"{cfg.type}:{col}"] = int(n) if n is not None else 1
-json.dump({"times": times, "failing": failing}, open(out_p, "w"))
+json.dump({"times": times, "cpu": cpu, "failing": failing}, open(out_p, "w"))
 '''
 
 
@@ -345,6 +349,7 @@ def run_child(python: str, code: str, files: dict[str, Path], repeats: int, env:
     res["wall_s"] = wall
     res["peak_rss_mib"] = usage.ru_maxrss / 1024
     res["stats"] = stats_ms(res["times"])
+    res["cpu_stats"] = stats_ms(res["cpu"])
     return res
 
 
@@ -395,20 +400,30 @@ def main(argv: list[str]) -> int:
         "",
         f"Command: `.venv/bin/python -m benchmarks validation --rows={rows} --repeats={repeats}`",
         "",
-        "| system | version | profile + validate, median s | p90 s | runs | ratio vs loopml | process wall s | "
-        "peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| system | version | wall median s | wall min s | CPU median s | runs | ratio (wall) | ratio (CPU) | "
+        "process wall s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    base_cpu = results["loopml"].get("cpu_stats", {}).get("median_ms")
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | {r.get('version', '')} | failed: {r['error'][:200]} | | | | | |")
+            lines.append(f"| {name} | {r.get('version', '')} | failed: {r['error'][:200]} | | | | | | | |")
             continue
-        med = r["stats"]["median_ms"] / 1000
-        ratio = (r["stats"]["median_ms"] / base) if base else float("nan")
+        st, cs = r["stats"], r["cpu_stats"]
+        ratio = st["median_ms"] / base if base else float("nan")
+        cratio = cs["median_ms"] / base_cpu if base_cpu else float("nan")
         lines.append(
-            f"| {name} | {r.get('version', 'this repo')} | {med:.2f} | {r['stats']['p90_ms'] / 1000:.2f} | "
-            f"{r['stats']['n']} | {ratio:.1f}x | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |"
+            f"| {name} | {r.get('version', 'this repo')} | {st['median_ms'] / 1000:.2f} | {min(r['times']):.2f} | "
+            f"{cs['median_ms'] / 1000:.2f} | {st['n']} | {ratio:.1f}x | {cratio:.1f}x | {r['wall_s']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} |"
         )
+    lines += [
+        "",
+        f"Machine load while measuring (1/5/15-min load average on {os.cpu_count()} cores): "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Other engineers' jobs share the cores, so wall "
+        "time includes waiting for a core; CPU seconds (process time of the timed region, all threads) "
+        "are the steadier measure of work done.",
+    ]
     lines += ["", "## What each system flagged", ""]
     for name, r in results.items():
         if "failing" in r:
@@ -416,8 +431,10 @@ def main(argv: list[str]) -> int:
                                 for k, v in sorted(r["failing"].items()))
             lines.append(f"- **{name}**: {flagged or 'nothing'}")
     if base is not None:
-        lines += ["", f"Target: loopml at most 3 s → {'met' if base / 1000 <= 3 else 'NOT met'} "
-                  f"({base / 1000:.2f} s median on this shared 2-core machine)."]
+        best = min(results["loopml"]["times"])
+        lines += ["", f"Target: loopml at most 3 s → {'met' if base / 1000 <= 3 else 'NOT met'} by the median "
+                  f"({base / 1000:.2f} s wall, {base_cpu / 1000 if base_cpu else float('nan'):.2f} CPU s; best run "
+                  f"{best:.2f} s) on this shared 2-core machine."]
     for name, note in install_notes.items():
         lines.append(f"- {name}: {note}")
     md = write_results("validation", {"rows": rows, "columns": 25, "injected": INJECTED, "results": results},

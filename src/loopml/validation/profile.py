@@ -170,8 +170,11 @@ def _numeric(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, bins
         cp.histogram = {"edges": [], "counts": []}
         return
     cp.min, cp.max = _as_value(s[0], cp), _as_value(s[-1], cp)  # from the sorted copy: no extra pass
-    cp.mean = float(s.mean())
-    cp.std = float(s.std(ddof=1)) if s.size > 1 else None
+    # moments over the distinct values weighted by their counts: O(distinct), not O(rows)
+    w = counts.astype(np.float64)
+    mean = float(uniques @ w / s.size)
+    cp.mean = mean
+    cp.std = float(np.sqrt(((uniques - mean) ** 2) @ w / (s.size - 1))) if s.size > 1 else None
     qv = col.quantiles([*QUANTILES, *PSI_QUANTILES])
     cp.quantiles = {f"p{round(q * 100):02d}": v for q, v in zip(QUANTILES, qv[: len(QUANTILES)])}
     k = min(top_k, counts.size)
