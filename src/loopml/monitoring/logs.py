@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,32 +183,62 @@ def production_output(ws: Workspace, name: str) -> tuple[str, str] | None:
     return None
 
 
-def load_reference(ws: Workspace) -> tuple[pa.Table, str]:
-    """The drift reference table and a label saying where it came from.
+@dataclass
+class ReferenceSource:
+    """Where the drift reference is, without reading it: a label, a cache key and the file."""
 
-    ``monitoring.drift.reference`` when set (Parquet or CSV), else the ``train`` split the
-    production model was trained on, else the ``train`` split of the latest training.
-    """
+    label: str
+    key: str  # changes whenever the content may have changed (artifact digest, or path + size + mtime)
+    path: Path
+    digest: str | None = None  # artifact digest, verified when read
+
+    def read(self, ws: Workspace) -> pa.Table:
+        """The reference table (an artifact's sha256 is verified first)."""
+        p = ws.artifacts.open_verified(self.digest) if self.digest else self.path
+        try:
+            if p.suffix.lower() in (".csv", ".tsv", ".txt"):
+                with _connect() as con:
+                    return con.sql("SELECT * FROM read_csv_auto(?)", params=[str(p)]).to_arrow_table()
+            return pq.read_table(p)
+        except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"drift reference {p}: cannot be read: {exc}") from None
+
+    def column_names(self, ws: Workspace) -> list[str]:
+        """Column names (from the Parquet footer; CSV files are read)."""
+        if self.path.suffix.lower() in (".csv", ".tsv", ".txt"):
+            return list(self.read(ws).column_names)
+        try:
+            return list(pq.read_schema(self.path).names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"drift reference {self.path}: cannot be read: {exc}") from None
+
+
+def reference_source(ws: Workspace) -> ReferenceSource:
+    """The drift reference: ``monitoring.drift.reference`` when set (Parquet or CSV), else the ``train``
+    split the production model was trained on, else the ``train`` split of the latest training."""
     path = ws.spec.monitoring.drift.reference
     if path:
         p = ws.resolve(path)
         if not p.exists():
             raise NotFound(f"monitoring.drift.reference: file {p} does not exist")
-        try:
-            if p.suffix.lower() in (".csv", ".tsv", ".txt"):
-                with _connect() as con:
-                    return con.sql("SELECT * FROM read_csv_auto(?)", params=[str(p)]).to_arrow_table(), str(p)
-            return pq.read_table(p), str(p)
-        except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"monitoring.drift.reference: cannot read {p}: {exc}") from None
+        st = p.stat()
+        return ReferenceSource(str(p), f"{p}:{st.st_size}:{st.st_mtime_ns}", p)
     prod = production_output(ws, "train")
     if prod is not None:
-        return pq.read_table(ws.artifacts.open_verified(prod[0])), f"train split {prod[0][:12]} of {prod[1]}"
+        return ReferenceSource(
+            f"train split {prod[0][:12]} of {prod[1]}", prod[0], ws.artifacts.path_of(prod[0]), prod[0]
+        )
     found = latest_output(ws, "train", "train")
     if found is None:
         raise NotFound(
             "no drift reference: no training has produced a `train` split yet",
             hint="run `loopml run` first, or set monitoring.drift.reference to a Parquet/CSV file",
         )
-    digest, _ = found
-    return pq.read_table(ws.artifacts.open_verified(digest)), f"train split {digest[:12]}"
+    digest = found[0]
+    return ReferenceSource(f"train split {digest[:12]}", digest, ws.artifacts.path_of(digest), digest)
+
+
+def load_reference(ws: Workspace) -> tuple[pa.Table, str]:
+    """The drift reference table and a label saying where it came from (see :func:`reference_source`)."""
+    src = reference_source(ws)
+    return src.read(ws), src.label

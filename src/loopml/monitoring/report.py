@@ -133,10 +133,9 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
     cache = ReferenceCache(ws, engine)
     profile = None
     try:
-        ref, source = cache.table()
-        columns = watched_columns(ws, logs.input_columns(table), ref)
+        columns = watched_columns(ws, logs.input_columns(table), cache.column_names())
         profile = cache.profile(columns) if columns else None
-        data["reference"] = source
+        data["reference"] = cache.source().label
     except LoopMLError as exc:
         data["notes"].append(f"drift not computed: {exc.message}")
     data["notes"].extend(cache.notes)

@@ -48,13 +48,13 @@ class WindowSignals:
     notes: list[str] = field(default_factory=list)
 
 
-def watched_columns(ws: Workspace, log_columns: list[str], reference: pa.Table) -> list[str]:
+def watched_columns(ws: Workspace, log_columns: list[str], reference_columns: list[str]) -> list[str]:
     """Input columns compared: the spec's list, else log inputs present in the reference minus keys/target/time."""
     spec = ws.spec
     if spec.monitoring.drift.features:
         return list(spec.monitoring.drift.features)
     skip = {spec.task.target, spec.task.timestamp, spec.task.group_key, spec.task.item_key, *spec.task.entity_keys}
-    return [c for c in log_columns if c in reference.column_names and c not in skip]
+    return [c for c in log_columns if c in reference_columns and c not in skip]
 
 
 def production_bundle(ws: Workspace) -> tuple[Any, str] | None:
@@ -78,36 +78,56 @@ def _profile_cache_key(source: str, columns: list[str], engine: DriftEngine, ext
 
 
 class ReferenceCache:
-    """The reference table and its profile, computed once per (reference, columns, model) and kept on disk."""
+    """The reference and its profile, computed once per (reference content, columns, production model) and
+    kept on disk under ``.loopml/monitoring/profiles/``: a check with a cached profile never reads the reference."""
 
     def __init__(self, ws: Workspace, engine: DriftEngine) -> None:
         self.ws = ws
         self.engine = engine
+        self._source: logs.ReferenceSource | None = None
         self._table: pa.Table | None = None
-        self._source = ""
         self.notes: list[str] = []
 
+    def source(self) -> logs.ReferenceSource:
+        """Where the reference is."""
+        if self._source is None:
+            self._source = logs.reference_source(self.ws)
+        return self._source
+
+    def column_names(self) -> list[str]:
+        """The reference's columns (read from the file footer)."""
+        return self.source().column_names(self.ws)
+
     def table(self) -> tuple[pa.Table, str]:
-        """The reference table (loaded once)."""
+        """The reference table (read once, verified)."""
         if self._table is None:
-            self._table, self._source = logs.load_reference(self.ws)
-        return self._table, self._source
+            self._table = self.source().read(self.ws)
+        return self._table, self.source().label
 
     def profile(self, columns: list[str]) -> ReferenceProfile:
         """Profile of ``columns`` plus the production model's score distribution on the reference."""
-        table, source = self.table()
-        bundle = None
+        src = self.source()
+        prod_version = ""
         try:
-            bundle = production_bundle(self.ws)
-        except LoopMLError as exc:
-            self.notes.append(f"prediction drift skipped: production model cannot be loaded ({exc})")
-        extra = bundle[1] if bundle else ""
-        key = _profile_cache_key(source, columns, self.engine, extra)
+            from loopml.registry import Registry
+
+            prod = Registry(self.ws).production()
+            prod_version = prod.version_id if prod else ""
+        except ImportError:
+            pass
+        key = _profile_cache_key(src.key, columns, self.engine, prod_version)
         path = self.ws.root / "monitoring" / "profiles" / f"{key}.json"
         if path.exists():
             return ReferenceProfile.from_json(json.loads(path.read_text()))
+        table, label = self.table()
         ref = table.select(columns)
-        if bundle is not None and self.ws.spec.task.type in ("binary", "regression"):
+        bundle = None
+        if prod_version and self.ws.spec.task.type in ("binary", "regression"):
+            try:
+                bundle = production_bundle(self.ws)
+            except LoopMLError as exc:
+                self.notes.append(f"prediction drift skipped: production model cannot be loaded ({exc})")
+        if bundle is not None:
             try:
                 sample = table if table.num_rows <= 200_000 else table.slice(0, 200_000)
                 scores = np.asarray(bundle[0].predict_table(sample), dtype=np.float64).reshape(-1)
@@ -116,9 +136,9 @@ class ReferenceCache:
                 ref = ref.append_column(PREDICTION, pa.array(ref_scores))
             except Exception as exc:  # a model that cannot score its own training data: say so, keep going
                 self.notes.append(f"prediction drift skipped: scoring the reference failed ({exc})")
-        profile = self.engine.profile(ref, source=source)
+        profile = self.engine.profile(ref, source=label)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(profile.to_json()))
         tmp.replace(path)
         return profile
@@ -133,11 +153,11 @@ def drift_signals(
         out.notes.append(f"drift not judged: {current.num_rows} logged rows < monitoring.drift.min_rows={spec.min_rows}")
         return
     try:
-        ref_table, _ = cache.table()
+        ref_columns = cache.column_names()
     except LoopMLError as exc:
         out.notes.append(f"drift not judged: {exc.message}")
         return
-    columns = watched_columns(ws, logs.input_columns(current), ref_table)
+    columns = watched_columns(ws, logs.input_columns(current), ref_columns)
     if not columns:
         out.notes.append("drift not judged: the prediction log and the reference share no input column")
         return
@@ -148,7 +168,9 @@ def drift_signals(
         cur = cur.append_column(PREDICTION, current.column("score"))
     report = engine.compare(profile, cur)
     if spec.multivariate:
-        report.multivariate = engine.domain_classifier(ref_table, current, [c for c in columns if c in current.column_names])
+        report.multivariate = engine.domain_classifier(
+            cache.table()[0], current, [c for c in columns if c in current.column_names]
+        )
         out.metrics["drift.multivariate.auc"] = report.multivariate.auc
     out.drift = report
     inputs = [f for f in report.features if f.name != PREDICTION]
