@@ -13,7 +13,9 @@ comparisons (candidate minus production on the same examples) valid.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import exp, factorial
 from typing import Literal
@@ -25,6 +27,7 @@ from loopml.evaluation.kernels import CustomKernel, Kernel, RankKernel, RankOrde
 BootstrapMethod = Literal["auto", "multinomial", "poisson"]
 MULTINOMIAL_MAX_N = 200_000
 CHUNK_ELEMENTS = 8_000_000  # resamples × examples evaluated at once (memory ≈ 100 bytes × this)
+THREADS = max(1, min(2, int(os.environ.get("LOOPML_EVAL_THREADS", os.cpu_count() or 1))))
 
 
 def _poisson_table() -> np.ndarray:
@@ -248,20 +251,32 @@ def _bootstrap(
     method: BootstrapMethod,
     progress: Callable[[int], None] | None,
 ) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, CHUNK_ELEMENTS // max(n, 1)))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    sizes = [min(chunk, resamples - start) for start in range(0, resamples, chunk)]
+    # one random stream per chunk: the same seed gives the same resamples with any number of threads
+    streams = np.random.SeedSequence(seed).spawn(len(sizes))
+
+    def one(i: int) -> dict[str, np.ndarray]:
+        w = resample_counts(np.random.default_rng(streams[i]), sizes[i], n, method)
+        return _evaluate_chunk(plan, w, names)
+
+    workers = THREADS if len(sizes) > 1 and n * chunk >= 1_000_000 else 1
+    results: list[dict[str, np.ndarray]] = []
     done = 0
-    while done < resamples:
-        rows = min(chunk, resamples - done)
-        w = resample_counts(rng, rows, n, method)
-        vals = _evaluate_chunk(plan, w, names)
-        for k in names:
-            parts[k].append(vals[k])
-        done += rows
-        if progress is not None:
-            progress(done)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    if workers > 1:  # numpy releases the GIL in the heavy kernels (cumsum, take, matmul, random bits)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, vals in enumerate(pool.map(one, range(len(sizes)))):
+                results.append(vals)
+                done += sizes[i]
+                if progress is not None:
+                    progress(done)
+    else:
+        for i in range(len(sizes)):
+            results.append(one(i))
+            done += sizes[i]
+            if progress is not None:
+                progress(done)
+    return {k: np.concatenate([r[k] for r in results]) for k in names}
 
 
 @dataclass
