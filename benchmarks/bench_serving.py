@@ -390,58 +390,83 @@ def fill_store(store_dir: Path, X: np.ndarray) -> None:
 
 
 # -- the runs --------------------------------------------------------------------------------------
-def bench_online(systems: list[str], model: Path, warmup: float, duration: float, n_bodies: int) -> dict[str, Any]:
+LEVELS_RUN = (("c1", "single", 1), ("c8", "single", 8), ("c64", "single", 64), ("batch100_c8", "batch", 8))
+
+
+def bench_online(systems: list[str], model: Path, warmup: float, duration: float, n_bodies: int,
+                 rounds: int) -> dict[str, Any]:
+    """Start every server, check its reference prediction, then measure level by level with the
+    systems interleaved (and ``rounds`` times over), so that load from other jobs on this shared
+    machine falls on all of them alike; the median round is reported."""
     import lightgbm as lgb
 
     booster = lgb.Booster(model_file=str(model))
-    X = request_rows(n_bodies * 1)
+    X = request_rows(n_bodies)
     Xb = request_rows(100 * 100)
     ref = float(booster.predict(X[:1])[0])
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     store_dir = work / "store"
     store_dir.mkdir()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {s: {} for s in systems}
+    running: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, Path]]] = {}
     try:
         if "loopml+store" in systems:
             fill_store(store_dir, X)
         for system in systems:
-            print(f"--- {system}", flush=True)
-            single = bodies_for(system, X, 1)
-            batch = bodies_for(system, Xb, 100)
-            entry: dict[str, Any] = {}
+            print(f"--- starting {system}", flush=True)
             try:
                 proc, url = start_server(system, model, work, free_port(), store_dir)
             except Exception as exc:  # e.g. the peer's environment cannot be installed
                 results[system] = {"error": f"could not start: {type(exc).__name__}: {exc}"}
                 print(f"    {results[system]['error']}", flush=True)
                 continue
+            single = bodies_for(system, X, 1)
             try:
                 got = wait_ready(proc, url, single[0], system)
-                entry["reference_ok"] = abs(got - ref) < 1e-9
-                entry["reference"] = {"expected": ref, "got": got}
-                if not entry["reference_ok"]:
+                results[system]["reference"] = {"expected": ref, "got": got}
+                results[system]["reference_ok"] = abs(got - ref) < 1e-9
+                if not results[system]["reference_ok"]:
                     raise RuntimeError(f"wrong prediction: {got} != {ref}")
-                s_script = lua_script(work / f"{system}-single.lua", single, "/" + url.split("/", 3)[3])
-                b_script = lua_script(work / f"{system}-batch.lua", batch, "/" + url.split("/", 3)[3])
-                run_wrk(url, s_script, 8, warmup)
-                for label, script, conns in (("c1", s_script, 1), ("c8", s_script, 8), ("c64", s_script, 64),
-                                             ("batch100_c8", b_script, 8)):
+            except Exception as exc:
+                results[system]["error"] = f"{type(exc).__name__}: {exc}"
+                results[system]["log_tail"] = (work / f"{system}.log").read_bytes()[-1500:].decode(errors="replace")
+                print(f"    failed: {results[system]['error']}\n{results[system]['log_tail']}", flush=True)
+                stop(proc)
+                continue
+            path = "/" + url.split("/", 3)[3]
+            scripts = {"single": lua_script(work / f"{system}-single.lua", single, path),
+                       "batch": lua_script(work / f"{system}-batch.lua", bodies_for(system, Xb, 100), path)}
+            running[system] = (proc, url, scripts)
+        for _proc, url, scripts in running.values():
+            run_wrk(url, scripts["single"], 8, warmup)
+        for label, kind, conns in LEVELS_RUN:
+            for rnd in range(rounds):
+                order = list(running) if rnd % 2 == 0 else list(reversed(running))
+                for system in order:
+                    proc, url, scripts = running[system]
+                    if proc.poll() is not None:
+                        results[system].setdefault("error", f"server exited with code {proc.returncode}")
+                        continue
                     c0 = cpu_seconds(proc.pid)
-                    r = run_wrk(url, script, conns, duration)
+                    r = run_wrk(url, scripts[kind], conns, duration)
                     cpu = cpu_seconds(proc.pid) - c0
                     r["cpu_ms_per_request"] = 1000 * cpu / r["requests"] if r["requests"] else None
-                    entry[label] = r
-                    print(f"    {label:12s} {r['rps']:9.0f} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
-                          f"errors {r['errors']}  cpu {r['cpu_ms_per_request']} ms/req", flush=True)
-            except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-                tail = (work / f"{system}.log").read_bytes()[-1500:].decode(errors="replace")
-                entry["log_tail"] = tail
-                print(f"    failed: {entry['error']}\n{tail}", flush=True)
-            finally:
-                stop(proc)
-            results[system] = entry
+                    results[system].setdefault("rounds", {}).setdefault(label, []).append(r)
+                    print(f"    {system:13s} {label:12s} round {rnd + 1}: {r['rps']:9.0f} req/s  p50 {r['p50_ms']} ms  "
+                          f"p99 {r['p99_ms']} ms  errors {r['errors']}  cpu {r['cpu_ms_per_request']} ms/req", flush=True)
+        for system in running:
+            for label, runs in results[system].get("rounds", {}).items():
+                ranked = sorted(runs, key=lambda r: r["rps"])
+                median = dict(ranked[(len(ranked) - 1) // 2])  # lower median: conservative for 2 rounds
+                median["errors"] = sum(int(r["errors"]) for r in runs)  # errors of every round count
+                results[system][label] = median
     finally:
+        for proc, _, _ in running.values():
+            stop(proc)
+        for system in systems:
+            log = work / f"{system}.log"
+            if log.exists() and "error" in results.get(system, {}):
+                results[system].setdefault("log_tail", log.read_bytes()[-1500:].decode(errors="replace"))
         shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -496,7 +521,8 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
     lines = [
         "# Serving benchmark",
         "",
-        f"Command: `.venv/bin/python -m benchmarks serving --duration={args.duration:g} --warmup={args.warmup:g}`"
+        f"Command: `.venv/bin/python -m benchmarks serving --duration={args.duration:g} --warmup={args.warmup:g} "
+        f"--rounds={args.rounds}`"
         + (f" `--peers={args.peers}`" if args.peers else ""),
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core machine (other engineers' jobs running: "
         "absolute numbers are noisy; the ratios come from one run with every system side by side).",
@@ -504,23 +530,27 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
         "Model: LightGBM binary, 200 trees, 31 leaves, 25 inputs (20 numeric + 5 categorical codes, 10–1,000 levels), "
         "make_classification 200k rows seed 0. Server pinned to core 0, wrk pinned to core 1, loopback, "
         f"{args.bodies:,} distinct single-row bodies, 100 bodies of 100 rows; {args.warmup:g} s warm-up then "
-        f"{args.duration:g} s per level. CPU ms/request = server process tree CPU time (/proc) ÷ requests.",
+        f"{args.duration:g} s per level and system; systems interleaved level by level ({args.rounds} round(s), median "
+        "round reported, errors summed over rounds) so that load from other jobs falls on all alike. "
+        "CPU ms/request = server process tree CPU time (/proc) ÷ requests.",
         "",
-        "| system | c=1 req/s | c=8 req/s | c=8 p50 / p99 ms | c=64 req/s | c=64 p99 ms | 100 rows c=8 req/s (rows/s) | errors (all runs) | CPU ms/req c=8 | ×FastAPI at c=8 |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| system | c=1 req/s | c=8 req/s | c=8 p50 / p99 ms | c=64 req/s | c=64 p99 ms | 100 rows c=8 req/s (rows/s) | errors (all runs) | CPU ms/req c=8 | req/s ×FastAPI (c=8) | CPU-efficiency ×FastAPI (c=8) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = results.get("fastapi", {}).get("c8", {}).get("rps")
+    base_cpu = results.get("fastapi", {}).get("c8", {}).get("cpu_ms_per_request")
     for system, e in results.items():
         if "error" in e and "c8" not in e:
-            lines.append(f"| {system} | could not run: {e['error'][:200]} |||||||||")
+            lines.append(f"| {system} | could not run: {e['error'][:200]} ||||||||||")
             continue
         c1, c8, c64, b = (e.get(k, {}) for k in ("c1", "c8", "c64", "batch100_c8"))
         errs = sum(int(x.get("errors", 0)) for x in (c1, c8, c64, b))
         ratio = f"{c8['rps'] / base:.2f}×" if base and c8.get("rps") else "–"
+        eff = f"{base_cpu / c8['cpu_ms_per_request']:.2f}×" if base_cpu and c8.get("cpu_ms_per_request") else "–"
         lines.append(
             f"| {system} | {f(c1.get('rps'))} | {f(c8.get('rps'))} | {f(c8.get('p50_ms'), '{:.2f}')} / {f(c8.get('p99_ms'), '{:.2f}')} | "
             f"{f(c64.get('rps'))} | {f(c64.get('p99_ms'), '{:.2f}')} | {f(b.get('rps'))} ({f((b.get('rps') or 0) * 100)}) | {errs} | "
-            f"{f(c8.get('cpu_ms_per_request'), '{:.3f}')} | {ratio} |"
+            f"{f(c8.get('cpu_ms_per_request'), '{:.3f}')} | {ratio} | {eff} |"
         )
     lp, ls = results.get("loopml", {}).get("c8", {}), results.get("loopml+store", {}).get("c8", {})
     if lp.get("cpu_ms_per_request") and ls.get("cpu_ms_per_request"):
@@ -550,6 +580,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="Seconds per load level.")
     ap.add_argument("--warmup", type=float, default=5.0, help="Warm-up seconds per server.")
     ap.add_argument("--bodies", type=int, default=10_000, help="Distinct single-row bodies.")
+    ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds per level (median reported).")
     ap.add_argument("--peers", default="", help="Comma-separated subset of loopml,loopml+store,fastapi,mlflow,bentoml.")
     ap.add_argument("--batch-rows", type=int, default=1_000_000, help="Rows for the batch benchmark (0 skips it).")
     args = ap.parse_args(argv)
@@ -558,7 +589,7 @@ def main(argv: list[str]) -> int:
         print(f"wrk not found at {WRK} (apt-get install wrk)", file=sys.stderr)
         return 2
     model = train_model()
-    online = bench_online(systems, model, args.warmup, args.duration, args.bodies)
+    online = bench_online(systems, model, args.warmup, args.duration, args.bodies, args.rounds)
     batch = bench_batch(model, args.batch_rows) if args.batch_rows else None
     if batch:
         print(f"--- batch {batch['rows']:,} rows: raw {batch['raw_predict_s']:.2f}s, loopml {batch['loopml_batch_s']:.2f}s "

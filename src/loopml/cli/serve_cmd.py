@@ -54,7 +54,7 @@ def serve(
 
 def predict(
     batch: str | None = typer.Option(
-        None, "--batch", help="Score this input in chunks: a Parquet/CSV/JSON file, a folder of Parquet, or an artifact digest."
+        None, "--batch", help="Score this input in chunks: a Parquet/CSV/JSON file, a folder of Parquet, snapshot:REF (lake snapshot id, v3 or latest) or an artifact digest."
     ),
     row: str | None = typer.Option(None, "--row", help="Score one row given as a JSON object (prints the prediction)."),
     output: Path | None = typer.Option(

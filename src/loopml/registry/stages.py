@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import select
+
 from loopml.lineage import lineage
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.registry.registry import Registry
 from loopml.spec import Spec
+from loopml.workspace.metadata import executions
 
 
 def _json_artifact(ctx: StageContext, digest: str) -> dict[str, Any]:
@@ -21,21 +24,38 @@ def _json_artifact(ctx: StageContext, digest: str) -> dict[str, Any]:
 
 
 def bundle_lineage(ctx: StageContext, bundle_digest: str, report_digest: str) -> dict[str, Any]:
-    """Data snapshot, feature set, training run and evaluation of a bundle, from the lineage graph."""
-    out: dict[str, Any] = {"bundle": bundle_digest, "evaluation_report": report_digest}
-    for step in lineage(ctx.workspace, bundle_digest):
-        if step.stage is None:
-            continue
-        if step.stage == "train" and step.name == "bundle":
-            out["training_execution"] = step.execution_id
-        elif step.stage == "features" and step.name == "table":
-            out.setdefault("feature_table", step.digest)
-        elif step.stage == "ingest" and step.name == "table":
-            out.setdefault("data_snapshot", step.digest)
-        elif step.stage == "validate" and step.name == "table":
-            out.setdefault("validated_table", step.digest)
+    """Data snapshot, feature table, feature set, training run and evaluation report of a bundle.
+
+    Found through the metadata database: the bundle's producing (train) execution names its
+    input feature table and its run; the ingest execution of that run names the lake snapshot.
+    """
+    ws = ctx.workspace
+    out: dict[str, Any] = {"bundle": bundle_digest, "evaluation_report": report_digest,
+                           "evaluation_execution": ctx.execution_id}
+    producer = ws.artifact_info(bundle_digest).get("producer")
+    with ws.engine.connect() as conn:
+        train = conn.execute(select(executions).where(executions.c.execution_id == producer)).mappings().first()
+        if train is not None:
+            out["training_execution"] = train["cached_from"] or train["execution_id"]
+            out["training_run"] = train["run_id"]
+            out["feature_table"] = ((train["inputs"] or {}).get("features") or {}).get("table")
+            same_run = conn.execute(
+                select(executions).where(executions.c.run_id == train["run_id"],
+                                         executions.c.status.in_(("success", "cached")))
+            ).mappings().all()
+            for row in same_run:
+                outputs, summary = row["outputs"] or {}, row["summary"] or {}
+                if row["stage"] == "ingest":
+                    out["data_snapshot"] = summary.get("snapshot") or outputs.get("table")
+                    out["data_table"] = outputs.get("table")
+                elif row["stage"] == "validate":
+                    out["validated_table"] = outputs.get("table")
+    if "data_snapshot" not in out:  # produced outside a pipeline run: walk the artifact lineage
+        for step in lineage(ws, bundle_digest):
+            if step.stage == "ingest":
+                out.setdefault("data_snapshot", step.digest)
     out["feature_set"] = ctx.spec.features.model_dump(mode="json")
-    return out
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @register_stage

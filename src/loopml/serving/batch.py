@@ -63,16 +63,29 @@ def _quote(s: str) -> str:
     return s.replace("'", "''")
 
 
-def resolve_input(ws: Any, ref: str) -> Path:
-    """A file path, or an artifact digest (prefix) in the workspace (e.g. a pipeline table output)."""
+def resolve_input(ws: Any, ref: str) -> Path | list[Path]:
+    """What ``--batch`` names: a file or folder, ``snapshot:REF`` (a lake snapshot: id, ``v3`` or
+    ``latest``; delta snapshots read their whole chain), or an artifact digest (prefix) of a table."""
+    if ref.startswith("snapshot:"):
+        from loopml.data.snapshots import chain, get_snapshot
+        from loopml.workspace import sha256_file
+
+        paths = []
+        for snap in chain(ws, get_snapshot(ws, ref.split(":", 1)[1])):
+            path = snap.path(ws)
+            if sha256_file(path) != snap.sha256:
+                from loopml.errors import IntegrityError
+
+                raise IntegrityError(f"snapshot {snap.snapshot_id}: {path} does not match its recorded sha256")
+            paths.append(path)
+        return paths
     p = Path(ref)
     if p.exists():
         return p
     if ws is not None and len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref):
         info = ws.artifact_info(ref)
-        path: Path = ws.artifacts.open_verified(info["digest"])
-        # artifact files have no suffix: DuckDB sniffs Parquet by magic bytes through read_parquet
-        return path
+        artifact: Path = ws.artifacts.open_verified(info["digest"])
+        return artifact  # no suffix: read as Parquet
     raise NotFound(f"input `{ref}` is neither a file nor an artifact digest of this workspace")
 
 
@@ -107,7 +120,7 @@ def _prefetch(it: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Recor
 
 def predict_batch(
     servable: Servable,
-    input_path: Path,
+    input_path: Path | list[Path],
     output: Path,
     *,
     chunk_rows: int = 200_000,
@@ -134,7 +147,13 @@ def predict_batch(
     t0 = time.perf_counter()
     keys = list(keys or [])
     con = duckdb.connect()
-    source = _sql_source(input_path) if input_path.suffix else f"read_parquet('{_quote(str(input_path))}')"
+    if isinstance(input_path, list):  # a snapshot chain: Parquet files read as one table
+        files = ", ".join(f"'{_quote(str(p))}'" for p in input_path)
+        source = f"read_parquet([{files}], union_by_name=true)"
+    elif input_path.suffix or input_path.is_dir():
+        source = _sql_source(input_path)
+    else:  # an artifact (no suffix): Parquet
+        source = f"read_parquet('{_quote(str(input_path))}')"
     try:
         total = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
     except duckdb.Error as exc:

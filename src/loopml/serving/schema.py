@@ -53,6 +53,15 @@ class RequestInvalid(DataError):
         super().__init__(message)
         self.problems = problems
 
+    def __str__(self) -> str:
+        lines = [self.message]
+        for p in self.problems[:20]:
+            where = ".".join(str(x) for x in p.get("loc", [])[1:]) or "body"
+            lines.append(f"  - {where}: {p.get('msg')} (expected {p.get('expected')})")
+        if len(self.problems) > 20:
+            lines.append(f"  … and {len(self.problems) - 20} more")
+        return "\n".join(lines)
+
     def body(self) -> dict[str, Any]:
         """The JSON body of the 422 response: one entry per problem, naming field, value and expectation."""
         return {"error": self.message, "detail": self.problems}
