@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from loopml.monitoring.alerts import Firing
 from loopml.monitoring.records import ensure_tables, insert_row, monitor_decisions, new_id
-from loopml.monitoring.retrain import export_labelled, export_watermark, triggers_for
+from loopml.monitoring.retrain import Trigger, export_labelled, export_watermark, retrain, triggers_for
 from loopml.spec import parse_spec_text
 from loopml.workspace import Workspace
 from tests.monitoring.logdata import feedback_segment, prediction_segment
@@ -79,3 +79,15 @@ def test_export_follows_the_source_schema_and_never_exports_twice(project: Path)
     assert export_labelled(ws, export_watermark(ws))["rows"] == 0
     # all the files of the glob read back together as one table
     assert sum(pq.read_metadata(p).num_rows for p in (project / "data").glob("*.parquet")) == 61
+
+
+def test_a_retraining_finished_while_waiting_for_the_lock_is_not_repeated(project: Path) -> None:
+    ws = _ws(project)
+    now = dt.datetime.now(dt.UTC)
+    # another `loopml monitor` started retraining before this one and ended while it waited for the lock
+    insert_row(ws, monitor_decisions, decision_id="other-monitor", decided_at=now - dt.timedelta(minutes=3),
+               triggers=[], action="retrain", status="approved", ended_at=now + dt.timedelta(seconds=30))
+    decision = retrain(ws, [Trigger("alert", "alert `drift`")], None)
+    assert decision.action == "skip" and decision.status == "skipped"
+    assert "other-monitor" in decision.evidence["reason"]
+    assert not (project / "data").exists()  # nothing exported, nothing run

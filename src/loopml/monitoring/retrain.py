@@ -219,6 +219,14 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
         )
     try:
         with ws.lock(wait_s=spec.lock_wait_s):
+            other = _finished_while_waiting(ws, decision.decision_id, now)
+            if other is not None:
+                # another monitor retrained while this one waited for the lock: nothing left to do
+                decision.action, decision.status = "skip", "skipped"
+                decision.evidence["reason"] = f"retraining {other} finished while this one waited for the lock"
+                update_row(ws, monitor_decisions, "decision_id", decision.decision_id, action="skip", status="skipped",
+                           evidence=decision.evidence, ended_at=utcnow())
+                return decision
             exported = export_labelled(ws, export_watermark(ws))
             decision.evidence["exported"] = exported
             # recorded at once: the exported file stays in the source folder even if training fails
@@ -277,6 +285,16 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
         ended_at=utcnow(), error=decision.error,
     )
     return decision
+
+
+def _finished_while_waiting(ws: Workspace, decision_id: str, since: dt.datetime) -> str | None:
+    """Id of another retraining that ended after ``since`` (i.e. while this one waited for the lock)."""
+    for r in recent(ws, monitor_decisions, "decided_at", 20):
+        ended = r.get("ended_at")
+        if (r["decision_id"] != decision_id and r["action"] == "retrain" and r["status"] != "running"
+                and ended is not None and _aware(ended) >= since):
+            return str(r["decision_id"])
+    return None
 
 
 def export_watermark(ws: Workspace) -> dt.datetime | None:
