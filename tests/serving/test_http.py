@@ -52,6 +52,8 @@ def test_many_rows_in_one_request(server: Server, click: pa.Table) -> None:
     assert len(set(b1["request_ids"])) == 50
     single = [server.request("POST", "/v1/predict", r)[1]["score"] for r in rows[:5]]
     assert single == pytest.approx(b1["scores"][:5], abs=1e-12)
+    s3, b3, _ = server.request("POST", "/v1/predict", rows[:3])  # few rows: the row-wise fast path
+    assert s3 == 200 and b3["scores"] == pytest.approx(b1["scores"][:3], abs=1e-12)
 
 
 def test_invalid_requests_get_422_naming_field_value_and_expectation(server: Server, click: pa.Table) -> None:

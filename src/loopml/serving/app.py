@@ -231,6 +231,8 @@ class ServingApp:
                 rows = data.get("rows")
                 if rows is None or len(data) != 1:
                     resp = self._predict_one(rid, route.name, model, data)
+                    if route.shadows:
+                        self._later(self._shadow, rid, [data], False, route.shadows)
                     self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
                     return resp
                 if rows.__class__ is not list:
@@ -243,6 +245,8 @@ class ServingApp:
                     [{"loc": ["body"], "field": None, "value": str(data)[:80], "expected": "object or array", "msg": "wrong body type"}],
                 )
             resp = self._predict_many(rid, route.name, model, rows)
+            if route.shadows:
+                self._later(self._shadow, rid, rows, True, route.shadows)
             self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
             return resp
         except RequestInvalid as exc:
@@ -324,6 +328,41 @@ class ServingApp:
             {"request_id": rid, "request_ids": [f"{rid}-{i}" for i in range(len(rows))], "model_version": version,
              "route": "precomputed", "scores": scores, "predictions": preds}
         ), JSON
+
+    # -- shadows -----------------------------------------------------------------------------
+    @staticmethod
+    def _later(fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` after the current response is written (next loop iteration), inline without a loop."""
+        try:
+            asyncio.get_running_loop().call_soon(fn, *args)
+        except RuntimeError:
+            fn(*args)
+
+    def _shadow(self, rid: str, rows: list[Any], many: bool, shadows: tuple[Servable, ...]) -> None:
+        """Score shadow arms off the request path and log them with route ``shadow``."""
+        log = self.prediction_log
+        for m in shadows:
+            t0 = time.perf_counter()
+            try:
+                if many:
+                    scores, preds = m.predict_many(rows)
+                else:
+                    s1, p1 = m.predict_one(rows[0])
+            except LoopMLError as exc:
+                self.metrics.error("shadow", type(exc).__name__)
+                continue
+            self.metrics.observe("shadow", m.version_id, "shadow", 200, time.perf_counter() - t0, len(rows))
+            if log is None:
+                continue
+            ts = now_us()
+            if not many:
+                log.append((rid, ts, m.version_id, "shadow", s1, p1, m.raw_copy() if m.raw_numeric else rows[0], m.schema))
+            elif m.last_matrix is not None:
+                log.append(([f"{rid}-{i}" for i in range(len(rows))], ts, m.version_id, "shadow", scores, preds,
+                            m.last_matrix, m.schema))
+            else:
+                for i, row in enumerate(rows):
+                    log.append((f"{rid}-{i}", ts, m.version_id, "shadow", float(scores[i]), float(preds[i]), row, m.schema))
 
     # -- feedback ----------------------------------------------------------------------------
     def feedback(self, headers: dict[bytes, bytes], body: bytes) -> Response:

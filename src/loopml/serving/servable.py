@@ -191,7 +191,7 @@ class Servable:
                 self.schema.raise_for(rows, many=True)
             out = [self.predict_one(r) for r in rows]
             arr = np.asarray(out, dtype=np.float64)
-            return arr[:, 0], arr[:, 1]
+            return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
         if self._transform_row is None:
             names = self._names
             x: np.ndarray | None = None
