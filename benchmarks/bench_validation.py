@@ -430,6 +430,16 @@ def main(argv: list[str]) -> int:
             flagged = ", ".join(f"`{k}` ({v:,})" if isinstance(v, int) else f"`{k}` ({v:.3f})"
                                 for k, v in sorted(r["failing"].items()))
             lines.append(f"- **{name}**: {flagged or 'nothing'}")
+    lines += [
+        "",
+        "Notes on agreement: the row-level counts (range, domain, nullability, key duplicates) are identical "
+        "in all three systems, except that GX's `expect_column_values_to_be_unique` counts every member of a "
+        "duplicated key (both rows of a pair) while loopml and pandera keep the first and flag the rest. "
+        "loopml also reports PSI warnings (≥ 0.1) as failed-but-warning checks; pandera's custom PSI check "
+        "has only the error threshold. GX has no PSI: its KL-divergence expectation over the same bins also "
+        "fires on columns with a few out-of-partition values (`temp_c`, `weekday_name`) and on bins the "
+        "reference left empty.",
+    ]
     if base is not None:
         best = min(results["loopml"]["times"])
         lines += ["", f"Target: loopml at most 3 s → {'met' if base / 1000 <= 3 else 'NOT met'} by the median "
