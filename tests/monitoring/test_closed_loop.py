@@ -150,6 +150,7 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
         cli("monitor", "report", "--project", str(project), "--window", "1h", check=True)
         html = (project / ".loopml" / "reports" / "monitoring.html").read_text()
         assert "prediction (score)" in html and "inputs-drifted" in html and "approved" in html
+        assert "Service operations between checks" in html  # scraped by `monitor` and `monitor ops`
 
         # within the cooldown the alert keeps firing but does not retrain again
         again = cli("monitor", "--project", str(project), check=True).stdout

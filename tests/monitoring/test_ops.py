@@ -13,6 +13,7 @@ import pytest
 from loopml.monitoring.ops import (
     OpsUnavailable,
     histogram_quantile,
+    ops_series,
     parse_prometheus,
     scrape,
     snapshot,
@@ -91,6 +92,8 @@ def test_scrape_and_window_summary_from_the_real_exposition(project: Path, metri
     assert 10 < s["latency_p50_ms"] <= 25 and s["latency_p99_ms"] <= 25
     assert s["by_version"]["v1"]["requests"] == 50
     assert s["memory_mb"] > 1 and "requests_per_s" in s and s["since"] != "process start"
+    series = ops_series(ws)  # the report's time series: one interval between the two stored scrapes
+    assert len(series) == 1 and series[0]["requests"] == 51 and series[0]["error_rate"] == pytest.approx(10 / 51)
 
 
 def test_unreachable_service_is_a_clear_error(project: Path) -> None:

@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
 import urllib.error
@@ -228,4 +229,25 @@ def window_summary(ws: Workspace, window: dt.timedelta, latest: dict[str, Any] |
     seconds = latest["scraped_at"] - base["scraped_at"] if base else None
     out = summarize(latest, base, seconds)
     out["since"] = dt.datetime.fromtimestamp(base["scraped_at"], dt.UTC).isoformat() if base else "process start"
+    return out
+
+
+def ops_series(ws: Workspace, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Operational facts between consecutive stored scrapes of the same server process, oldest first
+    (each row: ``at`` and the :func:`summarize` metrics of that interval)."""
+    q = select(monitor_ops_samples.c.data).order_by(monitor_ops_samples.c.scraped_at)
+    if since is not None:
+        q = q.where(monitor_ops_samples.c.scraped_at >= since)
+    with ws.engine.connect() as conn:
+        snaps = [r[0] for r in conn.execute(q).all()]
+    out: list[dict[str, Any]] = []
+    for prev, cur in itertools.pairwise(snaps):
+        if prev.get("start_time") != cur.get("start_time"):
+            continue  # the server restarted in between: counters started again
+        seconds = cur["scraped_at"] - prev["scraped_at"]
+        if seconds <= 0:
+            continue
+        s = summarize(cur, prev, seconds)
+        out.append({"at": dt.datetime.fromtimestamp(cur["scraped_at"], dt.UTC).isoformat(),
+                    **{k: v for k, v in s.items() if isinstance(v, int | float)}})
     return out

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from loopml.errors import LoopMLError
 from loopml.monitoring import logs
 from loopml.monitoring.drift import DriftEngine, FeatureDrift
+from loopml.monitoring.ops import ops_series
 from loopml.monitoring.quality import cbpe_by_window, quality_by_window
 from loopml.monitoring.records import ensure_tables, monitor_alerts, monitor_decisions, recent
 from loopml.monitoring.signals import PREDICTION, ReferenceCache, fit_cbpe_calibrator, watched_columns
@@ -120,10 +121,11 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
     first, last, rows = logs.log_span(ws)
     data: dict[str, Any] = {
         "project": ws.spec.project.name, "generated_at": utcnow().isoformat(), "window": w, "log_rows": rows,
-        "windows": [], "quality": [], "cbpe": [], "volume": [], "drift_latest": None, "notes": [],
+        "windows": [], "quality": [], "cbpe": [], "volume": [], "ops": [], "drift_latest": None, "notes": [],
         "alerts": _jsonable(recent(ws, monitor_alerts, "fired_at", 200)),
         "decisions": _jsonable(recent(ws, monitor_decisions, "decided_at", 50)),
     }
+    data["ops"] = ops_series(ws, (last or utcnow()) - width * MAX_WINDOWS)
     if first is None or last is None:
         data["notes"].append("the prediction log is empty")
         return data
@@ -262,6 +264,14 @@ def render_html(data: dict[str, Any], psi_threshold: float, min_effect: float) -
             vol.setdefault(r["model_version"], []).append((_x(r["window_start"]), float(r["rows"])))
         body.append("<h2>Predictions per window and model version</h2>")
         body.append(svg_chart("predictions", vol, markers=marks(("volume.", "ops."))))
+    if data.get("ops"):
+        body.append("<h2>Service operations between checks</h2><div class='grid'>")
+        for metric, title in (("requests_per_s", "requests per second"), ("latency_p99_ms", "latency p99 (ms)"),
+                              ("latency_p50_ms", "latency p50 (ms)"), ("error_rate", "error rate"),
+                              ("cpu_percent", "CPU %")):
+            series = {metric: [(_x(r["at"]), _num(r.get(metric))) for r in data["ops"]]}
+            body.append(svg_chart(title, series, markers=marks("ops.")))
+        body.append("</div>")
     body.append("<h2>Alerts</h2><table><tr><th>fired</th><th>rule</th><th>severity</th><th>metric</th><th>value</th>"
                 "<th>threshold</th><th>drifted / evidence</th></tr>")
     for a in alerts[:50]:
