@@ -176,3 +176,26 @@ def test_promotion_through_the_api_needs_the_token(tmp_path: Path, click: pa.Tab
         assert Registry(Workspace.open(project)).production().version_id == "v1"  # type: ignore[union-attr]
     finally:
         server.stop()
+
+
+def test_server_without_production_is_not_ready_until_a_promotion(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+    from conftest import PASSED, SPEC
+    from helpers import train_bundle
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "loopml.yaml").write_text(SPEC)
+    ws = Workspace.open(project)
+    Registry(ws).register(train_bundle(ws, click, n_estimators=5), verdict=PASSED, lineage={})
+    server = start_server(["--project", str(project), "--no-log"], tmp_path)
+    try:
+        status, body, _ = server.request("GET", "/ready")
+        assert status == 503 and "promote" in body["error"]
+        status, body, _ = server.request("POST", "/v1/predict", rows_of(click, 1)[0])
+        assert status == 503 and "no model is loaded" in body["error"]
+        cli("models", "promote", "v1", "--reason", "go live", "-p", str(project), check=True)
+        _wait_for(lambda: server.request("GET", "/ready")[0] == 200)
+        status, body, _ = server.request("POST", "/v1/predict", rows_of(click, 1)[0])
+        assert status == 200 and body["model_version"] == "v1"
+    finally:
+        server.stop()
