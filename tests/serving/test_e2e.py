@@ -179,8 +179,9 @@ def test_promotion_through_the_api_needs_the_token(tmp_path: Path, click: pa.Tab
 
 
 def test_server_without_production_is_not_ready_until_a_promotion(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
-    from conftest import PASSED, SPEC
     from helpers import train_bundle
+
+    from conftest import PASSED, SPEC
 
     project = tmp_path / "proj"
     project.mkdir()
