@@ -6,7 +6,7 @@ The result is one Arrow table of examples, ready to be written to the lake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ def build_examples(
     *,
     files: Mapping[str, Sequence[Path]] | None = None,
     only: Sequence[str] | None = None,
+    progress: Callable[[list[tuple[str, Any]]], Iterable[tuple[str, Any]]] | None = None,
 ) -> EtlResult:
     """Read the sources and build the example table.
 
@@ -69,6 +70,8 @@ def build_examples(
         Per source, the subset of its files to read (incremental ingestion reads only new files).
     only
         Read only these sources (the others are not needed, e.g. an incremental delta of the base).
+    progress
+        Wraps the list of (name, source) being read, e.g. with a progress bar.
     """
     data = spec.data
     if not data.sources:
@@ -77,9 +80,8 @@ def build_examples(
     con = duck_connect()
     result = EtlResult(table=pa.table({}), base=base or "transform")
     try:
-        for name, source in data.sources.items():
-            if only is not None and name not in only:
-                continue
+        todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
+        for name, source in progress(todo) if progress is not None else todo:
             t = read_source(name, source, project_dir, (files or {}).get(name))
             result.source_rows[name] = t.num_rows
             con.register(name, t)

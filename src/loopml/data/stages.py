@@ -154,7 +154,8 @@ class IngestStage(BaseStage):
             new_rows = 0
         elif isinstance(plan, list) and prev is not None:
             base = base_source(spec) or ""
-            delta = build_examples(spec, ws.project_dir, files={base: [Path(p) for p in plan]}, only=[base])
+            delta = build_examples(spec, ws.project_dir, files={base: [Path(p) for p in plan]}, only=[base],
+                                   progress=self._progress(ctx))
             if describe_schema(delta.table) != prev.manifest["schema"]:
                 snap = self._full(ctx, spec, config_hash, extra, prev)
                 new_rows = snap.row_count
@@ -170,10 +171,17 @@ class IngestStage(BaseStage):
             new_rows = snap.row_count
         return self._outputs(ctx, snap, new_rows)
 
+    @staticmethod
+    def _progress(ctx: StageContext) -> Any:
+        def wrap(items: list[tuple[str, Any]]) -> Any:
+            return ctx.progress(items, total=len(items), description="reading sources")
+
+        return wrap
+
     def _full(
         self, ctx: StageContext, spec: Spec, config_hash: str, extra: dict[str, Any], prev: Snapshot | None
     ) -> Snapshot:
-        result = build_examples(spec, ctx.workspace.project_dir)
+        result = build_examples(spec, ctx.workspace.project_dir, progress=self._progress(ctx))
         if result.table.num_rows == 0:
             raise DataError("data: the example table is empty after ETL and labels; nothing to snapshot")
         return write_snapshot(
