@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loopml.spec.base import StrictModel
 
@@ -121,6 +121,12 @@ class Verification(StrictModel):
         default=50, ge=1, description="Columns with at most this many distinct values get a category domain."
     )
 
+    @model_validator(mode="after")
+    def _psi_order(self) -> Verification:
+        if self.psi_warn > self.psi_error:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must not exceed psi_error ({self.psi_error})")
+        return self
+
 
 class Data(StrictModel):
     """Where the data comes from and how it becomes one verified table of examples."""
@@ -137,3 +143,15 @@ class Data(StrictModel):
         description="When only new files appear in glob sources (and no transform or window label spans sources), "
         "ingest only the new rows into a new snapshot appended to the previous one.",
     )
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> Data:
+        if isinstance(self.labels, ClickWithinWindow):
+            for role in ("impressions", "events"):
+                name = getattr(self.labels, role)
+                if name not in self.sources:
+                    raise ValueError(
+                        f"labels.{role} names source `{name}`, which is not declared "
+                        f"(sources: {', '.join(self.sources) or 'none'})"
+                    )
+        return self
