@@ -143,3 +143,15 @@ def test_transform_error_names_sources(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"data.transform failed: .*y"):
         build_examples(spec, tmp_path)
+
+
+def test_mixed_types_in_a_sqlite_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from loopml.spec.data import SqlSource
+
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        conn.execute("CREATE TABLE t (v)")  # SQLite columns accept any type
+        conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), ("three",)])
+    with pytest.raises(DataError, match=r"row 3, column `v`: value 'three' is str, but earlier values are int"):
+        read_source("m", SqlSource(type="sql", url="sqlite:///m.db", query="SELECT v FROM t"), tmp_path)

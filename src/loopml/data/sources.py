@@ -415,9 +415,24 @@ class SqlReader:
         for col, values in zip(names, columns):
             try:
                 arrays.append(pa.array(list(values)))
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise DataError(f"source `{name}`: column `{col}` holds mixed types: {exc}") from None
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                raise _mixed_types(name, col, list(values)) from None
         return pa.table(dict(zip(names, arrays))) if names else pa.table({})
+
+
+def _mixed_types(source: str, column: str, values: list[Any]) -> DataError:
+    """A DataError naming the first row whose value's type differs from the column's first value."""
+    first = next((v for v in values if v is not None), None)
+    for i, v in enumerate(values):
+        if v is not None and first is not None and not isinstance(v, type(first)) and not (
+            isinstance(v, int | float) and isinstance(first, int | float)
+        ):
+            return DataError(
+                f"source `{source}`: row {i + 1}, column `{column}`: value {v!r} is {type(v).__name__}, but earlier "
+                f"values are {type(first).__name__} (mixed types in one column)",
+                hint=f"CAST `{column}` to one type in the query",
+            )
+    return DataError(f"source `{source}`: column `{column}` holds values Arrow cannot put in one column")
 
 
 for _reader in (CsvReader(), ParquetReader(), JsonlReader(), SqlReader()):
