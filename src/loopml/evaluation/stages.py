@@ -88,6 +88,17 @@ def measured_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> dict
     return out
 
 
+def measured_from_manifest(manifest: dict[str, Any]) -> dict[str, float]:
+    """Latency measured by training and the artifact size, as recorded in a bundle's manifest."""
+    out: dict[str, float] = {}
+    lat = (manifest.get("training") or {}).get("latency_p99_ms")
+    if lat is not None:
+        out["latency_p99_ms"] = float(lat)
+    if manifest.get("size_bytes") is not None:
+        out["model_size_mb"] = float(manifest["size_bytes"]) / 1e6
+    return out
+
+
 def baseline_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> str | None:
     """Bundle digest of the baseline (prior/mean/most popular) model trained beside the candidate."""
     for r in board.get("candidates") or []:
@@ -130,6 +141,7 @@ def evaluate_bundle(
     gates = parse_gates(ev.gates)  # a malformed gate fails before any work
     say("loading the model")
     bundle = load_bundle(ws, bundle_digest)
+    measured = {**measured_from_manifest(bundle.manifest), **inp.measured}
     task = spec.task.type
     notes = list(inp.notes)
     classes = bundle.manifest.get("classes") or None
@@ -187,7 +199,7 @@ def evaluate_bundle(
         result.confusion["labels"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in classes]
     say("analysis: importance and largest losses")
     result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
-    verdicts = check_gates(gates, result, GateContext(measured=inp.measured, requirements=requirement_budgets(spec)))
+    verdicts = check_gates(gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec)))
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),
