@@ -54,7 +54,10 @@ def test_first_run_infers_schema_then_quarantines_bad_rows(project: Path, datase
     listed = cli("data", "quarantine", "-p", str(project), "--check", "domain", check=True).stdout
     assert "spaceship" in listed and "domain" in listed and "purpose" in listed
     html = ws.artifacts.get_bytes(second.outcomes[1].outputs["html"]).decode()
-    assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert html.count("<svg") == kept.num_columns == 21  # one histogram per column
+    assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained: nothing fetched
+    first_row = html[html.index("<tr><td class="):][:60]
+    assert ">FAIL<" in first_row  # failing checks first
 
 
 def test_error_stops_the_pipeline_with_report(project: Path, datasets: Path) -> None:
