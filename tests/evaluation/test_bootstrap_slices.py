@@ -112,3 +112,16 @@ def test_slices_worst_first_with_counts_and_worse_than_production(credit: Credit
     assert js["worse_than_production"][0]["slice"] == worse_on
     assert {s["slice"] for s in js["slices"] if s["column"] == "duration"} <= {
         s.label for s in define_slices("duration", cols["duration"])}
+
+
+def test_slice_intervals_for_every_metric_on_request(credit: Credit) -> None:
+    cols = {"foreign_worker": credit.columns["foreign_worker"]}
+    ev = Evaluation(bootstrap_resamples=60, slice_intervals="all", metrics=[{"name": "roc_auc"}, {"name": "brier"}])
+    r = evaluate_predictions("binary", credit.y, credit.score, slices=cols, spec_eval=ev)
+    yes = next(s for s in r.slices if s.label == "yes")
+    assert set(yes.intervals) == {"roc_auc", "brier"}
+    assert yes.intervals["brier"].lower <= yes.metrics["brier"] <= yes.intervals["brier"].upper
+    assert yes.intervals["roc_auc"].value == yes.primary.value
+    default = evaluate_predictions("binary", credit.y, credit.score, slices=cols,
+                                   spec_eval=Evaluation(bootstrap_resamples=20))
+    assert all(s.intervals == {} for s in default.slices)

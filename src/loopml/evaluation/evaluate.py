@@ -298,6 +298,8 @@ def evaluate_slices(
             units = sub.units
             point = point_estimates(kernels, units)
             boot = {primary: kernels[primary]}
+            if ev.slice_intervals == "all":
+                boot = {k: v for k, v in kernels.items() if not k.startswith("\x00")}
             if prod is not None:
                 boot["\x00production"] = kernels["\x00production"]
             samp = bootstrap_samples(boot, units, ev.bootstrap_resamples, seed=ev.seed, method=ev.bootstrap_method)
@@ -305,9 +307,11 @@ def evaluate_slices(
             if prod is not None:
                 vs = compare(primary, "production", point[primary], point["\x00production"], samp[primary],
                              samp["\x00production"], ev.confidence, mdef.higher_is_better)
+            intervals = {k: percentile_interval(point[k], samp[k], ev.confidence) for k in boot
+                         if not k.startswith("\x00")}
             out.append(SliceResult(
                 col, s.label, s.kind, s.n, {k: v for k, v in point.items() if not k.startswith("\x00")},
-                percentile_interval(point[primary], samp[primary], ev.confidence), vs,
+                intervals[primary], vs, intervals if ev.slice_intervals == "all" else {},
             ))
 
     def worst_first(r: SliceResult) -> tuple[int, float]:

@@ -94,6 +94,7 @@ class SliceResult:
     metrics: dict[str, float]
     primary: Interval
     vs_production: Comparison | None = None
+    intervals: dict[str, Interval] = field(default_factory=dict)  # every metric (evaluation.slice_intervals: all)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON."""
@@ -104,6 +105,7 @@ class SliceResult:
             "n": self.n,
             "metrics": {k: _num(v) for k, v in self.metrics.items()},
             "primary": self.primary.to_json(),
+            "intervals": {k: iv.to_json() for k, iv in self.intervals.items()},
             "vs_production": None if self.vs_production is None else self.vs_production.to_json(),
         }
 

@@ -53,6 +53,11 @@ class Evaluation(StrictModel):
         "(multinomial up to 200,000 rows).",
     )
     slice_buckets: int = Field(default=4, ge=2, description="Quantile buckets for numeric slice columns.")
+    slice_intervals: Literal["primary", "all"] = Field(
+        default="primary",
+        description="Bootstrap intervals per slice for the primary metric only (cheaper on large test sets) "
+        "or for every metric.",
+    )
     slice_max_values: int = Field(
         default=20, ge=1, description="Most frequent values of a slice column kept as slices; the rest pooled."
     )
