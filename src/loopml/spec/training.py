@@ -46,7 +46,7 @@ class Imbalance(StrictModel):
 class ModelCandidate(StrictModel):
     """One candidate model: a registered model name and its parameters."""
 
-    type: str = Field(description="Registered model name (see `loopml models zoo`).")
+    type: str = Field(description="Registered model name (see `loopml zoo`).")
     name: str | None = Field(default=None, description="Label in the leaderboard; defaults to `type`.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters for the model's own config model (validated by the model)."
@@ -57,9 +57,20 @@ class ModelCandidate(StrictModel):
 class Tuning(StrictModel):
     """Hyperparameter search settings."""
 
-    time_budget_s: float = Field(default=60.0, gt=0, description="Total tuning time budget in seconds.")
+    time_budget_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall-clock budget in seconds for training and tuning all candidates: fixed candidates are "
+        "fitted first, candidates with `tune: true` share what is left.",
+    )
     n_trials: int | None = Field(default=None, ge=1, description="Stop after this many trials.")
     metric: str | None = Field(default=None, description="Validation metric to optimise; task default when unset.")
+    cv_folds: int | Literal["auto"] = Field(
+        default="auto",
+        description="Score tuning trials by k-fold cross-validation on the training split (then candidates are "
+        "compared on the validation split); 'auto': 5 folds when the training split has at most 10,000 rows, "
+        "else the validation split scores trials too; 0 or 1: always the validation split.",
+    )
 
 
 class Training(StrictModel):
@@ -74,6 +85,16 @@ class Training(StrictModel):
     )
     tuning: Tuning = Field(default_factory=Tuning, description="Hyperparameter tuning.")
     seed: int = Field(default=0, description="Random seed for splits, sampling and models.")
+    prefer_simpler: bool = Field(
+        default=True,
+        description="Pick the least complex eligible candidate whose validation score is not significantly "
+        "below the best one (one-sided 95% paired bootstrap on the validation rows); false: the best score wins.",
+    )
+    refit: bool = Field(
+        default=False,
+        description="After selection, refit the winner (transform and model, same parameters and number of "
+        "rounds) on train + valid; the test split stays untouched.",
+    )
     executor: Annotated[Literal["inprocess", "process", "ray"], Field()] = Field(
         default="inprocess", description="Where trials run: in this process, a local process pool, or Ray."
     )

@@ -148,6 +148,40 @@ def score_for_pruning(task: str, y: np.ndarray, s: np.ndarray, group: np.ndarray
     return m.signed(v) if np.isfinite(v) else -np.inf
 
 
+def paired_bootstrap_gap(
+    metric: Metric,
+    y: np.ndarray,
+    s_a: np.ndarray,
+    s_b: np.ndarray,
+    group: np.ndarray | None = None,
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """Bootstrap distribution of ``signed(metric(a)) - signed(metric(b))`` on the same resampled rows.
+
+    Positive values mean ``a`` is better. Groups are resampled whole for ranking.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    if group is not None:
+        uniq, inv = np.unique(group, return_inverse=True)
+        members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])
+    for _ in range(max(resamples, 1)):
+        if group is not None:
+            pick = rng.integers(0, len(uniq), len(uniq))
+            idx = np.concatenate([members[i] for i in pick])
+            g = np.repeat(np.arange(len(pick)), [len(members[i]) for i in pick])
+        else:
+            idx = rng.integers(0, len(y), len(y))
+            g = None
+        a = metric.fn(y[idx], s_a[idx], g)
+        b = metric.fn(y[idx], s_b[idx], g)
+        if np.isfinite(a) and np.isfinite(b):
+            out.append(metric.signed(a) - metric.signed(b))
+    return np.asarray(out)
+
+
 def bootstrap_ci(
     metric: Metric,
     y: np.ndarray,

@@ -29,9 +29,10 @@ from loopml.training.bundle import Bundle, make_manifest
 from loopml.training.imbalance import class_weights, oversample, undersample
 from loopml.training.labels import encode_labels, group_ids
 from loopml.training.measure import Latency, measure_batch_latency, measure_row_latency, request_rows
-from loopml.training.metrics import Metric, bootstrap_ci, metric_for
+from loopml.training.metrics import Metric, bootstrap_ci, metric_for, paired_bootstrap_gap
 from loopml.training.models import BaseModel, FitContext, model_class, validate_config
 from loopml.training.sampling import recalibrate, sample_training_rows
+from loopml.training.splits import fold_ids
 from loopml.training.trials import make_trial_executor, save_trial_data
 from loopml.training.tuning import TrialRecord, tune
 
@@ -54,6 +55,7 @@ class TrainingData:
     g_valid: np.ndarray | None
     valid_table: pa.Table
     schema: pa.Schema
+    train_table: pa.Table
     classes: list[Any]
     negative_rate: float | None = None
     focal_gamma: float | None = None
@@ -99,6 +101,7 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
     tr = spec.training
     notes: list[str] = []
     train, y, classes, unl_train = _labeled(train, spec)
+    train_labeled = train
     valid, y_valid, _, unl_valid = _labeled(valid, spec, classes if task.type == "multiclass" else None)
     if unl_train or unl_valid:
         notes.append(f"{unl_train + unl_valid} row(s) without a label left out ({unl_train} train, {unl_valid} valid)")
@@ -169,6 +172,7 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
         g_valid=g_valid,
         valid_table=valid,
         schema=train.schema,
+        train_table=train_labeled,
         classes=classes,
         negative_rate=negative_rate,
         focal_gamma=focal,
@@ -200,6 +204,8 @@ class CandidateResult:
     error: str | None = None
     bundle: Bundle | None = None
     bundle_digest: str | None = None
+    complexity: int = 5
+    valid_scores: np.ndarray | None = None
 
     @property
     def size_mb(self) -> float | None:
@@ -307,7 +313,7 @@ def validate_candidates(spec: Spec) -> list[tuple[str, type[BaseModel], dict[str
 
 
 def _fit_final(
-    data: TrainingData, label: str, cls: type[BaseModel], params: dict[str, Any]
+    data: TrainingData, label: str, cls: type[BaseModel], params: dict[str, Any], *, use_valid: bool = True
 ) -> tuple[BaseModel, float]:
     tr = data.spec.training
     config = validate_config(cls, params, label)
@@ -317,9 +323,11 @@ def _fit_final(
     if data.focal_gamma is not None and not model.supports_focal_loss:
         w = class_weights(data.y_train, w)
     ctx = FitContext(
-        group=data.g_train, eval_X=data.X_valid, eval_y=data.y_valid, eval_group=data.g_valid,
-        feature_names=data.feature_names, focal_gamma=focal, extra={"item_key": data.spec.task.item_key},
+        group=data.g_train, feature_names=data.feature_names, focal_gamma=focal,
+        extra={"item_key": data.spec.task.item_key},
     )
+    if use_valid:  # early stopping, where configured, watches the validation split
+        ctx.eval_X, ctx.eval_y, ctx.eval_group = data.X_valid, data.y_valid, data.g_valid
     t0 = time.perf_counter()
     model.fit(data.X_train, data.y_train, w, data.categorical, context=ctx)
     return model, time.perf_counter() - t0
@@ -329,7 +337,38 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
 
 
-def explain(metric: Metric, results: list[CandidateResult], winner: CandidateResult, constraints: dict[str, Any]) -> str:
+def prefer_simpler(
+    metric: Metric, eligible: list[CandidateResult], best: CandidateResult, data: TrainingData, *, n_boot: int, seed: int
+) -> tuple[CandidateResult, float | None]:
+    """The least complex eligible candidate not significantly below ``best`` on the validation rows.
+
+    A candidate is kept when the one-sided 95% paired bootstrap bound of ``best - candidate``
+    reaches 0 (the validation split cannot tell them apart). Returns it and that bound.
+    """
+    if best.valid_scores is None:
+        return best, None
+    order = sorted(eligible, key=lambda r: (r.complexity, -metric.signed(r.value or 0.0)))
+    for r in order:
+        if r is best or r.complexity >= best.complexity:
+            return best, None
+        if r.valid_scores is None:
+            continue
+        gaps = paired_bootstrap_gap(metric, data.y_valid, best.valid_scores, r.valid_scores, data.g_valid,
+                                    resamples=n_boot, seed=seed)
+        if gaps.size and float(np.quantile(gaps, 0.05)) <= 0.0:
+            return r, float(np.quantile(gaps, 0.05))
+    return best, None
+
+
+def explain(
+    metric: Metric,
+    results: list[CandidateResult],
+    winner: CandidateResult,
+    constraints: dict[str, Any],
+    *,
+    best: CandidateResult | None = None,
+    gap: float | None = None,
+) -> str:
     """One line on why the winner won (and what better-scoring candidates broke)."""
     budget_bits = []
     if constraints.get("latency_p99_ms") is not None:
@@ -338,16 +377,23 @@ def explain(metric: Metric, results: list[CandidateResult], winner: CandidateRes
         budget_bits.append(f"{constraints['max_model_size_mb']:g} MB")
     scored = [r for r in results if r.value is not None and not math.isnan(r.value)]
     where = f"among candidates under {' and '.join(budget_bits)}" if budget_bits else f"of {len(scored)} candidates"
-    line = f"{winner.name}: best {metric.name} ({_fmt(winner.value or 0.0)}) {where}"
+    if best is not None and best is not winner:
+        line = (
+            f"{winner.name}: simplest candidate {where.replace('of ', 'among ')} whose {metric.name} ({_fmt(winner.value or 0.0)}) is not "
+            f"significantly below the best, {best.name} ({_fmt(best.value or 0.0)}; paired bootstrap 95% lower bound "
+            f"of the gap {gap if gap is not None else 0.0:+.4f})"
+        )
+    else:
+        line = f"{winner.name}: best {metric.name} ({_fmt(winner.value or 0.0)}) {where}"
     better = [
         r for r in scored
-        if not r.eligible and r is not winner and metric.better(r.value or 0.0, winner.value or 0.0)
+        if not r.eligible and r is not winner and metric.better(r.value or 0.0, (best or winner).value or 0.0)
     ]
     if better:
         top = max(better, key=lambda r: metric.signed(r.value or 0.0))
         delta = abs((top.value or 0.0) - (winner.value or 0.0))
         line += f"; {top.name} was {delta:.3f} better but {top.reasons[0] if top.reasons else 'not eligible'}"
-    else:
+    elif best is None or best is winner:
         others = [r for r in scored if r is not winner and r.eligible]
         if others:
             nxt = max(others, key=lambda r: metric.signed(r.value or 0.0))
@@ -375,6 +421,35 @@ def _eligibility(r: CandidateResult, constraints: dict[str, Any]) -> None:
     r.eligible = not reasons
 
 
+def _cv_folds(setting: int | str, n_train: int) -> int:
+    if setting == "auto":
+        return 5 if n_train <= 10_000 else 0
+    k = int(setting)
+    return k if k >= 2 else 0
+
+
+def refit_winner(data: TrainingData, winner: CandidateResult) -> None:
+    """Refit the winner's transform and model on train + valid with its chosen parameters.
+
+    The number of boosting rounds (epochs) early stopping chose is kept, so no data is
+    needed to stop the refit; the validation score in the leaderboard stays the one measured
+    before the refit.
+    """
+    if winner.bundle is None:
+        return
+    combined = pa.concat_tables([data.train_table, data.valid_table], promote_options="default")
+    full = prepare_training_data(data.spec, combined, data.valid_table)
+    params = {**winner.params, **winner.bundle.model.fitted_params()}
+    cls = model_class(winner.model_type)
+    model, secs = _fit_final(full, winner.name, cls, params, use_valid=False)
+    manifest = {**winner.bundle.manifest, "refit": {"rows": len(full.y_train), "params": params}}
+    winner.bundle = Bundle(full.transform, model, manifest)
+    winner.params = params
+    winner.size_bytes = winner.bundle.size_bytes()
+    winner.train_s += secs
+    data.notes.append(f"winner refit on train + valid ({len(full.y_train)} rows) with {params}")
+
+
 def select_model(
     data: TrainingData,
     *,
@@ -390,8 +465,9 @@ def select_model(
     Parameters
     ----------
     data : from :func:`prepare_training_data`.
-    budget_s : tuning budget in seconds (``training.tuning.time_budget_s`` when unset),
-        shared by the candidates with ``tune: true``.
+    budget_s : wall-clock budget in seconds for training and tuning every candidate
+        (``training.tuning.time_budget_s`` when unset): fixed candidates are fitted first and
+        the candidates with ``tune: true`` share what they leave.
     executor : trial executor name (``training.executor`` when unset).
     record : ``record(kind, row)`` for every trial (kind ``trial``) and final fit (``final``).
     progress : ``progress(message, fraction_done)``.
@@ -411,6 +487,9 @@ def select_model(
     ex = make_trial_executor(executor or tr.executor) if tuned_left else None
     say = progress or (lambda msg, frac: None)
     t_start = time.time()
+    cv_k = _cv_folds(tr.tuning.cv_folds, len(data.y_train))
+    if cv_k and tuned_left:
+        data.notes.append(f"tuning trials scored by {cv_k}-fold cross-validation on the training split")
     with tempfile.TemporaryDirectory(prefix="loopml-trials-") as tmp:
         data_path = str(Path(tmp) / "data.npz")
         if ex is not None:
@@ -418,11 +497,15 @@ def select_model(
                 "X_train": data.X_train, "y_train": data.y_train, "w_train": data.w_train, "g_train": data.g_train,
                 "X_valid": data.X_valid, "y_valid": data.y_valid, "g_valid": data.g_valid,
                 "categorical": np.asarray(data.categorical, dtype=np.int64), "feature_names": data.feature_names,
+                "folds": fold_ids(data.y_train, data.g_train, cv_k, tr.seed, data.task) if cv_k else None,
             })
         try:
-            for k, ((label, cls, params), cand) in enumerate(zip(cands, tr.candidates)):
+            # fixed candidates first: the tuned ones share whatever budget they leave
+            order = sorted(range(len(cands)), key=lambda i: tr.candidates[i].tune)
+            for k, i in enumerate(order):
+                (label, cls, params), cand = cands[i], tr.candidates[i]
                 say(f"{label}: fitting", k / len(cands))
-                res = CandidateResult(label, cls.name, params, cand.tune, metric.name)
+                res = CandidateResult(label, cls.name, params, cand.tune, metric.name, complexity=cls.complexity)
                 try:
                     if cand.tune and ex is not None:
                         remaining = max(0.0, budget - (time.time() - t_start))
@@ -450,14 +533,19 @@ def select_model(
                             fixed_params=params, task=data.task, seed=tr.seed, metric=metric, budget_s=share,
                             n_trials=tr.tuning.n_trials, focal_gamma=data.focal_gamma,
                             item_key=spec.task.item_key, negative_rate=data.negative_rate, on_trial=on_trial,
+                            cv=bool(cv_k),
                         )
                         res.params, res.tune_s = tres.best_params, tres.seconds
                         res.n_trials, res.n_pruned = len(tres.trials), tres.n_pruned
-                    model, res.train_s = _fit_final(data, label, cls, res.params)
+                        if cv_k:  # rounds/epochs chosen by the folds; the validation split stays unseen
+                            res.params = {**res.params, **tres.fitted_params}
+                    model, res.train_s = _fit_final(data, label, cls, res.params,
+                                                    use_valid=not (cand.tune and cv_k))
                     score = model.score(data.X_valid)
                     if data.negative_rate is not None and data.task == "binary":
                         score = recalibrate(score, data.negative_rate)
                     res.value = metric.fn(data.y_valid, score, data.g_valid)
+                    res.valid_scores = score
                     res.ci = bootstrap_ci(metric, data.y_valid, score, data.g_valid, resamples=n_boot, seed=tr.seed)
                     manifest = make_manifest(
                         data.transform, model, schema=data.schema, classes=data.classes,
@@ -492,6 +580,7 @@ def select_model(
         finally:
             if ex is not None:
                 ex.shutdown()
+    results.sort(key=lambda r: [c[0] for c in cands].index(r.name))
     eligible = [r for r in results if r.eligible]
     if not eligible:
         lines = [f"{r.name}: {'; '.join(r.reasons)}" for r in results]
@@ -499,7 +588,13 @@ def select_model(
             "no candidate meets the requirements:\n  " + "\n  ".join(lines),
             hint="relax requirements.constraints, or add a smaller/faster candidate (e.g. logistic, lightgbm with fewer trees)",
         )
-    winner = min(eligible, key=lambda r: _rank_key(metric, r))
-    why = explain(metric, results, winner, constraints)
+    best = min(eligible, key=lambda r: _rank_key(metric, r))
+    winner, gap = best, None
+    if tr.prefer_simpler:
+        winner, gap = prefer_simpler(metric, eligible, best, data, n_boot=max(n_boot, 200), seed=tr.seed)
+    why = explain(metric, results, winner, constraints, best=best, gap=gap)
+    if tr.refit and winner.bundle is not None:
+        say(f"{winner.name}: refitting on train + valid", 0.99)
+        refit_winner(data, winner)
     say(why, 1.0)
     return Selection(metric, results, winner, why, list(data.notes), constraints)

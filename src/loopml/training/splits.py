@@ -109,6 +109,23 @@ def group_split(groups: np.ndarray, split: Split, seed: int) -> dict[str, np.nda
     return {"train": np.flatnonzero(a == 0), "valid": np.flatnonzero(a == 1), "test": np.flatnonzero(a == 2)}
 
 
+def fold_ids(y: np.ndarray, group: np.ndarray | None, k: int, seed: int, task: str) -> np.ndarray:
+    """Fold number (0..k-1) of every row: whole groups for ranking, stratified by class for classifiers."""
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(n, dtype=np.int64)
+    if group is not None:
+        _, inv = np.unique(group, return_inverse=True)
+        fold = (rng.permutation(int(inv.max()) + 1) % k)[inv]
+    elif task in ("binary", "multiclass"):
+        for c in np.unique(y):
+            rows = np.flatnonzero(y == c)
+            fold[rows[rng.permutation(len(rows))]] = np.arange(len(rows)) % k
+    else:
+        fold = rng.permutation(n) % k
+    return fold
+
+
 def _numeric_column(table: pa.Table, name: str, field: str) -> np.ndarray:
     if name not in table.column_names:
         raise SpecError(

@@ -78,6 +78,7 @@ class TrialResult:
     intermediate: list[tuple[int, float]]
     duration_s: float
     error: str | None = None
+    fitted_params: dict[str, Any] = field(default_factory=dict)
 
 
 _DATA: dict[str, dict[str, Any]] = {}
@@ -117,6 +118,9 @@ def run_trial(job: TrialJob) -> TrialResult:
 
     try:
         d = load_trial_data(job.data_path)
+        if d.get("folds") is not None and d["folds"].size:
+            value, fitted = _cross_validate(job, d, report)
+            return TrialResult(job.number, "complete", value, curve, time.perf_counter() - t0, fitted_params=fitted)
         model = make_model(job.model_type, task=job.task, seed=job.seed, where=job.candidate, **job.params)
         ctx = FitContext(
             group=d.get("g_train"),
@@ -140,12 +144,63 @@ def run_trial(job: TrialJob) -> TrialResult:
 
             s = recalibrate(s, job.negative_rate)
         value = METRICS[job.metric].fn(d["y_valid"], s, d.get("g_valid"))
-        return TrialResult(job.number, "complete", float(value), curve, time.perf_counter() - t0)
+        return TrialResult(job.number, "complete", float(value), curve, time.perf_counter() - t0,
+                           fitted_params=model.fitted_params())
     except TrialPruned:
         return TrialResult(job.number, "pruned", None, curve, time.perf_counter() - t0)
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return TrialResult(job.number, "failed", None, curve, time.perf_counter() - t0, error=detail)
+
+
+def _aggregate(params: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of numeric fitted parameters over folds (rounded for integers), else the first value."""
+    out: dict[str, Any] = {}
+    for key in params[0] if params else {}:
+        vals: list[Any] = [p.get(key) for p in params]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            out[key] = max(1, round(float(np.mean(vals))))
+        elif all(isinstance(v, float) for v in vals):
+            out[key] = float(np.mean(vals))
+        else:
+            out[key] = vals[0]
+    return out
+
+
+def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[float, dict[str, Any]]:
+    """k-fold score of ``job.params`` on the training rows (fold ids in ``d['folds']``)."""
+    from loopml.training.imbalance import class_weights
+    from loopml.training.metrics import METRICS
+    from loopml.training.models import FitContext, make_model
+
+    metric = METRICS[job.metric]
+    X, y, folds = d["X_train"], d["y_train"], d["folds"]
+    g, w = d.get("g_train"), d.get("w_train")
+    cats = [int(c) for c in d["categorical"]]
+    values, fitted = [], []
+    for f in range(int(folds.max()) + 1):
+        tr, te = folds != f, folds == f
+        model = make_model(job.model_type, task=job.task, seed=job.seed, where=job.candidate, **job.params)
+        wf = w[tr] if w is not None else None
+        if job.focal_gamma is not None and not model.supports_focal_loss:
+            wf = class_weights(y[tr], wf)
+        ctx = FitContext(
+            group=g[tr] if g is not None else None,
+            eval_X=X[te], eval_y=y[te], eval_group=g[te] if g is not None else None,
+            feature_names=d["feature_names"],
+            focal_gamma=job.focal_gamma if model.supports_focal_loss else None,
+            extra={"item_key": job.item_key},
+        )
+        model.fit(X[tr], y[tr], wf, cats, context=ctx)
+        s = model.score(X[te])
+        if job.negative_rate is not None and job.task == "binary":
+            from loopml.training.sampling import recalibrate
+
+            s = recalibrate(s, job.negative_rate)
+        values.append(float(metric.fn(y[te], s, g[te] if g is not None else None)))
+        fitted.append(model.fitted_params())
+        report(f + 1, metric.signed(float(np.nanmean(values))))
+    return float(np.nanmean(values)), _aggregate(fitted)
 
 
 class TrialExecutor(Protocol):

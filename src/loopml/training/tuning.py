@@ -36,6 +36,7 @@ class TuneResult:
     best_value: float | None
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
+    fitted_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_pruned(self) -> int:
@@ -73,6 +74,7 @@ def tune(
     focal_gamma: float | None = None,
     item_key: str | None = None,
     negative_rate: float | None = None,
+    cv: bool = False,
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> TuneResult:
     """Search parameters for one candidate until the budget or ``n_trials`` is used up.
@@ -103,7 +105,8 @@ def tune(
 
     def submit(trial: Any, params: dict[str, Any]) -> None:
         nonlocal number
-        rule = PruneRule(curves=_curves(records), deadline=deadline)
+        rule = PruneRule(curves=_curves(records), deadline=deadline, n_warmup_steps=1 if cv else 20,
+                         n_startup_trials=5 if cv else 3)
         job = TrialJob(
             data_path=data_path, candidate=candidate, model_type=model_type, params=params, task=task, seed=seed,
             metric=metric.name, number=number, focal_gamma=focal_gamma, item_key=item_key, rule=rule,
@@ -142,6 +145,8 @@ def tune(
     pending[executor.submit(job0)] = (None, dict(fixed_params), 0)
     number = 1
     collect(block=True)
+    # keep back what the final fit will take (about one trial-0 fit) so that the budget covers it
+    deadline -= min(records[0].result.duration_s, max(0.0, deadline - time.time()) / 2) if records else 0.0
     if search_space is not None:
         while number < limit and time.time() < deadline:
             while len(pending) < max_parallel and number < limit and time.time() < deadline:
@@ -156,4 +161,5 @@ def tune(
     if not done:
         return TuneResult(dict(fixed_params), None, sorted(records, key=lambda r: r.number), time.time() - t0)
     best = max(done, key=lambda r: (metric.signed(r.result.value or 0.0), -r.number))
-    return TuneResult(best.params, best.result.value, sorted(records, key=lambda r: r.number), time.time() - t0)
+    return TuneResult(best.params, best.result.value, sorted(records, key=lambda r: r.number), time.time() - t0,
+                      dict(best.result.fitted_params))

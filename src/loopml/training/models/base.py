@@ -158,6 +158,9 @@ class BaseModel:
     supports_focal_loss: ClassVar[bool] = False
     needs_group: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # How complex the model family is (0 baselines, 1 linear, ... 7 stacking): among candidates whose
+    # validation scores are within noise of each other, selection prefers the least complex.
+    complexity: ClassVar[int] = 5
     # Contract-suite exceptions, declared here with a reason: {check name: reason}.
     contract_exceptions: ClassVar[dict[str, str]] = {}
     # Small parameters the contract suite fits with (keeps the suite fast; same code paths).
@@ -270,6 +273,10 @@ class BaseModel:
     def _score(self, X: np.ndarray) -> np.ndarray:
         """Scores of a checked float matrix: P(positive) (n,), class probs (n, k) or values (n,)."""
         raise NotImplementedError
+
+    def fitted_params(self) -> dict[str, Any]:
+        """Parameters that reproduce this fit without a validation set (e.g. the rounds early stopping chose)."""
+        return {}
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """What a bundle serves: P(positive), class probabilities, or the predicted value."""

@@ -23,6 +23,7 @@ class PriorModel(BaseModel):
     """
 
     name: ClassVar[str] = "prior"
+    complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Class prior (majority class); the floor for classifiers."
     task_types: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass"})
 
@@ -53,6 +54,7 @@ class MeanModel(BaseModel):
     """Predicts the training mean (or median) of the target for every row."""
 
     name: ClassVar[str] = "mean"
+    complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Mean or median of the target; the floor for regression."
     task_types: ClassVar[frozenset[str]] = frozenset({"regression"})
     supports_proba: ClassVar[bool] = False
@@ -91,6 +93,7 @@ class MostPopularModel(BaseModel):
     """
 
     name: ClassVar[str] = "most_popular"
+    complexity: ClassVar[int] = 0
     contract_params: ClassVar[dict[str, Any]] = {"item_feature": "item_id"}
     description: ClassVar[str] = "Item popularity in training; the floor for ranking and recommendation."
     task_types: ClassVar[frozenset[str]] = frozenset({"ranking"})

@@ -76,6 +76,7 @@ class BaggingModel(_Ensemble):
     """
 
     name: ClassVar[str] = "bagging"
+    complexity: ClassVar[int] = 6
     description: ClassVar[str] = "Bagging over any registered model."
     contract_params: ClassVar[dict[str, Any]] = {"n_estimators": 3}
 
@@ -123,18 +124,9 @@ class BaggingModel(_Ensemble):
 
 
 def _folds(n: int, y: np.ndarray, group: np.ndarray | None, k: int, seed: int, task: str) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    fold = np.empty(n, dtype=np.int64)
-    if group is not None:
-        uniq, inv = np.unique(group, return_inverse=True)
-        gf = rng.permutation(len(uniq)) % k
-        fold = gf[inv]
-    elif task in ("binary", "multiclass"):
-        for c in np.unique(y):
-            rows = np.flatnonzero(y == c)
-            fold[rows] = rng.permutation(len(rows)) % k
-    else:
-        fold = rng.permutation(n) % k
+    from loopml.training.splits import fold_ids
+
+    fold = fold_ids(y, group, k, seed, task)
     return [np.flatnonzero(fold == i) for i in range(k)]
 
 
@@ -147,6 +139,7 @@ class StackingModel(_Ensemble):
     """
 
     name: ClassVar[str] = "stacking"
+    complexity: ClassVar[int] = 7
     description: ClassVar[str] = "Stacking of any registered models under a linear meta-model."
 
     class Config(ModelConfig):

@@ -43,6 +43,7 @@ class LightGBMModel(BaseModel):
     """
 
     name: ClassVar[str] = "lightgbm"
+    complexity: ClassVar[int] = 4
     description: ClassVar[str] = "LightGBM gradient boosting (log loss, cross-entropy, L2, LambdaRank, focal)."
     supports_focal_loss: ClassVar[bool] = True
 
@@ -224,6 +225,10 @@ class LightGBMModel(BaseModel):
         if self.task == "multiclass" and out.ndim == 1:
             out = out.reshape(X.shape[0], -1)
         return out
+
+    def fitted_params(self) -> dict[str, Any]:
+        """The rounds kept, without early stopping (for a refit without validation data)."""
+        return {"n_estimators": max(1, self.best_iteration_), "early_stopping_rounds": None}
 
     @property
     def best_iteration_(self) -> int:

@@ -75,6 +75,7 @@ class LogisticModel(_LinearBase):
     """
 
     name: ClassVar[str] = "logistic"
+    complexity: ClassVar[int] = 1
     description: ClassVar[str] = "Logistic regression with L2 penalty (log loss / cross-entropy)."
     task_types: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass"})
 
@@ -124,6 +125,7 @@ class LinearRegressionModel(_LinearBase):
     """Ridge regression (squared error); also a pointwise ranker."""
 
     name: ClassVar[str] = "linear"
+    complexity: ClassVar[int] = 1
     description: ClassVar[str] = "Linear regression with L2 penalty (squared error); pointwise for ranking."
     task_types: ClassVar[frozenset[str]] = frozenset({"regression", "ranking"})
     supports_proba: ClassVar[bool] = False
@@ -155,6 +157,7 @@ class LinearSVMModel(_LinearBase):
     """Linear support vector machine (hinge loss) with Platt-scaled probabilities."""
 
     name: ClassVar[str] = "linear_svm"
+    complexity: ClassVar[int] = 1
     description: ClassVar[str] = "Linear SVM (squared hinge), probabilities by Platt scaling."
     task_types: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass"})
 

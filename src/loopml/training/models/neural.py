@@ -89,6 +89,7 @@ class _TorchModel(BaseModel):
             rng = np.random.default_rng(self.seed)
             batches = self._batches(len(y), ctx.group, rng)
             best, best_state, bad = -math.inf, None, 0
+            self.best_epoch_ = cfg.epochs  # type: ignore[attr-defined]
             for epoch in range(cfg.epochs):  # type: ignore[attr-defined]
                 net.train()
                 for idx in batches():
@@ -105,6 +106,7 @@ class _TorchModel(BaseModel):
                         ctx.report(epoch + 1, value)
                     if value > best + 1e-6:
                         best, bad = value, 0
+                        self.best_epoch_ = epoch + 1
                         best_state = {k: v.copy() for k, v in self.weights_.items()}
                     else:
                         bad += 1
@@ -170,6 +172,10 @@ class _TorchModel(BaseModel):
             return (per * w).sum() / ng
         return (per * w).sum() / w.sum().clamp_min(1e-12)
 
+    def fitted_params(self) -> dict[str, Any]:
+        """The epochs early stopping chose (for a refit without validation data)."""
+        return {"epochs": int(getattr(self, "best_epoch_", self.config.epochs))}  # type: ignore[attr-defined, arg-type]
+
     def _export(self, net: Any) -> None:
         self.weights_ = {k: v.detach().cpu().numpy().astype(np.float64) for k, v in net.state_dict().items()}
 
@@ -215,6 +221,7 @@ class MLPModel(_TorchModel):
     """
 
     name: ClassVar[str] = "mlp"
+    complexity: ClassVar[int] = 5
     description: ClassVar[str] = "PyTorch MLP (CPU) with embeddings for id features."
     contract_params: ClassVar[dict[str, Any]] = {"epochs": 3, "hidden": [16]}
 
@@ -286,6 +293,7 @@ class FactorizationMachineModel(_TorchModel):
     """
 
     name: ClassVar[str] = "factorization_machine"
+    complexity: ClassVar[int] = 3
     description: ClassVar[str] = "Factorization machine (pairwise interactions through latent factors)."
     contract_params: ClassVar[dict[str, Any]] = {"epochs": 3}
 

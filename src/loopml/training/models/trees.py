@@ -165,6 +165,7 @@ class DecisionTreeModel(_TreeBase):
     """
 
     name: ClassVar[str] = "decision_tree"
+    complexity: ClassVar[int] = 2
     description: ClassVar[str] = "A single CART decision tree."
 
     class Config(_TreeConfig):
@@ -207,6 +208,7 @@ class RandomForestModel(_TreeBase):
     """Random forest: bagged CART trees with random feature subsets."""
 
     name: ClassVar[str] = "random_forest"
+    complexity: ClassVar[int] = 4
     description: ClassVar[str] = "Random forest (bagging of decision trees)."
     contract_params: ClassVar[dict[str, Any]] = {"n_estimators": 10}
 

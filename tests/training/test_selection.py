@@ -1,0 +1,151 @@
+"""Selection on real data: tuning through executors, requirements decide eligibility, the why-line, the leaderboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from loopml.errors import ModelError, SpecError
+from loopml.spec import Spec
+from loopml.training.leaderboard import leaderboard_html, leaderboard_table
+from loopml.training.measure import Latency
+from loopml.training.metrics import METRICS
+from loopml.training.selection import CandidateResult, explain, prepare_training_data, select_model
+from loopml.training.splits import split_indices
+from loopml.training.trials import PruneRule
+
+
+def _spec(candidates: list[dict[str, Any]], **extra: Any) -> Spec:
+    doc: dict[str, Any] = {
+        "task": {"type": "binary", "target": "class", "positive_label": "bad"},
+        "training": {"candidates": candidates, "tuning": {"time_budget_s": 600, "n_trials": 4}},
+        "evaluation": {"bootstrap_resamples": 30},
+    }
+    for k, v in extra.items():
+        doc.setdefault(k, {}).update(v)
+    return Spec.model_validate(doc)
+
+
+def _data(spec: Spec, german: pa.Table) -> Any:
+    parts = split_indices(german, spec.training.split, spec.task, seed=0)
+    return prepare_training_data(spec, german.take(pa.array(parts["train"])), german.take(pa.array(parts["valid"])))
+
+
+def test_constraints_decide_eligibility_however_accurate(german: pa.Table) -> None:
+    spec = _spec(
+        [{"type": "prior"}, {"type": "logistic"}, {"type": "random_forest", "params": {"n_estimators": 60}},
+         {"type": "stacking", "params": {"cv": 2}}],
+        requirements={"constraints": {"latency_p99_ms": 1.5, "max_model_size_mb": 0.2}},
+    )
+    sel = select_model(_data(spec, german), latency_calls=60)
+    by = {r.name: r for r in sel.results}
+    assert not by["random_forest"].eligible
+    assert any("over the size budget" in r for r in by["random_forest"].reasons)
+    assert not by["stacking"].eligible  # 2 folds x 2 members + meta: several ms per row
+    assert any("over the latency budget" in r for r in by["stacking"].reasons)
+    assert sel.winner.eligible and sel.winner.name in {"prior", "logistic"}
+    assert "under 1.5 ms p99 and 0.2 MB" in sel.why
+    board = sel.to_json()
+    assert board["winner"] == sel.winner.name and board["candidates"][0]["name"] == sel.winner.name
+    for c in board["candidates"]:
+        assert c["latency_p99_ms"] > 0 and c["size_bytes"] > 0 and c["train_s"] >= 0
+
+
+def test_no_eligible_candidate_names_every_reason(german: pa.Table) -> None:
+    spec = _spec([{"type": "logistic"}, {"type": "decision_tree"}],
+                 requirements={"constraints": {"max_model_size_mb": 0.0001}})
+    with pytest.raises(ModelError, match=r"no candidate meets the requirements(.|\n)*logistic: .*size budget(.|\n)*decision_tree"):
+        select_model(_data(spec, german), latency_calls=20)
+
+
+def test_bad_candidates_are_reported_together_before_training() -> None:
+    spec = _spec([{"type": "lightgbm", "params": {"num_leafs": 8}}, {"type": "linear"}, {"type": "nope"}])
+    with pytest.raises(SpecError) as err:
+        from loopml.training.selection import validate_candidates
+
+        validate_candidates(spec)
+    text = str(err.value)
+    assert "training.candidates[0] (lightgbm).params.num_leafs" in text
+    assert "training.candidates[1] (linear).type: `linear` does not handle task `binary`" in text
+    assert "training.candidates[2] (nope).type: model type `nope` is not registered" in text
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "process"])
+def test_tuning_runs_trials_through_the_executor_and_records_each(german: pa.Table, executor: str) -> None:
+    spec = _spec([{"type": "prior"}, {"type": "lightgbm", "tune": True}], training={"executor": executor})
+    rows: list[tuple[str, dict[str, Any]]] = []
+    sel = select_model(_data(spec, german), record=lambda kind, row: rows.append((kind, row)), latency_calls=20)
+    trials = [r for k, r in rows if k == "trial"]
+    finals = [r for k, r in rows if k == "final"]
+    assert len(trials) == 4 and {r["number"] for r in trials} == {0, 1, 2, 3}
+    assert trials[0]["params"] == {}  # trial 0 is the configuration given in the spec
+    assert all("learning_rate" in r["params"] for r in trials[1:])
+    assert all(r["state"] in {"complete", "pruned"} and r["duration_s"] > 0 for r in trials)
+    assert {r["candidate"] for r in finals} == {"prior", "lightgbm"}
+    lgb = next(r for r in sel.results if r.name == "lightgbm")
+    assert lgb.n_trials == 4 and lgb.tuned
+
+
+def test_tuning_with_fixed_seeds_is_reproducible(german: pa.Table) -> None:
+    spec = _spec([{"type": "logistic", "tune": True}])
+    data = _data(spec, german)
+    a = select_model(data, latency_calls=10).results[0]
+    b = select_model(data, latency_calls=10).results[0]
+    assert a.params == b.params and a.value == b.value
+
+
+def test_simpler_model_wins_within_noise_and_the_best_wins_otherwise(german: pa.Table) -> None:
+    cands = [{"type": "logistic"}, {"type": "random_forest", "params": {"n_estimators": 40}}]
+    data = _data(_spec(cands), german)
+    sel = select_model(data, latency_calls=10)
+    plain = select_model(_data(_spec(cands, training={"prefer_simpler": False}), german), latency_calls=10)
+    best = max(plain.results, key=lambda r: r.value or 0)
+    assert plain.winner is best
+    if sel.winner is not max(sel.results, key=lambda r: r.value or 0):
+        assert sel.winner.name == "logistic" and "not significantly below the best" in sel.why
+
+
+def test_why_line_names_what_the_better_candidate_broke() -> None:
+    auc = METRICS["roc_auc"]
+    lgb = CandidateResult("lightgbm", "lightgbm", {}, False, "roc_auc", value=0.781, latency=Latency(0.1, 2.0, 0.2, 9),
+                          size_bytes=2_000_000, eligible=True)
+    mlp = CandidateResult("mlp", "mlp", {}, False, "roc_auc", value=0.783, latency=Latency(0.3, 4.0, 0.4, 9),
+                          size_bytes=40_000_000, eligible=False,
+                          reasons=["4.0x over the size budget (40.00 MB > 10 MB)"])
+    line = explain(auc, [lgb, mlp], lgb, {"latency_p99_ms": 10, "max_model_size_mb": 10})
+    assert line == ("lightgbm: best roc_auc (0.7810) among candidates under 10 ms p99 and 10 MB; "
+                    "mlp was 0.002 better but 4.0x over the size budget (40.00 MB > 10 MB)")
+
+
+def test_leaderboard_renders_as_a_table_and_a_self_contained_page(german: pa.Table) -> None:
+    spec = _spec([{"type": "prior"}, {"type": "logistic"}])
+    board = select_model(_data(spec, german), latency_calls=10).to_json()
+    page = leaderboard_html(board)
+    assert "<svg" in page and board["why"].split(":")[0] in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
+    t = leaderboard_table(board)
+    assert t.row_count == 2 and board["why"] == t.caption
+
+
+def test_median_pruning_rule() -> None:
+    rule = PruneRule(curves={30: [0.70, 0.72, 0.74]}, n_startup_trials=3, n_warmup_steps=20)
+    assert rule.should_prune(30, 0.71) and not rule.should_prune(30, 0.73)
+    assert not rule.should_prune(10, 0.1)  # warm-up
+    assert not PruneRule(curves={30: [0.7]}).should_prune(30, 0.1)  # too few completed trials
+    assert PruneRule(deadline=0.0).should_prune(1, 1.0)  # past the time budget
+
+
+def test_imbalance_and_sampling_reach_training(german: pa.Table) -> None:
+    spec = _spec([{"type": "lightgbm"}], training={"imbalance": {"method": "focal_loss", "focal_gamma": 1.0},
+                                                   "sampling": {"type": "negative_downsample", "negative_rate": 0.5}})
+    data = _data(spec, german)
+    assert data.focal_gamma == 1.0 and data.negative_rate == 0.5
+    y_all = (np.asarray(german.column("class").to_numpy(zero_copy_only=False)) == "bad").mean()
+    assert data.y_train.mean() > y_all + 0.1
+    sel = select_model(data, latency_calls=10)
+    b = sel.winner.bundle
+    assert b is not None and b.model.objective_ == "focal" and b.manifest["calibration"] == {"negative_rate": 0.5}
+    assert abs(b.predict_table(data.valid_table).mean() - data.y_valid.mean()) < 0.12
