@@ -164,3 +164,15 @@ def test_gate_on_unlisted_metric_is_computed_and_unknown_metric_is_an_error(cred
     assert check_gates(["specificity >= 0.1"], r)[0].passed
     with pytest.raises(SpecError, match="gate on `roc_aux`"):
         _result(credit, ev={"gates": ["roc_aux >= 0.1"]})
+
+
+def test_spec_loading_rejects_a_malformed_gate_with_file_line_and_position(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from loopml.spec import load_spec
+
+    path = tmp_path / "loopml.yaml"
+    path.write_text("spec_version: 1\nevaluation:\n  gates:\n    - roc_auc >= 0.7\n    - roc_auc >> 0.7\n",
+                    encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    assert f"{path}:" in msg and "evaluation.gates[1] gate `roc_auc >> 0.7`" in msg and "position 10" in msg

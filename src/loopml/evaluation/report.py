@@ -256,7 +256,7 @@ def render_html(report: dict[str, Any]) -> str:
     slices = report.get("slices") or []
     if slices:
         out.append(f"<h2>Slices (worst first by {escape(pm)})</h2>")
-        shown = slices[:40]
+        shown = [s for s in slices if s["primary"]["value"] is not None][:40]
         out.append("<div class='charts'>" + svg.bar_chart(
             [f"{s['column']}={s['slice']}" for s in shown], [s["primary"]["value"] or 0.0 for s in shown],
             title=f"{pm} per slice", xlabel=pm,

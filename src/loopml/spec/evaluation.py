@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from loopml.spec.base import StrictModel
 
@@ -77,3 +77,21 @@ class Evaluation(StrictModel):
     target_precision: float | None = Field(
         default=None, gt=0, le=1, description="Pick the threshold for this precision."
     )
+
+    @field_validator("gates")
+    @classmethod
+    def _gates_parse(cls, gates: list[str]) -> list[str]:
+        """Malformed gates fail when the spec is loaded, with the gate, its position and what was expected."""
+        if not gates:
+            return gates
+        from loopml.evaluation.gates import GateSyntaxError, parse_gate  # lazy: only specs with gates import it
+
+        problems = []
+        for i, g in enumerate(gates):
+            try:
+                parse_gate(g, i)
+            except GateSyntaxError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return gates
