@@ -84,7 +84,10 @@ class Evaluation(StrictModel):
         """Malformed gates fail when the spec is loaded, with the gate, its position and what was expected."""
         if not gates:
             return gates
-        from loopml.evaluation.gates import GateSyntaxError, parse_gate  # lazy: only specs with gates import it
+        from loopml.evaluation.gates import (  # lazy: only specs with gates import it
+            GateSyntaxError,
+            parse_gate,
+        )
 
         problems = []
         for i, g in enumerate(gates):
