@@ -42,6 +42,9 @@ def serve(
         poll = dep.registry_poll_seconds
     bind_host = host or dep.host
     bind_port = dep.port if port is None else port
+    if bind_host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] binding {bind_host}: the service is reachable from other machines"
+                      + ("" if app.auth.enabled else f"; admin actions stay disabled until ${dep.token_env} is set"))
 
     def announce(bound: tuple[str, int]) -> None:
         state = app.state
