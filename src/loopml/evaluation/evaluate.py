@@ -38,8 +38,9 @@ def metric_plan(task: str, spec_eval: Evaluation, online_metric: str | None = No
     out: list[tuple[str, str | None, str | None]] = []
     if spec_eval.metrics:
         for i, mp in enumerate(spec_eval.metrics):
-            key = canonical_key(metric_key(mp.name, mp.k) if mp.k is not None and "@" not in mp.name else mp.name, task)
-            mdef, k = resolve_metric(key, task)
+            # `{name: ndcg, k: 10}` and `{name: ndcg@10}` are the same metric
+            raw = mp.name if "@" in mp.name or mp.k is None else metric_key(mp.name, mp.k)
+            mdef, k = resolve_metric(canonical_key(raw, task), task)
             key = metric_key(mdef.name, k)
             if mp.online_metric:
                 out.append((key, mp.online_metric, "spec"))

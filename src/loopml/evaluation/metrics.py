@@ -239,11 +239,11 @@ def _specificity(d: EvalData, k: int | None) -> Kernel:
 
 # -- multiclass ------------------------------------------------------------------------------
 def _class_columns(d: EvalData) -> tuple[np.ndarray, int]:
-    k = d.score.shape[1]
+    """Per-class indicator columns [label == c | predicted == c | both] over the classes seen (scikit-learn's
+    macro average: classes present in the labels or the predictions)."""
     labels = np.union1d(np.unique(d.y), np.unique(d.pred.astype(np.int64)))
     yc = (d.y[:, None] == labels[None, :]).astype(np.float64)
     pc = (d.pred.astype(np.int64)[:, None] == labels[None, :]).astype(np.float64)
-    del k
     return np.hstack([yc, pc, yc * pc]), len(labels)
 
 

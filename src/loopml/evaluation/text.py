@@ -3,7 +3,9 @@
 BLEU is a corpus metric: sacrebleu's per-sentence sufficient statistics (lengths, n-gram
 matches and totals) are summed with the bootstrap weights and scored by sacrebleu itself, so
 every resample gives exactly sacrebleu's corpus BLEU. ROUGE is the mean per-sentence F-measure.
-Values are on a 0–1 scale (BLEU divided by 100).
+Values are on a 0–1 scale (BLEU divided by 100). The per-sentence statistics come from
+``BLEU._extract_corpus_statistics`` and are scored by ``BLEU._compute_score_from_stats``, the
+pair sacrebleu's own paired-bootstrap significance test uses.
 """
 
 from __future__ import annotations
