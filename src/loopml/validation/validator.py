@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -108,9 +109,15 @@ class ValidationOutcome:
     """Report, the rows kept and the quarantine (one row per failing (row, check) pair)."""
 
     report: ValidationReport
-    kept: pa.Table
+    table: pa.Table  # the validated table, all rows
+    keep: np.ndarray  # True for rows that passed every row-level check
     quarantine: pa.Table  # QUARANTINE_SCHEMA
     failed_rows: pa.Table  # the failing rows themselves, with their row index in ``__row``
+
+    @cached_property
+    def kept(self) -> pa.Table:
+        """The rows that passed every row-level check (copied only when asked for)."""
+        return self.table if bool(self.keep.all()) else self.table.filter(pa.array(self.keep))
 
     def entries(self) -> list[dict[str, Any]]:
         """Quarantine entries as dicts, each with the whole failing row (for the metadata table)."""
@@ -197,14 +204,13 @@ def validate_table(
                 parts.append(_quarantine_part(table, p))
     keep = np.ones(table.num_rows, dtype=bool)
     keep[fail_idx] = False
-    kept = table.filter(pa.array(keep)) if len(fail_idx) else table
     failed = table.take(pa.array(fail_idx, pa.int64())).append_column("__row", pa.array(fail_idx, pa.int64()))
     quarantine = (pa.concat_tables(parts).sort_by([("row_index", "ascending")]) if parts
                   else QUARANTINE_SCHEMA.empty_table())
     report = ValidationReport(
         snapshot=snapshot,
         rows=table.num_rows,
-        kept_rows=kept.num_rows,
+        kept_rows=int(keep.sum()),
         quarantined_rows=len(fail_idx),
         checks=results,
         profile=profile,
@@ -212,7 +218,7 @@ def validate_table(
         fail_on=settings.fail_on,
         duration_s=time.perf_counter() - t0,
     )
-    return ValidationOutcome(report, kept, quarantine, failed)
+    return ValidationOutcome(report, table, keep, quarantine, failed)
 
 
 def _quarantine_part(table: pa.Table, p: RowPredicate) -> pa.Table:
