@@ -317,7 +317,8 @@ def render_html(report: dict[str, Any]) -> str:
     if loss:
         cols = list(loss[0].keys())
         out.append(f"<h2>The {len(loss)} test rows with the largest loss</h2>")
-        out.append(_table(cols, [[escape(_f(r.get(c))) for c in cols] for r in loss]))
+        out.append("<div style='overflow-x:auto'>" + _table(cols, [[escape(_f(r.get(c))) for c in cols] for r in loss])
+                   + "</div>")
     notes = report.get("notes") or []
     if notes:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")

@@ -85,7 +85,7 @@ def bar_chart(
     lo = min([0.0, *values, *(e[0] for e in errors or [])])
     hi = max([*values, *(e[1] for e in errors or []), 1e-12])
     left = 150
-    pw = W + 120 - left - MR
+    pw = W + 120 - left - MR - 16  # room for the last tick label
 
     def sx(x: float) -> float:
         return left + (x - lo) / (hi - lo) * pw if hi > lo else left
