@@ -91,3 +91,18 @@ def test_edited_schema_invalidates_the_cache(project: Path, datasets: Path) -> N
     rep = run_stages(ws)
     assert [o.status for o in rep.outcomes] == ["cached", "success"]
     assert rep.outcomes[1].summary["quarantined_rows"] > 0
+
+
+def test_revalidating_a_snapshot_replaces_its_quarantine(project: Path, datasets: Path) -> None:
+    _project(project, datasets)
+    ws = make_ws(project, SPEC)
+    run_stages(ws)
+    schema = project / "schema.yaml"
+    edited = schema.read_text().replace(
+        "age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 19",
+        "age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 20")
+    schema.write_text(edited)
+    run_stages(ws)
+    first = dict(((c, col), n) for c, col, n in quarantine_counts(ws))
+    run_stages(ws, force=True)
+    assert dict(((c, col), n) for c, col, n in quarantine_counts(ws)) == first and first[("range", "age")] >= 1

@@ -9,7 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, String, Table, Text, desc, func, insert, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    desc,
+    func,
+    insert,
+    select,
+)
 
 from loopml.workspace import Workspace, utcnow
 from loopml.workspace.metadata import METADATA
@@ -32,9 +45,11 @@ data_quarantine = Table(
 
 def write_quarantine(ws: Workspace, entries: list[dict[str, Any]], *, execution_id: str | None,
                      snapshot_id: str | None, batch: int = 5000) -> int:
-    """Record quarantined rows (dicts with row_index, check, column, value, reason, row); returns the count."""
-    if not entries:
-        return 0
+    """Record quarantined rows (dicts with row_index, check, column, value, reason, row); returns the count.
+
+    A snapshot's quarantine is replaced as a whole: validating it again (an edited schema, a
+    forced rerun) supersedes the earlier entries instead of counting rows twice.
+    """
     now = utcnow()
     rows = [
         {
@@ -51,6 +66,8 @@ def write_quarantine(ws: Workspace, entries: list[dict[str, Any]], *, execution_
         for e in entries
     ]
     with ws.engine.begin() as conn:
+        if snapshot_id is not None:
+            conn.execute(delete(data_quarantine).where(data_quarantine.c.snapshot_id == snapshot_id))
         for i in range(0, len(rows), batch):
             conn.execute(insert(data_quarantine), rows[i : i + batch])
     return len(rows)
