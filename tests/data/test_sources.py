@@ -185,3 +185,10 @@ def test_reader_contract_missing_file_is_a_data_error(kind: str, tmp_path: Path)
         f.unlink()
     with pytest.raises(DataError, match=r"source `s`.*(not found|no file)"):
         READERS[kind].read("s", src, tmp_path)
+
+
+def test_csv_null_values(tmp_path: Path) -> None:
+    (tmp_path / "n.csv").write_text("a,b\n1,x\n?,y\n3,\nNA,z\n")
+    t = read_source("n", CsvSource(type="csv", path="n.csv", null_values=["?", "NA"]), tmp_path)
+    assert t.column("a").to_pylist() == [1, None, 3, None]
+    assert t.column("b").to_pylist() == ["x", "y", None, "z"]

@@ -130,6 +130,8 @@ class CsvReader:
         ]
         if source.columns:
             opts.append("names=[" + ", ".join(_q(c) for c in source.columns) + "]")
+        if source.null_values:
+            opts.append("nullstr=[" + ", ".join(_q(v) for v in ["", *source.null_values]) + "]")
         if source.types:
             opts.append("types={" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in source.types.items()) + "}")
         return ", ".join(opts)

@@ -22,6 +22,9 @@ class CsvSource(StrictModel):
     types: dict[str, str] = Field(
         default_factory=dict, description="Declared column types (DuckDB type names) overriding inference."
     )
+    null_values: list[str] = Field(
+        default_factory=list, description="Strings read as missing values (e.g. 'NA', '?'); empty fields always are."
+    )
 
 
 class ParquetSource(StrictModel):
