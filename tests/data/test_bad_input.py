@@ -155,3 +155,10 @@ def test_mixed_types_in_a_sqlite_column(tmp_path: Path) -> None:
         conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), ("three",)])
     with pytest.raises(DataError, match=r"row 3, column `v`: value 'three' is str, but earlier values are int"):
         read_source("m", SqlSource(type="sql", url="sqlite:///m.db", query="SELECT v FROM t"), tmp_path)
+
+
+@pytest.mark.parametrize("names", [["a", "b"], ["a", "b", "c", "d"]])
+def test_declared_columns_must_match_the_fields(tmp_path: Path, names: list[str]) -> None:
+    src, p = _csv(tmp_path, "t.tsv", "1\t2\t3\n4\t5\t6\n", delimiter="\\t", header=False, columns=names)
+    with pytest.raises(DataError, match=rf"`columns` names {len(names)} column\(s\) .* but {p} has 3 field\(s\)"):
+        read_source("t", src, tmp_path)

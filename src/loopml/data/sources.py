@@ -178,6 +178,12 @@ class CsvReader:
                 read_files = self._transcode(name, files, codec, Path(tmp))
                 encoding = "utf-8"
             table = self._read_duckdb(name, source, read_files, encoding, originals=files)
+        if source.columns and table.column_names != list(source.columns):
+            raise DataError(
+                f"source `{name}`: `columns` names {len(source.columns)} column(s) ({', '.join(source.columns)}) "
+                f"but {files[0] if len(files) == 1 else source.path} has {table.num_columns} field(s) per line",
+                hint="list exactly one name per field (check `delimiter` too)",
+            )
         if table.num_rows == 0:
             raise DataError(
                 f"source `{name}`: {', '.join(map(str, files[:3]))} holds no data rows "
