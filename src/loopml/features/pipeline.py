@@ -215,6 +215,18 @@ class Chain:
         terminal = self.final_state == COLUMNS
         image_out = terminal and self.links[-1].t.name in ("image_pixels", "sentence_embedding")
 
+        if not sides and len(crosses) == 1 and len(fns) == 1 + (self.links[0].convert_from is not None):
+            cf, others = next(iter(crosses.values()))
+            if len(others) == 1 and not terminal:
+                o0 = others[0]
+                pre = fns[0] if len(fns) == 2 else None
+
+                def run_x(row: dict[str, Any], out: list[float]) -> None:
+                    v = reader(row[col], col)
+                    if pre is not None:
+                        v = pre(v)
+                    out.append(cf(v, (canon(row[o0], o0),)))
+                return run_x
         if not sides and not crosses:
             if len(fns) == 1:
                 f0 = fns[0]
