@@ -162,3 +162,11 @@ def test_declared_columns_must_match_the_fields(tmp_path: Path, names: list[str]
     src, p = _csv(tmp_path, "t.tsv", "1\t2\t3\n4\t5\t6\n", delimiter="\\t", header=False, columns=names)
     with pytest.raises(DataError, match=rf"`columns` names {len(names)} column\(s\) .* but {p} has 3 field\(s\)"):
         read_source("t", src, tmp_path)
+
+
+def test_mixed_types_in_json_lines(tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text('{"a": 1, "b": "x"}\n{"a": null, "b": "y"}\n{"a": "two", "b": "z"}\n')
+    with pytest.raises(DataError) as err:
+        read_source("m", JsonlSource(type="jsonl", path="m.jsonl"), tmp_path)
+    msg = str(err.value)
+    assert "m.jsonl line 3, column `a`: value \"two\" is a string, but earlier values are numbers" in msg

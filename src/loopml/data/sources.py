@@ -332,11 +332,14 @@ class JsonlReader:
             if f.stat().st_size == 0:
                 raise DataError(f"source `{name}`: {f} is empty (0 bytes); expected one JSON object per line")
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
+        scan = f"read_json({file_list}, format='newline_delimited', union_by_name=true, filename='__file')"
         con = duck_connect()
         try:
-            return con.sql(
-                f"SELECT * FROM read_json({file_list}, format='newline_delimited', union_by_name=true)"
-            ).to_arrow_table()
+            rel = con.sql(f"SELECT * FROM {scan}")
+            mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
+            if mixed:
+                raise _json_mixed(con, name, scan, mixed[0])
+            return rel.to_arrow_table().drop_columns(["__file"])
         except duckdb.Error as exc:
             line_m = re.search(r"line (\d+)", str(exc))
             raise DataError(
@@ -346,6 +349,29 @@ class JsonlReader:
             ) from None
         finally:
             con.close()
+
+
+_JSON_FAMILY = {"UBIGINT": "number", "BIGINT": "number", "DOUBLE": "number", "VARCHAR": "string",
+                "BOOLEAN": "boolean", "OBJECT": "object", "ARRAY": "array"}
+
+
+def _json_mixed(con: duckdb.DuckDBPyConnection, name: str, scan: str, column: str) -> DataError:
+    """A DataError naming the first line whose JSON value type differs from the column's first value."""
+    c = '"' + column.replace('"', '""') + '"'
+    rows = con.execute(
+        f"SELECT __file, line, json_type(v) AS t, CAST(v AS VARCHAR) FROM (SELECT __file, "
+        f"row_number() OVER (PARTITION BY __file) AS line, {c} AS v FROM {scan}) "
+        "WHERE v IS NOT NULL AND json_type(v) <> 'NULL' ORDER BY __file, line"
+    ).fetchall()
+    first = _JSON_FAMILY.get(rows[0][2], rows[0][2]) if rows else None
+    for file, line, t, value in rows:
+        if _JSON_FAMILY.get(t, t) != first:
+            return DataError(
+                f"source `{name}`: {file} line {line}, column `{column}`: value {value} is a {_JSON_FAMILY.get(t, t)}, "
+                f"but earlier values are {first}s (mixed types in one column)",
+                hint="write one JSON type per field",
+            )
+    return DataError(f"source `{name}`: column `{column}` mixes JSON types")
 
 
 def _first_unreadable(con: duckdb.DuckDBPyConnection, files: Sequence[Path], fn: str) -> Path | None:
