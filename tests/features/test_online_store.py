@@ -148,3 +148,24 @@ def test_materialize_as_of_sees_only_available_values(store: Any, user_table: An
         assert rec is not None and rec["_event_time"] <= cut.replace(tzinfo=dt.UTC).timestamp()
     before = ft.filter(pc.less_equal(ft.column("event_time"), pa.scalar(cut, pa.timestamp("us"))))
     assert store.count("user") == len(set(before.column("user_id").to_pylist()))
+
+
+def test_online_features_enrich_request_rows_like_the_offline_join(store: Any, user_table: Any) -> None:
+    """Serving: the online values for a request equal the offline point-in-time values at 'now'."""
+    from loopml.errors import DataError
+    from loopml.features.offline import point_in_time_join
+    from loopml.features.online import OnlineFeatures
+
+    spec, _, ft = user_table
+    materialize(store, {"user": (spec, ft)})
+    online = OnlineFeatures({"user": spec}, store)
+    assert online.feature_names == ["u_n", "u_mean_30d"]
+    users = sorted(set(ft.column("user_id").to_pylist()))[:20]
+    rows = online.enrich_many([{"user_id": u, "item_id": 1} for u in users] + [{"user_id": -5, "item_id": 1}])
+    later = pa.table({"user_id": users, "ts": pa.array([dt.datetime(2030, 1, 1)] * len(users), pa.timestamp("us"))})
+    offline = point_in_time_join(later, "ts", {"user": (spec, ft)}).to_pylist()
+    for got, want in zip(rows, offline):
+        assert got["u_n"] == want["u_n"] and got["u_mean_30d"] == want["u_mean_30d"]
+    assert rows[-1]["u_n"] is None and rows[-1]["item_id"] == 1
+    with pytest.raises(DataError, match="user_id"):
+        online.enrich({"item_id": 1})

@@ -187,7 +187,11 @@ class FeatureTable(StrictModel):
     """Per-entity feature values computed in batch with window SQL, stamped with event and creation time."""
 
     entity: list[str] = Field(description="Entity key columns (e.g. [user_id]).")
-    source: str | None = Field(default=None, description="Source or snapshot the table is computed from.")
+    source: str | None = Field(
+        default=None,
+        description="What the table is computed from: a data source name (data.sources) or a Parquet/CSV path "
+        "relative to the project; unset: the verified examples (the lake snapshot after validation).",
+    )
     timestamp: str = Field(default="event_time", description="Event-time column of the source rows.")
     created_timestamp: str | None = Field(
         default=None,
