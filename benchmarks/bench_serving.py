@@ -16,6 +16,9 @@ virtual environment under ``benchmarks/envs`` (created on first use).
 Rows measured:
 
 * ``loopml``: ``loopml serve --model-file`` with the prediction log on (the product default).
+* ``loopml-bundle``: ``loopml serve --project``: the same trees registered as a bundle (fitted
+  FeaturePipeline + model + manifest), so every request also runs schema validation and the
+  compiled row transform; the product path after ``loopml run``.
 * ``loopml+store``: the same server fetching the 5 categorical features from the SQLite online
   store by an entity key, the request carrying only the 20 numeric features and the key.
 * ``fastapi``: FastAPI + uvicorn (uvloop, httptools), async endpoint, orjson, LightGBM on a numpy row.
@@ -114,7 +117,7 @@ def bodies_for(system: str, X: np.ndarray, batch: int) -> list[str]:
     out = []
     for i in range(0, len(X) - batch + 1, batch):
         chunk = X[i : i + batch]
-        if system in ("loopml", "fastapi"):
+        if system in ("loopml", "loopml-bundle", "fastapi"):
             rows = [row_dict(x) for x in chunk]
             out.append(json.dumps(rows[0] if batch == 1 else rows))
         elif system == "loopml+store":
@@ -318,6 +321,14 @@ def start_server(system: str, model: Path, work: Path, port: int, store_dir: Pat
         cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--log-dir",
                str(work / "loopml-logs"), "--port", str(port)]
         path = "/v1/predict"
+    elif system == "loopml-bundle":
+        project = make_bundle_project(work, model)
+        cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--project", str(project), "--port", str(port)]
+        path = "/v1/predict"
+    elif system == "loopml-bundle":
+        project = make_bundle_project(work, model)
+        cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--project", str(project), "--port", str(port)]
+        path = "/v1/predict"
     elif system == "loopml+store":
         assert store_dir is not None
         cmd = [*pin, sys.executable, str(Path(__file__)), "--store-server", str(model), str(store_dir), str(port),
@@ -355,6 +366,47 @@ def start_server(system: str, model: Path, work: Path, port: int, store_dir: Pat
     cwd = work / "bento" if system == "bentoml" else work
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}{path}"
+
+
+def make_bundle_project(work: Path, model: Path) -> Path:
+    """A loopml project whose production version is a registered bundle of the same trees.
+
+    The bundle is what the pipeline produces: a fitted FeaturePipeline (25 numeric inputs,
+    passed through as float32) + the LightGBM model + a manifest, stored as sha256-verified
+    artifacts; the server then runs schema validation and the compiled row transform per request.
+    """
+    import pyarrow as pa
+
+    from loopml.features import FeaturePipeline
+    from loopml.registry import Registry
+    from loopml.training.bundle import Bundle, make_manifest, save_bundle
+    from loopml.training.models.base import BaseModel
+    from loopml.workspace import Workspace
+
+    project = work / "bundle-project"
+    project.mkdir()
+    inputs = "\n".join(f"    - {{column: {n}, kind: numeric}}" for n in NAMES)
+    (project / "loopml.yaml").write_text(f"project: {{name: bench}}\ntask: {{type: binary, target: y}}\n"
+                                         f"features:\n  inputs:\n{inputs}\n")
+    ws = Workspace.open(project)
+    X, y = make_data(2000, 0)
+    table = pa.table({n: (X[:, i].astype(np.int64) if n in CATEGORICAL else X[:, i]) for i, n in enumerate(NAMES)})
+    pipe = FeaturePipeline.from_spec(ws.spec.features, task=ws.spec.task).fit(table, y)
+    mdir = work / "bundle-model"
+    mdir.mkdir()
+    shutil.copyfile(model, mdir / "model.txt")
+    (mdir / "model.json").write_text(json.dumps({
+        "format": "loopml-model/1", "type": "lightgbm", "task": "binary", "seed": 0,
+        "config": {"n_estimators": 200, "num_leaves": 31}, "n_features_in": 25, "n_classes": 2,
+        "categorical": list(range(20, 25)), "state": {"objective": "binary", "init_score": 0.0, "rounds": 200},
+    }))
+    lgbm = BaseModel.load(mdir)
+    bundle = Bundle(transform=pipe, model=lgbm, manifest=make_manifest(pipe, lgbm, schema=table.schema))
+    digest = save_bundle(ws, bundle, producer=None)
+    reg = Registry(ws)
+    v = reg.register(digest, verdict={"approved": True, "gates": []}, lineage={"note": "benchmark"})
+    reg.promote(v.version_id, reason="benchmark", actor="bench")
+    return project
 
 
 def store_server(argv: list[str]) -> None:
@@ -404,6 +456,7 @@ def bench_online(systems: list[str], model: Path, warmup: float, duration: float
     X = request_rows(n_bodies)
     Xb = request_rows(100 * 100)
     ref = float(booster.predict(X[:1])[0])
+    ref32 = float(booster.predict(X[:1].astype(np.float32).astype(np.float64))[0])
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     store_dir = work / "store"
     store_dir.mkdir()
@@ -423,8 +476,11 @@ def bench_online(systems: list[str], model: Path, warmup: float, duration: float
             single = bodies_for(system, X, 1)
             try:
                 got = wait_ready(proc, url, single[0], system)
-                results[system]["reference"] = {"expected": ref, "got": got}
-                results[system]["reference_ok"] = abs(got - ref) < 1e-9
+                # the bundle's transform hands the model float32 features (as in training): its
+                # reference is the same trees on the float32-rounded row
+                want = ref32 if system == "loopml-bundle" else ref
+                results[system]["reference"] = {"expected": want, "got": got, "float64_reference": ref}
+                results[system]["reference_ok"] = abs(got - want) < 1e-9
                 if not results[system]["reference_ok"]:
                     raise RuntimeError(f"wrong prediction: {got} != {ref}")
             except Exception as exc:
@@ -584,10 +640,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="Warm-up seconds per server.")
     ap.add_argument("--bodies", type=int, default=10_000, help="Distinct single-row bodies.")
     ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds per level (median reported).")
-    ap.add_argument("--peers", default="", help="Comma-separated subset of loopml,loopml+store,fastapi,mlflow,bentoml.")
+    ap.add_argument("--peers", default="",
+                    help="Comma-separated subset of loopml,loopml-bundle,loopml+store,fastapi,mlflow,bentoml.")
     ap.add_argument("--batch-rows", type=int, default=1_000_000, help="Rows for the batch benchmark (0 skips it).")
     args = ap.parse_args(argv)
-    systems = [s for s in (args.peers.split(",") if args.peers else ["loopml", "loopml+store", "fastapi", "mlflow", "bentoml"]) if s]
+    systems = [s for s in (args.peers.split(",") if args.peers
+                           else ["loopml", "loopml-bundle", "loopml+store", "fastapi", "mlflow", "bentoml"]) if s]
     if not Path(WRK).exists():
         print(f"wrk not found at {WRK} (apt-get install wrk)", file=sys.stderr)
         return 2

@@ -287,8 +287,9 @@ class ServingApp:
             ts = now_us()
             vid = model.version_id
             schema = model.schema
-            if model.last_matrix is not None:  # one block record: the log slices the matrix by column
-                log.append((ids, ts, vid, route_name, scores, preds, model.last_matrix, schema))
+            raw = model.last_matrix if model.last_matrix is not None else model.last_table
+            if raw is not None:  # one block record: the log takes the columns of the matrix / table
+                log.append((ids, ts, vid, route_name, scores, preds, raw, schema))
             else:
                 for i, row in enumerate(rows):
                     log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema))
@@ -357,9 +358,9 @@ class ServingApp:
             ts = now_us()
             if not many:
                 log.append((rid, ts, m.version_id, "shadow", s1, p1, m.raw_copy() if m.raw_numeric else rows[0], m.schema))
-            elif m.last_matrix is not None:
+            elif m.last_matrix is not None or m.last_table is not None:
                 log.append(([f"{rid}-{i}" for i in range(len(rows))], ts, m.version_id, "shadow", scores, preds,
-                            m.last_matrix, m.schema))
+                            m.last_matrix if m.last_matrix is not None else m.last_table, m.schema))
             else:
                 for i, row in enumerate(rows):
                     log.append((f"{rid}-{i}", ts, m.version_id, "shadow", float(scores[i]), float(preds[i]), row, m.schema))

@@ -92,7 +92,7 @@ def _dict_columns(records: Sequence[Any], fields: dict[str, str]) -> dict[str, p
 
 def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
     """The log rows of records sharing one schema and one payload kind (dict, vector or block)."""
-    if kind == "block":  # (ids, ts, version, route, scores, preds, matrix, schema) per request
+    if kind in ("block", "table"):  # (ids, ts, version, route, scores, preds, matrix | table, schema)
         n = [len(r[0]) for r in records]
         cols: dict[str, Any] = {
             "request_id": pa.array([i for r in records for i in r[0]], pa.string()),
@@ -114,6 +114,19 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
     fields = {f.name: f.kind for f in schema.fields if f.name not in cols and f.kind != ANY}
     if kind == "dict":
         cols.update(_dict_columns(records, fields))
+    elif kind == "table":  # many-row requests through a transform: the Arrow table the transform read
+        tables = [r[6] for r in records]
+        n_rows = sum(t.num_rows for t in tables)
+        for name, fkind in fields.items():
+            want = pa.float64() if fkind in (NUMERIC, BOOLEAN) else pa.string()
+            chunks = []
+            for t in tables:
+                if name in t.column_names:
+                    col = t.column(name)
+                    chunks.extend(col.cast(want, safe=False).chunks if col.type != want else col.chunks)
+                else:
+                    chunks.append(pa.nulls(t.num_rows, want))
+            cols[name] = pa.chunked_array(chunks, want) if chunks else pa.nulls(n_rows, want)
     else:  # raw numeric inputs in schema order: slice columns out of one matrix (NaN = missing)
         matrix = np.vstack([r[6] for r in records]) if kind == "vector" else np.concatenate([r[6] for r in records])
         for j, name in enumerate(schema.names):
@@ -132,7 +145,12 @@ def prediction_table(records: Sequence[Any]) -> pa.Table:
     schemas: dict[int, InputSchema] = {}
     for r in records:
         payload = r[6]
-        kind = "dict" if payload.__class__ is dict else ("block" if r[0].__class__ is list else "vector")
+        if payload.__class__ is dict:
+            kind = "dict"
+        elif isinstance(payload, pa.Table):
+            kind = "table"
+        else:
+            kind = "block" if r[0].__class__ is list else "vector"
         groups.setdefault((id(r[7]), kind), []).append(r)
         schemas[id(r[7])] = r[7]
     parts = [_part(recs, schemas[sid], kind) for (sid, kind), recs in groups.items()]

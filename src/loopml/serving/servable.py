@@ -74,8 +74,10 @@ class Servable:
         self._finish = finish
         #: without a transform the row buffer holds the raw inputs: the log copies it instead of the dict
         self.raw_numeric = transform_row is None
-        #: the raw input matrix of the last :meth:`predict_many` call on the matrix path (for the log)
+        #: the raw inputs of the last :meth:`predict_many` call on the matrix path (for the log): a float
+        #: matrix without a transform, else the Arrow table the batch transform read
         self.last_matrix: np.ndarray | None = None
+        self.last_table: pa.Table | None = None
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -154,8 +156,7 @@ class Servable:
                     break
             self._buf[:] = vals
         else:
-            problems = self.schema.check_row(row, None)
-            if problems:
+            if not self.schema.valid(row):
                 self.schema.raise_for([row])
             self._buf[:] = self._transform_row(row)
         score = self._pred.predict_buffer()
@@ -179,15 +180,12 @@ class Servable:
     def predict_many(self, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Scores and predictions of several rows (every problem of every row in one 422)."""
         self.last_matrix = None
+        self.last_table = None
         if not rows:
             return np.zeros(0), np.zeros(0)
         if len(rows) <= ROWWISE_MAX and not self._multiclass:
-            bad = False
-            for r in rows:
-                if not isinstance(r, dict) or self.schema.check_row(r, 0):
-                    bad = True
-                    break
-            if bad:
+            valid = self.schema.valid
+            if not all(valid(r) for r in rows):
                 self.schema.raise_for(rows, many=True)
             out = [self.predict_one(r) for r in rows]
             arr = np.asarray(out, dtype=np.float64)
@@ -210,8 +208,11 @@ class Servable:
             self.last_matrix = x
             scores = self._pred.predict_matrix(x)
         else:
-            self.schema.raise_for(rows, many=True)
+            valid = self.schema.valid
+            if not all(valid(r) for r in rows):
+                self.schema.raise_for(rows, many=True)
             table = pa.Table.from_pylist(rows)
+            self.last_table = table
             scores = self.predict_table(table)
         return self._split(np.asarray(scores))
 
