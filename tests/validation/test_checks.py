@@ -158,3 +158,13 @@ def test_check_contract(name: str) -> None:
     assert all(c.check in (name, "row_count") for c in out.report.checks)  # row_count may report "no rows"
     assert all(c.passed for c in out.report.checks), [c.message for c in out.report.checks]
     assert out.kept.num_rows == REF.num_rows and out.quarantine.num_rows == 0
+
+
+def test_mixed_types_in_a_text_column() -> None:
+    vals = [str(i) for i in range(990)] + ["n/a"] * 10
+    t = REF.append_column("code", pa.array(vals))
+    out = _validate(t)
+    mt = _failed(out, "mixed_types")[0]
+    assert mt.column == "code" and mt.severity == "warning" and mt.evidence["row"] == 990
+    assert "'n/a'" in mt.message
+    assert not _failed(_validate(REF), "mixed_types")  # real text columns are left alone

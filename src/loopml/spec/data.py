@@ -118,7 +118,7 @@ class Verification(StrictModel):
     severities: dict[str, Literal["error", "warning", "info"]] = Field(
         default_factory=dict,
         description="Override the severity of a check by name (type, range, domain, nullability, missing_rate, "
-        "key_duplicates, freshness, row_count, psi, columns).",
+        "key_duplicates, freshness, row_count, psi, columns, mixed_types).",
     )
     max_domain_size: int = Field(
         default=50, ge=1, description="Columns with at most this many distinct values get a category domain."

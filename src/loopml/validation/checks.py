@@ -8,13 +8,14 @@ Two kinds of checks share one small protocol (:class:`Check`, one required metho
 - **dataset** checks compare the profile with the schema and the reference profile.
 
 >>> sorted(CHECKS)  # doctest: +NORMALIZE_WHITESPACE
-['columns', 'domain', 'freshness', 'key_duplicates', 'missing_rate', 'nullability', 'psi', 'range',
- 'row_count', 'type']
+['columns', 'domain', 'freshness', 'key_duplicates', 'missing_rate', 'mixed_types', 'nullability', 'psi',
+ 'range', 'row_count', 'type']
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -461,6 +462,41 @@ class PsiCheck(_DatasetCheck):
                     sev,
                     f"PSI {value:.3f} (warn ≥ {warn:g}, error ≥ {err:g})",
                     evidence={"psi": value, "bins": labels, "reference": e, "current": a},
+                )
+            )
+        return out
+
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+@register_check
+class MixedTypesCheck(_DatasetCheck):
+    """A text column whose values are mostly numbers holds mixed types (e.g. '12', '7', 'n/a')."""
+
+    name: ClassVar[str] = "mixed_types"
+    default_severity: ClassVar[Severity] = "warning"
+    description: ClassVar[str] = "text column not mostly numbers"
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        out = []
+        for f in ctx.table.schema:
+            col = ctx.col(f.name)
+            if col.kind != "string" or col.n - col.missing == 0:
+                continue
+            values, counts = col.uniques, col.counts  # distinct values only: cheap
+            numeric = np.fromiter((bool(_NUMBER.match(str(v))) for v in values), dtype=bool, count=len(values))
+            share = float(counts[numeric].sum() / counts.sum())
+            if not 0.5 <= share < 1.0:
+                continue
+            odd = values[~numeric][np.argmax(counts[~numeric])]
+            row = int(pc.index(col.array, odd).as_py())
+            out.append(
+                CheckResult(
+                    self.name, f.name, False, ctx.severity(self),
+                    f"{share:.1%} of values are numbers but e.g. row {row} holds {odd!r} "
+                    f"({int(counts[~numeric].sum()):,} non-numeric values): mixed types in one column",
+                    evidence={"numeric_share": share, "example": odd, "row": row},
                 )
             )
         return out
