@@ -149,3 +149,26 @@ def test_imbalance_and_sampling_reach_training(german: pa.Table) -> None:
     b = sel.winner.bundle
     assert b is not None and b.model.objective_ == "focal" and b.manifest["calibration"] == {"negative_rate": 0.5}
     assert abs(b.predict_table(data.valid_table).mean() - data.y_valid.mean()) < 0.12
+
+
+def test_ranking_selection_with_id_embeddings_on_movielens(datasets: Any) -> None:
+    from .conftest import read_movielens
+
+    t = read_movielens(datasets)
+    t = t.filter(pa.compute.less_equal(t.column("user_id"), 80))
+    spec = Spec.model_validate({
+        "task": {"type": "ranking", "target": "rating", "group_key": "user_id", "item_key": "item_id"},
+        "features": {"inputs": [
+            {"column": "item_id", "kind": "categorical", "transforms": [{"type": "embedding_ids", "dim": 5}]},
+            {"column": "timestamp", "kind": "numeric"},
+        ]},
+        "training": {"split": {"type": "random"}, "candidates": [
+            {"type": "most_popular"}, {"type": "mlp", "params": {"epochs": 3, "hidden": [16]}}]},
+        "evaluation": {"bootstrap_resamples": 20},
+    })
+    data = _data(spec, t)
+    assert data.embedding_dims == {0: 5}
+    sel = select_model(data, latency_calls=10)
+    assert sel.metric.name == "ndcg@10" and all(0 < (r.value or 0) <= 1 for r in sel.results)
+    mlp = next(r for r in sel.results if r.name == "mlp")
+    assert mlp.bundle is not None and mlp.bundle.model.weights_["emb.0.weight"].shape[1] == 5

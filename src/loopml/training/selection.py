@@ -73,6 +73,12 @@ class TrainingData:
         return list(self.transform.categorical_features)
 
     @property
+    def embedding_dims(self) -> dict[int, int]:
+        """Embedding size declared per id feature column (``embedding_ids`` transforms)."""
+        emb = getattr(self.transform, "embedding_features", {}) or {}
+        return {int(k): int(v["dim"]) for k, v in emb.items()}
+
+    @property
     def feature_names(self) -> list[str]:
         """Names of the feature columns."""
         return list(self.transform.feature_names)
@@ -324,7 +330,7 @@ def _fit_final(
         w = class_weights(data.y_train, w)
     ctx = FitContext(
         group=data.g_train, feature_names=data.feature_names, focal_gamma=focal,
-        extra={"item_key": data.spec.task.item_key},
+        extra={"item_key": data.spec.task.item_key, "embedding_dims": data.embedding_dims},
     )
     if use_valid:  # early stopping, where configured, watches the validation split
         ctx.eval_X, ctx.eval_y, ctx.eval_group = data.X_valid, data.y_valid, data.g_valid
@@ -498,6 +504,8 @@ def select_model(
                 "X_valid": data.X_valid, "y_valid": data.y_valid, "g_valid": data.g_valid,
                 "categorical": np.asarray(data.categorical, dtype=np.int64), "feature_names": data.feature_names,
                 "folds": fold_ids(data.y_train, data.g_train, cv_k, tr.seed, data.task) if cv_k else None,
+                "emb_cols": np.asarray(list(data.embedding_dims), dtype=np.int64),
+                "emb_dims": np.asarray(list(data.embedding_dims.values()), dtype=np.int64),
             })
         try:
             # fixed candidates first: the tuned ones share whatever budget they leave

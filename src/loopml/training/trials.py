@@ -130,7 +130,7 @@ def run_trial(job: TrialJob) -> TrialResult:
             feature_names=d["feature_names"],
             report=report,
             focal_gamma=job.focal_gamma if model.supports_focal_loss else None,
-            extra={"item_key": job.item_key},
+            extra={"item_key": job.item_key, "embedding_dims": _emb_dims(d)},
         )
         w = d.get("w_train")
         if job.focal_gamma is not None and not model.supports_focal_loss:
@@ -151,6 +151,13 @@ def run_trial(job: TrialJob) -> TrialResult:
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return TrialResult(job.number, "failed", None, curve, time.perf_counter() - t0, error=detail)
+
+
+def _emb_dims(d: dict[str, Any]) -> dict[int, int]:
+    cols, dims = d.get("emb_cols"), d.get("emb_dims")
+    if cols is None or dims is None:
+        return {}
+    return {int(c): int(k) for c, k in zip(cols, dims)}
 
 
 def _aggregate(params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,7 +196,7 @@ def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[floa
             eval_X=X[te], eval_y=y[te], eval_group=g[te] if g is not None else None,
             feature_names=d["feature_names"],
             focal_gamma=job.focal_gamma if model.supports_focal_loss else None,
-            extra={"item_key": job.item_key},
+            extra={"item_key": job.item_key, "embedding_dims": _emb_dims(d)},
         )
         model.fit(X[tr], y[tr], wf, cats, context=ctx)
         s = model.score(X[te])

@@ -69,6 +69,8 @@ class _TorchModel(BaseModel):
 
         cfg = self.config
         self.encoder_ = InputEncoder.fit(X, cats, cfg.max_levels)  # type: ignore[attr-defined]
+        # embedding sizes declared in the spec (features: embedding_ids dim), by feature column
+        self._declared_dims = {int(k): int(v) for k, v in (ctx.extra.get("embedding_dims") or {}).items()}
         Zn = self.encoder_.numeric_matrix(X).astype(np.float32)
         Ci = self.encoder_.category_indices(X)
         self.y_mean_, self.y_std_ = 0.0, 1.0
@@ -249,7 +251,11 @@ class MLPModel(_TorchModel):
     def _build(self, torch: Any, n_num: int, cards: list[int]) -> Any:
         nn = torch.nn
         cfg = self.config
-        dims = [_emb_dim(c, cfg.embedding_dim) for c in cards]  # type: ignore[attr-defined]
+        declared = getattr(self, "_declared_dims", {})
+        dims = [
+            declared.get(int(col), _emb_dim(c, cfg.embedding_dim))  # type: ignore[attr-defined]
+            for col, c in zip(self.encoder_.categorical, cards)
+        ]
         out_dim = self._out_dim()
         hidden = list(cfg.hidden)  # type: ignore[attr-defined]
         dropout = cfg.dropout  # type: ignore[attr-defined]
