@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from loopml.spec.data import Verification
 from loopml.validation.columnar import ColumnData, Columns, kind_of, to_seconds
-from loopml.validation.profile import NULL, OTHER, Profile, psi
+from loopml.validation.profile import Profile, psi
 from loopml.validation.schema import ColumnSchema, DataSchema
 
 Severity = Literal["error", "warning", "info"]
@@ -485,11 +485,14 @@ class MixedTypesCheck(_DatasetCheck):
             if col.kind != "string" or col.n - col.missing == 0:
                 continue
             values, counts = col.uniques, col.counts  # distinct values only: cheap
-            numeric = np.fromiter((bool(_NUMBER.match(str(v))) for v in values), dtype=bool, count=len(values))
+            numeric = np.asarray(
+                pc.match_substring_regex(values, _NUMBER.pattern).to_numpy(zero_copy_only=False), dtype=bool
+            )
             share = float(counts[numeric].sum() / counts.sum())
             if not 0.5 <= share < 1.0:
                 continue
-            odd = values[~numeric][np.argmax(counts[~numeric])]
+            odd_pos = np.flatnonzero(~numeric)[np.argmax(counts[~numeric])]
+            odd = values[int(odd_pos)].as_py()
             row = int(pc.index(col.array, odd).as_py())
             out.append(
                 CheckResult(
@@ -500,11 +503,6 @@ class MixedTypesCheck(_DatasetCheck):
                 )
             )
         return out
-
-
-def is_categorical_label(v: str) -> bool:
-    """Whether a histogram label is one of the synthetic buckets."""
-    return v in (OTHER, NULL)
 
 
 __all__ = [

@@ -100,7 +100,7 @@ class ColumnData:
         return np.sort(v[~np.isnan(v)]) if self.missing else np.sort(v)
 
     @cached_property
-    def _uniq(self) -> tuple[np.ndarray, np.ndarray]:
+    def _uniq(self) -> tuple[Any, np.ndarray]:
         if self.kind in ("numeric", "temporal"):
             s = self.sorted
             if s.size == 0:
@@ -113,14 +113,11 @@ class ColumnData:
         vc = pc.value_counts(self.array)  # hash-based, one pass; nulls come as a null value
         values, counts = vc.field("values"), vc.field("counts")
         keep = values.is_valid()
-        values = values.filter(keep).to_pylist()
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out, np.asarray(counts.filter(keep).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return values.filter(keep), np.asarray(counts.filter(keep).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     @property
-    def uniques(self) -> np.ndarray:
-        """Distinct valid values (sorted for numbers; dictionary order for strings)."""
+    def uniques(self) -> Any:
+        """Distinct valid values: a sorted float64 numpy array for numbers, an Arrow array otherwise."""
         return self._uniq[0]
 
     @property

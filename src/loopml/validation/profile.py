@@ -97,8 +97,6 @@ def _as_value(v: float, cp: ColumnProfile) -> Any:
         return moment.date().isoformat() if cp.type.startswith("date") else moment.isoformat()
     if cp.type.startswith(("int", "uint")):
         return int(v)
-    if cp.type.startswith("decimal"):
-        return float(v)
     return float(v)
 
 
@@ -206,34 +204,45 @@ def _numeric(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, bins
 
 
 def _categorical(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, top_k: int) -> None:
-    values, counts = col.uniques, col.counts
-    present = counts > 0
-    values, counts = values[present], counts[present]
-    cp.distinct = int(values.size)
+    # everything over the distinct values (an Arrow array) and their counts: O(distinct) vectorised work
+    values: pa.Array = col.uniques
+    counts: np.ndarray = col.counts
+    cp.distinct = len(values)
+    if cp.count == 0:
+        return
     if cp.kind == "boolean":
-        cp.mean = float(sum(c for v, c in zip(values, counts) if v) / cp.count) if cp.count else None
-    elif cp.count:  # over the distinct values only: min, max and mean length
-        distinct = pa.array(list(values), pa.string())
-        mm = pc.min_max(distinct)
+        flags = np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
+        cp.mean = float(counts[flags].sum() / cp.count)
+        labels_arr = pc.cast(values, pa.string())  # "true" / "false"
+    else:
+        mm = pc.min_max(values)
         cp.min, cp.max = _num(mm["min"].as_py()), _num(mm["max"].as_py())
-        lengths = np.asarray(pc.utf8_length(distinct).to_numpy(zero_copy_only=False), dtype=np.float64)
-        cp.mean = float(lengths @ counts / cp.count)
-    order = np.argsort(-counts, kind="stable")
-    labels = [_label(v) for v in values]
-    cp.top = [[_num(values[i]), int(counts[i])] for i in order[:top_k]]
-    by_label = dict(zip(labels, (int(c) for c in counts)))
+        lengths = np.asarray(pc.utf8_length(values).to_numpy(zero_copy_only=False), dtype=np.float64)
+        cp.mean = float(lengths @ counts / cp.count)  # mean length of the strings
+        labels_arr = values
+    order = np.argsort(-counts, kind="stable")[:top_k]
+    top_values = values.take(pa.array(order, pa.int64())).to_pylist()
+    top_labels = labels_arr.take(pa.array(order, pa.int64())).to_pylist()
+    cp.top = [[_num(v), int(counts[i])] for v, i in zip(top_values, order)]
     ref_labels = [_label(v) for v, _ in ref.top] if ref is not None else []
-    shown = ref_labels + [labels[i] for i in order[:top_k] if labels[i] not in ref_labels]
-    other = cp.count - sum(by_label.get(v, 0) for v in shown)
+
+    def count_of(labels: list[str]) -> list[int]:
+        if not labels:
+            return []
+        pos = pc.index_in(pa.array(labels, pa.string()), value_set=labels_arr).to_numpy(zero_copy_only=False)
+        return [0 if p is None or (isinstance(p, float) and math.isnan(p)) else int(counts[int(p)]) for p in pos]
+
+    shown = ref_labels + [lab for lab in top_labels if lab not in ref_labels]
+    shown_counts = count_of(shown)
     cp.histogram = {
         "values": [*shown, OTHER, NULL],
-        "counts": [*(by_label.get(v, 0) for v in shown), other, cp.missing],
+        "counts": [*shown_counts, cp.count - sum(shown_counts), cp.missing],
     }
     if ref is not None:
-        ref_other = cp.count - sum(by_label.get(v, 0) for v in ref_labels)
+        ref_counts = shown_counts[: len(ref_labels)]
         cp.psi_bins = {
             "values": [*ref_labels, OTHER, NULL],
-            "counts": [*(by_label.get(v, 0) for v in ref_labels), ref_other, cp.missing],
+            "counts": [*ref_counts, cp.count - sum(ref_counts), cp.missing],
         }
     else:
         cp.psi_bins = cp.histogram
