@@ -544,7 +544,7 @@ def bench_batch(model: Path, rows: int) -> dict[str, Any]:
         pq.write_table(table, src, row_group_size=100_000)
         booster = lgb.Booster(model_file=str(model))
         servable = FileSource(model).load("file")
-        servable._pred.batch_threads = 0  # type: ignore[union-attr]  # all cores, like raw predict
+        servable.set_batch_threads(0)  # all cores, like raw predict
         raw_s, loop_s = [], []
         for _ in range(2):
             t0 = time.perf_counter()

@@ -168,6 +168,12 @@ class Servable:
             return float(probs[k]), float(k)
         return score, self._prediction(score)
 
+    def set_batch_threads(self, n: int) -> None:
+        """Threads of multi-row predictions (0: all cores). Models scored through their own
+        ``score`` (not the LightGBM fast path) keep their own threading."""
+        if isinstance(self._pred, LightGBMFastPredictor):
+            self._pred.batch_threads = n
+
     def raw_copy(self) -> np.ndarray:
         """A copy of the raw inputs of the last :meth:`predict_one` (only when :attr:`raw_numeric`)."""
         return self._buf.copy()

@@ -27,14 +27,20 @@ class ModelSource(Protocol):
         ...
 
 
-def load_version(ws: Any, version_id: str, bundle_digest: str) -> Servable:
-    """A registry version as a :class:`Servable`, through ``loopml.training.bundle.load_bundle``."""
+def load_version(ws: Any, version_id: str, bundle_digest: str, *, batch_threads: int = 0) -> Servable:
+    """A registry version as a :class:`Servable`, through ``loopml.training.bundle.load_bundle``.
+
+    ``batch_threads``: threads of a multi-row prediction (0: all cores, for batch jobs; the server
+    uses 1: it runs on one core, where more OpenMP threads only contend).
+    """
     try:
         from loopml.training.bundle import load_bundle
     except ImportError as exc:  # the training package is optional at import time
         raise ModelError(f"cannot load model bundles: loopml.training.bundle is unavailable ({exc})") from None
     bundle = load_bundle(ws, bundle_digest)
-    return Servable.from_bundle(version_id, bundle, bundle_digest=bundle_digest)
+    servable = Servable.from_bundle(version_id, bundle, bundle_digest=bundle_digest)
+    servable.set_batch_threads(batch_threads)
+    return servable
 
 
 class RegistrySource:
@@ -55,7 +61,7 @@ class RegistrySource:
     def load(self, version_id: str) -> Servable:
         """Load a registered version's bundle."""
         v = self.registry.get(version_id)
-        return load_version(self.ws, v.version_id, v.bundle_digest)
+        return load_version(self.ws, v.version_id, v.bundle_digest, batch_threads=1)
 
 
 class FileSource:
@@ -86,7 +92,7 @@ class FileSource:
             raise ModelError(f"{self.path}: not a LightGBM text model ({exc})") from None
         schema = InputSchema.from_mapping({name: "float64" for name in booster.feature_name()})
         servable = Servable.from_booster(self.version_id, booster, schema, self.task)
-        servable._pred.batch_threads = 1  # type: ignore[union-attr]
+        servable.set_batch_threads(1)
         return servable
 
 
