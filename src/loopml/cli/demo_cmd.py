@@ -93,7 +93,7 @@ def report_cmd(
 def demo_cmd(
     project: Path = typer.Option(Path("loopml-demo"), "--project", "-p", help="Project folder the demo creates and works in."),
     days: int = typer.Option(7, "--days", min=2, help="Days of normal traffic simulated before training."),
-    impressions: int = typer.Option(25_000, "--impressions-per-day", min=500, help="Mean impressions per simulated day."),
+    impressions: int = typer.Option(15_000, "--impressions-per-day", min=500, help="Mean impressions per simulated day."),
     market_scale: float = typer.Option(
         0.02, "--market-scale", help="Catalogue sizes relative to the KDD-calibrated market (smaller: users and ads recur)."
     ),

@@ -20,7 +20,7 @@ class DemoSettings(BaseModel):
 
     project: Path = Field(default=Path("loopml-demo"), description="Project folder the demo creates and works in.")
     days: int = Field(default=7, ge=2, le=60, description="Days of normal traffic simulated before training.")
-    impressions_per_day: int = Field(default=25_000, ge=500, description="Mean impressions per simulated day.")
+    impressions_per_day: int = Field(default=15_000, ge=500, description="Mean impressions per simulated day.")
     market_scale: float = Field(
         default=0.02,
         gt=0,

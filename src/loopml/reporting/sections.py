@@ -317,6 +317,9 @@ def models(spec: Spec, facts: Facts) -> Section:
     if board is None:
         s.add(_not_run("train", facts, "the candidate table"))
         return s
+    rec = facts.stages["train"]
+    s.add(f"Latest training: run {rec.run_id}, ended {str(rec.ended_at)[:19]}"
+          f"{' (a cache hit of an earlier execution)' if rec.status == 'cached' else ''}.")
     summ = facts.summary("train")
     counts = {k: v for k, v in summ.items() if k.endswith("_rows") or k in ("train", "valid", "test")}
     if counts:
@@ -430,7 +433,8 @@ def deployment(spec: Spec, facts: Facts) -> Section:
     win = _winner(_leaderboard(facts))
     lat = []
     if win and win.get("latency_p99_ms") is not None:
-        lat.append(f"in-process single-row p99 of the winner at selection: {fmt(win['latency_p99_ms'], 3)} ms")
+        lat.append(f"in-process single-row p99 of `{win.get('name')}`, the winner of the latest training, measured at "
+                   f"selection: {fmt(win['latency_p99_ms'], 3)} ms")
     replay = (facts.extras.get("demo") or {}).get("replay") or {}
     if replay.get("p50_ms") is not None:
         lat.append(f"over HTTP during the replay: p50 {fmt(replay['p50_ms'], 2)} ms, p99 {fmt(replay['p99_ms'], 2)} ms per request of "

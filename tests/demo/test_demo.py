@@ -1,0 +1,228 @@
+"""`loopml demo` end to end (small volumes), the served demo model over HTTP, and the demo's parts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loopml.demo import Client, ServiceProcess, labels_within_window, request_rows
+from loopml.demo.project import MARKER, ensure_hash_key, free_port, prepare_project, review_schema
+from loopml.demo.replay import _fill_cold_start
+from loopml.errors import WorkspaceError
+from loopml.registry import Registry
+from loopml.reporting import collect
+from loopml.simulator import SimulatorConfig, TrafficSimulator
+from loopml.spec import load_spec
+from loopml.workspace import Workspace
+
+DEMO_ARGS = ["--no-serve", "--days", "3", "--impressions-per-day", "2500", "--replay-batch", "200"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One `loopml demo --no-serve` with small volumes; its project folder and output."""
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("demo")
+    proj = root / "loopml-demo"
+    env = {k: v for k, v in os.environ.items() if k != "LOOPML_HASH_KEY"}
+    proc = run_cli("demo", "-p", str(proj), *DEMO_ARGS, env={**env, "COLUMNS": "220"}, timeout=900)
+    return proj, proc
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop(demo_run):
+    proj, proc = demo_run
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
+    # every step ran, in order
+    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]"):
+        assert step in out
+    for stage in ("ingest", "validate", "features", "train", "evaluate", "register"):
+        assert f"■ {stage}" in out
+    assert "leaderboard" in out and "gates:" in out
+    assert "drift alert: input-drift" in out
+    assert "retrained; the approved candidate v2 is registered" in out
+    assert "curl -s http://127.0.0.1:" in out and "/v1/predict" in out
+    # the registry: v1 served (production), v2 approved and registered by the retraining, not promoted
+    ws = Workspace.open(proj)
+    versions = {v.version_id: v for v in Registry(ws).list()}
+    assert versions["v1"].state == "production" and versions["v1"].approved
+    assert versions["v2"].approved and versions["v2"].state != "production"
+    # privacy: user ids were hashed before the lake; the key never went into the spec
+    facts = collect(ws)
+    schema = {f["name"]: f["type"] for f in facts.output_json("ingest", "manifest")["schema"]}
+    assert schema["user_id"] == "string"
+    key = (proj / ".hash_key").read_text().strip()
+    assert key and key not in (proj / "loopml.yaml").read_text()
+    assert oct((proj / ".hash_key").stat().st_mode & 0o777) == "0o600"
+    # the replay measured real HTTP traffic and sent every label back
+    demo = json.loads((proj / ".loopml" / "demo.json").read_text())
+    replay = demo["replay"]
+    assert replay["errors"] == 0 and replay["rows"] > 1000 and replay["feedback"] == replay["rows"]
+    assert demo["decision"]["status"] == "approved" and demo["decision"]["version_id"] == "v2"
+    assert "device" in demo["drifted_features"]  # the shifted user population is mobile-heavy
+    # monitoring recorded the alert and the retraining decision
+    assert any(a["rule"] == "input-drift" for a in facts.alerts)
+    assert facts.decisions[0]["status"] == "approved"
+
+
+@pytest.mark.slow
+def test_demo_design_document_holds_the_measured_figures(demo_run):
+    proj, proc = demo_run
+    assert proc.returncode == 0
+    md = (proj / ".loopml" / "reports" / "design.md").read_text()
+    page = (proj / ".loopml" / "reports" / "design.html").read_text()
+    assert str(proj / ".loopml" / "reports" / "design.html") in proc.stdout.replace("\n", "")
+    facts = collect(Workspace.open(proj))
+    evaluation = facts.output_json("evaluate", "report")
+    m = evaluation["metrics"]["roc_auc"]
+    assert f"{m['value']:.4f}" in md and f"[{m['lower']:.4f}, {m['upper']:.4f}]" in md
+    demo = json.loads((proj / ".loopml" / "demo.json").read_text())
+    assert f"p99 {demo['replay']['p99_ms']:.2f} ms" in md  # measured HTTP latency of the replay
+    assert "Simulated traffic" in md and "oracle ROC-AUC" in md
+    assert "input-drift" in md and "Retraining decisions" in md and "| v2 |" in md
+    assert "Not measured yet" not in md  # every step ran in the demo
+    assert "<script" not in page and "<svg" in page
+
+
+@pytest.mark.slow
+def test_the_served_demo_model_over_http(demo_run, tmp_path, monkeypatch):
+    """Start `loopml serve` on the demo project and drive it over real HTTP."""
+    proj, proc = demo_run
+    assert proc.returncode == 0
+    spec = load_spec(proj)
+    monkeypatch.setenv("LOOPML_HASH_KEY", (proj / ".hash_key").read_text().strip())  # the demo's ids
+    service = ServiceProcess(proj, free_port(), log_path=tmp_path / "serve.log").start()
+    try:
+        client = Client(service.host, service.port)
+        assert client.get("/health")[0] == 200
+        sim = TrafficSimulator(SimulatorConfig(seed=0, impressions_per_day=400).scaled(0.02))
+        rows = request_rows(sim.day(2), spec)
+        ws = Workspace.open(proj)
+        seen = facts_table(ws)
+        known_users, known_ads = set(pq_column(seen, "user_id")), set(pq_column(seen, "ad_id"))
+        # rows whose user and ad the online store knows (an unknown entity is refused: see the report)
+        known = [r for r in rows if r["user_id"] in known_users and r["ad_id"] in known_ads]
+        assert len(known) > 21
+        row = known[0]
+        status, body = client.post("/v1/predict", row)
+        assert status == 200, body
+        assert body["model_version"] == "v1" and 0.0 < body["score"] < 1.0 and body["request_id"]
+        # the same rows in one batch request give the same score for that row
+        status, many = client.post("/v1/predict", {"rows": [row, *known[1:21]]})
+        assert status == 200 and len(many["scores"]) == 21
+        assert many["scores"][0] == pytest.approx(body["score"], abs=1e-6)
+        # invalid input: 422 naming the field, the value and what was expected
+        bad = {**row, "position": "top"}
+        status, err = client.post("/v1/predict", bad)
+        assert status == 422 and err["detail"][0]["field"] == "position" and err["detail"][0]["value"] == "top"
+        # feedback by request id is recorded
+        status, fb = client.post("/v1/feedback", {"request_id": body["request_id"], "label": 1})
+        assert status == 200 and fb["recorded"] == 1
+        status, text = client.get("/metrics")
+        assert status == 200 and "v1" in str(text)
+        client.close()
+    finally:
+        service.stop()
+    assert service.proc is not None and service.proc.poll() is not None
+
+
+def facts_table(ws: Workspace):
+    import pyarrow.parquet as pq
+
+    facts = collect(ws)
+    return pq.read_table(ws.artifacts.open_verified(facts.stages["features"].outputs["table"]))
+
+
+def pq_column(table, name: str) -> list:
+    return table.column(name).to_pylist()
+
+
+def test_cli_demo_rejects_an_unknown_drift(cli, tmp_path):
+    proc = cli("demo", "-p", str(tmp_path / "d"), "--drift", "winter", "--no-serve")
+    assert proc.returncode == 2 and "winter" in proc.stderr and "user_shift" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_prepare_project_never_overwrites_a_foreign_folder(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(WorkspaceError, match="not a loopml demo project"):
+        prepare_project(foreign, fresh=True, port=8123)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    demo = prepare_project(tmp_path / "demo", fresh=True, port=8123)
+    assert (demo / MARKER).exists()
+    assert load_spec(demo).deployment.port == 8123
+    (demo / "data").mkdir()
+    prepare_project(demo, fresh=True, port=8124)  # a previous demo's folder is replaced
+    assert not (demo / "data").exists() and load_spec(demo).deployment.port == 8124
+
+
+def test_hash_key_comes_from_the_environment_or_a_private_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEMO_TEST_KEY", raising=False)
+    note = ensure_hash_key(tmp_path, "DEMO_TEST_KEY")
+    assert "generated" in note and len(os.environ["DEMO_TEST_KEY"]) == 32
+    assert (tmp_path / ".hash_key").stat().st_mode & 0o077 == 0
+    first = os.environ["DEMO_TEST_KEY"]
+    monkeypatch.delenv("DEMO_TEST_KEY")
+    ensure_hash_key(tmp_path, "DEMO_TEST_KEY")
+    assert os.environ["DEMO_TEST_KEY"] == first  # the same key on a rerun: hashed ids stay joinable
+    monkeypatch.setenv("DEMO_TEST_KEY", "mine")
+    assert ensure_hash_key(tmp_path, "DEMO_TEST_KEY") == "from the environment"
+
+
+def test_replay_labels_follow_the_click_window(tmp_path):
+    sim = TrafficSimulator(SimulatorConfig(impressions_per_day=3000, seed=9))
+    day = sim.day(0)
+    y = labels_within_window(day, 600)
+    clicked = day.truth.column("clicked").to_numpy().astype(bool)
+    assert y.shape[0] == day.impressions.num_rows
+    assert not np.any(y[~clicked])  # no label without a click
+    late = day.stats["clicks_later_than_10min"]
+    assert int(y.sum()) == int(clicked.sum()) - late  # clicks after the window are negatives, as at ingestion
+    assert int(labels_within_window(day, 1e9).sum()) == int(clicked.sum())
+
+
+def test_request_rows_apply_the_spec_privacy(monkeypatch):
+    from loopml.demo.project import template_text
+    from loopml.spec import parse_spec_text
+
+    monkeypatch.setenv("LOOPML_HASH_KEY", "k1")
+    spec = parse_spec_text(template_text(), "ad_clicks.yaml")
+    day = TrafficSimulator(SimulatorConfig(impressions_per_day=500, seed=1)).day(0)
+    rows = request_rows(day, spec)
+    assert len(rows) == day.impressions.num_rows
+    assert "impression_id" not in rows[0]
+    raw = day.impressions.column("user_id").to_pylist()
+    assert all(isinstance(r["user_id"], str) and len(r["user_id"]) == 32 for r in rows)
+    assert rows[0]["user_id"] != str(raw[0])
+    assert rows[0]["ts"].startswith(day.date.isoformat())
+
+
+def test_cold_start_fill_only_accepts_missing_store_fields():
+    store = {"user_ctr_7d", "ad_ctr_7d"}
+    rows = [{"a": 1}, {"a": 2}]
+    body = {"detail": [{"loc": ["body", 1, "user_ctr_7d"], "field": "user_ctr_7d", "msg": "field `user_ctr_7d` is missing"}]}
+    assert _fill_cold_start(rows, body, store) and rows[1] == {"a": 2, "user_ctr_7d": None}
+    other = {"detail": [{"loc": ["body", 0, "position"], "field": "position", "msg": "field `position` got str"}]}
+    assert not _fill_cold_start(rows, other, store)
+
+
+def test_review_schema_loosens_only_open_ranges(tmp_path):
+    import pyarrow as pa
+
+    from loopml.validation.profile import profile_table
+    from loopml.validation.schema import infer_schema, load_schema, save_schema
+
+    t = pa.table({"ad_id": [5, 9, 7], "depth": [1, 2, 3], "device": ["a", "b", "a"]})
+    save_schema(infer_schema(profile_table(t)), tmp_path / "schema.yaml")
+    assert review_schema(tmp_path, "schema.yaml") == ["ad_id"]
+    s = load_schema(tmp_path / "schema.yaml")
+    assert s.columns["ad_id"].min is None and s.columns["depth"].max == 3
+    assert review_schema(Path(tmp_path), "missing.yaml") == []
