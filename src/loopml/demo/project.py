@@ -57,9 +57,8 @@ def prepare_project(folder: Path, *, fresh: bool, port: int) -> Path:
     (folder / MARKER).write_text("created by `loopml demo`; the demo may replace this folder\n")
     text = re.sub(r"(?m)^(  port:) \d+", rf"\1 {port}", template_text())
     (folder / "loopml.yaml").write_text(text, encoding="utf-8")
-    gi = folder / ".gitignore"
-    if not gi.exists():
-        gi.write_text(f".loopml/\ndata/\n{KEY_FILE}\n", encoding="utf-8")
+    # a scratch project: git ignores all of it (the demo may even run inside the loopml repository)
+    (folder / ".gitignore").write_text("# created by `loopml demo`: a scratch project\n*\n", encoding="utf-8")
     return folder
 
 

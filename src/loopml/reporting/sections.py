@@ -365,6 +365,12 @@ def evaluation(spec: Spec, facts: Facts) -> Section:
         mrows.append([k, fmt(m.get("value")), f"[{fmt(m.get('lower'))}, {fmt(m.get('upper'))}]",
                       "higher" if m.get("higher_is_better") else "lower", m.get("online_metric") or "–"])
     s.add(Table(["metric", "value", "interval", "better", "stands for online"], mrows, caption="Test metrics"))
+    oracle = _oracle(facts)
+    auc = (rep.get("metrics") or {}).get("roc_auc") or {}
+    if oracle is not None and auc.get("value") is not None:
+        s.add(f"Ceiling: the simulator's true click probabilities reach ROC-AUC {fmt(oracle)} on the same kind of "
+              f"traffic; the model reaches {fmt(auc['value'])} ({fmt(auc['value'] - 0.5)} of the "
+              f"{fmt(oracle - 0.5)} achievable above chance).")
     comps = rep.get("comparisons") or {}
     crow = []
     for ref, byk in comps.items():
@@ -404,10 +410,24 @@ def evaluation(spec: Spec, facts: Facts) -> Section:
     return s
 
 
+def _oracle(facts: Facts) -> float | None:
+    """Mean oracle ROC-AUC of the simulated days without drift (None for real data)."""
+    days = [d for d in (facts.simulation or {}).get("days", []) if d.get("drift") in (None, "none")]
+    vals = [float(d["oracle_auc"]) for d in days if isinstance(d.get("oracle_auc"), (int, float))]
+    return sum(vals) / len(vals) if vals else None
+
+
 def _evidence(ev: Any) -> str:
     if not isinstance(ev, dict):
         return str(ev or "")
-    return ", ".join(f"{k}={fmt(v) if isinstance(v, (int, float)) else v}" for k, v in list(ev.items())[:6])
+    parts = []
+    for k, v in list(ev.items())[:8]:
+        if isinstance(v, dict):
+            if "lower" in v and "upper" in v:
+                parts.append(f"{k}=[{fmt(v.get('lower'))}, {fmt(v.get('upper'))}]")
+            continue
+        parts.append(f"{k}={fmt(v) if isinstance(v, (int, float)) else v}")
+    return ", ".join(parts)
 
 
 # -- 6. deployment -----------------------------------------------------------------------------
