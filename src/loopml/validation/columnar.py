@@ -157,6 +157,12 @@ class Columns:
         self._cache: dict[str, ColumnData] = {}
         self._lock = threading.Lock()
 
+    def release_sorted(self) -> None:
+        """Free the sorted copies (the profile needs them; the row-level checks do not)."""
+        with self._lock:
+            for col in self._cache.values():
+                col.__dict__.pop("sorted", None)
+
     def get(self, name: str) -> ColumnData:
         """The converted column ``name``."""
         with self._lock:

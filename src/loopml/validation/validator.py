@@ -164,6 +164,7 @@ def validate_table(
     now = now or dt.datetime.now(dt.UTC)
     columns = Columns(table)
     profile = profile or profile_table(table, reference=reference, columns=columns)
+    columns.release_sorted()
     ctx = CheckContext(table, profile, schema, reference, settings, now, columns)
     instances = [CHECKS[n]() for n in (checks or list(CHECKS))]
     results: list[CheckResult] = []
