@@ -31,6 +31,8 @@ def test_init_run_inspect_rerun(cli, tmp_path: Path, datasets: Path) -> None:  #
 
     snaps = cli("data", "snapshots", "-p", str(proj), check=True)
     assert "100,000" in snaps.stdout and "full" in snaps.stdout
+    listed = [json.loads(line) for line in cli("data", "snapshots", "-p", str(proj), "--json", check=True).stdout.splitlines()]
+    assert len(listed) == 1 and listed[0]["row_count"] == 100_000 and listed[0]["kind"] == "full"
     shown = cli("data", "show", "latest", "-p", str(proj), "-n", "2", check=True)
     assert "user_id" in shown.stdout and "label" in shown.stdout and "100,000 rows in total" in shown.stdout
     manifest = json.loads(cli("data", "show", "v1", "-p", str(proj), "--json", check=True).stdout)

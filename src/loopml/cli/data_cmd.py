@@ -27,11 +27,16 @@ def _ws(project: Path):  # type: ignore[no-untyped-def]
 def snapshots(
     project: Path = PROJECT,
     limit: int = typer.Option(20, "--limit", help="How many snapshots to list (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per snapshot (its manifest)."),
 ) -> None:
     """List the lake's snapshots, newest first: id, kind, parent, rows, columns, sha256."""
     from loopml.data.snapshots import list_snapshots
 
     snaps = list_snapshots(_ws(project), limit)
+    if as_json:
+        for s in snaps:
+            typer.echo(json.dumps(s.manifest, default=str))
+        return
     if not snaps:
         console.print("no snapshots yet; `loopml run --until ingest` creates the first one")
         return
