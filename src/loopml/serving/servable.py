@@ -21,8 +21,12 @@ from loopml.serving.schema import InputSchema
 
 _NUM = frozenset({int, float})
 
-#: below this many rows a request is scored row by row on the fast path (cheaper than a matrix call)
+#: up to this many rows a request is scored row by row on the single-row fast path. Measured here
+#: (200 trees, 25 inputs): with a transform, row by row beats Arrow table + batch transform + matrix
+#: predict up to several hundred rows; without one, they cost the same above a few dozen rows and
+#: the matrix path lets the log take the inputs as one block.
 ROWWISE_MAX = 24
+ROWWISE_MAX_TRANSFORM = 256
 
 
 class Servable:
@@ -159,6 +163,10 @@ class Servable:
             if not self.schema.valid(row):
                 self.schema.raise_for([row])
             self._buf[:] = self._transform_row(row)
+        return self._score()
+
+    def _score(self) -> tuple[float, float]:
+        """``(score, prediction)`` of the row in the buffer."""
         score = self._pred.predict_buffer()
         if self._finish is not None:
             score = float(self._finish(np.array([score]))[0])
@@ -189,11 +197,19 @@ class Servable:
         self.last_table = None
         if not rows:
             return np.zeros(0), np.zeros(0)
-        if len(rows) <= ROWWISE_MAX and not self._multiclass:
+        limit = ROWWISE_MAX if self._transform_row is None else ROWWISE_MAX_TRANSFORM
+        if len(rows) <= limit and not self._multiclass:
             valid = self.schema.valid
             if not all(valid(r) for r in rows):
                 self.schema.raise_for(rows, many=True)
-            out = [self.predict_one(r) for r in rows]
+            if self._transform_row is None:
+                out = [self.predict_one(r) for r in rows]
+            else:
+                transform, buf, score = self._transform_row, self._buf, self._score
+                out = []
+                for r in rows:
+                    buf[:] = transform(r)
+                    out.append(score())
             arr = np.asarray(out, dtype=np.float64)
             return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
         if self._transform_row is None:
