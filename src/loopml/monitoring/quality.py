@@ -104,7 +104,8 @@ def task_metrics(task: str, y: np.ndarray, score: np.ndarray, prediction: np.nda
 
 
 class Calibrator:
-    """Isotonic calibration of scores to probabilities (pool-adjacent-violators), stored as plain knots.
+    """Isotonic calibration of scores to probabilities (pool-adjacent-violators), kept as plain knots
+    (``x_``, ``y_``) and applied by linear interpolation.
 
     Examples
     --------
@@ -119,27 +120,14 @@ class Calibrator:
 
     def fit(self, score: np.ndarray, y: np.ndarray) -> Calibrator:
         """Fit on reference scores and labels; returns self."""
+        from sklearn.isotonic import IsotonicRegression  # compiled PAV: a million rows in well under a second
+
         s = np.asarray(score, dtype=np.float64)
         t = (np.asarray(y, dtype=np.float64) > 0.5).astype(np.float64)
-        order = np.argsort(s, kind="mergesort")
-        s, t = s[order], t[order]
-        # pool adjacent violators over blocks (value, weight, x-range)
-        vals: list[float] = []
-        wts: list[float] = []
-        xs: list[float] = []
-        for xi, ti in zip(s.tolist(), t.tolist(), strict=True):
-            vals.append(ti)
-            wts.append(1.0)
-            xs.append(xi)
-            while len(vals) > 1 and vals[-2] >= vals[-1]:
-                w = wts[-2] + wts[-1]
-                v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
-                vals[-2:] = [v]
-                wts[-2:] = [w]
-                xs[-2:] = [xs[-1]]
-        # knots at the upper end of each block; interpolate in between
-        self.x_ = np.asarray(xs)
-        self.y_ = np.asarray(vals)
+        ok = np.isfinite(s)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s[ok], t[ok])
+        self.x_ = np.asarray(iso.X_thresholds_, dtype=np.float64)
+        self.y_ = np.asarray(iso.y_thresholds_, dtype=np.float64)
         return self
 
     def transform(self, score: np.ndarray) -> np.ndarray:
