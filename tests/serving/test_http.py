@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -162,5 +161,20 @@ def test_server_binds_loopback_by_default(server: Server) -> None:
     assert server.host == "127.0.0.1"
 
 
-def _unused(x: Any) -> None:  # keeps the import of Any used under ruff
-    pass
+def test_expect_100_continue_is_answered(server: Server, click: pa.Table) -> None:
+    import json
+
+    body = json.dumps(rows_of(click, 1)[0]).encode()
+    head = (b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        data = b""
+        while b'"model_version"' not in data:
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")

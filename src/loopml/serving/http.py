@@ -26,7 +26,7 @@ _REASONS = {
     409: b"Conflict", 412: b"Precondition Failed", 413: b"Payload Too Large", 422: b"Unprocessable Entity",
     500: b"Internal Server Error", 503: b"Service Unavailable",
 }
-_WANTED = frozenset({b"authorization", b"x-request-id"})
+_WANTED = frozenset({b"authorization", b"x-request-id", b"expect"})
 MAX_BODY = 64 * 1024 * 1024
 _TASKS: set[asyncio.Future[None]] = set()  # keeps admin tasks referenced until done
 
@@ -109,6 +109,11 @@ class HttpProtocol(asyncio.Protocol):
         n = name.lower()
         if n in _WANTED:
             self._headers[n] = value
+
+    def on_headers_complete(self) -> None:
+        # curl and others wait for this before sending a large body
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
