@@ -100,7 +100,9 @@ class InputSchema:
     >>> s.check_row({"age": 31, "city": "Oslo"}, 0)
     []
     >>> s.check_row({"age": "old"}, 0)[0]["expected"]
-    'number'
+    'number (float64) or null'
+    >>> s.valid({"age": 31, "city": None}), s.valid({"age": True, "city": "Oslo"})
+    (True, False)
     """
 
     def __init__(self, fields: list[Field]) -> None:
