@@ -177,7 +177,7 @@ def validate(
     """Validate a snapshot against the schema file and reference profile; exits non-zero when it fails."""
     from loopml.data.snapshots import get_snapshot, read_snapshot
     from loopml.errors import ValidationFailed
-    from loopml.validation.quarantine import write_quarantine
+    from loopml.validation.quarantine import store_quarantine
     from loopml.validation.report import checks_table, write_reports
     from loopml.validation.schema import load_reference, load_schema
     from loopml.validation.validator import validate_table
@@ -194,7 +194,7 @@ def validate(
     report.schema_path = str(path)
     jp, hp = write_reports(report, ws.reports, f"validation-{snap.snapshot_id}")
     if quarantine:
-        write_quarantine(ws, outcome.entries(), execution_id=None, snapshot_id=snap.snapshot_id)
+        store_quarantine(ws, outcome, execution_id=None, snapshot_id=snap.snapshot_id)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
@@ -227,6 +227,14 @@ def quarantine_cmd(
     if not counts:
         console.print("the quarantine is empty")
         return
+    files = sorted((ws.lake / "quarantine").glob(f"{snapshot or ''}*.parquet"))
+    if files:
+        import pyarrow.parquet as pq
+
+        console.print(
+            table("complete quarantine files (every entry with its whole row)", ["snapshot", "entries", "file"],
+                  [(f.stem, f"{pq.read_metadata(f).num_rows:,}", str(f)) for f in files])
+        )
     console.print(table("quarantined rows per check", ["check", "column", "rows"],
                         [(c, col or "", f"{n:,}") for c, col, n in counts]))
     console.print(

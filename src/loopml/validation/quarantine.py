@@ -1,14 +1,20 @@
 """The quarantine: rows that failed row-level checks, with the check, column, value and reason.
 
-Rows are never silently dropped: each failing (row, check) pair is one row of the
-``data_quarantine`` table in the metadata database, holding the whole row as JSON.
+Rows are never silently dropped: every failing (row, check) pair, with the whole row, is
+written to ``.loopml/lake/quarantine/<snapshot>.parquet`` (columnar, complete), and the first
+``DB_LIMIT`` of them also to the ``data_quarantine`` table of the metadata database (the row as
+JSON) for ``loopml data quarantine``. A very bad batch therefore costs seconds, not a bloated
+metadata database.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from sqlalchemy import (
     JSON,
     Column,
@@ -24,6 +30,7 @@ from sqlalchemy import (
     select,
 )
 
+from loopml.validation.validator import ValidationOutcome
 from loopml.workspace import Workspace, utcnow
 from loopml.workspace.metadata import METADATA
 
@@ -73,6 +80,41 @@ def write_quarantine(ws: Workspace, entries: list[dict[str, Any]], *, execution_
     return len(rows)
 
 
+DB_LIMIT = 100_000
+
+
+def quarantine_file(ws: Workspace, snapshot_id: str) -> Path:
+    """Where the complete quarantine of a snapshot is kept."""
+    return ws.lake / "quarantine" / f"{snapshot_id}.parquet"
+
+
+def store_quarantine(
+    ws: Workspace, outcome: ValidationOutcome, *, execution_id: str | None, snapshot_id: str | None,
+    db_limit: int = DB_LIMIT,
+) -> tuple[int, int, Path | None]:
+    """Keep a validation's quarantine: all of it in Parquet, the first ``db_limit`` entries in the database.
+
+    Returns (entries, entries in the database, Parquet path or None when nothing failed).
+    """
+    q = outcome.quarantine
+    path: Path | None = None
+    if q.num_rows and snapshot_id is not None:
+        rows = outcome.failed_rows.rename_columns([f"row.{c}" if c != "__row" else "row_index"
+                                                   for c in outcome.failed_rows.column_names])
+        full = q.join(rows, "row_index", join_type="left outer").sort_by([("row_index", "ascending")])
+        path = quarantine_file(ws, snapshot_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(full, tmp, compression="zstd")
+        os.replace(tmp, path)
+    elif snapshot_id is not None:
+        quarantine_file(ws, snapshot_id).unlink(missing_ok=True)
+    limited = ValidationOutcome(outcome.report, outcome.table, outcome.keep, q.slice(0, db_limit),
+                                outcome.failed_rows)
+    n_db = write_quarantine(ws, limited.entries(), execution_id=execution_id, snapshot_id=snapshot_id)
+    return q.num_rows, n_db, path
+
+
 def list_quarantine(
     ws: Workspace, *, snapshot_id: str | None = None, check: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
@@ -97,4 +139,12 @@ def quarantine_counts(ws: Workspace, snapshot_id: str | None = None) -> list[tup
         return [(r[0], r[1], int(r[2])) for r in conn.execute(q).all()]
 
 
-__all__ = ["data_quarantine", "list_quarantine", "quarantine_counts", "write_quarantine"]
+__all__ = [
+    "DB_LIMIT",
+    "data_quarantine",
+    "list_quarantine",
+    "quarantine_counts",
+    "quarantine_file",
+    "store_quarantine",
+    "write_quarantine",
+]

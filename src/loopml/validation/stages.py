@@ -18,7 +18,7 @@ from loopml.errors import ValidationFailed
 from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
 from loopml.validation.profile import profile_table
-from loopml.validation.quarantine import write_quarantine
+from loopml.validation.quarantine import store_quarantine
 from loopml.validation.report import write_reports
 from loopml.validation.schema import infer_schema, load_reference, load_schema, profile_path, save_schema
 from loopml.validation.validator import validate_table
@@ -110,7 +110,7 @@ class ValidateStage(BaseStage):
         report = outcome.report
         report.schema_path = str(path)
         report.schema_inferred = inferred
-        n_q = write_quarantine(ws, outcome.entries(), execution_id=ctx.execution_id, snapshot_id=snapshot)
+        n_q, n_db, q_path = store_quarantine(ws, outcome, execution_id=ctx.execution_id, snapshot_id=snapshot)
         stem = f"validation-{snapshot or ctx.execution_id}"
         json_path, html_path = write_reports(report, ws.reports, stem)
         if not report.passed:
@@ -136,6 +136,8 @@ class ValidateStage(BaseStage):
                 "kept_rows": report.kept_rows,
                 "quarantined_rows": report.quarantined_rows,
                 "quarantine_entries": n_q,
+                "quarantine_entries_in_db": n_db,
+                "quarantine_file": str(q_path) if q_path else None,
                 "failed_checks": sum(not c.passed for c in report.checks),
                 "warnings": sum(not c.passed and c.severity == "warning" for c in report.checks),
                 "schema_inferred": inferred,
