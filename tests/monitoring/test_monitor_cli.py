@@ -112,6 +112,10 @@ def test_monitor_alerts_hooks_history_and_report(cli, project: Path, datasets: P
     assert len([x for x in (project / "alert-hook.jsonl").read_text().splitlines() if x.strip()]) == 1
     assert len(received) == 1
 
+    failing = cli("monitor", "--project", str(project), "--no-retrain", "--fail-on", "critical")
+    assert failing.returncode == 1 and "inputs-drifted" in failing.stdout
+    assert cli("monitor", "--project", str(project), "--no-retrain", "--fail-on", "nope").returncode == 2
+
     history = cli("monitor", "history", "--project", str(project), check=True)
     assert "inputs-drifted" in history.stdout and "skipped" in history.stdout and "--no-retrain" in history.stdout
 

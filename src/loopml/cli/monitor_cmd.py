@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from loopml.cli.ui import console, fmt_time, table
-from loopml.errors import LoopMLError
+from loopml.errors import LoopMLError, SpecError
 
 app = typer.Typer(
     help="Watch the served model: operations, drift, delayed-label quality, alerts, and retraining. "
@@ -82,6 +82,10 @@ def monitor(
     cycles: int | None = typer.Option(None, "--cycles", min=1, help="Stop after this many checks (with --every)."),
     no_retrain: bool = typer.Option(False, "--no-retrain", help="Evaluate and alert, but never start retraining."),
     as_json: bool = typer.Option(False, "--json", help="Print each check as JSON instead of tables."),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="Exit with code 1 when an alert of this severity or worse fired in the (last) check: "
+        "info, warning or critical (for cron jobs and CI).",
+    ),
 ) -> None:
     """Evaluate every alert rule once (or every --every); retrain and register an approved candidate when a
     retraining rule fires. Metrics: drift.share, drift.count, drift.max_psi, drift.feature.<col>.<stat>,
@@ -93,6 +97,10 @@ def monitor(
     from loopml.monitoring.windows import parse_duration
 
     interval = parse_duration(every, field="--every").total_seconds() if every else None
+    ranks = {"info": 0, "warning": 1, "critical": 2}
+    if fail_on is not None and fail_on not in ranks:
+        raise SpecError(f"--fail-on: `{fail_on}` is not a severity (expected one of: info, warning, critical)")
+    worst = -1
     n = 0
     while True:
         ws = _workspace(project)  # reopened each time: an edited loopml.yaml applies from the next check
@@ -108,10 +116,13 @@ def monitor(
                 typer.echo(json.dumps(result.to_json(), default=str))
             else:
                 _print_cycle(result)
+            worst = max((ranks[f.severity] for f in result.firings), default=-1)
         n += 1
         if interval is None or (cycles is not None and n >= cycles):
             break
         time.sleep(interval)
+    if fail_on is not None and worst >= ranks[fail_on]:
+        raise typer.Exit(code=1)
 
 
 @app.command("ops")
