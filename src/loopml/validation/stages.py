@@ -19,7 +19,7 @@ from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
 from loopml.validation.profile import profile_table
 from loopml.validation.quarantine import store_quarantine
-from loopml.validation.report import write_reports
+from loopml.validation.report import checks_table, write_reports
 from loopml.validation.schema import infer_schema, load_reference, load_schema, profile_path, save_schema
 from loopml.validation.validator import validate_table
 from loopml.workspace import Workspace, sha256_bytes, sha256_file
@@ -113,6 +113,11 @@ class ValidateStage(BaseStage):
         n_q, n_db, q_path = store_quarantine(ws, outcome, execution_id=ctx.execution_id, snapshot_id=snapshot)
         stem = f"validation-{snapshot or ctx.execution_id}"
         json_path, html_path = write_reports(report, ws.reports, stem)
+        failed_checks = [c for c in report.checks if not c.passed]
+        if ctx.show_progress and failed_checks:  # the terminal report: failing checks first
+            from rich.console import Console
+
+            Console(stderr=True).print(checks_table(report, limit=len(failed_checks)))
         if not report.passed:
             failing = report.failing()
             listed = "; ".join(f"{c.check}[{c.column or '*'}]: {c.message}" for c in failing[:5])
