@@ -570,6 +570,31 @@ def bench_batch(model: Path, rows: int) -> dict[str, Any]:
     }
 
 
+def targets(results: dict[str, Any], batch: dict[str, Any] | None) -> list[str]:
+    """The issue's targets, checked against this run."""
+    out = []
+    fa = results.get("fastapi", {}).get("c8", {})
+    for system in ("loopml", "loopml-bundle"):
+        lp = results.get(system, {})
+        c8 = lp.get("c8", {})
+        if not c8 or not fa:
+            continue
+        ratio = c8["rps"] / fa["rps"] if fa.get("rps") else 0.0
+        eff = fa["cpu_ms_per_request"] / c8["cpu_ms_per_request"] if c8.get("cpu_ms_per_request") else 0.0
+        errs = sum(int(lp.get(k, {}).get("errors", 0)) for k in ("c1", "c8", "c64", "batch100_c8"))
+        out.append(f"- `{system}` throughput ≥ 2× FastAPI at c=8: {ratio:.2f}× req/s, {eff:.2f}× less CPU per request "
+                   f"→ {'met' if ratio >= 2 else 'NOT met'}")
+        out.append(f"- `{system}` p99 ≤ 2 ms at c=8: {c8.get('p99_ms')} ms → {'met' if (c8.get('p99_ms') or 99) <= 2 else 'NOT met on this shared machine (core 0 is time-shared with other jobs; see the note above)'}")
+        out.append(f"- `{system}` zero errors at c=1, 8, 64 and 100-row bodies: {errs} errors → {'met' if errs == 0 else 'NOT met'}")
+    lp, ls = results.get("loopml", {}).get("c8", {}), results.get("loopml+store", {}).get("c8", {})
+    if lp.get("cpu_ms_per_request") and ls.get("cpu_ms_per_request"):
+        extra = ls["cpu_ms_per_request"] - lp["cpu_ms_per_request"]
+        out.append(f"- online-store features cost ≤ +0.3 ms per request: +{extra:.3f} ms CPU → {'met' if extra <= 0.3 else 'NOT met'}")
+    if batch:
+        out.append(f"- batch ≥ 70% of raw LightGBM throughput: {100 * batch['ratio']:.0f}% → {'met' if batch['ratio'] >= 0.7 else 'NOT met'}")
+    return out
+
+
 def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argparse.Namespace) -> str:
     def f(v: Any, fmt: str = "{:,.0f}") -> str:
         return "–" if v is None else fmt.format(v)
@@ -627,6 +652,8 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
             "",
             f"loopml reaches **{100 * batch['ratio']:.0f}%** of raw predict throughput (target ≥ 70%); scores identical: {batch['identical_scores']}.",
         ]
+    lines += ["", "## Targets", ""]
+    lines += targets(results, batch)
     lines += ["", "Errors and peers that could not run are listed with the reason in `serving.json`."]
     return "\n".join(lines) + "\n"
 
