@@ -63,3 +63,19 @@ def test_cli_failure_messages(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     assert "x.csv line 3: malformed line '3'" in r.stderr
     none = cli("data", "show", "latest", "-p", str(proj))
     assert none.returncode == 1 and "snapshot `latest` not found" in none.stderr
+
+
+def test_run_prints_failing_checks_and_stops(cli, tmp_path: Path, datasets: Path) -> None:  # type: ignore[no-untyped-def]
+    proj = tmp_path / "credit"
+    proj.mkdir()
+    text = (datasets / "german_credit" / "credit-g.csv").read_text()
+    (proj / "credit.csv").write_text(text)
+    (proj / "loopml.yaml").write_text("data:\n  sources:\n    c: {type: csv, path: credit.csv, quote: \"'\"}\n")
+    cli("run", "-p", str(proj), "--until", "validate", "-q", check=True)
+    (proj / "credit.csv").write_text(text.replace("radio/tv", "hovercraft"))  # 28% unknown purpose
+    r = cli("run", "-p", str(proj), "--until", "validate")
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr and "hovercraft" not in r.stderr and "purpose" in r.stderr  # the checks table
+    assert "validate: failed" in r.stdout and "report: " in r.stderr
+    q = cli("data", "quarantine", "-p", str(proj), "--limit", "2", check=True)
+    assert "hovercraft" in q.stdout and "complete quarantine files" in q.stdout
