@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from loopml.errors import DataError
 from loopml.evaluation import build_report, check_gates, evaluate_predictions
 from loopml.spec.evaluation import Evaluation
 
@@ -58,5 +59,5 @@ def test_ranking_through_evaluate_predictions_resamples_queries() -> None:
     assert r.primary_metric == "ndcg@10" and "coverage@10" in r.metrics
     assert check_gates(ev.gates, r)[0].passed
     assert sum(s.n for s in r.slices) == 600
-    with pytest.raises(Exception, match="group"):
+    with pytest.raises(DataError, match="group"):
         evaluate_predictions("ranking", rel, good, spec_eval=ev)

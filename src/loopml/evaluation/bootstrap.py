@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from math import exp, factorial
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -171,12 +172,24 @@ def _evaluate_chunk(plan: _Plan, w: np.ndarray, names: list[str]) -> dict[str, n
     return {name: out[name] for name in names}
 
 
+def _blas_one_thread() -> AbstractContextManager[Any]:
+    """BLAS on one thread while evaluating: the matrix products here are skinny (few columns), and
+    OpenBLAS threads that spin-wait on a busy machine make them up to 20× slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return nullcontext()
+    limiter: AbstractContextManager[Any] = threadpool_limits(limits=1, user_api="blas")
+    return limiter
+
+
 def point_estimates(kernels: Mapping[str, Kernel], n: int) -> dict[str, float]:
     """Every kernel evaluated with weight 1 on each example (the plain metric values)."""
     if not kernels:
         return {}
-    plan = _plan(kernels, n)
-    vals = _evaluate_chunk(plan, np.ones((1, n), dtype=np.uint8), list(kernels))
+    with _blas_one_thread():
+        plan = _plan(kernels, n)
+        vals = _evaluate_chunk(plan, np.ones((1, n), dtype=np.uint8), list(kernels))
     return {k: float(v[0]) for k, v in vals.items()}
 
 
@@ -219,7 +232,8 @@ def bootstrap_samples(
     names = list(kernels)
     if resamples <= 0 or not kernels:
         return {k: np.empty(0) for k in names}
-    return _bootstrap(_plan(kernels, n), names, n, resamples, seed, method, progress)
+    with _blas_one_thread():
+        return _bootstrap(_plan(kernels, n), names, n, resamples, seed, method, progress)
 
 
 def evaluate_kernels(
@@ -235,11 +249,12 @@ def evaluate_kernels(
     names = list(kernels)
     if not kernels:
         return {}, {}
-    plan = _plan(kernels, n)
-    point = {k: float(v[0]) for k, v in _evaluate_chunk(plan, np.ones((1, n), dtype=np.uint8), names).items()}
-    if resamples <= 0:
-        return point, {k: np.empty(0) for k in names}
-    return point, _bootstrap(plan, names, n, resamples, seed, method, progress)
+    with _blas_one_thread():
+        plan = _plan(kernels, n)
+        point = {k: float(v[0]) for k, v in _evaluate_chunk(plan, np.ones((1, n), dtype=np.uint8), names).items()}
+        if resamples <= 0:
+            return point, {k: np.empty(0) for k in names}
+        return point, _bootstrap(plan, names, n, resamples, seed, method, progress)
 
 
 def _bootstrap(

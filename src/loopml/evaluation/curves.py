@@ -23,7 +23,7 @@ def _cumulative(d: EvalData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, true positives, false positives) at each distinct score, descending."""
     r = d.ranking()
     ss = d.score[r.order]
-    ends = r.ends if r.ends is not None else np.arange(d.n)
+    ends = r.tie_ends if r.tie_ends is not None else np.arange(d.n)
     tp = np.cumsum(r.sorted_label)[ends].astype(np.float64)
     fp = (ends + 1) - tp
     return ss[ends], tp, fp

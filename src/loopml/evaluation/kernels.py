@@ -72,7 +72,8 @@ class RankOrder:
     label: np.ndarray
     order: np.ndarray = field(init=False)
     sorted_label: np.ndarray = field(init=False)
-    ends: np.ndarray | None = field(init=False)
+    tie_ends: np.ndarray | None = field(init=False)
+    ends: np.ndarray = field(init=False)
     coef: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,11 +81,25 @@ class RankOrder:
         self.order = np.argsort(-s, kind="stable")
         ss = s[self.order]
         self.sorted_label = np.asarray(self.label, dtype=bool)[self.order]
-        # last index of each group of equal scores; None when every score is distinct
+        # last index of each group of equal scores (the curve thresholds); None when every score is distinct
         if ss.size > 1 and bool(np.any(ss[1:] == ss[:-1])):
-            self.ends = np.flatnonzero(np.append(ss[1:] != ss[:-1], True))
+            self.tie_ends = np.flatnonzero(np.append(ss[1:] != ss[:-1], True))
         else:
-            self.ends = None
+            self.tie_ends = None
+        # The groups the metrics are summed over. A run of consecutive groups holding only negatives
+        # can be merged into its last group: within it the true-positive count is constant, so
+        # ROC-AUC (Σ negatives × positives above) and average precision (a sum over positives)
+        # are unchanged. With few positives (click data) this shrinks the work per resample a lot.
+        base = self.tie_ends if self.tie_ends is not None else np.arange(ss.size)
+        if base.size:
+            cum_pos = np.cumsum(self.sorted_label)[base]
+            has_pos = np.diff(cum_pos, prepend=0) > 0
+            keep = has_pos.copy()
+            keep[:-1] |= has_pos[1:]  # the end of a negative run, just before a group with positives
+            keep[-1] = True
+            self.ends = base[keep]
+        else:
+            self.ends = base
         self.coef = np.where(self.sorted_label, (1 << _PACK_SHIFT) + 1, 1).astype(np.int64)
 
     def stats(self, weights: np.ndarray, *, in_order: bool = False) -> RankStats:
@@ -104,7 +119,7 @@ class RankOrder:
             return self._stats_float(np.asarray(w, dtype=np.float64))
         packed = np.multiply(w, self.coef, dtype=np.int64)
         np.cumsum(packed, axis=1, out=packed)
-        if self.ends is not None:
+        if self.ends.size < packed.shape[1]:
             packed = packed[:, self.ends]
         tp = (packed >> _PACK_SHIFT).astype(np.float64)
         cw = (packed & _PACK_MASK).astype(np.float64)
@@ -113,7 +128,7 @@ class RankOrder:
     def _stats_float(self, w: np.ndarray) -> RankStats:
         tp = np.cumsum(w * self.sorted_label, axis=1)
         cw = np.cumsum(w, axis=1)
-        if self.ends is not None:
+        if self.ends.size < tp.shape[1]:
             tp, cw = tp[:, self.ends], cw[:, self.ends]
         return RankStats.from_cumulative(tp, cw)
 
