@@ -112,11 +112,11 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
         labels = _busy(summer)
         for i in range(0, len(ids), 500):
             _post(port, "/v1/feedback", [{"request_id": r, "label": int(y)} for r, y in zip(ids[i:i + 500], labels[i:i + 500])])
-        deadline = time.monotonic() + 20
-        while sum(pq.read_metadata(f).num_rows for f in segments(predictions_dir_of(project))) < len(rows):
-            assert time.monotonic() < deadline, "the prediction log did not receive every row"
-            time.sleep(0.1)
-        time.sleep(0.5)  # feedback flush
+        deadline = time.monotonic() + 30
+        for folder in (predictions_dir_of(project), predictions_dir_of(project).parent / "feedback"):
+            while sum(pq.read_metadata(f).num_rows for f in segments(folder)) < len(rows):
+                assert time.monotonic() < deadline, f"{folder.name}: the log did not receive every row"
+                time.sleep(0.1)
 
         res = cli("monitor", "--project", str(project), check=True, timeout=300)
         out = res.stdout
