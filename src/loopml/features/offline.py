@@ -138,18 +138,24 @@ def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
             "rate": f"avg(CAST({col} AS DOUBLE))",
         }[a.function]
         selects.append(f"CAST({fn} OVER {wname} AS DOUBLE) AS {q(a.name)}")
-    created = "greatest(" + ", ".join(f"max(__cr) OVER {w}" for w in windows) + ")"
+    # Without a creation-time column, a row is known at its event time (+ delay): the latest arrival in
+    # any window ending at this row is this row's own, so no window is needed for it.
+    created = ("greatest(" + ", ".join(f"max(__cr) OVER {w}" for w in windows) + ")"
+               if spec.created_timestamp else "__cr")
     key_cols = ", ".join(q(k) for k in spec.entity)
+    carried = sorted({a.column for a in spec.aggregations if a.column} - set(spec.entity))
+    carry = "".join(f", {q(c)}" for c in carried)
     sql = f"""
         WITH src AS (
-            SELECT {key_cols}, {ev} AS __ev, greatest({cr}, {ev}{lag}) AS __cr, * EXCLUDE ({key_cols})
+            SELECT {key_cols}, {ev} AS __ev, greatest({cr}, {ev}{lag}) AS __cr{carry}
             FROM __src
             WHERE {ev} IS NOT NULL AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in spec.entity)}
         )
-        SELECT {key_cols}, __ev AS {EVENT}, {created} AS {CREATED}, {', '.join(selects)}
-        FROM src
-        WINDOW {', '.join(windows.values())}
-        QUALIFY row_number() OVER (PARTITION BY {part}, __ev ORDER BY __cr DESC) = 1
+        SELECT DISTINCT ON ({key_cols}, {EVENT}) * FROM (
+            SELECT {key_cols}, __ev AS {EVENT}, {created} AS {CREATED}, {', '.join(selects)}
+            FROM src
+            WINDOW {', '.join(windows.values())}
+        )
     """
     try:
         return _arrow(con.sql(sql))
@@ -157,25 +163,36 @@ def compute_feature_table(name: str, spec: FeatureTable, source: pa.Table,
         raise DataError(f"features.tables.{name}: computing the table failed: {exc}") from None
 
 
-def _visible(name: str, spec: FeatureTable, feats: list[str]) -> str:
-    """SQL of the rows of a feature table that can ever be 'the latest known' value.
+def _visible(name: str, spec: FeatureTable, feats: list[str], con: duckdb.DuckDBPyConnection) -> str:
+    """SQL of the rows of a feature table that can ever be 'the latest known' value, with ``__avail``.
 
-    Rows are ordered by availability (greatest of event and creation time); a row that,
-    when it becomes available, is older by event time than one already available can never
-    be the answer and is dropped. What remains has non-decreasing event time in availability
-    order, so an ASOF join on availability returns the greatest event time known at ``t``.
+    A row is available at the greater of its event and creation time. For entities with late rows,
+    rows are ordered by availability and a row that, when it becomes available, is older by event
+    time than one already available is dropped (it can never be the answer). What remains has
+    non-decreasing event time in availability order, so an ASOF join on availability returns the
+    greatest event time known at ``t``. Entities without late rows keep every row as is.
     """
-    part = ", ".join(q(k) for k in spec.entity)
-    return f"""
-        SELECT * FROM (
-            SELECT *, greatest({EVENT}, {CREATED}) AS __avail,
-                   max({EVENT}) OVER (PARTITION BY {part} ORDER BY greatest({EVENT}, {CREATED}), {EVENT}
-                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __best
-            FROM {q('__ft_' + name)}
+    t = q("__ft_" + name)
+    if not con.execute(f"SELECT count(*) FROM {t} WHERE {CREATED} > {EVENT}").fetchall()[0][0]:
+        return f"(SELECT *, {EVENT} AS __avail FROM {t})"
+    keys = ", ".join(q(k) for k in spec.entity)
+    cols = ", ".join([*(q(k) for k in spec.entity), EVENT, CREATED, *(q(f) for f in feats)])
+    return f"""(
+        WITH late AS (SELECT DISTINCT {keys} FROM {t} WHERE {CREATED} > {EVENT}),
+        late_rows AS (SELECT {cols}, greatest({EVENT}, {CREATED}) AS __avail FROM {t} SEMI JOIN late USING ({keys})),
+        pruned AS (
+            SELECT {cols}, __avail FROM (
+                SELECT *, max({EVENT}) OVER (PARTITION BY {keys} ORDER BY __avail, {EVENT}
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS __best
+                FROM late_rows
+            )
+            WHERE {EVENT} >= __best
+            QUALIFY row_number() OVER (PARTITION BY {keys}, __avail ORDER BY {EVENT} DESC) = 1
         )
-        WHERE {EVENT} >= __best
-        QUALIFY row_number() OVER (PARTITION BY {part}, __avail ORDER BY {EVENT} DESC) = 1
-    """
+        SELECT {cols}, {EVENT} AS __avail FROM {t} ANTI JOIN late USING ({keys})
+        UNION ALL
+        SELECT * FROM pruned
+    )"""
 
 
 def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, tuple[FeatureTable, pa.Table]],
@@ -208,7 +225,7 @@ def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, 
         on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in spec.entity)
         same_time = spec.include_same_time if spec.include_same_time is not None else spec.source is not None
         op = ">=" if same_time else ">"
-        joins.append(f"ASOF LEFT JOIN ({_visible(name, spec, feats)}) {alias} ON {on} AND e.__t {op} {alias}.__avail")
+        joins.append(f"ASOF LEFT JOIN {_visible(name, spec, feats, con)} {alias} ON {on} AND e.__t {op} {alias}.__avail")
         for f in feats:
             if spec.ttl_seconds is None:
                 select.append(f"{alias}.{q(f)} AS {q(f)}")

@@ -132,6 +132,9 @@ class ImputeTransform(Transform):
     def get_state(self) -> dict[str, Any]:
         return {"fill": self.fill_}
 
+    def stats(self) -> dict[str, Any]:
+        return {"strategy": self.config.strategy, "fill": self.fill_, "indicator": self.config.add_indicator}
+
     def set_state(self, state: dict[str, Any]) -> None:
         self.fill_ = state["fill"]
         super().set_state(state)
