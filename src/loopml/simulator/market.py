@@ -16,6 +16,7 @@ that the click rates per cell and of anonymous users equal the calibration targe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,12 @@ MATCH_TYPES = ("broad", "phrase", "exact")
 
 # streams of the counter-based generator (one per kind of per-id value)
 S_USER_PROP, S_USER_VEC, S_AD_QUAL, S_AD_VEC, S_AD_TOPIC, S_ADV_QUAL, S_QUERY_TOPIC, S_AD_ADVERTISER = range(1, 9)
+
+
+def per_id(ids: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` evaluated once per distinct id and gathered back (popular ids repeat many times a day)."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    return np.asarray(fn(uniq)[inverse])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -85,8 +92,8 @@ class ClickModel:
     def relevance(self, imp: Impressions) -> np.ndarray:
         """Standardised query–ad relevance (mean 0, sd 1 over random pairs)."""
         seed = self.market.seed
-        q = hash_normal_matrix(imp.query_rank, seed, S_QUERY_TOPIC, TOPIC_DIM)
-        a = hash_normal_matrix(imp.ad_rank, seed, S_AD_TOPIC, TOPIC_DIM)
+        q = per_id(imp.query_rank, lambda u: hash_normal_matrix(u, seed, S_QUERY_TOPIC, TOPIC_DIM))
+        a = per_id(imp.ad_rank, lambda u: hash_normal_matrix(u, seed, S_AD_TOPIC, TOPIC_DIM))
         return np.asarray((q * a).sum(axis=1) / np.sqrt(TOPIC_DIM))
 
     def context_logit(
@@ -97,12 +104,16 @@ class ClickModel:
         k = cfg.factors
         anon = imp.user_rank < 0
         users = np.where(anon, 0, imp.user_rank)
-        ad_q = cfg.ad_quality_sd * hash_normal(imp.ad_rank, seed, S_AD_QUAL) + new_ad_shift * imp.new_ad
-        adv_q = cfg.advertiser_quality_sd * hash_normal(self.market.advertiser_of(imp.ad_rank), seed, S_ADV_QUAL)
-        u = hash_normal_matrix(users, seed, S_USER_VEC, k)
-        v = hash_normal_matrix(imp.ad_rank, seed, S_AD_VEC, k)
+        ad_q = cfg.ad_quality_sd * per_id(imp.ad_rank, lambda u: hash_normal(u, seed, S_AD_QUAL))
+        ad_q = ad_q + new_ad_shift * imp.new_ad
+        adv_q = cfg.advertiser_quality_sd * per_id(
+            imp.ad_rank, lambda u: hash_normal(self.market.advertiser_of(u), seed, S_ADV_QUAL)
+        )
+        u = per_id(users, lambda x: hash_normal_matrix(x, seed, S_USER_VEC, k))
+        v = per_id(imp.ad_rank, lambda x: hash_normal_matrix(x, seed, S_AD_VEC, k))
         affinity = cfg.affinity_scale * (u * v).sum(axis=1) / np.sqrt(k)
-        prop = cfg.user_propensity_sd * hash_normal(users, seed, S_USER_PROP) + new_user_shift * imp.new_user
+        prop = cfg.user_propensity_sd * per_id(users, lambda x: hash_normal(x, seed, S_USER_PROP))
+        prop = prop + new_user_shift * imp.new_user
         user_term = np.where(anon, 0.0, prop + affinity)
         hour = cfg.hour_amplitude * np.cos(2 * np.pi * (imp.hour - 20.0) / 24.0)
         rel = cfg.relevance_scale * self.relevance(imp)
