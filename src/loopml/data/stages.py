@@ -40,12 +40,27 @@ def ingest_config(spec: Spec) -> dict[str, Any]:
     }
 
 
-def _files_with_hashes(files: list[Path]) -> list[dict[str, Any]]:
+def _files_with_hashes(files: list[Path], known: dict[tuple[str, int, int], str] | None = None) -> list[dict[str, Any]]:
+    """Path, size, mtime and sha256 of each file; a file whose path, size and mtime are unchanged since
+    the previous snapshot keeps its recorded hash (old files of a growing glob are not read again)."""
     out = []
     for f in files:
         st = f.stat()
-        out.append({"path": str(f), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(f)})
+        key = (str(f), st.st_size, st.st_mtime_ns)
+        digest = (known or {}).get(key) or sha256_file(f)
+        out.append({"path": str(f), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
     return out
+
+
+def _known_hashes(prev: Snapshot | None) -> dict[tuple[str, int, int], str]:
+    if prev is None:
+        return {}
+    return {
+        (f["path"], f["size"], f["mtime_ns"]): f["sha256"]
+        for src in prev.manifest.get("sources", {}).values()
+        for f in src.get("files", [])
+        if f.get("sha256")
+    }
 
 
 def _source_files(spec: Spec, project_dir: Path) -> dict[str, list[Path]]:
@@ -132,8 +147,9 @@ class IngestStage(BaseStage):
         clean_lake(ws)
         config_hash = stable_hash({**ingest_config(spec), "key": key_fingerprint(spec.requirements.privacy)})
         files = _source_files(spec, ws.project_dir)
-        current = {n: _files_with_hashes(f) for n, f in files.items()}
         prev = latest_for_config(ws, config_hash)
+        known = _known_hashes(prev)
+        current = {n: _files_with_hashes(f, known) for n, f in files.items()}
         hand = spec.data.hand_labels
         hand_sha = sha256_file(ws.resolve(hand.path)) if hand is not None and ws.resolve(hand.path).is_file() else None
         plan = plan_increment(spec, prev, current, hand_sha)
