@@ -125,3 +125,21 @@ def test_slice_intervals_for_every_metric_on_request(credit: Credit) -> None:
     default = evaluate_predictions("binary", credit.y, credit.score, slices=cols,
                                    spec_eval=Evaluation(bootstrap_resamples=20))
     assert all(s.intervals == {} for s in default.slices)
+
+
+def test_same_seed_same_resamples_with_one_or_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import loopml.evaluation.bootstrap as boot
+    from loopml.evaluation.data import EvalData
+    from loopml.evaluation.metrics import build_kernel
+
+    rng = np.random.default_rng(0)
+    n = 250_000
+    y = rng.integers(0, 2, n)
+    d = EvalData("binary", y, np.clip(0.2 * y + 0.8 * rng.random(n), 0, 1))
+    kernels = {k: build_kernel(k, d) for k in ("roc_auc", "log_loss")}
+    out = []
+    for threads in (1, 2):
+        monkeypatch.setattr(boot, "THREADS", threads)
+        out.append(boot.bootstrap_samples(kernels, n, 70, seed=9))  # 70 resamples = 3 chunks of 32
+    for k in kernels:
+        assert np.array_equal(out[0][k], out[1][k])
