@@ -109,10 +109,14 @@ def run(
 
     if not stages:
         console.print("the pipeline has no stages for this spec (declare data sources to start)")
-    with ws.lock(wait_s=wait):
-        report = Runner(ws, stages, make_executor(executor), on_event=on_event, show_progress=not quiet).run(
-            until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
-        )
+    runner_executor = make_executor(executor)
+    try:
+        with ws.lock(wait_s=wait):
+            report = Runner(ws, stages, runner_executor, on_event=on_event, show_progress=not quiet).run(
+                until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
+            )
+    finally:
+        runner_executor.shutdown()
     console.print(
         table(
             f"run {report.run_id}: {report.status}",

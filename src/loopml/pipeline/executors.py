@@ -50,6 +50,10 @@ class Executor(Protocol):
         """Start the job; the future holds its result."""
         ...
 
+    def shutdown(self) -> None:
+        """Release workers (a pool's processes); called once the run ends."""
+        ...
+
 
 class InProcessExecutor:
     """Runs jobs in the calling process (the default: fastest start, easiest debugging)."""
@@ -63,6 +67,9 @@ class InProcessExecutor:
         except BaseException as exc:  # KeyboardInterrupt too: the runner records it
             fut.set_exception(exc)
         return fut
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
 
 
 class ProcessExecutor:
