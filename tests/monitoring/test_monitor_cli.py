@@ -121,6 +121,8 @@ def test_monitor_alerts_hooks_history_and_report(cli, project: Path, datasets: P
 
     drift = cli("monitor", "drift", "--project", str(project), check=True)
     assert "temp" in drift.stdout and "drifted" in drift.stdout
+    same = cli("monitor", "drift", "--project", str(project), "--current", str(project / "reference.parquet"), check=True)
+    assert "reference.parquet: 0 of 11 drifted" in same.stdout
 
     quality = cli("monitor", "quality", "--project", str(project), "--window", "1d", check=True)
     assert "CBPE roc_auc" in quality.stdout and "v1" in quality.stdout and "v2" in quality.stdout

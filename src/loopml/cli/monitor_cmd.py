@@ -155,8 +155,12 @@ def drift_cmd(
     project: Path = PROJECT,
     window: str | None = typer.Option(None, "--window", "-w", help="Window ending now (default: monitoring.drift.window)."),
     limit: int = typer.Option(30, "--limit", help="Rows shown (worst first)."),
+    current: Path | None = typer.Option(
+        None, "--current", help="Compare this Parquet/CSV file with the reference instead of the prediction log."
+    ),
 ) -> None:
-    """Drift of the latest window of the prediction log against the training reference, worst feature first."""
+    """Drift of the latest window of the prediction log (or of a file) against the training reference, worst
+    feature first."""
     from loopml.errors import NotFound
     from loopml.monitoring import logs
     from loopml.monitoring.drift import DriftEngine
@@ -168,14 +172,22 @@ def drift_cmd(
     now = utcnow()
     sig = WindowSignals(now - parse_duration(w, field="--window"), now)
     engine = DriftEngine.from_spec(ws.spec.monitoring.drift)
-    drift_signals(ws, engine, ReferenceCache(ws, engine), logs.read_predictions(ws, sig.start, sig.end), sig)
+    if current is not None:
+        if not current.exists():
+            raise NotFound(f"--current: file {current} does not exist")
+        src = logs.ReferenceSource(str(current), str(current), current)
+        rows = src.read(ws)
+        w = current.name
+    else:
+        rows = logs.read_predictions(ws, sig.start, sig.end)
+    drift_signals(ws, engine, ReferenceCache(ws, engine), rows, sig)
     for n in sig.notes:
         console.print(f"[dim]note: {n}[/dim]")
     if sig.drift is None:
         raise NotFound(f"no drift result for the last {w}: " + "; ".join(sig.notes))
     rep = sig.drift
     console.print(table(
-        f"drift, last {w}: {len(rep.drifted)} of {len(rep.features)} drifted ({rep.n_current} rows vs {rep.n_reference})",
+        f"drift, {'last ' if current is None else ''}{w}: {len(rep.drifted)} of {len(rep.features)} drifted ({rep.n_current} rows vs {rep.n_reference})",
         ["feature", "kind", "drifted", "test", "p-value", "effect", "PSI", "JS", "Wasserstein", "missing ref→cur", "why"],
         [
             (f.name, f.kind, "[red]yes[/red]" if f.drifted else "no", f.test, f"{f.p_value:.2g}", f"{f.effect:.3f}",
