@@ -124,6 +124,11 @@ def test_the_served_demo_model_over_http(demo_run, tmp_path, monkeypatch):
         # feedback by request id is recorded
         status, fb = client.post("/v1/feedback", {"request_id": body["request_id"], "label": 1})
         assert status == 200 and fb["recorded"] == 1
+        # the curl example the demo printed works as printed
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("curl -s http://127.0.0.1:"))
+        example = json.loads(line.split(" -d '", 1)[1].rstrip("'"))
+        status, out = client.post("/v1/predict", example)
+        assert status == 200 and 0.0 < out["score"] < 1.0, out
         status, text = client.get("/metrics")
         assert status == 200 and "v1" in str(text)
         client.close()

@@ -232,6 +232,13 @@ def serve_forever(result: DemoResult, console: Console) -> None:
     """Keep the demo's service running until Ctrl-C (or until it exits), then stop it."""
     if result.service is None:
         return
+    import signal
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, _stop)
     try:
         code = result.service.wait()
         console.print(f"the service exited with code {code}")
@@ -264,7 +271,7 @@ def _closed_loop(
     steps.done(f"{stats.rows:,} predictions in {stats.requests} requests, {stats.errors} errors, "
                f"p50 {stats.p50_ms:.1f} ms / p99 {stats.p99_ms:.1f} ms per {stats.rows_per_request}-row request; "
                f"mean score {stats.mean_score:.3f} vs observed CTR {stats.observed_ctr:.3f}")
-    result.example_row = _example_row(day, spec)
+    result.example_row = _example_row(sim.day(drift_day - 1), spec)  # a day the feature store has seen
 
     steps.start("monitor", "monitoring: drift of the replayed day against the training data; alerts; retraining")
     time.sleep(spec.deployment.log_flush_seconds + 0.5)  # the service flushes its log segments
@@ -353,7 +360,10 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
     if result.url:
         row = json.dumps(result.example_row or {}, separators=(",", ":"))
         console.print(f"  service: {result.url}  (serving {result.served_version})")
-        console.print(f"  try it:  curl -s {result.url}/v1/predict -H 'Content-Type: application/json' -d '{row}'")
+        console.print("  try it:")
+        # one unbroken line, no markup: it must survive copy and paste
+        console.print(f"curl -s {result.url}/v1/predict -H 'Content-Type: application/json' -d '{row}'",
+                      soft_wrap=True, markup=False, highlight=False)
     if result.design:
         console.print(f"  design document: {result.design[1]}  (Markdown: {result.design[0]})")
     if settings.serve:
