@@ -62,7 +62,8 @@ class Decision:
                 f"retrained (run {self.run_id}): candidate {self.version_id or '-'} REJECTED by the gates "
                 f"({', '.join(map(str, failed)) or 'not approved'}) — {why}"
             )
-        return f"retraining failed: {self.error} — {why}"
+        hint = self.evidence.get("hint")
+        return f"retraining failed: {self.error} — {why}" + (f"\n  hint: {hint}" if hint else "")
 
 
 def last_retrain(ws: Workspace) -> dict[str, Any] | None:
@@ -253,6 +254,12 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
         if failed:
             decision.status = "failed"
             decision.error = failed[0].error or f"stage {failed[0].stage} failed"
+            if failed[0].stage == "validate" and any(t.kind == "alert" for t in triggers):
+                decision.evidence["hint"] = (
+                    "the new data failed verification against the old reference; when the change is the drift "
+                    "that triggered retraining, accept it (refresh the data schema/reference, or raise "
+                    "data.verification.psi_error) and the next check retrains"
+                )
         else:
             ev = by_stage.get("evaluate")
             verdict: dict[str, Any] = {}
