@@ -130,3 +130,16 @@ def test_every_model_has_a_described_config_and_a_description() -> None:
         assert cls.Config.model_config.get("extra") == "forbid", name
         for field, info in cls.Config.model_fields.items():
             assert info.description, f"{name}.{field} has no description"
+
+
+@pytest.mark.parametrize("loss", ["auto", "pairwise"])
+def test_neural_ranking_losses_learn_an_order(matrices: dict[str, Matrix], loss: str) -> None:
+    from loopml.training.metrics import ndcg_at_k
+
+    m = matrices["ranking"]
+    model = make_model("mlp", task="ranking", epochs=20, hidden=[16], learning_rate=5e-3, loss=loss)
+    model.fit(m.X, m.y, None, m.categorical, context=FitContext(group=m.group))
+    rng = np.random.default_rng(0)
+    assert ndcg_at_k(m.y, model.score(m.X), m.group, 10) > ndcg_at_k(m.y, rng.random(len(m.y)), m.group, 10) + 0.05
+    with pytest.raises(ModelError, match="applies to ranking"):
+        make_model("mlp", task="binary", loss="pairwise").fit(m.X[:50], (m.y[:50] > 3).astype(int))

@@ -264,7 +264,12 @@ class BaseModel:
             raise ModelError(f"model `{self.name}` needs the group (query) of each row for task `{self.task}`")
         self.n_features_in_ = Xc.shape[1]
         self.categorical_ = cats
-        self._fit(Xc, yc, w, cats, ctx)
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS thread: small solves get slower, not faster, with more threads, and trials
+        # already run in parallel processes on a machine shared with other work
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._fit(Xc, yc, w, cats, ctx)
         return self
 
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, cats: list[int], ctx: FitContext) -> None:

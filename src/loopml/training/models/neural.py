@@ -4,7 +4,8 @@ Training uses torch (Adam, mini-batches, early stopping on the validation set wh
 given); the fitted weights are saved as safetensors and scored with numpy, so serving does
 not import torch and one row and a batch run the same code. The loss follows the task:
 log loss (or focal loss) for binary, cross-entropy for multiclass, squared error for
-regression and a listwise softmax loss (ListNet) over each group for ranking.
+regression and a listwise softmax loss (ListNet) or a pairwise logistic loss (RankNet) over
+each group for ranking.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ class _NeuralConfig(ModelConfig):
     batch_size: int = Field(default=256, ge=1, description="Rows per mini-batch (groups per batch for ranking: /16).")
     patience: int = Field(default=4, ge=1, description="Stop after this many epochs without validation gain.")
     max_levels: int = Field(default=20000, ge=1, description="Most frequent ids kept per categorical column.")
-    loss: Literal["auto", "focal"] = Field(default="auto", description="auto follows the task; focal for binary.")
+    loss: Literal["auto", "focal", "pairwise"] = Field(
+        default="auto",
+        description="auto follows the task (log loss, cross-entropy, squared error, listwise ListNet for ranking); "
+        "focal for binary; pairwise (RankNet) for ranking.",
+    )
     focal_gamma: float = Field(default=2.0, ge=0, description="Gamma of the focal loss.")
 
 
@@ -76,6 +81,8 @@ class _TorchModel(BaseModel):
         self.y_mean_, self.y_std_ = 0.0, 1.0
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(y.mean()), float(y.std() or 1.0)
+        if cfg.loss == "pairwise" and self.task != "ranking":  # type: ignore[attr-defined]
+            raise ModelError(f"model `{self.name}`: loss `pairwise` applies to ranking, not `{self.task}`")
         focal = self.task == "binary" and (cfg.loss == "focal" or ctx.focal_gamma is not None)  # type: ignore[attr-defined]
         gamma = ctx.focal_gamma if ctx.focal_gamma is not None else cfg.focal_gamma  # type: ignore[attr-defined]
         threads = torch.get_num_threads()
@@ -158,6 +165,24 @@ class _TorchModel(BaseModel):
             per = F.cross_entropy(out, y, reduction="none")
         elif self.task == "regression":
             per = (out[:, 0] - y) ** 2
+        elif self.config.loss == "pairwise":  # type: ignore[attr-defined]
+            # RankNet: log(1 + exp(-(s_hi - s_lo))) over pairs drawn inside each group
+            gi = group[idx]
+            order = np.argsort(gi, kind="stable")
+            _, starts, sizes = np.unique(gi[order], return_index=True, return_counts=True)
+            _, inv = np.unique(gi, return_inverse=True)
+            rng = np.random.default_rng(int(idx[0]) if len(idx) else 0)
+            a = np.repeat(np.arange(len(idx)), 4)
+            b = order[starts[inv[a]] + (rng.random(len(a)) * sizes[inv[a]]).astype(np.int64)]
+            yn = y.detach().numpy()
+            keep = yn[a] != yn[b]
+            if not keep.any():
+                return out.sum() * 0.0
+            a, b = a[keep], b[keep]
+            sign = torch.from_numpy(np.where(yn[a] > yn[b], 1.0, -1.0).astype(np.float32))
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            diff = (out[ta, 0] - out[tb, 0]) * sign
+            return (F.softplus(-diff) * w[ta]).mean()
         else:
             # ListNet: cross-entropy between softmax(relevance) and softmax(scores) within each group
             g = torch.from_numpy(np.unique(group[idx], return_inverse=True)[1])
