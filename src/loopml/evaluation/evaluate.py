@@ -56,8 +56,10 @@ def metric_plan(task: str, spec_eval: Evaluation, online_metric: str | None = No
                 out.append((key, online_metric, "task"))
             else:
                 out.append((key, mdef.online_metric, "registry default" if mdef.online_metric else None))
-    seen: set[str] = set()
-    return [x for x in out if not (x[0] in seen or seen.add(x[0]))]  # type: ignore[func-returns-value]
+    unique: dict[str, tuple[str, str | None, str | None]] = {}
+    for entry in out:  # a metric listed twice is reported once, with its first pairing
+        unique.setdefault(entry[0], entry)
+    return list(unique.values())
 
 
 def _p_value(diff: np.ndarray) -> float:
