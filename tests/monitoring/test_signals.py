@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from loopml.monitoring.loop import run_cycle
 from loopml.spec import parse_spec_text
@@ -54,3 +55,37 @@ monitoring:
     assert "joint" in fired and "marginal" not in fired
     # quality is measured per model version: only the overall AUC is in the rule, the split is in the evidence
     assert sig.quality_by_version["v1"]["roc_auc"] > 0.65 > sig.quality_by_version["v2"]["roc_auc"]
+
+
+def test_multiclass_cbpe_estimates_accuracy_from_confidence(project: Path) -> None:
+    """Calibrated on yesterday's labelled predictions; today's harder traffic (lower confidence) has no labels
+    yet, and the estimate already shows the accuracy it will have."""
+    spec = parse_spec_text(
+        "task: {type: multiclass, target: kind}\nmonitoring:\n  drift: {window: 1d}\n", "loopml.yaml"
+    )
+    ws = Workspace.open(project, spec)
+    rng = np.random.default_rng(5)
+    now = dt.datetime.now(dt.UTC)
+
+    def traffic(n: int, low: float, high: float, at: dt.datetime) -> tuple[list[str], np.ndarray, np.ndarray]:
+        conf = rng.uniform(low, high, n)
+        pred = rng.integers(0, 3, n).astype(float)
+        right = rng.uniform(size=n) < conf
+        label = np.where(right, pred, (pred + rng.integers(1, 3, n)) % 3)
+        inputs = pa.table({"x": rng.normal(size=n)})
+        rids = prediction_segment(ws.root, inputs, conf, [at] * n, threshold=None)
+        # the logged prediction is the class; the writer logged the score there, so rewrite it as the class
+        seg = sorted((ws.root / "logs" / "predictions").glob("*.parquet"))[-1]
+        t = pq.read_table(seg)
+        pq.write_table(t.set_column(t.column_names.index("prediction"), "prediction", pa.array(pred)), seg)
+        return rids, label, pred
+
+    old, y_old, _ = traffic(4000, 0.34, 1.0, now - dt.timedelta(days=1, hours=2))
+    feedback_segment(ws.root, old, y_old, now - dt.timedelta(hours=20))
+    _, y_new, p_new = traffic(3000, 0.34, 0.7, now - dt.timedelta(minutes=10))  # no labels yet
+    sig = run_cycle(ws, retraining=False).windows["1d"]
+    assert "quality.accuracy" not in sig.metrics  # nothing labelled today
+    assert sig.metrics["cbpe.accuracy"] == pytest.approx(0.52, abs=0.03)  # the mean confidence of today's traffic
+    assert sig.metrics["cbpe.accuracy"] < 0.6
+    # and it is what the labels will say when they arrive
+    assert sig.metrics["cbpe.accuracy"] == pytest.approx(float(np.mean(y_new == p_new)), abs=0.03)

@@ -216,7 +216,7 @@ def quality_cmd(
     task = ws.spec.task.type
     labelled = quality_by_window(logs.read_labelled(ws, start, None), task, width)
     est: dict[tuple[Any, str], dict[str, Any]] = {}
-    if task == "binary":
+    if task in ("binary", "multiclass"):
         fitted = fit_cbpe_calibrator(ws, None)
         if fitted is not None:
             for r in cbpe_by_window(logs.read_predictions(ws, start, None), fitted[0], width):

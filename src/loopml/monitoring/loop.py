@@ -100,7 +100,7 @@ def collect_signals(
     engine = DriftEngine.from_spec(spec.drift)
     cache = ReferenceCache(ws, engine)
     calibrator = None
-    if ws.spec.task.type == "binary":
+    if ws.spec.task.type in ("binary", "multiclass"):
         longest = max(parse_duration(w, field="window") for w in windows)
         try:
             fitted = fit_cbpe_calibrator(ws, now - longest)

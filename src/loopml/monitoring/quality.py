@@ -5,7 +5,9 @@ quality is measured twice: on the predictions whose feedback has arrived, per wi
 per model version; and, for classifiers, *estimated* on every prediction of the window from
 the model's own calibrated scores (CBPE, as NannyML does): if scores are calibrated, a
 row with score 0.8 is a true positive with probability 0.8, so expected confusion
-matrices (hence accuracy and ROC-AUC) follow without labels. A drop in the estimate is
+matrices (hence accuracy and ROC-AUC) follow without labels. For a multiclass model the logged
+score is its confidence in the predicted class, calibrated to P(correct): its mean is the
+expected accuracy. A drop in the estimate is
 visible as soon as the inputs shift, days before the labels confirm it.
 
 Examples
@@ -114,7 +116,8 @@ class Calibrator:
     [0.0, 1.0]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, target: str = "positive") -> None:
+        self.target = target  # what the probability is of: "positive" (binary) or "correct" (multiclass confidence)
         self.x_: np.ndarray | None = None
         self.y_: np.ndarray | None = None
 
@@ -138,7 +141,8 @@ class Calibrator:
 
     def to_json(self) -> dict[str, list[float]]:
         """Plain data."""
-        return {"x": [] if self.x_ is None else self.x_.tolist(), "y": [] if self.y_ is None else self.y_.tolist()}
+        return {"target": self.target, "x": [] if self.x_ is None else self.x_.tolist(),
+                "y": [] if self.y_ is None else self.y_.tolist()}
 
 
 def cbpe_estimate(prob: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -181,6 +185,16 @@ def cbpe_estimate(prob: np.ndarray, score: np.ndarray, threshold: float = 0.5) -
         "recall": exp_tp / (exp_tp + exp_fn) if exp_tp + exp_fn else float("nan"),
         "positive_rate": float(p.mean()),
     }
+
+
+def cbpe_from_calibrated(calibrator: Calibrator, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """CBPE estimates of a calibrator's kind: the full binary set, or the expected accuracy of a multiclass
+    model from its calibrated confidence (the probability that its predicted class is right)."""
+    ok = ~np.isnan(score)
+    prob = calibrator.transform(score[ok])
+    if calibrator.target == "correct":
+        return {"accuracy": float(prob.mean())} if len(prob) else {}
+    return cbpe_estimate(prob, score[ok], threshold)
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
@@ -229,7 +243,6 @@ def cbpe_by_window(
     starts = _starts(predictions, width)
     versions = np.asarray(predictions.column("model_version").to_pylist(), dtype=object)
     score = _col(predictions, "score")
-    prob = calibrator.transform(score)
     out: list[dict[str, Any]] = []
     for start in np.unique(starts):
         in_w = starts == start
@@ -240,7 +253,7 @@ def cbpe_by_window(
                     "window_start": dt.datetime.fromtimestamp(int(start) / 1e6, dt.UTC),
                     "model_version": version,
                     "rows": int(mask.sum()),
-                    **cbpe_estimate(prob[mask], score[mask], threshold),
+                    **cbpe_from_calibrated(calibrator, score[mask], threshold),
                 }
             )
     return out

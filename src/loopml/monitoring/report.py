@@ -170,7 +170,7 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
         data["drift_latest"] = [f.__dict__ for f in latest]
     task = ws.spec.task.type
     data["quality"] = _jsonable(quality_by_window(logs.read_labelled(ws, start, None), task, width))
-    if task == "binary":
+    if task in ("binary", "multiclass"):
         try:
             fitted = fit_cbpe_calibrator(ws, None)
         except LoopMLError:

@@ -29,7 +29,7 @@ import pyarrow as pa
 from loopml.errors import LoopMLError
 from loopml.monitoring import logs
 from loopml.monitoring.drift import DriftEngine, DriftReport, ReferenceProfile
-from loopml.monitoring.quality import Calibrator, cbpe_estimate, task_metrics
+from loopml.monitoring.quality import Calibrator, cbpe_from_calibrated, task_metrics
 from loopml.workspace import Workspace
 
 PREDICTION = "score"  # the model's score distribution, compared like an input (metrics: drift.prediction.*)
@@ -220,14 +220,22 @@ def fit_cbpe_calibrator(ws: Workspace, before: dt.datetime | None) -> tuple[Cali
     The production model's own test split scored by it (as NannyML uses a reference period),
     else the labelled logged predictions made before ``before``.
     """
-    fitted = _calibrate_on_test_split(ws)
+    multiclass = ws.spec.task.type == "multiclass"
+    fitted = None if multiclass else _calibrate_on_test_split(ws)
     if fitted is not None:
         return fitted
     labelled = logs.read_labelled(ws, None, before)
     if labelled.num_rows >= 200:
         y = _floats(labelled, "label")
+        if multiclass and "prediction" in labelled.column_names:
+            # the score is the model's confidence in its predicted class: calibrate it to P(correct)
+            y = (y == _floats(labelled, "prediction")).astype(np.float64)
+            target = "correct"
+        else:
+            target = "positive"
         if 0 < y.sum() < len(y):
-            return Calibrator().fit(_floats(labelled, "score"), y), f"{labelled.num_rows} labelled logged predictions"
+            cal = Calibrator(target).fit(_floats(labelled, "score"), y)
+            return cal, f"{labelled.num_rows} labelled logged predictions"
     return None
 
 
@@ -265,8 +273,6 @@ def cbpe_signals(current: pa.Table, calibrator: Calibrator | None, out: WindowSi
     """Fill ``cbpe.*`` (estimated quality of every prediction in the window)."""
     if calibrator is None or current.num_rows == 0 or "score" not in current.column_names:
         return
-    score = _floats(current, "score")
-    ok = ~np.isnan(score)
-    for k, v in cbpe_estimate(calibrator.transform(score[ok]), score[ok]).items():
+    for k, v in cbpe_from_calibrated(calibrator, _floats(current, "score")).items():
         if not math.isnan(v):
             out.metrics[f"cbpe.{k}"] = v
