@@ -124,3 +124,15 @@ def test_example_runs_and_its_design_document_holds_the_measured_figures(name, c
         manifest = facts.output_json("ingest", "manifest")
         assert "url_hash" not in json.dumps(manifest["schema"])  # dropped at ingestion, as the spec asks
         assert "absent from the snapshot schema" in md
+
+
+def test_ad_clicks_template_initialises_a_valid_project(cli, tmp_path):
+    proj = tmp_path / "ads"
+    assert cli("init", str(proj), "--example", "ad_clicks").returncode == 0
+    check = cli("spec", "check", str(proj))
+    assert check.returncode == 0, check.stdout + check.stderr
+    spec = load_spec(proj)
+    assert [c.type for c in spec.training.candidates] == ["prior", "logistic", "lightgbm", "factorization_machine", "mlp"]
+    assert spec.data.labels is not None and spec.data.labels.type == "event_within_window"
+    assert spec.requirements.privacy.hash == ["user_id"]
+    assert set(spec.features.tables) == {"user_history", "ad_history"}

@@ -344,7 +344,8 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
     ev = result.evaluation or {}
     prim = ev.get("primary_metric", "roc_auc")
     m = (ev.get("metrics") or {}).get(prim) or {}
-    console.print("\n[bold]The reference system is running.[/bold]")
+    console.print("\n[bold]The reference system is running.[/bold]" if settings.serve else
+                  "\n[bold]The reference system ran end to end[/bold] (service stopped: --no-serve).")
     console.print(f"  winner: {board.get('winner')} — {board.get('why', '')}")
     if m:
         console.print(f"  test {prim}: {m.get('value', float('nan')):.4f} "
@@ -359,7 +360,11 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
                       f"--reason 'retrained after drift'")
     if result.url:
         row = json.dumps(result.example_row or {}, separators=(",", ":"))
-        console.print(f"  service: {result.url}  (serving {result.served_version})")
+        if settings.serve:
+            console.print(f"  service: {result.url}  (serving {result.served_version})")
+        else:
+            console.print(f"  service: stopped; start it again with `loopml serve -p {result.project} --port "
+                          f"{result.url.rsplit(':', 1)[1]}` (it serves {result.served_version})")
         console.print("  try it:")
         # one unbroken line, no markup: it must survive copy and paste
         console.print(f"curl -s {result.url}/v1/predict -H 'Content-Type: application/json' -d '{row}'",
