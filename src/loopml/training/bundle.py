@@ -4,10 +4,9 @@ A bundle is saved as separate content-addressed artifacts (each model file, the 
 JSON) plus one JSON manifest listing their sha256 digests; :func:`load_bundle` verifies
 every digest before anything is rebuilt.
 
->>> # doctest: +SKIP
->>> digest = save_bundle(ws, bundle, producer=execution_id)
->>> b = load_bundle(ws, digest)
->>> b.predict_row({"age": 31, "country": "DE"})
+>>> digest = save_bundle(ws, bundle, producer=execution_id)  # doctest: +SKIP
+>>> b = load_bundle(ws, digest)  # doctest: +SKIP
+>>> b.predict_row({"age": 31, "country": "DE"})  # doctest: +SKIP
 0.173
 """
 

@@ -51,9 +51,8 @@ def _clean(v: Any) -> Any:
 class TrialRecorder:
     """Writes trial rows for one execution.
 
-    >>> # doctest: +SKIP
-    >>> rec = TrialRecorder(ws, execution_id)
-    >>> rec("trial", {"candidate": "lightgbm", "model_type": "lightgbm", "number": 3, ...})
+    >>> rec = TrialRecorder(ws, execution_id)  # doctest: +SKIP
+    >>> rec("trial", {"candidate": "lightgbm", "model_type": "lightgbm", "number": 3})  # doctest: +SKIP
     """
 
     def __init__(self, ws: Workspace, execution_id: str | None) -> None:

@@ -54,10 +54,22 @@ def stratified_split(strata: np.ndarray, split: Split, seed: int) -> dict[str, n
     """Each stratum (class, or quantile bin of a numeric target) cut by the same fractions."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in SPLITS}
-    for s in np.unique(strata):
+    levels, counts = np.unique(strata, return_counts=True)
+    n_valid_all, n_test_all = _sizes(len(strata), split)
+
+    def allocate(total: int, frac: float) -> np.ndarray:
+        # largest remainder: per-stratum counts that add up to the global count
+        want = counts * frac
+        base = np.floor(want).astype(np.int64)
+        extra = total - int(base.sum())
+        if extra > 0:
+            base[np.argsort(-(want - base), kind="stable")[:extra]] += 1
+        return base
+
+    tests, valids = allocate(n_test_all, split.test_fraction), allocate(n_valid_all, split.valid_fraction)
+    for s, n_test, n_valid in zip(levels, tests, valids):
         rows = np.flatnonzero(strata == s)
-        n_valid, n_test = _sizes(len(rows), split)
-        for k, v in _finish(rows[rng.permutation(len(rows))], n_valid, n_test).items():
+        for k, v in _finish(rows[rng.permutation(len(rows))], int(n_valid), int(n_test)).items():
             parts[k].append(v)
     return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, dtype=np.int64) for k, v in parts.items()}
 
