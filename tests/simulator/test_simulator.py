@@ -226,3 +226,12 @@ def test_cli_simulate(cli, tmp_path):
     assert len(list((out / "clicks").glob("*.parquet"))) == 2
     bad = cli("simulate", "--out", str(out), "--drift", "winter")
     assert bad.returncode == 2 and "winter" in bad.stderr and "seasonal" in bad.stderr
+
+
+def test_cli_simulate_prints_the_calibration_against_the_real_log(cli, tmp_path, datasets):
+    proc = cli("simulate", "--out", str(tmp_path / "o"), "--days", "1", "--impressions-per-day", "500",
+               "--compare-to", str(datasets / KDD_FILE))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "distinct ad_id" in ln)
+    real, simulated = (int(x.replace(",", "")) for x in line.split("│")[2:4])
+    assert real == KDD_MARGINALS["distinct"]["ad_id"] and abs(simulated / real - 1) < 0.05

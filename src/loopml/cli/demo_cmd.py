@@ -26,6 +26,11 @@ def simulate_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the market and the traffic."),
     fmt: str = typer.Option("parquet", "--format", help="Log file format: parquet or csv."),
+    compare_to: Path | None = typer.Option(
+        None, "--compare-to",
+        help="A real impression log (CSV/Parquet with click, depth, position and id columns, e.g. the KDD Cup 2012 "
+        "sample): also simulate the same number of rows and print the calibration figures side by side.",
+    ),
 ) -> None:
     """Simulate days of search-ad traffic (impressions, clicks, true click probabilities) as event logs.
 
@@ -53,6 +58,8 @@ def simulate_cmd(
             fmt=fmt,  # type: ignore[arg-type]
             on_day=lambda _d: progress.advance(task),
         )
+    if compare_to is not None:
+        _print_calibration(compare_to, cfg)
     console.print(
         table(
             f"simulated traffic in {out}",
@@ -64,6 +71,26 @@ def simulate_cmd(
             ],
         )
     )
+
+
+def _print_calibration(real_path: Path, cfg: object) -> None:
+    """Real vs simulated calibration figures at the real log's volume."""
+    from loopml.simulator import SimulatorConfig, TrafficSimulator, measure_marginals
+
+    real = measure_marginals(real_path)
+    base = cfg if isinstance(cfg, SimulatorConfig) else SimulatorConfig()
+    day = TrafficSimulator(base.model_copy(update={"impressions_per_day": real.rows})).day(0)
+    sim = measure_marginals(day.impressions.append_column("click", day.truth["clicked"]))
+    rows: list[tuple[str, str, str]] = [("rows", f"{real.rows:,}", f"{sim.rows:,}"), ("CTR", f"{real.ctr:.4f}", f"{sim.ctr:.4f}")]
+    rows += [(f"CTR depth,position {k}", f"{v:.4f}", f"{sim.ctr_by_cell.get(k, float('nan')):.4f}")
+             for k, v in real.ctr_by_cell.items()]
+    rows += [(f"share of depth {k}", f"{v:.4f}", f"{sim.share_by_depth.get(k, float('nan')):.4f}")
+             for k, v in real.share_by_depth.items()]
+    rows += [("anonymous share", f"{real.anonymous_share:.4f}", f"{sim.anonymous_share:.4f}"),
+             ("anonymous CTR", f"{real.anonymous_ctr:.4f}", f"{sim.anonymous_ctr:.4f}")]
+    rows += [(f"distinct {k}", f"{v:,}", f"{sim.distinct.get(k, 0):,}") for k, v in real.distinct.items()]
+    rows += [(f"most frequent {k}", f"{v:,}", f"{sim.top_count.get(k, 0):,}") for k, v in real.top_count.items()]
+    console.print(table(f"calibration: {real_path.name} vs the simulator at the same volume", ["figure", "real", "simulated"], rows))
 
 
 def report_cmd(
