@@ -1,6 +1,6 @@
 """Runs inside the Feast peer venv: point-in-time retrieval and online lookups on loopml's data.
 
-Usage: python _feast_peer.py WORKDIR N_ONLINE   (reads WORKDIR/{events,user,ad,advertiser}.parquet,
+Usage: python _feast_peer.py WORKDIR N_ONLINE [OFFLINE_STORE]   (OFFLINE_STORE: file (default) or duckdb; reads WORKDIR/{events,user,ad,advertiser}.parquet,
 writes WORKDIR/feast_result.json and WORKDIR/feast_joined.parquet)
 """
 
@@ -28,11 +28,12 @@ TABLES = {"user": ["user_id"], "ad": ["ad_id"], "advertiser": ["advertiser_id"]}
 def main() -> None:
     work = Path(sys.argv[1])
     n_online = int(sys.argv[2])
-    repo = work / "feast_repo"
+    offline = sys.argv[3] if len(sys.argv) > 3 else "file"
+    repo = work / f"feast_repo_{offline}"
     repo.mkdir(exist_ok=True)
     config = RepoConfig(
         project="bench", registry=str(repo / "registry.db"), provider="local",
-        offline_store={"type": "file"}, online_store={"type": "sqlite", "path": str(repo / "online.db")},
+        offline_store={"type": offline}, online_store={"type": "sqlite", "path": str(repo / "online.db")},
         entity_key_serialization_version=3,
     )
     store = FeatureStore(config=config)
@@ -54,7 +55,14 @@ def main() -> None:
     t0 = time.perf_counter()
     joined = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
     pit_s = time.perf_counter() - t0
-    joined.to_parquet(work / "feast_joined.parquet")
+    joined.to_parquet(work / f"feast_joined_{offline}.parquet")
+    if n_online == 0:
+        import feast
+
+        (work / f"feast_result_{offline}.json").write_text(json.dumps(
+            {"version": feast.__version__, "offline_store": offline, "pit_seconds": pit_s, "rows": len(joined),
+             "import_seconds": t_import}))
+        return
     # online: materialise everything, then time lookups of 2 entities (a user and an ad)
     t0 = time.perf_counter()
     store.materialize(start_date=pd.Timestamp("2000-01-01", tz="UTC").to_pydatetime(),
@@ -73,9 +81,9 @@ def main() -> None:
             samples.append(time.perf_counter() - t0)
     import feast
 
-    out = {"version": feast.__version__, "pit_seconds": pit_s, "rows": len(joined),
+    out = {"version": feast.__version__, "offline_store": offline, "pit_seconds": pit_s, "rows": len(joined),
            "materialize_seconds": mat_s, "online_samples_s": samples, "import_seconds": t_import}
-    (work / "feast_result.json").write_text(json.dumps(out))
+    (work / f"feast_result_{offline}.json").write_text(json.dumps(out))
 
 
 if __name__ == "__main__":

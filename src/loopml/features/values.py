@@ -240,4 +240,9 @@ def pixels_batch(table: pa.Table, column: str) -> list[np.ndarray | None]:
             or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
         first = next((v for v in arr.to_pylist() if v is not None), None)
         raise _bad(column, first, "an array of pixel values")
+    if not (pa.types.is_binary(t) or pa.types.is_large_binary(t)) and arr.null_count == 0 and len(arr):
+        lengths = np.asarray(pc.list_value_length(arr).to_numpy(zero_copy_only=False))
+        if (lengths == lengths[0]).all():  # equal sizes: one vectorised copy instead of Python lists
+            flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+            return list(flat.reshape(len(arr), int(lengths[0])))
     return [to_pixels(v, column) for v in arr.to_pylist()]
