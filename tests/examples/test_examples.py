@@ -120,6 +120,8 @@ def test_example_runs_and_its_design_document_holds_the_measured_figures(name, c
     assert _numbers(f"{m['value']:.4f}") <= _numbers(page)
     if name == "german_credit_fairness":
         assert "Fairness" in md and "fairness.demographic_parity_difference" in md
+        dpd = evaluation["fairness"]["personal_status"]["demographic_parity_difference"]["value"]
+        assert f"| personal_status | demographic_parity_difference | {dpd:.4f} |" in md
     if name == "kdd2012_ad_clicks":
         manifest = facts.output_json("ingest", "manifest")
         assert "url_hash" not in json.dumps(manifest["schema"])  # dropped at ingestion, as the spec asks

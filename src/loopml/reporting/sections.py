@@ -394,12 +394,23 @@ def evaluation(spec: Spec, facts: Facts) -> Section:
     if fair:
         frows = []
         for col, f in fair.items():
-            if isinstance(f, dict):
-                for k, v in f.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        frows.append([col, k, fmt(v)])
+            if not isinstance(f, dict):
+                continue
+            for k, v in f.items():
+                if k in ("column", "threshold", "groups"):
+                    continue
+                if isinstance(v, dict) and "value" in v:
+                    frows.append([col, k, fmt(v.get("value")), f"[{fmt(v.get('lower'))}, {fmt(v.get('upper'))}]"])
+                elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                    frows.append([col, k, fmt(v), ""])
+            groups = [g for g in f.get("groups") or [] if isinstance(g, dict)]
+            if groups:
+                frows.append([col, "groups (n: selection rate / TPR)",
+                              "; ".join(f"{g.get('group')} ({fmt(g.get('n'))}: {fmt(g.get('selection_rate'), 2)} / "
+                                        f"{fmt(g.get('tpr'), 2)})" for g in groups[:6]), ""])
         if frows:
-            s.add(Table(["sensitive column", "measure", "value"], frows[:30], caption="Fairness"))
+            s.add(Table(["sensitive column", "measure", "value", "interval"], frows[:40],
+                        caption=f"Fairness (decision threshold {fmt(spec.evaluation.fairness.threshold, 2)})"))
     verdicts = _gate_verdicts(facts)
     if verdicts:
         s.add(Table(["gate", "passed", "evidence"],
@@ -425,6 +436,9 @@ def _evidence(ev: Any) -> str:
         if isinstance(v, dict):
             if "lower" in v and "upper" in v:
                 parts.append(f"{k}=[{fmt(v.get('lower'))}, {fmt(v.get('upper'))}]")
+            elif k == "columns":
+                parts += [f"{c}={fmt(x.get('value'))} ({'pass' if x.get('passed') else 'FAIL'})"
+                          for c, x in v.items() if isinstance(x, dict)]
             continue
         parts.append(f"{k}={fmt(v) if isinstance(v, (int, float)) else v}")
     return ", ".join(parts)
