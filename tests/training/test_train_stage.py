@@ -102,3 +102,27 @@ def test_a_bad_candidate_fails_with_the_key_path(datasets: Path, project: Path, 
     proc = cli("train", "-p", str(project), "--quiet")
     assert proc.returncode != 0
     assert "training.candidates[1] (logistic).params.C" in proc.stderr + proc.stdout
+
+
+def test_rows_without_a_label_are_quarantined_not_dropped(datasets: Path, project: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from loopml.lineage import list_executions
+    from loopml.validation.quarantine import data_quarantine
+    from loopml.workspace import Workspace
+
+    lines = (datasets / "german_credit" / "credit-g.csv").read_text().splitlines()
+    body = [line.rsplit(",", 1)[0] + "," if i % 50 == 0 else line for i, line in enumerate(lines[1:])]
+    (project / "credit.csv").write_text("\n".join([lines[0], *body]) + "\n")
+    text = SPEC.format(csv="credit.csv").replace("    - {type: lightgbm, tune: true}\n", "")
+    (project / "loopml.yaml").write_text(text)
+    proc = cli("train", "-p", str(project), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    ws = Workspace.open(project)
+    ex = next(e for e in list_executions(ws) if e["stage"] == "train")
+    assert ex["summary"]["unlabeled_quarantined"] == 20
+    with ws.engine.connect() as conn:
+        rows = conn.execute(select(data_quarantine).where(data_quarantine.c.check == "training.label_missing")).all()
+    assert len(rows) == 20 and all(r.execution_id == ex["execution_id"] for r in rows)
+    assert "target `class` is missing" in rows[0].reason
+    assert ex["summary"]["train_rows"] + ex["summary"]["valid_rows"] == 980 - 147

@@ -19,7 +19,7 @@ def train(
         None, "--budget", help="Tuning budget in seconds (overrides training.tuning.time_budget_s for this run)."
     ),
     executor: str | None = typer.Option(
-        None, "--trials-on", help="Where tuning trials run: inprocess, process or ray (overrides training.executor)."
+        None, "--executor", help="Where tuning trials run: inprocess, process or ray (overrides training.executor)."
     ),
     force: bool = typer.Option(False, "--force", help="Retrain even when nothing changed (ignore the train cache)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),

@@ -135,15 +135,15 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
         if sample.note:
             notes.append(sample.note)
     transform = FeaturePipeline.from_spec(spec.features, task=task)
-    keep = transform.drop_mask(train) if hasattr(transform, "drop_mask") else np.ones(train.num_rows, bool)
-    X = transform.fit_transform(train, y) if hasattr(transform, "fit_transform") else transform.fit(train, y).transform_batch(train)
+    keep = transform.drop_mask(train)  # rows missing an `impute: drop` column are left out of fitting
+    X = transform.fit_transform(train, y)
     if not keep.all():
         notes.append(f"{int((~keep).sum())} training row(s) missing a column declared `impute: drop` left out")
         y = y[keep]
         weights = weights[keep] if weights is not None else None
         train = train.filter(pa.array(keep))
     g_train = group_ids(train, task)
-    vkeep = transform.drop_mask(valid) if hasattr(transform, "drop_mask") else np.ones(valid.num_rows, bool)
+    vkeep = transform.drop_mask(valid)
     if not vkeep.all():
         valid, y_valid = valid.filter(pa.array(vkeep)), y_valid[vkeep]
     X_valid = transform.transform_batch(valid)

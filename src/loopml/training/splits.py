@@ -64,7 +64,7 @@ def stratified_split(strata: np.ndarray, split: Split, seed: int) -> dict[str, n
         extra = total - int(base.sum())
         if extra > 0:
             base[np.argsort(-(want - base), kind="stable")[:extra]] += 1
-        return base
+        return np.asarray(base, dtype=np.int64)
 
     tests, valids = allocate(n_test_all, split.test_fraction), allocate(n_valid_all, split.valid_fraction)
     for s, n_test, n_valid in zip(levels, tests, valids):

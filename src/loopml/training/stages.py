@@ -53,13 +53,34 @@ class TrainStage(BaseStage):
             "bootstrap": spec.evaluation.bootstrap_resamples,
         }
 
+    @staticmethod
+    def _quarantine_unlabeled(ctx: StageContext, table: pa.Table, labeled: np.ndarray) -> pa.Table:
+        from loopml.validation.quarantine import DB_LIMIT, write_quarantine
+
+        target = ctx.spec.task.target
+        bad = np.flatnonzero(~labeled)
+        rows = table.take(pa.array(bad[:DB_LIMIT])).to_pylist()
+        entries = [
+            {"row_index": int(i), "check": "training.label_missing", "column": target, "value": None,
+             "reason": f"target `{target}` is missing: the row can be neither learned from nor evaluated",
+             "row": row}
+            for i, row in zip(bad[:DB_LIMIT].tolist(), rows)
+        ]
+        write_quarantine(ctx.workspace, entries, execution_id=ctx.execution_id, snapshot_id=None)
+        return table.filter(pa.array(labeled))
+
     def run(self, ctx: StageContext) -> StageResult:
         ws = ctx.workspace
         spec = ctx.spec
         tr = spec.training
         table = pq.read_table(ws.artifacts.open_verified(ctx.input("features", "table")))
         lab = encode_labels(table, spec.task)
-        strata = np.where(lab.labeled, lab.y, -1) if spec.task.type in ("binary", "multiclass") else None
+        unlabeled = int((~lab.labeled).sum())
+        if unlabeled:
+            # rows without a label cannot be learned from nor scored: quarantined, with the reason
+            table = self._quarantine_unlabeled(ctx, table, lab.labeled)
+            lab = encode_labels(table, spec.task)
+        strata = lab.y if spec.task.type in ("binary", "multiclass") else None
         parts = split_indices(table, tr.split, spec.task, tr.seed, y=strata)
         outputs: dict[str, str] = {}
         split_paths = {}
@@ -125,6 +146,7 @@ class TrainStage(BaseStage):
                 "size_mb": w.size_mb,
                 "why": selection.why,
                 "candidates": len(selection.results),
+                "unlabeled_quarantined": unlabeled,
                 **data.counts,
             },
         )
