@@ -235,3 +235,32 @@ def test_cli_simulate_prints_the_calibration_against_the_real_log(cli, tmp_path,
     line = next(ln for ln in proc.stdout.splitlines() if "distinct ad_id" in ln)
     real, simulated = (int(x.replace(",", "")) for x in line.split("│")[2:4])
     assert real == KDD_MARGINALS["distinct"]["ad_id"] and abs(simulated / real - 1) < 0.05
+
+
+NEUTRAL = drift_conditions("none")
+
+
+def _fields(c):
+    from dataclasses import asdict
+
+    d = asdict(c)
+    d.pop("kind"), d.pop("notes")
+    return d
+
+
+@pytest.mark.parametrize("kind", sorted(DRIFTS))
+def test_drift_contract(kind):
+    """Every registered drift: strength 0 is the calibrated market, strength 1 changes it, a day simulates."""
+    from loopml.simulator import IMPRESSION_SCHEMA
+
+    drift = DRIFTS[kind]()
+    assert drift.name == kind and drift.description
+    assert _fields(drift.conditions(0.0)) == _fields(NEUTRAL)
+    if kind != "none":
+        assert _fields(drift.conditions(1.0)) != _fields(NEUTRAL)
+        assert drift.conditions(1.0).kind == kind
+    sim = TrafficSimulator(SimulatorConfig(impressions_per_day=800, seed=1))
+    day = sim.day(3, kind)
+    assert day.impressions.schema.equals(IMPRESSION_SCHEMA)
+    assert day.stats["drift"] == kind and day.impressions.num_rows > 0
+    assert sim.day(3, kind).impressions.equals(day.impressions)  # deterministic

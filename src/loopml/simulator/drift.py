@@ -24,8 +24,8 @@ class DayConditions:
     new_user_share: float = 0.0
     new_users: int = 50_000
     new_user_propensity_shift: float = 0.0
-    anonymous_share: float | None = None
-    device_share: dict[str, float] | None = None
+    anonymous_share_shift: float = 0.0
+    mobile_shift: float = 0.0
     hour_shift: float = 0.0
     ctr_logit_shift: float = 0.0
     query_rotation: float = 0.0
@@ -85,17 +85,15 @@ class UserShift(Drift):
     """A shifted user population: a new cohort, more anonymous and mobile traffic, lower propensity."""
 
     name = "user_shift"
-    description = "a new user cohort (60% of identified traffic), mostly mobile, 40% anonymous, clicks less"
+    description = "a new user cohort (60% of identified traffic, -0.6 logit), +16 points anonymous, +40 points mobile"
 
     def conditions(self, strength: float) -> DayConditions:
-        s = min(1.0, strength)
-        mobile = 0.38 + 0.4 * s
         return DayConditions(
             kind=self.name,
             new_user_share=min(0.95, 0.6 * strength),
             new_user_propensity_shift=-0.6 * strength,
-            anonymous_share=min(0.9, 0.2411 + 0.16 * strength),
-            device_share={"desktop": max(0.0, 1.0 - mobile - 0.07), "mobile": mobile, "tablet": 0.07},
+            anonymous_share_shift=0.16 * strength,
+            mobile_shift=0.4 * strength,
             notes=["new user cohort, mobile-heavy, more anonymous traffic, lower click propensity"],
         )
 

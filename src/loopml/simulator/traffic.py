@@ -98,7 +98,7 @@ class TrafficSimulator:
         cell_idx = rng.choice(len(cells), size=n, p=cell_p / cell_p.sum())
         depth = np.array([int(c.split(",")[0]) for c in cells])[cell_idx]
         position = np.array([int(c.split(",")[1]) for c in cells])[cell_idx]
-        anon_share = cfg.anonymous_share if cond.anonymous_share is None else cond.anonymous_share
+        anon_share = min(0.95, max(0.0, cfg.anonymous_share + cond.anonymous_share_shift))
         anon = rng.random(n) < anon_share
         new_user = (~anon) & (rng.random(n) < cond.new_user_share)
         user_rank = mk.users.sample(rng, n)
@@ -106,7 +106,11 @@ class TrafficSimulator:
             cohort = ZipfSampler(cond.new_users, cfg.users.exponent)
             user_rank[new_user] = cfg.users.size + cohort.sample(rng, int(new_user.sum()))
         user_rank[anon] = -1
-        dev_share = cond.device_share or cfg.device_share
+        dev_share = dict(cfg.device_share)
+        if cond.mobile_shift and "mobile" in dev_share:
+            moved = min(cond.mobile_shift, dev_share.get("desktop", 0.0))  # desktop users move to mobile
+            dev_share["desktop"] = dev_share.get("desktop", 0.0) - moved
+            dev_share["mobile"] += moved
         dev_p = np.array([dev_share.get(d, 0.0) for d in mk.devices])
         device = rng.choice(len(mk.devices), size=n, p=dev_p / dev_p.sum())
         query_rank = mk.queries.sample(rng, n)
