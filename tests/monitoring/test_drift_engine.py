@@ -119,3 +119,21 @@ def test_domain_classifier_sees_a_joint_shift_the_marginals_hide() -> None:
     same = engine.domain_classifier(ref, _tables(n)[0].select([]).append_column("x", pa.array(rng.normal(size=n)))
                                     .append_column("y", pa.array(0.9 * rng.normal(size=n))), ["x"])
     assert same.auc < 0.6
+
+
+def test_file_comparison_reads_column_by_column_and_matches_the_table_path(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    ref, cur = _tables(n=30000, shift=0.05)
+    ref = ref.append_column("when", pa.array(np.arange(30000).astype("datetime64[s]")))  # not watched
+    pq.write_table(ref, tmp_path / "ref.parquet")
+    pq.write_table(cur, tmp_path / "cur.parquet")
+    engine = DriftEngine()
+    by_table = engine.compare(engine.profile(ref), cur)
+    by_file = engine.compare_files(tmp_path / "ref.parquet", tmp_path / "cur.parquet")
+    assert [(f.name, f.p_value, f.psi, f.drifted) for f in by_file.features] == [
+        (f.name, f.p_value, f.psi, f.drifted) for f in by_table.features
+    ]
+    assert by_file.alpha == by_table.alpha
+    with pytest.raises(DataError, match="not found"):
+        engine.compare_files(tmp_path / "ref.parquet", tmp_path / "cur.parquet", columns=["nope"])
