@@ -231,3 +231,31 @@ def test_review_schema_loosens_only_open_ranges(tmp_path):
     s = load_schema(tmp_path / "schema.yaml")
     assert s.columns["ad_id"].min is None and s.columns["depth"].max == 3
     assert review_schema(Path(tmp_path), "missing.yaml") == []
+
+
+@pytest.mark.slow
+def test_a_normal_day_through_the_demo_service_raises_no_alert(demo_run, tmp_path, monkeypatch):
+    """The false-alarm side of the demo's drift alert: an undrifted day replayed the same way stays quiet."""
+    import shutil
+
+    from loopml.demo import replay_day
+    from loopml.monitoring.loop import run_cycle
+
+    proj, proc = demo_run
+    assert proc.returncode == 0
+    copy = tmp_path / "quiet"
+    shutil.copytree(proj, copy, ignore=shutil.ignore_patterns("logs", "run.lock", "serve.ready"))
+    monkeypatch.setenv("LOOPML_HASH_KEY", (copy / ".hash_key").read_text().strip())
+    spec = load_spec(copy)
+    sim = TrafficSimulator(SimulatorConfig(seed=0, impressions_per_day=2500).scaled(0.02))
+    service = ServiceProcess(copy, free_port(), log_path=tmp_path / "serve.log").start()
+    try:
+        stats = replay_day(sim.day(4), spec, service.host, service.port, batch=200)
+    finally:
+        service.stop()  # stopping flushes the prediction log
+    assert stats.errors == 0
+    cycle = run_cycle(Workspace.open(copy), retraining=False)
+    sig = cycle.windows[spec.monitoring.drift.window]
+    assert sig.drift is not None and sig.metrics["drift.rows"] >= stats.rows * 0.9
+    assert sig.drift.drifted in ([], ["score"]), sig.drift.drifted
+    assert cycle.firings == [], [(f.rule, f.value) for f in cycle.firings]
