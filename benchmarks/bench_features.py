@@ -445,7 +445,7 @@ def render(r: dict[str, Any]) -> str:
         if n not in shown:
             shown.add(n)
             lines.append(f"| {n:,} | loopml | {_fmt(lp['join_s_median'])} | {_fmt(lp['compute_tables_s'])} | 1 | |")
-        name = f"Feast {fr.get('version', '')} `get_historical_features`, {fr['offline_store']} offline store"
+        name = f"Feast {fr.get('version') or FEAST[0].split('==')[1]} `get_historical_features`, {fr['offline_store']} offline store"
         if "error" in fr:
             lines.append(f"| {n:,} | {name} | failed: {fr['error'][:300]} | | | |")
         else:
