@@ -120,6 +120,7 @@ class FeaturesStage(BaseStage):
             "drop": _drop_columns(spec),
             "online_store": spec.features.online_store.model_dump(mode="json"),
             "timestamp": spec.task.timestamp,
+            "delays": {k: effective_delay(spec, v) for k, v in spec.features.tables.items()},
         }
 
     def fingerprint(self, ws: Workspace) -> Any:
