@@ -186,3 +186,32 @@ def test_delay_keeps_rows_out_until_they_are_known(events: pa.Table) -> None:
     for r in out[::7]:
         known = sum(t + DAY < r["ts"] for t in times[r["user_id"]])
         assert (r["u_n"] or 0) == known, r
+
+
+def test_table_keys_of_another_type_still_join(events: pa.Table) -> None:
+    """A table computed from a source holding user_id as text joins onto integer example keys."""
+    text_keys = events.set_column(0, "user_id", pc.cast(events.column("user_id"), pa.string()))
+    spec = _spec()
+    ft = compute_feature_table("user", spec, text_keys)
+    assert ft.schema.field("user_id").type == pa.string()
+    got = point_in_time_join(events, "ts", {"user": (spec, ft)})
+    want = point_in_time_join(events, "ts", {"user": (spec, compute_feature_table("user", spec, events))})
+    assert got.column("u_max").equals(want.column("u_max")) and got.column("u_max").null_count < got.num_rows
+
+
+def test_effective_delay_defaults_to_the_label_window() -> None:
+    from loopml.features.stages import effective_delay
+    from loopml.spec import Spec
+
+    spec = Spec.model_validate({
+        "data": {"sources": {"imp": {"type": "parquet", "path": "i.parquet"},
+                             "clk": {"type": "parquet", "path": "c.parquet"}},
+                 "labels": {"type": "event_within_window", "impressions": "imp", "events": "clk",
+                            "keys": ["id"], "impression_time": "ts", "event_time": "cts", "window_seconds": 600}},
+    })
+    ctr = FeatureTable(entity=["user_id"], timestamp="ts",
+                       aggregations=[{"name": "ctr", "function": "rate", "column": "label"}])
+    count = FeatureTable(entity=["user_id"], timestamp="ts", aggregations=[{"name": "n", "function": "count"}])
+    assert effective_delay(spec, ctr) == 600.0  # the label is only known once its click window closed
+    assert effective_delay(spec, count) == 0.0
+    assert effective_delay(spec, ctr.model_copy(update={"delay_seconds": 5.0})) == 5.0

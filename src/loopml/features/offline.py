@@ -195,6 +195,28 @@ def _visible(name: str, spec: FeatureTable, feats: list[str], con: duckdb.DuckDB
     )"""
 
 
+def _register_with_key_types(con: duckdb.DuckDBPyConnection, name: str, ft: pa.Table, spec: FeatureTable,
+                             examples: pa.Table) -> None:
+    """Register a feature table as ``__ft_<name>``, its entity keys cast to the examples' key types.
+
+    A table computed from another source may hold ``user_id`` as text while the examples hold it
+    as an integer (or the reverse); the join must still match them.
+    """
+    con.register(f"__ftraw_{name}", ft)
+    casts = []
+    for k in spec.entity:
+        want, have = examples.schema.field(k).type, ft.schema.field(k).type
+        if want != have:
+            sql_type = {pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.string(): "VARCHAR",
+                        pa.large_string(): "VARCHAR", pa.float64(): "DOUBLE"}.get(want)
+            if sql_type is None:
+                raise DataError(f"features.tables.{name}: entity key `{k}` is {have} in the table but {want} in "
+                                "the examples; cast one of them")
+            casts.append(f"TRY_CAST({q(k)} AS {sql_type}) AS {q(k)}")
+    replace = f" REPLACE ({', '.join(casts)})" if casts else ""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {q('__ft_' + name)} AS SELECT *{replace} FROM {q('__ftraw_' + name)}")
+
+
 def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, tuple[FeatureTable, pa.Table]],
                        con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Examples with, per table, the feature values known at each example's time (rows keep their order)."""
@@ -220,7 +242,7 @@ def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, 
             raise SpecError(f"features.tables.{name}: feature name(s) {', '.join(clash)} already exist in the "
                             "examples or another table; rename them")
         taken |= set(feats)
-        con.register(f"__ft_{name}", ft)
+        _register_with_key_types(con, name, ft, spec, examples)
         alias = f"f{i}"
         on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in spec.entity)
         same_time = spec.include_same_time if spec.include_same_time is not None else spec.source is not None
@@ -244,12 +266,12 @@ def latest_values(name: str, spec: FeatureTable, ft: pa.Table, as_of: Any | None
                   con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Per entity, the row with the greatest event time available at ``as_of`` (all rows when None)."""
     con = con or connect()
-    con.register(f"__ft_{name}", ft)
+    con.register(f"__lv_{name}", ft)
     part = ", ".join(q(k) for k in spec.entity)
     where = ""
     if as_of is not None:
         con.execute("SET VARIABLE __as_of = CAST(? AS TIMESTAMP)", [as_of])
         where = f"WHERE greatest({EVENT}, {CREATED}) <= getvariable('__as_of')"
-    sql = (f"SELECT * FROM {q('__ft_' + name)} {where} "
+    sql = (f"SELECT * FROM {q('__lv_' + name)} {where} "
            f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {EVENT} DESC, {CREATED} DESC) = 1")
     return _arrow(con.sql(sql))
