@@ -100,8 +100,12 @@ def test_cli_lookup_parity_show_materialize(ran: Path, cli) -> None:  # type: ig
     assert "user" in mat and "item" in mat
     # re-materialising rewrites the value (same event time, so the offline value wins again)
     assert cli("features", "parity", "-p", str(ran)).returncode == 0
-    show = cli("features", "show", "-p", str(ran), check=True).stdout
-    assert "target_encode" in show and "impute" in show and "preview" in show
+    show = cli("features", "show", "-p", str(ran), "--json", check=True).stdout
+    desc = json.loads(show)
+    assert "preview" in desc["source"]
+    by_name = {d["feature"]: d for d in desc["features"]}
+    assert by_name["item_id"]["chain"].startswith("target_encode") and by_name["item_id"]["stats"]["target_encode"]
+    assert by_name["shelf"]["stats"]["impute"]["strategy"] == "drop"
 
 
 def test_cli_errors_are_clear(ran: Path, cli) -> None:  # type: ignore[no-untyped-def]

@@ -126,6 +126,12 @@ def load_encoder(model: str) -> Any:
     path = minilm_dir() if model.lower() in ("all-minilm-l6-v2", "minilm") else Path(model)
     if not path.is_dir():
         raise ModelError(f"sentence encoder `{model}`: no model folder at {path} (only offline models load)")
+    try:  # loading bars would interleave with loopml's own progress output
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path), device="cpu")
