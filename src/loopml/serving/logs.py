@@ -4,7 +4,9 @@ The hot path appends a tuple to a thread-safe deque; a background thread turns w
 accumulated into one Arrow table every ``flush_rows`` rows or ``flush_seconds`` seconds and
 writes it as a Parquet segment: temp name, fsync, rename, fsync of the folder. A segment is
 either complete under its final name or absent, so a crash loses at most the unflushed tail and
-never leaves a half file that readers would choke on. Layout (the contract with monitoring)::
+never leaves a half file that readers would choke on. Every ``compact_seconds`` a writer merges the
+segments it wrote since into one (so a long-running server leaves a few files per hour, not one
+per flush). Layout (the contract with monitoring)::
 
     <workspace>/logs/predictions/*.parquet  request_id, ts, model_version, route, score,
                                             prediction, <one column per raw input>
@@ -16,6 +18,7 @@ Read with DuckDB ``read_parquet('<dir>/*.parquet', union_by_name=true)``.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 import time
@@ -31,6 +34,15 @@ import pyarrow.parquet as pq
 from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, STRING, InputSchema
 
 TS = pa.timestamp("us", tz="UTC")
+_SOURCES_KEY = b"loopml.compacted_from"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 #: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema), or for a
 #: many-row request (request_ids, ts_us, model_version, route, scores, predictions, raw matrix, schema)
@@ -205,6 +217,7 @@ class SegmentLog:
         flush_seconds: float = 1.0,
         max_pending: int = 1_000_000,
         on_written: Callable[[int], None] | None = None,
+        compact_seconds: float = 60.0,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -217,7 +230,12 @@ class SegmentLog:
         self._stop = threading.Event()
         self._io_lock = threading.Lock()
         self._seq = itertools.count()
+        self._token = f"{os.getpid()}-{os.urandom(3).hex()}"  # this writer's segments (compaction touches only them)
+        self._own: list[Path] = []  # segments written since the last compaction
+        self.compact_seconds = compact_seconds
+        self._last_compact = time.monotonic()
         self._on_written = on_written
+        self.recover(self.directory)
         self.written = 0
         self.dropped = 0
         self.last_error: str | None = None
@@ -240,6 +258,8 @@ class SegmentLog:
             self._wake.clear()
             try:
                 self.flush()
+                if self.compact_seconds > 0 and time.monotonic() - self._last_compact >= self.compact_seconds:
+                    self.compact()
             except Exception as exc:  # keep the service up; the error is visible in /ready and metrics
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 time.sleep(min(self.flush_seconds, 1.0))
@@ -254,32 +274,75 @@ class SegmentLog:
             batch = [pending.popleft() for _ in range(n)]
             table = self._to_table(batch)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            name = f"{stamp}-{os.getpid()}-{next(self._seq):06d}.parquet"
-            tmp = self.directory / f".{name}.tmp"
-            final = self.directory / name
-            # dictionary encoding only where it pays (repeated strings) and statistics only on the
-            # time column: a segment then costs a third of the CPU of the defaults, on the core
-            # the request loop shares
-            names = table.column_names
-            dict_cols = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"]
-            pq.write_table(table, tmp, compression="zstd", use_dictionary=dict_cols,
-                           write_statistics=["ts"] if "ts" in names else False)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-            dfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            final = self._write(table, f"{stamp}-{self._token}-{next(self._seq):06d}.parquet")
+            self._own.append(final)
             self.written += n
             self.last_error = None
             if self._on_written is not None:
                 self._on_written(n)
             return n
+
+    def _write(self, table: pa.Table, name: str, sources: list[str] | None = None) -> Path:
+        """Write ``table`` as segment ``name``: temp name, fsync, rename, fsync of the folder."""
+        tmp = self.directory / f".{name}.tmp"
+        final = self.directory / name
+        if sources:  # a compacted segment names the segments it replaces (for crash recovery)
+            meta = dict(table.schema.metadata or {})
+            meta[_SOURCES_KEY] = json.dumps(sources).encode()
+            table = table.replace_schema_metadata(meta)
+        # dictionary encoding only where it pays (repeated strings) and statistics only on the
+        # time column: a segment then costs a third of the CPU of the defaults, on the core
+        # the request loop shares
+        names = table.column_names
+        dict_cols = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"]
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=dict_cols,
+                       write_statistics=["ts"] if "ts" in names else False)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        return final
+
+    def compact(self) -> int:
+        """Merge this writer's segments since the last compaction into one; returns how many it replaced.
+
+        The merged segment is written (temp + rename) before the small ones are removed, and it
+        records their names: should the process die in between, :meth:`recover` removes the
+        leftovers on the next start, so rows are never lost and duplicates never outlive a restart.
+        """
+        with self._io_lock:
+            self._last_compact = time.monotonic()
+            own = [p for p in self._own if p.exists()]
+            if len(own) < 2:
+                return 0
+            tables = [pq.read_table(p) for p in own]
+            merged = pa.concat_tables(tables, promote_options="default").replace_schema_metadata(None)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            self._write(merged, f"{stamp}-{self._token}-compact-{next(self._seq):06d}.parquet", [p.name for p in own])
+            for p in own:
+                p.unlink(missing_ok=True)
+            _fsync_dir(self.directory)
+            self._own = []
+            return len(own)
+
+    @staticmethod
+    def recover(directory: Path) -> int:
+        """Remove segments that a compacted segment already holds (left by a crash mid-compaction)."""
+        n = 0
+        for p in directory.glob("*-compact-*.parquet"):
+            try:
+                meta = pq.read_schema(p).metadata or {}
+            except (OSError, pa.ArrowInvalid):
+                continue
+            for name in json.loads(meta.get(_SOURCES_KEY, b"[]")):
+                src = directory / name
+                if src.exists() and src != p:
+                    src.unlink()
+                    n += 1
+        return n
 
     def close(self) -> None:
         """Stop the flusher and write what is left (idempotent)."""

@@ -28,10 +28,10 @@ def make_logs(root: Path, deployment: Deployment) -> tuple[SegmentLog, SegmentLo
     pdir, fdir = prediction_log_dir(root), feedback_log_dir(root)
     for d in (pdir, fdir):
         SegmentLog.clean_partial(d)
-    plog = SegmentLog(
-        pdir, prediction_table, flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds
-    )
-    flog = SegmentLog(fdir, feedback_table, flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds)
+    opts = dict(flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds,
+                compact_seconds=deployment.log_compact_seconds)
+    plog = SegmentLog(pdir, prediction_table, **opts)  # type: ignore[arg-type]
+    flog = SegmentLog(fdir, feedback_table, **opts)  # type: ignore[arg-type]
     return plog, flog
 
 

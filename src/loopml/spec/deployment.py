@@ -35,6 +35,9 @@ class Deployment(StrictModel):
     log_flush_seconds: float = Field(
         default=1.0, gt=0, description="…or this many seconds after the first unwritten row (a crash loses at most that)."
     )
+    log_compact_seconds: float = Field(
+        default=60.0, ge=0, description="A server merges its log segments of the last this many seconds into one (0: never)."
+    )
     registry_poll_seconds: float = Field(
         default=2.0, ge=0, description="How often a running server checks the registry for promotions (0: never)."
     )
