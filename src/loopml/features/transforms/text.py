@@ -129,7 +129,7 @@ def load_encoder(model: str) -> Any:
     try:  # loading bars would interleave with loopml's own progress output
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except ImportError:
         pass
     from sentence_transformers import SentenceTransformer
