@@ -172,3 +172,18 @@ def test_ranking_selection_with_id_embeddings_on_movielens(datasets: Any) -> Non
     assert sel.metric.name == "ndcg@10" and all(0 < (r.value or 0) <= 1 for r in sel.results)
     mlp = next(r for r in sel.results if r.name == "mlp")
     assert mlp.bundle is not None and mlp.bundle.model.weights_["emb.0.weight"].shape[1] == 5
+
+
+def test_one_standard_error_rule_keeps_the_given_configuration() -> None:
+    from loopml.training.trials import TrialResult
+    from loopml.training.tuning import TrialRecord, _beats_by_one_se
+
+    auc = METRICS["roc_auc"]
+
+    def rec(n: int, folds: list[float]) -> TrialRecord:
+        return TrialRecord(n, {}, TrialResult(n, "complete", float(np.mean(folds)), [], 0.1, fold_values=folds))
+
+    first = rec(0, [0.70, 0.80, 0.75, 0.72, 0.78])
+    assert not _beats_by_one_se(auc, rec(7, [0.72, 0.78, 0.76, 0.71, 0.80]), first)  # noise
+    assert _beats_by_one_se(auc, rec(8, [0.73, 0.83, 0.78, 0.75, 0.81]), first)  # +0.03 on every fold
+    assert _beats_by_one_se(auc, rec(9, [0.75]), rec(0, []))  # no fold scores: the best wins

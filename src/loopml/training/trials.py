@@ -79,6 +79,7 @@ class TrialResult:
     duration_s: float
     error: str | None = None
     fitted_params: dict[str, Any] = field(default_factory=dict)
+    fold_values: list[float] = field(default_factory=list)
 
 
 _DATA: dict[str, dict[str, Any]] = {}
@@ -119,8 +120,9 @@ def run_trial(job: TrialJob) -> TrialResult:
     try:
         d = load_trial_data(job.data_path)
         if d.get("folds") is not None and d["folds"].size:
-            value, fitted = _cross_validate(job, d, report)
-            return TrialResult(job.number, "complete", value, curve, time.perf_counter() - t0, fitted_params=fitted)
+            value, fitted, folds = _cross_validate(job, d, report)
+            return TrialResult(job.number, "complete", value, curve, time.perf_counter() - t0, fitted_params=fitted,
+                               fold_values=folds)
         model = make_model(job.model_type, task=job.task, seed=job.seed, where=job.candidate, **job.params)
         ctx = FitContext(
             group=d.get("g_train"),
@@ -174,7 +176,7 @@ def _aggregate(params: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[float, dict[str, Any]]:
+def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[float, dict[str, Any], list[float]]:
     """k-fold score of ``job.params`` on the training rows (fold ids in ``d['folds']``)."""
     from loopml.training.imbalance import class_weights
     from loopml.training.metrics import METRICS
@@ -207,7 +209,7 @@ def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[floa
         values.append(float(metric.fn(y[te], s, g[te] if g is not None else None)))
         fitted.append(model.fitted_params())
         report(f + 1, metric.signed(float(np.nanmean(values))))
-    return float(np.nanmean(values)), _aggregate(fitted)
+    return float(np.nanmean(values)), _aggregate(fitted), values
 
 
 class TrialExecutor(Protocol):

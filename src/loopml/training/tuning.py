@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from loopml.training.metrics import Metric
 from loopml.training.trials import PruneRule, TrialExecutor, TrialJob, TrialResult
 
@@ -56,6 +58,22 @@ def _curves(records: list[TrialRecord]) -> dict[int, list[float]]:
             for step, v in r.result.intermediate:
                 out.setdefault(step, []).append(v)
     return out
+
+
+def _beats_by_one_se(metric: Metric, best: TrialRecord, first: TrialRecord) -> bool:
+    """Whether ``best`` beats trial 0 by more than one standard error of the paired fold differences.
+
+    The one-standard-error rule: a search over many trials finds the luckiest fold noise, so
+    the configuration given in the spec is kept unless the gain is larger than that noise.
+    Without fold scores (trials scored on the validation split) the best trial wins.
+    """
+    a, b = best.result.fold_values, first.result.fold_values
+    if not a or len(a) != len(b):
+        return True
+    d = np.asarray([metric.signed(x) - metric.signed(y) for x, y in zip(a, b)], dtype=np.float64)
+    if len(d) < 2 or not np.all(np.isfinite(d)):
+        return True
+    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def tune(
@@ -161,5 +179,8 @@ def tune(
     if not done:
         return TuneResult(dict(fixed_params), None, sorted(records, key=lambda r: r.number), time.time() - t0)
     best = max(done, key=lambda r: (metric.signed(r.result.value or 0.0), -r.number))
+    first = next((r for r in done if r.number == 0), None)
+    if first is not None and best is not first and not _beats_by_one_se(metric, best, first):
+        best = first
     return TuneResult(best.params, best.result.value, sorted(records, key=lambda r: r.number), time.time() - t0,
                       dict(best.result.fitted_params))
