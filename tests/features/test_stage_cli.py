@@ -86,9 +86,19 @@ def test_stage_joins_tables_and_quarantines_dropped_rows(ran: Path) -> None:
 def test_cli_lookup_parity_show_materialize(ran: Path, cli) -> None:  # type: ignore[no-untyped-def]
     out = cli("features", "lookup", "user", "1", "999999", "-p", str(ran), check=True).stdout
     assert "user_like_30d" in out and "missing or expired" in out
-    par = cli("features", "parity", "-p", str(ran), "--json", check=True)
+    # a transform fitted on the joined features table, as training would store it
+    from loopml.features import FeaturePipeline
+    from loopml.spec import load_spec
+
+    spec = load_spec(ran / "loopml.yaml")
+    d = _outputs(ran)["table"]
+    joined = pq.read_table(ran / ".loopml" / "artifacts" / d[:2] / d)
+    pipe = FeaturePipeline.from_spec(spec.features, task=spec.task).fit(joined, joined.column("label").to_numpy())
+    (ran / "transform.json").write_text(json.dumps(pipe.to_json()))
+    par = cli("features", "parity", "-p", str(ran), "--json", "--transform", str(ran / "transform.json"), check=True)
     report = json.loads(par.stdout)
     assert report["ok"] and report["checked"]["user"] >= 60
+    assert report["vectors"]["ok"] and report["vectors"]["compared"] >= 50
     # train/serve skew: an online value changed behind the store's back is reported, with exit code 1
     con = sqlite3.connect(ran / ".loopml" / "online.sqlite")
     con.execute("UPDATE online_features SET value = '{\"user_like_30d\": 0.123456, \"user_n\": 1.0}' "

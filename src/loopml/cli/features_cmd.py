@@ -117,11 +117,19 @@ def parity_cmd(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     sample: int = typer.Option(100, "--sample", "-n", min=1, help="Entities compared per table."),
     seed: int = typer.Option(0, "--seed", help="Seed of the entity sample."),
+    transform: str | None = typer.Option(
+        None, "--transform", "-t",
+        help="Also compare whole model-input vectors through this fitted transform (JSON file or artifact "
+        "digest); default: the newest transform stored by training, if any.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute a sample of online feature vectors offline from the source rows and report differences.
 
-    Exits with status 1 when any value differs (train/serve skew).
+    Entity tables: each sampled entity's online values against values recomputed from the source rows.
+    Model inputs (when a fitted transform exists): example rows enriched from the online store and passed
+    through the row path, against the same rows joined point-in-time offline and passed through the batch
+    path. Exits with status 1 when any value differs (train/serve skew).
     """
     from loopml.features.parity import check_parity
     from loopml.features.registry_view import latest_features_manifest, manifest_tables
@@ -129,15 +137,28 @@ def parity_cmd(
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
-    sources = manifest_tables(ws, latest_features_manifest(ws), "source_digest")
+    manifest = latest_features_manifest(ws)
+    sources = manifest_tables(ws, manifest, "source_digest")
+    pipe = _load_transform(ws, transform)
     store = open_online_store(ws.spec.features.online_store, ws.project_dir)
+    vectors = None
     try:
         with console.status("recomputing offline…"):
             report = check_parity(store, sources, sample=sample, seed=seed)
+            if pipe is not None:
+                from loopml.features.parity import check_vector_parity
+                from loopml.features.registry_view import latest_features_table
+
+                found = latest_features_table(ws)
+                if found is not None:
+                    vectors = check_vector_parity(store, sources, found[1], manifest["timestamp"], pipe,
+                                                  sample=min(sample, 200), seed=seed)
     finally:
         store.close()
+    ok = report.ok and (vectors is None or vectors.ok)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        typer.echo(json.dumps({**report.to_json(), "ok": ok,
+                               "vectors": None if vectors is None else vectors.to_json()}, indent=2, default=str))
     else:
         console.print(table("parity", ["table", "entities compared", "differences"],
                             [(t, n, sum(m.table == t for m in report.mismatches)) for t, n in report.checked.items()]))
@@ -147,8 +168,30 @@ def parity_cmd(
                                  for m in report.mismatches[:30]]))
         else:
             console.print("[green]online values match the offline recomputation[/green]")
-    if not report.ok:
+        if vectors is None:
+            console.print("model-input vectors: not compared (no fitted transform; pass --transform or train first)")
+        else:
+            console.print(f"model-input vectors: {vectors.compared} rows compared, "
+                          f"{len(vectors.mismatches)} differing value(s)")
+            if vectors.mismatches:
+                console.print(table("vector differences (first 30)", ["example row", "column", "online", "offline"],
+                                    [(m.row, m.column, m.online, m.offline) for m in vectors.mismatches[:30]]))
+    if not ok:
         raise typer.Exit(1)
+
+
+def _load_transform(ws: Any, ref: str | None) -> Any:
+    """A fitted FeaturePipeline from a file, an artifact digest, or the newest one training stored (or None)."""
+    from loopml.features import FeaturePipeline
+    from loopml.features.registry_view import latest_transform
+
+    if ref is not None and Path(ref).is_file():
+        return FeaturePipeline.from_json(json.loads(Path(ref).read_text()))
+    if ref is not None:
+        info = ws.artifact_info(ref)
+        return FeaturePipeline.from_json(json.loads(ws.artifacts.get_bytes(info["digest"])))
+    found = latest_transform(ws)
+    return None if found is None else FeaturePipeline.from_json(found[1])
 
 
 @app.command("lookup")
