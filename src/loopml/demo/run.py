@@ -301,7 +301,7 @@ def _closed_loop(
     d = cycle.decision
     if d is not None:
         result.decision = {"status": d.status, "version_id": d.version_id, "run_id": d.run_id, "error": d.error,
-                           "triggers": [t.detail for t in d.triggers]}
+                           "triggers": [t.detail for t in d.triggers], "message": d.message()}
         stages = d.evidence.get("stages") or []
         for s in stages:
             console.print(f"    ■ retrain {s['stage']}: {s['status']} ({s['seconds']:.1f} s)")
@@ -328,9 +328,8 @@ def _decision_text(decision: dict[str, Any] | None) -> str:
         return "no retraining was triggered"
     if decision["status"] == "approved":
         return f"retrained; the approved candidate {decision['version_id']} is registered (not promoted)"
-    if decision["status"] == "failed":
-        return f"retraining failed: {decision.get('error')}"
-    return f"retraining {decision['status']}" + (f": version {decision['version_id']}" if decision.get("version_id") else "")
+    # skipped (cooldown), rejected by the gates, failed: the monitoring loop's own words
+    return str(decision.get("message") or f"retraining {decision['status']}")
 
 
 def _example_row(day: Any, spec: Any) -> dict[str, Any]:
