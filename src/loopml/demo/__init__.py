@@ -1,10 +1,10 @@
 """``loopml demo``: the reference system (ad click prediction) end to end on simulated traffic.
 
->>> # doctest: +SKIP
+>>> from pathlib import Path
 >>> from rich.console import Console
 >>> from loopml.demo import DemoSettings, run_demo
->>> result = run_demo(DemoSettings(project=Path("demo"), serve=False), Console())
->>> result.decision["status"]
+>>> result = run_demo(DemoSettings(project=Path("demo"), serve=False), Console())  # doctest: +SKIP
+>>> result.decision["status"]  # doctest: +SKIP
 'approved'
 """
 

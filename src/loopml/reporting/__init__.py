@@ -2,9 +2,12 @@
 
 ``loopml report`` writes it as Markdown and as one self-contained HTML page:
 
->>> # doctest: +SKIP
+>>> import tempfile
 >>> from loopml.reporting import write_design
->>> md, page = write_design(Workspace.open("my-project"))
+>>> from loopml.workspace import Workspace
+>>> md, page = write_design(Workspace.open(tempfile.mkdtemp()))
+>>> "the `ingest` stage has not run" in md.read_text(), page.suffix
+(True, '.html')
 
 The document is filled from the spec (what was asked) and from the workspace (what happened):
 the latest successful execution of each stage, its JSON outputs, the registry and the monitoring

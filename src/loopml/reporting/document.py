@@ -59,7 +59,13 @@ class Section:
 
 @dataclass
 class DesignDocument:
-    """The system design of a project as built."""
+    """The system design of a project as built.
+
+    >>> doc = DesignDocument("p: system design", "", "now", [("task", "binary")],
+    ...                      [Section("data", "3. Data").add("rows: 10", Table(["a"], [["1"]]))])
+    >>> print(doc.to_markdown().splitlines()[-3])
+    | a |
+    """
 
     title: str
     subtitle: str

@@ -79,6 +79,16 @@ def measure_marginals(source: str | Path | Any, *, label: str = "click") -> Marg
         the label, and the id columns (``user_id`` 0 means anonymous).
     label
         The 0/1 click column.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> t = pa.table({"click": [1, 0, 0, 1], "depth": [1, 2, 2, 1], "position": [1, 1, 2, 1],
+    ...               "ad_id": [5, 5, 6, 7], "advertiser_id": [1, 1, 1, 2], "query_id": [3, 3, 3, 3],
+    ...               "keyword_id": [9, 9, 8, 9], "user_id": [0, 11, 12, 11]})
+    >>> m = measure_marginals(t)
+    >>> m.ctr_by_cell["1,1"], m.anonymous_share, m.distinct["ad_id"], m.top_count["user_id"]
+    (1.0, 0.25, 3, 2)
     """
     import duckdb
     import pyarrow as pa

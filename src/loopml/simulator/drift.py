@@ -117,7 +117,11 @@ class Seasonal(Drift):
 
 
 def drift_conditions(kind: str | None, strength: float = 1.0) -> DayConditions:
-    """The conditions of a drift kind by name (``None`` or ``"none"`` for the calibrated market)."""
+    """The conditions of a drift kind by name (``None`` or ``"none"`` for the calibrated market).
+
+    >>> drift_conditions("new_ads").new_ad_share, drift_conditions("new_ads", 0.0).new_ad_share
+    (0.5, 0.0)
+    """
     name = kind or "none"
     if name not in DRIFTS:
         raise SpecError(f"unknown drift kind `{name}` (available: {', '.join(sorted(DRIFTS))})")

@@ -98,6 +98,14 @@ def simulate(
     -------
     list of dict
         The figures of each day written (also merged into ``out/simulation.json``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> stats = simulate(out, 2, config=SimulatorConfig(impressions_per_day=500), drift="seasonal")
+    >>> [s["drift"] for s in stats], sorted(p.name for p in (Path(out) / "clicks").iterdir())
+    (['none', 'seasonal'], ['2026-11-02.parquet', '2026-11-03.parquet'])
     """
     if days < 1:
         raise DataError(f"--days must be at least 1, got {days}")

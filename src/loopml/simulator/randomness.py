@@ -59,6 +59,11 @@ class ZipfSampler:
 
     Exact (inverse CDF over the cumulative weights) up to three million ids; above that a
     continuous power-law inverse CDF, which keeps memory constant for huge catalogues.
+
+    >>> import numpy as np
+    >>> ranks = ZipfSampler(1000, 1.0).sample(np.random.default_rng(0), 10_000)
+    >>> bool((ranks == 0).mean() > (ranks == 9).mean() > (ranks == 99).mean())
+    True
     """
 
     EXACT_MAX = 3_000_000
