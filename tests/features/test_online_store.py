@@ -198,3 +198,29 @@ def test_vector_parity_through_a_fitted_transform(store: Any, user_table: Any, r
     mine = joined.filter(pc.equal(joined.column("user_id"), victim))
     bad = check_vector_parity(store, {"user": (spec, source)}, mine, "ts", pipe, sample=5)
     assert not bad.ok and {m.column for m in bad.mismatches} >= {"u_n", "u_mean_30d"}
+
+
+def test_concurrent_readers_and_a_writer(store: Any) -> None:
+    """A serving process reads from several threads while materialisation writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    now = time.time()
+    store.write("t", [OnlineRecord((i,), {"v": float(i)}, now - 10, now - 10) for i in range(200)])
+
+    def reader(seed: int) -> int:
+        bad = 0
+        for j in range(300):
+            k = (seed * 7 + j) % 200
+            got = store.read("t", [k, (k + 1) % 200])
+            bad += got[0] is None or got[0]["v"] not in (float(k), float(k) + 1000)
+        return bad
+
+    def writer() -> int:
+        for j in range(20):
+            store.write("t", [OnlineRecord((i,), {"v": float(i) + 1000}, now - 5 + j, now) for i in range(0, 200, 7)])
+        return 0
+
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(reader, s) for s in range(4)] + [pool.submit(writer)]
+        assert sum(f.result() for f in futures) == 0
+    assert store.read("t", [7])[0]["v"] == 1007.0

@@ -62,7 +62,7 @@ class SqliteStore:
             self._con.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise WorkspaceError(f"cannot open the online store {self.path}: {exc}") from None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._ttl: dict[str, float | None] = {}
         self._sql: dict[int, str] = {}
 
@@ -115,8 +115,9 @@ class SqliteStore:
                    f"WHERE table_name = ? AND entity IN ({', '.join('?' * n)})")
             self._sql[n] = sql
         ents = [entity_key(k) for k in keys]
-        found = {e: (v, et, ct) for e, v, et, ct in self._con.execute(sql, (table_name, *ents))}
-        ttl = self._table_ttl(table_name)
+        with self._lock:  # one connection shared by a server's threads: one statement at a time
+            found = {e: (v, et, ct) for e, v, et, ct in self._con.execute(sql, (table_name, *ents))}
+            ttl = self._table_ttl(table_name)
         now = time.time()
         out: list[dict[str, Any] | None] = []
         for e in ents:
