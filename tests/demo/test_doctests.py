@@ -23,3 +23,12 @@ MODULES = [
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
+def test_public_surface_is_honest(pkg):
+    """Every name in ``__all__`` exists, and every public class or function exported has a docstring."""
+    for name in pkg.__all__:
+        obj = getattr(pkg, name)
+        if callable(obj):
+            assert (obj.__doc__ or "").strip(), f"{pkg.__name__}.{name} has no docstring"
