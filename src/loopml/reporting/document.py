@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,7 @@ def _html_block(b: Block) -> str:
 
 
 def bar_chart_svg(
-    rows: list[tuple[str, float, float | None, float | None, bool]], *, title: str, width: int = 640
+    rows: Sequence[tuple[str, float, float | None, float | None, bool]], *, title: str, width: int = 640
 ) -> str:
     """Horizontal bars (label, value, CI low, CI high, highlighted) with interval whiskers, as inline SVG."""
     vals = [float(x) for _, v, lo, hi, _ in rows for x in (v, lo, hi) if x is not None and math.isfinite(x)]

@@ -390,6 +390,12 @@ def evaluation(spec: Spec, facts: Facts) -> Section:
                           f"[{fmt(prim.get('lower'))}, {fmt(prim.get('upper'))}]"])
         s.add(Table(["slice column", "slice", "rows", rep.get("primary_metric", "metric"), "interval"], srows,
                     caption="Slices (worst first)"))
+        bars = [(f"{x.get('column')}={x.get('slice')}", (x.get("primary") or {}).get("value"),
+                 (x.get("primary") or {}).get("lower"), (x.get("primary") or {}).get("upper"), False) for x in slices[:12]]
+        chart = bar_chart_svg([(lab, float(v), lo, hi, hl) for lab, v, lo, hi, hl in bars if v is not None],
+                              title=f"{rep.get('primary_metric', 'metric')} by slice (95% CI)")
+        if chart:
+            s.add(Figure(chart, "The primary metric on each slice, worst first"))
     fair = rep.get("fairness") or {}
     if fair:
         frows = []
@@ -515,6 +521,17 @@ def monitoring(spec: Spec, facts: Facts) -> Section:
                     mrows.append([w, k, fmt(v)])
     if mrows:
         s.add(Table(["window", "signal", "value"], mrows[:30], caption="Signals of the latest check"))
+    psi = []
+    for metrics in (last.get("metrics") or {}).values():
+        if isinstance(metrics, dict):
+            psi += [(k[len("drift.feature."):-len(".psi")], float(v), None, None,
+                     bool(metrics.get(k[:-len(".psi")] + ".drifted")))
+                    for k, v in metrics.items()
+                    if k.startswith("drift.feature.") and k.endswith(".psi") and isinstance(v, (int, float))]
+    if psi:
+        psi.sort(key=lambda r: -r[1])
+        s.add(Figure(bar_chart_svg(psi[:15], title="PSI per watched feature (drifted in green)"),
+                     "Population stability of each watched input in the latest window"))
     if facts.alerts:
         s.add(Table(["fired", "rule", "metric", "value", "threshold", "severity", "retrain"],
                     [[str(a["fired_at"])[:19], a["rule"], a["metric"], fmt(a["value"]), f"{a['op']} {a['threshold']}",
