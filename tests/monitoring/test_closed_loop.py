@@ -123,6 +123,7 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
         assert "ALERT" in out and "inputs-drifted" in out, out
         assert "temp" in out and "season" in out
         assert "registered and APPROVED" in out, out
+        assert "loopml models promote v2" in out  # the next step is a person's decision
         assert "CBPE calibrated on test split" in out  # the production model's own held-out rows
 
         from loopml.registry import Registry

@@ -70,6 +70,11 @@ def _print_cycle(result: Any) -> None:
     if result.decision is not None:
         style = {"approved": "green", "rejected": "yellow", "failed": "red"}.get(result.decision.status, "white")
         console.print(f"[{style}]{result.decision.message()}[/{style}]")
+        if result.decision.status == "approved" and result.decision.version_id:
+            console.print(
+                f"  not promoted: review it, then `loopml models promote {result.decision.version_id} --to canary "
+                f"--reason '...'` (or --to production)"
+            )
 
 
 @app.callback()
