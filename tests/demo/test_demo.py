@@ -88,6 +88,13 @@ def test_demo_design_document_holds_the_measured_figures(demo_run):
     assert "input-drift" in md and "Retraining decisions" in md and "| v2 |" in md
     assert "Not measured yet" not in md  # every step ran in the demo
     assert "<script" not in page and "<svg" in page
+    import re
+    import xml.etree.ElementTree as ET
+
+    charts = re.findall(r"<svg.*?</svg>", page)
+    assert len(charts) >= 3  # leaderboard, slices, drift per feature
+    for svg in charts:
+        ET.fromstring(svg)  # well-formed inline SVG
 
 
 @pytest.mark.slow
