@@ -140,7 +140,7 @@ def infer_schema_cmd(
     from loopml.data.snapshots import get_snapshot, read_snapshot
     from loopml.errors import SpecError
     from loopml.validation.profile import profile_table
-    from loopml.validation.schema import infer_schema, profile_path, save_schema
+    from loopml.validation.schema import infer_schema, open_range_columns, profile_path, save_schema
 
     ws = _ws(project)
     settings = ws.spec.data.verification
@@ -156,6 +156,7 @@ def infer_schema_cmd(
         timestamp=settings.timestamp or ws.spec.task.timestamp,
         max_domain_size=settings.max_domain_size,
         missing_slack=settings.max_missing_rate_increase,
+        open_range=open_range_columns(ws.spec),
         reference_snapshot=snap.snapshot_id,
     )
     save_schema(schema, path, p)

@@ -69,6 +69,24 @@ def _round_range(v: Any, kind: str) -> Any:
     return float(v)
 
 
+def open_range_columns(spec: Any) -> list[str]:
+    """The spec's key columns (entity, item, group, unique keys): never given a range."""
+    task = spec.task
+    keys = [*task.entity_keys, *(k for k in (task.item_key, task.group_key) if k)]
+    return [*keys, *spec.data.verification.unique_keys]
+
+
+def _open_ended(name: str, cp: Any, timestamp: str | None, open_range: list[str] | None) -> bool:
+    """Whether a column's values grow with new data (ids, event time), so a range is wrong."""
+    if name in (open_range or []) or name == timestamp:
+        return True
+    lname = name.lower()
+    if lname == "id" or lname.endswith("_id"):
+        return True
+    integral = cp.kind == "numeric" and "int" in str(cp.type)
+    return bool(integral and cp.count > 1000 and cp.distinct >= 0.9 * cp.count)
+
+
 def infer_schema(
     profile: Profile,
     *,
@@ -77,6 +95,7 @@ def infer_schema(
     max_domain_size: int = 50,
     missing_slack: float = 0.1,
     reference_snapshot: str | None = None,
+    open_range: list[str] | None = None,
 ) -> DataSchema:
     """A schema from a reference profile.
 
@@ -96,6 +115,12 @@ def infer_schema(
         ``max_missing_rate`` is the reference rate plus this slack (capped at 1).
     reference_snapshot
         Id of the snapshot profiled, recorded in the file.
+    open_range
+        Columns that get no min/max because their values grow with new data: the spec's keys.
+        Besides these, the event-time column, any column named ``id`` or ``*_id`` and integer
+        columns whose values are nearly all distinct are treated as open-ended: tomorrow's ids
+        and timestamps are outside today's range by construction, and a range would quarantine
+        every new day of an event log.
     """
     cols: dict[str, ColumnSchema] = {}
     for name, cp in profile.columns.items():
@@ -113,7 +138,7 @@ def infer_schema(
             and len(top_values) <= max_domain_size
         ):
             domain = sorted(top_values, key=lambda v: (str(type(v)), v))
-        ranged = cp.kind in ("numeric", "temporal")
+        ranged = cp.kind in ("numeric", "temporal") and not _open_ended(name, cp, timestamp, open_range)
         cols[name] = ColumnSchema(
             type=cp.type,
             nullable=cp.missing > 0,

@@ -20,7 +20,14 @@ from loopml.spec import Spec
 from loopml.validation.profile import profile_table
 from loopml.validation.quarantine import store_quarantine
 from loopml.validation.report import checks_table, write_reports
-from loopml.validation.schema import infer_schema, load_reference, load_schema, profile_path, save_schema
+from loopml.validation.schema import (
+    infer_schema,
+    load_reference,
+    load_schema,
+    open_range_columns,
+    profile_path,
+    save_schema,
+)
 from loopml.validation.validator import validate_table
 from loopml.workspace import Workspace, sha256_bytes, sha256_file
 
@@ -95,6 +102,7 @@ class ValidateStage(BaseStage):
                 timestamp=settings.timestamp or spec.task.timestamp,
                 max_domain_size=settings.max_domain_size,
                 missing_slack=settings.max_missing_rate_increase,
+        open_range=open_range_columns(spec),
                 reference_snapshot=snapshot,
             )
             save_schema(schema, path, ref_profile)
