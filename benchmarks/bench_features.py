@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -323,6 +324,7 @@ def main(argv: list[str]) -> int:
     base = Path(tempfile.mkdtemp(prefix="loopml-bench-features-"))
     results: dict[str, Any] = {"quick": quick}
     print("row transform (loopml)…", flush=True)
+    results["load_average_before"] = os.getloadavg()
     results["row_loopml"] = bench_row(calls)
     print("row transform (scikit-learn peer)…", flush=True)
     results["row_sklearn"] = bench_row_sklearn(base, min(calls, 2_000))  # ~40 ms a call
@@ -354,6 +356,7 @@ def main(argv: list[str]) -> int:
             failed.add(offline)
         results["feast_runs"].append(res)
         print(f"    {res.get('pit_seconds', res.get('error', ''))}", flush=True)
+    results["load_average_after"] = os.getloadavg()
     results["machine"] = machine()
     md = render(results)
     path = write_results("features", results, md)
@@ -380,7 +383,11 @@ def render(r: dict[str, Any]) -> str:
         f"({r.get('machine', {}).get('when', '')}). Both systems run in the same run on the same data; peers "
         "in their own venvs under `benchmarks/envs/`. The machine (2 cores) is shared with other engineers' "
         "jobs and noisy: read the ratios, not the absolute numbers. Timings per call with "
-        "`time.perf_counter`, in process, after warm-up and `gc.freeze()` (both systems).",
+        "`time.perf_counter`, in process, after warm-up and `gc.freeze()` (both systems). Load average "
+        f"(1 min) at the start {r.get('load_average_before', [float('nan')])[0]:.1f}, at the end "
+        f"{r.get('load_average_after', [float('nan')])[0]:.1f}: single-call tails (p99) are mostly other "
+        "processes preempting this one, so the median over 5 consecutive rounds of each round's p99 is shown "
+        "beside the overall p99.",
         "",
         "## Single-row transform, 40 mixed features (Criteo sample: 13 numeric + 26 categorical + 1 cross)",
         "",
