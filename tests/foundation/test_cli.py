@@ -100,3 +100,11 @@ def test_spec_schema_and_render(cli, tmp_path: Path) -> None:
 def test_version(cli) -> None:
     res = cli("--version")
     assert res.returncode == 0 and res.stdout.startswith("loopml ")
+
+
+def test_usage_errors_show_usage_not_internal_error(cli) -> None:
+    res = cli("run", "--bogus")
+    assert res.returncode == 2
+    assert "No such option: --bogus" in res.stderr and "internal error" not in res.stderr
+    missing = cli("lineage")
+    assert missing.returncode == 2 and "Missing argument" in missing.stderr

@@ -55,7 +55,24 @@ def test_request_values_win_and_a_missing_key_is_named(store: SqliteStore) -> No
     assert exc.value.problems[0]["field"] == "row_key"
     unknown = {"row_key": 123456}
     lookup.fill(unknown)
-    assert "depth" not in unknown  # absent entity: the schema check then reports the missing field
+    assert unknown == {"row_key": 123456, "impression": None, "depth": None}  # cold start: missing, not absent
+
+
+def test_unknown_entity_predicts_like_missing_history(tmp_path: Path, click: pa.Table, store: SqliteStore) -> None:
+    ws = Workspace.open(tmp_path / "p", click_spec())
+    digest = train_bundle(ws, click, n_estimators=15)
+    servable = Servable.from_bundle("v1", load_bundle(ws, digest), digest)
+    lookup = FeatureLookup(store, [EntityTable("ad_stats", ("row_key",), STORED)])
+    base = {k: v for k, v in rows_of(click, 1)[0].items() if k not in STORED}
+    cold = base | {"row_key": 10**9}
+    lookup.fill(cold)
+    explicit = base | dict.fromkeys(STORED)
+    assert servable.predict_one(cold) == servable.predict_one(explicit)
+    many = [base | {"row_key": 10**9}, base | {"row_key": 3}]
+    lookup.fill_many(many)
+    assert many[0]["depth"] is None and many[1]["depth"] is not None
+    scores = servable.predict_many(many)[0]
+    assert scores[0] == servable.predict_one(explicit)[0]
 
 
 def test_precomputed_round_trip_through_the_store(tmp_path: Path) -> None:

@@ -216,12 +216,14 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        import click
+        # typer vendors its own click: usage errors (a missing option, a bad value) are its
+        # ClickException, shown as the usage message with click's exit code, never "internal error"
+        from typer._click import exceptions as click_exceptions
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, click_exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, click_exceptions.Abort):
             sys.exit(1)
         if debug:
             raise

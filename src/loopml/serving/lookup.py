@@ -73,11 +73,13 @@ class FeatureLookup:
         for t in self.tables:
             if all(f in row for f in t.features):
                 continue
-            found = self.store.read(t.name, [self._key(t, row, None)])[0]
-            if found:
-                for f in t.features:
-                    if f not in row:
-                        row[f] = found.get(f)
+            found = self.store.read(t.name, [self._key(t, row, None)])[0] or {}
+            # an entity the store does not know (a new user or ad, or a value past its TTL) has no
+            # history: its features are missing, exactly as the point-in-time join gives NULL for it
+            # in training, and the fitted transform imputes them the same way
+            for f in t.features:
+                if f not in row:
+                    row[f] = found.get(f)
 
     def fill_many(self, rows: list[Any]) -> None:
         """Add missing features to many rows with one store read per table."""
@@ -87,10 +89,10 @@ class FeatureLookup:
                 continue
             found = self.store.read(t.name, [self._key(t, rows[i], i) for i in need])
             for i, rec in zip(need, found):
-                if rec:
-                    for f in t.features:
-                        if f not in rows[i]:
-                            rows[i][f] = rec.get(f)
+                values = rec or {}  # unknown entity: missing features (see fill)
+                for f in t.features:
+                    if f not in rows[i]:
+                        rows[i][f] = values.get(f)
 
 
 class PrecomputedLookup:
