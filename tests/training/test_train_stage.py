@@ -13,7 +13,7 @@ SPEC = """\
 spec_version: 1
 project: {{name: credit}}
 requirements:
-  constraints: {{latency_p99_ms: 50, max_model_size_mb: 20}}
+  constraints: {{latency_p99_ms: 1000, max_model_size_mb: 20}}
 task: {{type: binary, target: class, positive_label: bad}}
 data:
   sources:
