@@ -10,12 +10,17 @@ from pathlib import Path
 import typer
 
 from loopml import __version__
-from loopml.cli import data_cmd, demo_cmd, spec_cmd
-from loopml.cli import models_cmd, serve_cmd
-from loopml.cli import monitor_cmd
-from loopml.cli import evaluate_cmd
-from loopml.cli import features_cmd
-from loopml.cli import train_cmd
+from loopml.cli import (
+    data_cmd,
+    demo_cmd,
+    evaluate_cmd,
+    features_cmd,
+    models_cmd,
+    monitor_cmd,
+    serve_cmd,
+    spec_cmd,
+    train_cmd,
+)
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -223,7 +228,7 @@ def main() -> None:
         if isinstance(exc, click_exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click_exceptions.Abort):
+        if isinstance(exc, typer.Abort):
             sys.exit(1)
         if debug:
             raise
