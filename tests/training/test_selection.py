@@ -192,3 +192,16 @@ def test_one_standard_error_rule_keeps_the_given_configuration() -> None:
     assert not _beats_by_one_se(auc, rec(7, [0.72, 0.78, 0.76, 0.71, 0.80]), first)  # noise
     assert _beats_by_one_se(auc, rec(8, [0.73, 0.83, 0.78, 0.75, 0.81]), first)  # +0.03 on every fold
     assert _beats_by_one_se(auc, rec(9, [0.75]), rec(0, []))  # no fold scores: the best wins
+
+
+def test_trial_executors_are_chosen_by_name() -> None:
+    import importlib.util
+
+    from loopml.training.trials import TRIAL_EXECUTORS, make_trial_executor
+
+    assert set(TRIAL_EXECUTORS) == {"inprocess", "process", "ray"}
+    with pytest.raises(SpecError, match="unknown executor `dask`"):
+        make_trial_executor("dask")
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(SpecError, match="Ray is not installed"):
+            make_trial_executor("ray")
