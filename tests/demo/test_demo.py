@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from loopml.demo import Client, ServiceProcess, labels_within_window, request_rows
-from loopml.demo.project import MARKER, ensure_hash_key, free_port, prepare_project, review_schema
+from loopml.demo.project import MARKER, ensure_hash_key, free_port, prepare_project
 from loopml.demo.replay import _fill_cold_start
 from loopml.errors import WorkspaceError
 from loopml.registry import Registry
@@ -226,18 +225,18 @@ def test_cold_start_fill_only_accepts_missing_store_fields():
     assert not _fill_cold_start(rows, other, store)
 
 
-def test_review_schema_loosens_only_open_ranges(tmp_path):
-    import pyarrow as pa
+def test_inferred_schema_of_the_demo_has_no_range_on_ids_or_event_time(demo_run):
+    """Every new day of logs brings new ids and later timestamps: the inferred schema must not quarantine them."""
+    from loopml.validation.schema import load_schema
 
-    from loopml.validation.profile import profile_table
-    from loopml.validation.schema import infer_schema, load_schema, save_schema
-
-    t = pa.table({"ad_id": [5, 9, 7], "depth": [1, 2, 3], "device": ["a", "b", "a"]})
-    save_schema(infer_schema(profile_table(t)), tmp_path / "schema.yaml")
-    assert review_schema(tmp_path, "schema.yaml") == ["ad_id"]
-    s = load_schema(tmp_path / "schema.yaml")
-    assert s.columns["ad_id"].min is None and s.columns["depth"].max == 3
-    assert review_schema(Path(tmp_path), "missing.yaml") == []
+    proj, proc = demo_run
+    assert proc.returncode == 0
+    spec = load_spec(proj)
+    schema = load_schema(proj / spec.data.verification.schema_path)
+    for name in ("impression_id", "ts", "ad_id", "advertiser_id", "query_id", "keyword_id"):
+        col = schema.columns.get(name)
+        assert col is not None and col.min is None and col.max is None, name
+    assert schema.columns["depth"].domain or schema.columns["depth"].max is not None
 
 
 @pytest.mark.slow

@@ -75,30 +75,3 @@ def ensure_hash_key(folder: Path, env: str) -> str:
     return f"generated, kept in {path} (not in the spec)"
 
 
-#: columns whose values grow with every new day of logs: ids are drawn from an open space, time moves on
-OPEN_RANGE_COLUMNS = ("impression_id", "ts", "ad_id", "advertiser_id", "query_id", "keyword_id")
-
-
-def review_schema(folder: Path, schema_path: str) -> list[str]:
-    """Edit the schema inferred from the first snapshot as its reviewer would: no range on ids and event time.
-
-    The validation stage infers a min/max for every numeric and time column of the first week;
-    on an event log, tomorrow's impression ids and timestamps are outside it by construction
-    (and a new ad's id may be), which would quarantine every new day. Returns the loosened columns.
-    """
-    from loopml.validation.schema import load_schema, save_schema
-
-    path = folder / schema_path
-    if not path.exists():
-        return []
-    schema = load_schema(path)
-    changed = []
-    for name in OPEN_RANGE_COLUMNS:
-        col = schema.columns.get(name)
-        if col is not None and (col.min is not None or col.max is not None):
-            col.min = None
-            col.max = None
-            changed.append(name)
-    if changed:
-        save_schema(schema, path)
-    return changed

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loopml.demo.project import ensure_hash_key, free_port, port_is_free, prepare_project, review_schema
+from loopml.demo.project import ensure_hash_key, free_port, port_is_free, prepare_project
 from loopml.demo.replay import ReplayStats, replay_day
 from loopml.demo.service import ServiceProcess
 from loopml.demo.settings import DemoSettings
@@ -193,10 +193,6 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     report = _run_pipeline(ws, console, "loopml demo: initial training")
     result.leaderboard = _json_output(ws, report, "train", "leaderboard")
     result.evaluation = _json_output(ws, report, "evaluate", "report")
-    loosened = review_schema(folder, spec.data.verification.schema_path)
-    if loosened:
-        console.print(f"    reviewed the inferred data schema: no fixed range on {', '.join(loosened)} "
-                      "(ids and event time grow with every day of logs)")
     steps.done()
     _print_leaderboard(console, result.leaderboard)
     _print_verdict(console, result.evaluation)
