@@ -589,11 +589,12 @@ class DriftEngine:
         alpha = self.p_value / max(1, len(names))
 
         def one(name: str) -> FeatureDrift | None:
-            ref_col = ref_file.read(columns=[name])
+            # a reader per read: one pyarrow ParquetFile shared by two threads can deadlock
+            ref_col = pq.ParquetFile(reference).read(columns=[name])
             kind = self._kind(name, ref_col.column(0))
             if kind is None:
                 return None
-            cur_col = cur_file.read(columns=[name]).column(0)
+            cur_col = pq.ParquetFile(current).read(columns=[name]).column(0)
             if kind == "numeric":
                 return self._numeric_drift(self._numeric_profile(name, ref_col.column(0)), cur_col, alpha)
             return self._categorical_drift(self._categorical_profile(name, ref_col.column(0)), cur_col, alpha)
