@@ -33,8 +33,6 @@ task: {type: binary, target: busy}
 data:
   sources:
     hours: {type: parquet, path: "data/*.parquet"}
-  # the retraining data is drifted on purpose: the distribution checks warn instead of stopping it
-  verification: {psi_error: 10.0}
 training:
   split: {type: stratified}
   candidates:
@@ -134,6 +132,13 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
         assert set(versions) == {"v1", "v2"}
         assert versions["v2"].state == "candidate" and versions["v2"].approved
         assert Registry(ws).production().version_id == "v1"  # nothing promoted without a person deciding
+        # the drift that triggered retraining is accepted by that run's verification, and recorded
+        from loopml.monitoring.records import monitor_decisions
+
+        with ws.engine.connect() as conn:
+            decision = conn.execute(monitor_decisions.select().where(monitor_decisions.c.action == "retrain")).mappings().one()
+        assert "inputs-drifted" in decision["evidence"]["accepted_drift"]
+        assert {s["stage"]: s["status"] for s in decision["evidence"]["stages"]}["validate"] == "success"
         exported = list((project / "data").glob("feedback-*.parquet"))
         assert len(exported) == 1 and pq.read_metadata(exported[0]).num_rows == len(rows)
         assert pq.read_schema(exported[0]).equals(pq.read_schema(project / "data" / "initial.parquet"))

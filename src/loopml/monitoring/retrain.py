@@ -99,7 +99,7 @@ def triggers_for(ws: Workspace, retrain_alerts: list[Any], now: dt.datetime) -> 
     if spec.on_alerts:
         for f in retrain_alerts:
             out.append(Trigger("alert", f"alert `{f.rule}`: {f.metric}={f.value:.4g} {f.op} {f.threshold:g}",
-                               {"alert_id": f.alert_id, "rule": f.rule}))
+                               {"alert_id": f.alert_id, "rule": f.rule, "metric": f.metric}))
     last = last_retrain(ws)
     since = _aware(last["decided_at"]) if last else None
     if spec.schedule:
@@ -204,6 +204,27 @@ def _json_artifact(ws: Workspace, digest: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"value": data}
 
 
+def _retraining_workspace(ws: Workspace, triggers: list[Trigger]) -> tuple[Workspace, str | None]:
+    """The workspace the retraining runs in, and what drift it accepts (``None``: the spec as written).
+
+    A drift alert means the data changed on purpose of the world, not by a broken feed: with
+    ``monitoring.retraining.accept_drift`` the retraining run's distribution check (``psi``) warns
+    instead of stopping the very retraining the drift asked for. A severity the user set for
+    ``psi`` explicitly is kept.
+    """
+    drift = [t for t in triggers if t.kind == "alert" and str(t.evidence.get("metric", "")).startswith("drift")]
+    verification = ws.spec.data.verification
+    if not drift or not ws.spec.monitoring.retraining.accept_drift or "psi" in verification.severities:
+        return ws, None
+    spec = ws.spec.model_copy(deep=True)
+    spec.data.verification.severities = {**verification.severities, "psi": "warning"}
+    rules = ", ".join(f"`{r}`" for r in sorted({str(t.evidence.get("rule")) for t in drift}))
+    return (
+        Workspace(ws.project_dir, spec, ws.engine),
+        f"distribution changes (psi) only warn in this run: the drift alert(s) {rules} triggered it",
+    )
+
+
 def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, show_progress: bool = False) -> Decision:
     """Export new labels, rerun the pipeline from ``ingest`` under the workspace lock, and record the verdict."""
     from loopml.pipeline import Runner, pipeline_for
@@ -233,14 +254,17 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
             # recorded at once: the exported file stays in the source folder even if training fails
             update_row(ws, monitor_decisions, "decision_id", decision.decision_id,
                        evidence=json.loads(json.dumps(decision.evidence, default=str)))
-            stages = pipeline_for(ws.spec)
+            run_ws, accepted = _retraining_workspace(ws, triggers)
+            if accepted:
+                decision.evidence["accepted_drift"] = accepted
+            stages = pipeline_for(run_ws.spec)
             names = [s.name for s in stages]
             if "ingest" not in names:
                 raise NotFound(
                     f"retraining needs the `ingest` stage, but the pipeline has only: {', '.join(names) or 'no stages'}",
                     hint="declare data sources in loopml.yaml",
                 )
-            report = Runner(ws, stages, show_progress=show_progress).run(
+            report = Runner(run_ws, stages, show_progress=show_progress).run(
                 start_from="ingest", command=f"loopml monitor: retrain ({'; '.join(t.detail for t in triggers)})"
             )
         decision.run_id = report.run_id

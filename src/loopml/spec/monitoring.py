@@ -99,6 +99,12 @@ class Retraining(StrictModel):
         "that source's schema). Unset: retraining ingests the sources as they are.",
     )
     cooldown: str = Field(default="1h", description="Least time between two retrainings.")
+    accept_drift: bool = Field(
+        default=True,
+        description="When a drift alert triggered the retraining, the data verification's distribution check "
+        "(psi) only warns in that run: the change is the reason to retrain, not a broken feed. Row-level checks "
+        "(types, ranges, domains, keys) still apply. The acceptance is recorded with the decision.",
+    )
     lock_wait_s: float = Field(default=600.0, ge=0, description="Seconds to wait for the workspace lock.")
 
 
