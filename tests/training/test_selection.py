@@ -77,7 +77,7 @@ def test_bad_candidates_are_reported_together_before_training() -> None:
     assert "training.candidates[2] (nope).type: model type `nope` is not registered" in text
 
 
-@pytest.mark.parametrize("executor", ["inprocess", "process"])
+@pytest.mark.parametrize("executor", ["inprocess", "process", "ray"])
 def test_tuning_runs_trials_through_the_executor_and_records_each(german: pa.Table, executor: str) -> None:
     spec = _spec([{"type": "prior"}, {"type": "lightgbm", "tune": True}], training={"executor": executor})
     rows: list[tuple[str, dict[str, Any]]] = []

@@ -275,7 +275,8 @@ class RayTrialExecutor:
         self.max_parallel = max_parallel
 
     def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
-        return self._remote.remote(job).future()  # type: ignore[no-any-return]
+        fut: cf.Future[TrialResult] = self._remote.remote(job).future()  # typed with or without Ray installed
+        return fut
 
     def shutdown(self) -> None:
         return None
