@@ -150,6 +150,18 @@ def test_process_executor_gives_same_outputs(proj: Path, env: dict[str, str], tm
     assert first == second
 
 
+def test_ray_executor_gives_same_outputs(proj: Path, env: dict[str, str]) -> None:
+    pytest.importorskip("ray", reason="Ray comes with the `scale` extra, which `make test` installs")
+    assert run(proj, env).returncode == 0
+    ws = Workspace.open(proj)
+    first = {e["stage"]: e["outputs"] for e in list_executions(ws) if e["status"] == "success"}
+    res = run(proj, {**env, "RAY_AUTH_MODE": "disabled"}, "--force", "--executor", "ray")
+    assert res.returncode == 0, res.stderr
+    assert trace(env) == ["alpha", "beta", "gamma", "alpha", "beta", "gamma"]  # written by the Ray workers
+    second = {e["stage"]: e["outputs"] for e in list_executions(ws, limit=3)}
+    assert first == second
+
+
 def test_lineage_of_three_stage_run(proj: Path, env: dict[str, str]) -> None:
     assert run(proj, env).returncode == 0
     ws = Workspace.open(proj)

@@ -94,7 +94,7 @@ def run(
     start_from: str | None = typer.Option(None, "--from", help="Rerun from this stage on (earlier ones from cache)."),
     force: bool = typer.Option(False, "--force", help="Ignore the cache and rerun every stage."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
-    executor: str = typer.Option("inprocess", "--executor", help="Where stages run: inprocess or process."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where stages run: inprocess, process (a local pool) or ray."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash."""

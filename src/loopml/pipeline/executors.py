@@ -88,7 +88,37 @@ class ProcessExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-EXECUTORS: dict[str, type] = {"inprocess": InProcessExecutor, "process": ProcessExecutor}
+class RayExecutor:
+    """Runs jobs as Ray tasks (a local Ray started on first use, or the cluster ``RAY_ADDRESS`` names).
+
+    Workers reopen the workspace from the job's project folder, so on a cluster the project
+    folder must be on a filesystem every node sees.
+    """
+
+    name = "ray"
+
+    def __init__(self) -> None:
+        try:
+            import ray
+        except ImportError:
+            from loopml.errors import SpecError
+
+            raise SpecError(
+                "executor `ray` needs Ray, which is not installed", hint="pip install 'loopml[scale]'"
+            ) from None
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        self._remote = ray.remote(run_job)
+
+    def submit(self, job: StageJob) -> cf.Future[StageResult]:
+        fut: cf.Future[StageResult] = self._remote.remote(job).future()  # typed with or without Ray installed
+        return fut
+
+    def shutdown(self) -> None:
+        """Leave Ray running for the rest of the process (it stops at exit)."""
+
+
+EXECUTORS: dict[str, type] = {"inprocess": InProcessExecutor, "process": ProcessExecutor, "ray": RayExecutor}
 
 
 def make_executor(name: str) -> Executor:
