@@ -1,16 +1,17 @@
 """Executors run stage jobs: in this process, or in a local process pool.
 
 A job is a plain, picklable description (project folder, stage name, execution id,
-inputs); the worker reopens the workspace itself. That is what lets a Ray executor
-plug in later without touching any stage.
+inputs); the worker reopens the workspace itself. That is what lets the same stages (and the
+same tuning trials, see ``loopml.training.trials``) run in this process, a local pool or Ray.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loopml.pipeline.stage import STAGES, StageContext, StageResult, load_plugins
 
@@ -41,29 +42,38 @@ def run_job(job: StageJob) -> StageResult:
     return stage.run(ctx)
 
 
+J = TypeVar("J")
+R = TypeVar("R")
+
+
 class Executor(Protocol):
-    """Runs a stage job and returns its result (one required method)."""
+    """Runs picklable jobs: pipeline stages (:func:`run_job`) and tuning trials alike.
+
+    One required method, ``submit(fn, job)``; ``max_parallel`` says how many jobs it runs at once.
+    """
 
     name: str
+    max_parallel: int
 
-    def submit(self, job: StageJob) -> cf.Future[StageResult]:
-        """Start the job; the future holds its result."""
+    def submit(self, fn: Callable[[J], R], job: J) -> cf.Future[R]:
+        """Start ``fn(job)``; the future holds its result."""
         ...
 
     def shutdown(self) -> None:
-        """Release workers (a pool's processes); called once the run ends."""
+        """Release workers (a pool's processes); called once the work ends."""
         ...
 
 
 class InProcessExecutor:
-    """Runs jobs in the calling process (the default: fastest start, easiest debugging)."""
+    """Runs jobs in the calling process, one at a time (fastest start, easiest debugging)."""
 
     name = "inprocess"
+    max_parallel = 1
 
-    def submit(self, job: StageJob) -> cf.Future[StageResult]:
-        fut: cf.Future[StageResult] = cf.Future()
+    def submit(self, fn: Callable[[J], R], job: J) -> cf.Future[R]:
+        fut: cf.Future[R] = cf.Future()
         try:
-            fut.set_result(run_job(job))
+            fut.set_result(fn(job))
         except BaseException as exc:  # KeyboardInterrupt too: the runner records it
             fut.set_exception(exc)
         return fut
@@ -78,10 +88,11 @@ class ProcessExecutor:
     name = "process"
 
     def __init__(self, max_workers: int = 2) -> None:
+        self.max_parallel = max_workers
         self._pool = cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("fork"))
 
-    def submit(self, job: StageJob) -> cf.Future[StageResult]:
-        return self._pool.submit(run_job, job)
+    def submit(self, fn: Callable[[J], R], job: J) -> cf.Future[R]:
+        return self._pool.submit(fn, job)
 
     def shutdown(self) -> None:
         """Stop the pool."""
@@ -91,27 +102,31 @@ class ProcessExecutor:
 class RayExecutor:
     """Runs jobs as Ray tasks (a local Ray started on first use, or the cluster ``RAY_ADDRESS`` names).
 
-    Workers reopen the workspace from the job's project folder, so on a cluster the project
-    folder must be on a filesystem every node sees.
+    Workers reopen the workspace (or the trial data file) from the job's paths, so on a cluster
+    the project folder must be on a filesystem every node sees.
     """
 
     name = "ray"
 
-    def __init__(self) -> None:
+    def __init__(self, max_parallel: int = 4) -> None:
         try:
             import ray
         except ImportError:
             from loopml.errors import SpecError
 
             raise SpecError(
-                "executor `ray` needs Ray, which is not installed", hint="pip install 'loopml[scale]'"
+                "executor `ray`: Ray is not installed", hint="pip install 'loopml[scale]'"
             ) from None
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-        self._remote = ray.remote(run_job)
+        self._ray = ray
+        self._remote: dict[Any, Any] = {}
+        self.max_parallel = max_parallel
 
-    def submit(self, job: StageJob) -> cf.Future[StageResult]:
-        fut: cf.Future[StageResult] = self._remote.remote(job).future()  # typed with or without Ray installed
+    def submit(self, fn: Callable[[J], R], job: J) -> cf.Future[R]:
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(fn)
+        fut: cf.Future[R] = self._remote[fn].remote(job).future()  # typed with or without Ray installed
         return fut
 
     def shutdown(self) -> None:
@@ -121,10 +136,10 @@ class RayExecutor:
 EXECUTORS: dict[str, type] = {"inprocess": InProcessExecutor, "process": ProcessExecutor, "ray": RayExecutor}
 
 
-def make_executor(name: str) -> Executor:
-    """An executor by registered name."""
+def make_executor(name: str, *, field: str = "--executor") -> Executor:
+    """An executor by registered name; ``field`` names where the name came from in the error."""
     from loopml.errors import SpecError
 
     if name not in EXECUTORS:
-        raise SpecError(f"unknown executor `{name}` (registered: {', '.join(sorted(EXECUTORS))})")
+        raise SpecError(f"{field}: unknown executor `{name}` (registered: {', '.join(sorted(EXECUTORS))})")
     return EXECUTORS[name]()  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import desc, insert, select, update
 
 from loopml.errors import LoopMLError, StageError
-from loopml.pipeline.executors import Executor, InProcessExecutor, StageJob
+from loopml.pipeline.executors import Executor, InProcessExecutor, StageJob, run_job
 from loopml.pipeline.stage import BaseStage, code_version, stable_hash
 from loopml.workspace import Workspace, utcnow
 from loopml.workspace.metadata import executions, runs
@@ -236,7 +236,7 @@ class Runner:
             show_progress=self.show_progress,
         )
         try:
-            result = self.executor.submit(job).result()
+            result = self.executor.submit(run_job, job).result()
         except KeyboardInterrupt:
             self._end_execution(exec_id, "interrupted", t0, error="interrupted by the user")
             raise

@@ -12,17 +12,15 @@ semantics, evaluated against a snapshot so that it works in any worker).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from loopml.errors import SpecError
+from loopml.pipeline.executors import EXECUTORS, Executor, make_executor
 
 
 class TrialPruned(Exception):
@@ -212,85 +210,11 @@ def _cross_validate(job: TrialJob, d: dict[str, Any], report: Any) -> tuple[floa
     return float(np.nanmean(values)), _aggregate(fitted), values
 
 
-class TrialExecutor(Protocol):
-    """Runs trial jobs (one required method)."""
-
-    name: str
-
-    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
-        """Start the job; the future holds its result."""
-        ...
-
-    def shutdown(self) -> None:
-        """Release workers."""
-        ...
-
-
-class InProcessTrialExecutor:
-    """Runs trials in this process, one at a time."""
-
-    name = "inprocess"
-    max_parallel = 1
-
-    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
-        fut: cf.Future[TrialResult] = cf.Future()
-        fut.set_result(run_trial(job))
-        return fut
-
-    def shutdown(self) -> None:
-        return None
-
-
-class ProcessTrialExecutor:
-    """Runs trials in a local process pool (forked workers reopen the npz data themselves)."""
-
-    name = "process"
-
-    def __init__(self, max_workers: int = 2) -> None:
-        self.max_parallel = max_workers
-        self._pool = cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("fork"))
-
-    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
-        return self._pool.submit(run_trial, job)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class RayTrialExecutor:
-    """Runs trials as Ray tasks (needs ``pip install loopml[scale]`` and a shared filesystem)."""
-
-    name = "ray"
-
-    def __init__(self, max_parallel: int = 4) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise SpecError(
-                "training.executor is `ray` but Ray is not installed", hint="pip install 'loopml[scale]'"
-            ) from None
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
-        self._remote = ray.remote(run_trial)
-        self.max_parallel = max_parallel
-
-    def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
-        fut: cf.Future[TrialResult] = self._remote.remote(job).future()  # typed with or without Ray installed
-        return fut
-
-    def shutdown(self) -> None:
-        return None
-
-
-TRIAL_EXECUTORS: dict[str, type] = {
-    "inprocess": InProcessTrialExecutor,
-    "process": ProcessTrialExecutor,
-    "ray": RayTrialExecutor,
-}
+#: trials run on the pipeline's executors (``inprocess``, ``process``, ``ray``): one interface for both
+TrialExecutor = Executor
+TRIAL_EXECUTORS = EXECUTORS
 
 
 def make_trial_executor(name: str) -> TrialExecutor:
-    """A trial executor by registered name."""
-    if name not in TRIAL_EXECUTORS:
-        raise SpecError(f"training.executor: unknown executor `{name}` (registered: {', '.join(sorted(TRIAL_EXECUTORS))})")
-    return TRIAL_EXECUTORS[name]()  # type: ignore[no-any-return]
+    """A trial executor by registered name (the pipeline's executors)."""
+    return make_executor(name, field="training.executor")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from loopml.training.metrics import Metric
-from loopml.training.trials import PruneRule, TrialExecutor, TrialJob, TrialResult
+from loopml.training.trials import PruneRule, TrialExecutor, TrialJob, TrialResult, run_trial
 
 
 @dataclass
@@ -130,7 +130,7 @@ def tune(
             metric=metric.name, number=number, focal_gamma=focal_gamma, item_key=item_key, rule=rule,
             negative_rate=negative_rate,
         )
-        pending[executor.submit(job)] = (trial, params, number)
+        pending[executor.submit(run_trial, job)] = (trial, params, number)
         number += 1
 
     def collect(block: bool) -> None:
@@ -160,7 +160,7 @@ def tune(
         seed=seed, metric=metric.name, number=0, focal_gamma=focal_gamma, item_key=item_key, rule=None,
         negative_rate=negative_rate,
     )
-    pending[executor.submit(job0)] = (None, dict(fixed_params), 0)
+    pending[executor.submit(run_trial, job0)] = (None, dict(fixed_params), 0)
     number = 1
     collect(block=True)
     # keep back what the final fit will take (about one trial-0 fit) so that the budget covers it
