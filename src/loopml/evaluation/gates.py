@@ -97,6 +97,8 @@ class GateContext:
 
     measured: dict[str, float] = field(default_factory=dict)
     requirements: dict[str, float] = field(default_factory=dict)
+    #: why a reference ("production", "baseline") was not compared, when it exists but was left out
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 _TOKEN = re.compile(
@@ -265,7 +267,7 @@ def evaluate_gate(gate: Gate, result: EvaluationResult, context: GateContext | N
     comp = result.comparisons.get(ref, {}).get(key)
     ev.update(reference=ref, margin=gate.margin)
     if comp is None:
-        ev["skipped"] = f"no {ref} model to compare against; the gate holds vacuously"
+        ev["skipped"] = (ctx.unavailable.get(ref) or f"no {ref} model to compare against") + "; the gate holds vacuously"
         ev["value"] = m.value
         return GateVerdict(gate.text, True, ev)
     ev.update(candidate=comp.candidate_value, reference_value=comp.reference_value,

@@ -159,18 +159,23 @@ def evaluate_bundle(
     score = bundle.predict_table(test)
     prod_score = None
     prod_info: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
     prod = _production(ws)
     if prod is None:
         prod_info["production"] = None
     else:
         prod_info["production"] = {"version_id": prod.version_id, "bundle": prod.bundle_digest}
         if prod.bundle_digest == bundle_digest:
-            notes.append(f"the candidate is the production model ({prod.version_id}); differences are zero")
-        try:
-            prod_score = load_bundle(ws, prod.bundle_digest).predict_table(test)
-        except LoopMLError as exc:
-            notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
-                         "comparisons with production are skipped")
+            # re-evaluating the served model (e.g. a rerun after its promotion): it is not compared with
+            # itself, so a gate like `> production + margin` does not un-approve the model in production
+            unavailable["production"] = f"the candidate is the production model ({prod.version_id})"
+            notes.append(f"the candidate is the production model ({prod.version_id}): not compared with itself")
+        else:
+            try:
+                prod_score = load_bundle(ws, prod.bundle_digest).predict_table(test)
+            except LoopMLError as exc:
+                notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
+                             "comparisons with production are skipped")
     base_score = None
     if inp.baseline_digest:
         try:
@@ -199,7 +204,9 @@ def evaluate_bundle(
         result.confusion["labels"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in classes]
     say("analysis: importance and largest losses")
     result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
-    verdicts = check_gates(gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec)))
+    verdicts = check_gates(
+        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
+    )
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),
