@@ -30,7 +30,7 @@ class Deployment(StrictModel):
     )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
     log_flush_rows: int = Field(
-        default=10_000, ge=1, description="Prediction log writes a Parquet segment after this many rows…"
+        default=1_000, ge=1, description="Prediction log writes a Parquet segment after this many rows…"
     )
     log_flush_seconds: float = Field(
         default=1.0, gt=0, description="…or this many seconds after the first unwritten row (a crash loses at most that)."
