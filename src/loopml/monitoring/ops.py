@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import itertools
 import math
 import re
@@ -185,9 +186,16 @@ def metrics_url(ws: Workspace) -> str:
     url = ws.spec.monitoring.ops.metrics_url
     if url:
         return url
-    host = ws.spec.deployment.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{ws.spec.deployment.port}/metrics"
+    return f"http://{_scrape_host(ws.spec.deployment.host)}:{ws.spec.deployment.port}/metrics"
+
+
+def _scrape_host(host: str) -> str:
+    """Where to reach a service bound to ``host``: a wildcard bind (all interfaces) is reached on loopback."""
+    try:
+        wildcard = not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        wildcard = False
+    return "127.0.0.1" if wildcard else host
 
 
 def scrape(ws: Workspace, url: str | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -207,17 +208,12 @@ def _starts(table: pa.Table, width: dt.timedelta) -> np.ndarray:
     return np.asarray((ts // w) * w, dtype=np.int64)
 
 
-def quality_by_window(labelled: pa.Table, task: str, width: dt.timedelta) -> list[dict[str, Any]]:
-    """Metrics of labelled predictions per window and per model version (rows with ``window_start``,
-    ``model_version``, ``rows`` and the task's metrics), oldest window first.
-    """
-    if labelled.num_rows == 0 or "label" not in labelled.column_names:
-        return []
-    starts = _starts(labelled, width)
-    versions = np.asarray(labelled.column("model_version").to_pylist(), dtype=object)
-    y = _col(labelled, "label")
-    score = _col(labelled, "score")
-    pred = _col(labelled, "prediction") if "prediction" in labelled.column_names else score
+def _by_window_version(
+    table: pa.Table, width: dt.timedelta, values: Callable[[np.ndarray], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per (window, model version), oldest window first: ``values(mask)`` gives its figures."""
+    starts = _starts(table, width)
+    versions = np.asarray(table.column("model_version").to_pylist(), dtype=object)
     out: list[dict[str, Any]] = []
     for start in np.unique(starts):
         in_w = starts == start
@@ -228,10 +224,22 @@ def quality_by_window(labelled: pa.Table, task: str, width: dt.timedelta) -> lis
                     "window_start": dt.datetime.fromtimestamp(int(start) / 1e6, dt.UTC),
                     "model_version": version,
                     "rows": int(mask.sum()),
-                    **task_metrics(task, y[mask], score[mask], pred[mask]),
+                    **values(mask),
                 }
             )
     return out
+
+
+def quality_by_window(labelled: pa.Table, task: str, width: dt.timedelta) -> list[dict[str, Any]]:
+    """Metrics of labelled predictions per window and per model version (rows with ``window_start``,
+    ``model_version``, ``rows`` and the task's metrics), oldest window first.
+    """
+    if labelled.num_rows == 0 or "label" not in labelled.column_names:
+        return []
+    y = _col(labelled, "label")
+    score = _col(labelled, "score")
+    pred = _col(labelled, "prediction") if "prediction" in labelled.column_names else score
+    return _by_window_version(labelled, width, lambda m: task_metrics(task, y[m], score[m], pred[m]))
 
 
 def cbpe_by_window(
@@ -240,23 +248,8 @@ def cbpe_by_window(
     """CBPE estimates per window and model version over all logged predictions (labelled or not)."""
     if predictions.num_rows == 0:
         return []
-    starts = _starts(predictions, width)
-    versions = np.asarray(predictions.column("model_version").to_pylist(), dtype=object)
     score = _col(predictions, "score")
-    out: list[dict[str, Any]] = []
-    for start in np.unique(starts):
-        in_w = starts == start
-        for version in sorted({str(v) for v in versions[in_w]}):
-            mask = in_w & (versions == version)
-            out.append(
-                {
-                    "window_start": dt.datetime.fromtimestamp(int(start) / 1e6, dt.UTC),
-                    "model_version": version,
-                    "rows": int(mask.sum()),
-                    **cbpe_from_calibrated(calibrator, score[mask], threshold),
-                }
-            )
-    return out
+    return _by_window_version(predictions, width, lambda m: cbpe_from_calibrated(calibrator, score[m], threshold))
 
 
 def window_start(ts: dt.datetime, width: dt.timedelta) -> dt.datetime:

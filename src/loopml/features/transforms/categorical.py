@@ -42,8 +42,25 @@ def _key_to_json(k: str | None) -> str | None:
     return k
 
 
+class _CodeLookup(Transform):
+    """Shared core of the transforms that map a category to a float code, 0 for unknown."""
+
+    def _codes(self) -> dict[str | None, float]:
+        raise NotImplementedError
+
+    def transform(self, values: Any) -> Any:
+        self.check_fitted()
+        m = self._codes()
+        return values.map(lambda k: m.get(k, 0.0))
+
+    def row_fn(self) -> Callable[[Any], Any]:
+        self.check_fitted()
+        get = self._codes().get
+        return lambda k: get(k, 0.0)
+
+
 @register_transform
-class OrdinalTransform(Transform):
+class OrdinalTransform(_CodeLookup):
     """Integer codes 1..k (declared order, or most frequent first); 0 is the unknown bucket."""
 
     name = "ordinal"
@@ -69,15 +86,8 @@ class OrdinalTransform(Transform):
     def _index(self) -> None:
         self.mapping_: dict[str | None, float] = {k: float(i + 1) for i, k in enumerate(self.categories_)}
 
-    def transform(self, values: Any) -> Any:
-        self.check_fitted()
-        m = self.mapping_
-        return values.map(lambda k: m.get(k, 0.0))
-
-    def row_fn(self) -> Callable[[Any], Any]:
-        self.check_fitted()
-        get = self.mapping_.get
-        return lambda k: get(k, 0.0)
+    def _codes(self) -> dict[str | None, float]:
+        return self.mapping_
 
     def get_state(self) -> dict[str, Any]:
         return {"categories": self.categories_}
@@ -290,7 +300,7 @@ class TargetEncodeTransform(Transform):
 
 
 @register_transform
-class EmbeddingIdsTransform(Transform):
+class EmbeddingIdsTransform(_CodeLookup):
     """Index 1..V for ids seen at least ``min_frequency`` times; 0 is out-of-vocabulary."""
 
     name = "embedding_ids"
@@ -317,15 +327,8 @@ class EmbeddingIdsTransform(Transform):
         """Rows of the embedding table (vocabulary plus the OOV index)."""
         return len(self.vocab_) + 1
 
-    def transform(self, values: Any) -> Any:
-        self.check_fitted()
-        m = self.index_
-        return values.map(lambda k: m.get(k, 0.0))
-
-    def row_fn(self) -> Callable[[Any], Any]:
-        self.check_fitted()
-        get = self.index_.get
-        return lambda k: get(k, 0.0)
+    def _codes(self) -> dict[str | None, float]:
+        return self.index_
 
     def get_state(self) -> dict[str, Any]:
         return {"vocab": self.vocab_}

@@ -200,7 +200,8 @@ class StackingModel(_Ensemble):
                 if out is None:
                     out = np.zeros((n, *s.shape[1:]))
                 out[test_rows] = s
-            assert out is not None  # folds are never all empty: n >= 1
+            if out is None:  # no fold had test rows: only possible with no training rows at all
+                raise ModelError("model `stacking` needs at least one training row")
             oof.append(out)
         Z = self._meta_features(oof)
         if self.task in ("binary", "multiclass"):
