@@ -17,7 +17,7 @@ from loopml.errors import LoopMLError
 from loopml.simulator import DayLog
 from loopml.spec import Spec
 
-NOT_INPUTS = ("impression_id",)
+NOT_INPUTS = ("impression_id", "impression")  # event-log bookkeeping (the KDD log's session count), not request fields
 
 
 @dataclass

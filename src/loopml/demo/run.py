@@ -1,10 +1,11 @@
 """The reference system end to end, built only from loopml's public pieces.
 
-simulate a week → ``Runner`` over ``pipeline_for(spec)`` (ingest with natural labels and hashed
-user ids → validate → features → train → evaluate → register) → promote the approved version →
-``loopml serve`` → replay a drifted day over HTTP with its clicks as feedback → the new event
-logs land in the lake → ``run_cycle`` (drift alert → retraining → an approved candidate is
-registered) → the design document.
+simulate a week (or import a real KDD Cup 2012 click log with ``--data``) → ``Runner`` over
+``pipeline_for(spec)`` (ingest with natural labels and hashed user ids → validate → features →
+train → evaluate → register) → promote the approved version → ``loopml serve`` → replay a day
+over HTTP with its clicks as feedback (a drifted simulated day, or the real log's held-out last
+day) → the new event logs land in the lake → ``run_cycle`` (a drift alert, when monitoring finds
+drift → retraining → an approved candidate is registered) → the design document.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from loopml.demo.project import ensure_hash_key, free_port, port_is_free, prepar
 from loopml.demo.replay import ReplayStats, replay_day
 from loopml.demo.service import ServiceProcess
 from loopml.demo.settings import DemoSettings
+from loopml.demo.traffic import DemoTraffic, imported_traffic, simulated_traffic
 from loopml.errors import LoopMLError, StageError
-from loopml.simulator import SimulatorConfig, TrafficSimulator, simulate, write_day
 from loopml.workspace import Workspace
 
 REQUIRED_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")
@@ -34,6 +35,7 @@ class DemoResult:
     """What the demo did and measured."""
 
     project: Path
+    source: str = "simulated"
     url: str | None = None
     served_version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -42,6 +44,7 @@ class DemoResult:
     replay: ReplayStats | None = None
     firings: list[dict[str, Any]] = field(default_factory=list)
     drifted_features: list[str] = field(default_factory=list)
+    unseen_ids: dict[str, dict[str, float]] = field(default_factory=dict)
     decision: dict[str, Any] | None = None
     retrain_leaderboard: dict[str, Any] | None = None
     design: tuple[Path, Path] | None = None
@@ -52,12 +55,14 @@ class DemoResult:
         """Plain data, saved as ``.loopml/demo.json`` (the design document reads it)."""
         return {
             "project": str(self.project),
+            "source": self.source,
             "url": self.url,
             "served_version": self.served_version,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "replay": self.replay.to_json() if self.replay else None,
             "firings": self.firings,
             "drifted_features": self.drifted_features,
+            "unseen_ids": self.unseen_ids,
             "decision": self.decision,
         }
 
@@ -162,6 +167,11 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     result = DemoResult(project=settings.project.resolve())
     steps = _Steps(console, 7, result)
     t_all = time.perf_counter()
+    log = None
+    if settings.data is not None:  # a bad file fails here, before any project folder is made
+        from loopml.simulator import read_kdd_log
+
+        log = read_kdd_log(settings.data, rows=settings.rows)
 
     steps.start("setup", f"project {result.project} from the `ad_clicks` template")
     from loopml.spec import load_spec
@@ -176,17 +186,28 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     console.print(f"    spec: {folder / 'loopml.yaml'}; privacy key ${spec.requirements.privacy.hash_key_env}: {key_note}")
     steps.done()
 
-    steps.start("simulate", f"simulating {settings.days} days of search-ad traffic (~{settings.impressions_per_day:,} impressions/day)")
-    cfg = SimulatorConfig(seed=settings.seed, impressions_per_day=settings.impressions_per_day).scaled(settings.market_scale)
-    sim = TrafficSimulator(cfg)
     with Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as prog:
-        task = prog.add_task("days", total=settings.days)
-        days = simulate(folder / "data", settings.days, simulator=sim, on_day=lambda _d: prog.advance(task))
-    n_imp = sum(d["impressions"] for d in days)
-    n_clk = sum(d["clicks"] for d in days)
-    steps.done(f"{n_imp:,} impressions, {n_clk:,} clicks (CTR {n_clk / max(n_imp, 1):.3f}); "
-               f"oracle ROC-AUC {sum(d['oracle_auc'] for d in days) / len(days):.3f}")
+        if log is None:
+            steps.start("simulate", f"simulating {settings.days} days of search-ad traffic (~{settings.impressions_per_day:,} impressions/day)")
+            task = prog.add_task("days", total=settings.days)
+            traffic = simulated_traffic(settings, folder / "data", on_day=lambda _d: prog.advance(task))
+        else:
+            steps.start("import", f"importing the real KDD Cup 2012 click log {log.source} ({log.rows:,} rows"
+                        f"{', capped' if log.capped else ''}) over {settings.days} days + 1 held-out day")
+            task = prog.add_task("days", total=settings.days)
+            traffic = imported_traffic(settings, log, folder / "data", on_day=lambda _d: prog.advance(task))
+    n_imp, n_clk = traffic.impressions, traffic.clicks
+    result.source = traffic.source
+    if traffic.source == "simulated":
+        days = traffic.history
+        steps.done(f"{n_imp:,} impressions, {n_clk:,} clicks (CTR {n_clk / max(n_imp, 1):.3f}); "
+                   f"oracle ROC-AUC {sum(d['oracle_auc'] for d in days) / len(days):.3f}")
+    else:
+        held = traffic.replay.stats
+        steps.done(f"{n_imp:,} impressions, {n_clk:,} clicks (CTR {n_clk / max(n_imp, 1):.3f}) for training; "
+                   f"{held['impressions']:,} held out for the replay ({held['date']}). No timestamps in the log: "
+                   "rows are spread over the days in file order, so the time split is in effect a random split")
 
     steps.start("pipeline", "ingest (click within 10 min, hashed user ids) → validate → features → train 5 candidates → evaluate → register")
     ws = Workspace.open(folder)
@@ -205,7 +226,7 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     steps.done()
 
     try:
-        _closed_loop(settings, console, steps, result, ws, sim, service)
+        _closed_loop(settings, console, steps, result, ws, traffic, service)
     except BaseException:
         service.stop()
         raise
@@ -246,15 +267,14 @@ def serve_forever(result: DemoResult, console: Console) -> None:
 
 def _closed_loop(
     settings: DemoSettings, console: Console, steps: _Steps, result: DemoResult, ws: Workspace,
-    sim: TrafficSimulator, service: ServiceProcess,
+    traffic: DemoTraffic, service: ServiceProcess,
 ) -> None:
     from loopml.cli.ui import table
     from loopml.monitoring.loop import run_cycle
 
     spec = ws.spec
-    drift_day = settings.days
-    steps.start("replay", f"replaying a drifted day ({settings.drift}) through the service, clicks sent back as feedback")
-    day = sim.day(drift_day, settings.drift, settings.strength)
+    steps.start("replay", f"replaying {traffic.replay_text} through the service, clicks sent back as feedback")
+    day = traffic.replay
     window = getattr(spec.data.labels, "window_seconds", 600.0)
     with Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as prog:
@@ -263,11 +283,11 @@ def _closed_loop(
                            on_batch=lambda n: prog.advance(task, n))
     result.replay = stats
     # the production logging system lands the day's event logs in the lake's source folders
-    write_day(day, ws.project_dir / "data")
+    traffic.land(ws.project_dir / "data")
     steps.done(f"{stats.rows:,} predictions in {stats.requests} requests, {stats.errors} errors, "
                f"p50 {stats.p50_ms:.1f} ms / p99 {stats.p99_ms:.1f} ms per {stats.rows_per_request}-row request; "
                f"mean score {stats.mean_score:.3f} vs observed CTR {stats.observed_ctr:.3f}")
-    result.example_row = _example_row(sim.day(drift_day - 1), spec)  # a day the feature store has seen
+    result.example_row = _example_row(traffic.seen, spec)  # a day the feature store has seen
 
     steps.start("monitor", "monitoring: drift of the replayed day against the training data; alerts; retraining")
     time.sleep(spec.deployment.log_flush_seconds + 0.5)  # the service flushes its log segments
@@ -284,6 +304,7 @@ def _closed_loop(
             ))
         for note in sig.notes[:3]:
             console.print(f"    note: {note}")
+    _explain_id_drift(console, result, traffic, spec)
     result.firings = [
         {"rule": f.rule, "metric": f.metric, "value": f.value, "op": f.op, "threshold": f.threshold, "retrain": f.retrain}
         for f in cycle.firings
@@ -309,6 +330,24 @@ def _closed_loop(
 
     steps.start("report", "writing the design document")
     steps.done()
+
+
+def _explain_id_drift(console: Console, result: DemoResult, traffic: DemoTraffic, spec: Any) -> None:
+    """On a real log, set the id columns' drift beside the rate at which new ids arrive anyway."""
+    from loopml.demo.traffic import unseen_id_shares
+
+    ids = [c for c in spec.monitoring.drift.categorical if c in result.drifted_features]
+    if not traffic.written or not ids:
+        return
+    result.unseen_ids = unseen_id_shares(traffic.written, traffic.replay, ids)
+    for col, v in result.unseen_ids.items():
+        same = abs(v["replayed"] - v["last_training_day"]) < 0.05
+        console.print(
+            f"    {col}: {v['replayed']:.1%} of the replayed day's values never occur in the training days; the last "
+            f"training day had {v['last_training_day']:.1%} new against the days before it"
+            + ("; the same rate: this id drift is the log's long tail (new ids every day), measured against training "
+               "data in which every id is seen, not a changed population" if same else "")
+        )
 
 
 def _train_leaderboard(ws: Workspace, stages: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -347,8 +386,12 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
                       f"[{m.get('lower', float('nan')):.4f}, {m.get('upper', float('nan')):.4f}]; "
                       f"verdict: {'APPROVED' if ev.get('approved') else 'NOT APPROVED'}")
     if result.firings:
-        console.print(f"  drift alert: {', '.join(f['rule'] for f in result.firings)} "
-                      f"(drifted: {', '.join(result.drifted_features[:6])})")
+        drifted = ", ".join(result.drifted_features[:6]) or "no input feature"
+        console.print(f"  drift alert: {', '.join(f['rule'] for f in result.firings)} (drifted: {drifted})")
+    elif result.drifted_features:
+        console.print(f"  drift: {', '.join(result.drifted_features[:6])} drifted on the replayed day, but no alert rule fired")
+    else:
+        console.print("  drift: monitoring found no drift on the replayed day; no alert fired")
     console.print(f"  retraining: {_decision_text(result.decision)}")
     if result.decision and result.decision.get("version_id") and result.decision.get("status") == "approved":
         console.print(f"  promote it: loopml models promote {result.decision['version_id']} -p {result.project} "

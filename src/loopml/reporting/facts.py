@@ -48,6 +48,7 @@ class Facts:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     simulation: dict[str, Any] | None = None
+    imported: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _json_cache: dict[str, Any] = field(default_factory=dict)
 
@@ -136,14 +137,17 @@ def _versions(ws: Workspace) -> list[dict[str, Any]]:
     return out
 
 
-def _simulation(ws: Workspace) -> dict[str, Any] | None:
-    """The simulator's manifest when the project's event logs were simulated (``simulation.json`` beside them)."""
+def _simulation(ws: Workspace, manifest: str = "simulation.json") -> dict[str, Any] | None:
+    """The simulator's manifest when the project's event logs were simulated (``simulation.json`` beside them).
+
+    With ``manifest="import.json"``: the importer's manifest when they came from a real click log.
+    """
     for src in ws.spec.data.sources.values():
         path = getattr(src, "path", None)
         if not path:
             continue
         folder = ws.resolve(path).parent
-        for cand in (folder / "simulation.json", folder.parent / "simulation.json"):
+        for cand in (folder / manifest, folder.parent / manifest):
             if cand.is_file():
                 try:
                     data = json.loads(cand.read_text())
@@ -160,6 +164,7 @@ def collect(ws: Workspace) -> Facts:
     facts.versions = _versions(ws)
     facts.checks, facts.alerts, facts.decisions = _monitoring_rows(ws)
     facts.simulation = _simulation(ws)
+    facts.imported = _simulation(ws, "import.json")
     demo = ws.root / "demo.json"
     if demo.is_file():
         with contextlib.suppress(ValueError):

@@ -202,6 +202,8 @@ def data(spec: Spec, facts: Facts) -> Section:
                 caption="Simulated traffic",
             ),
         )
+    if facts.imported:
+        s.add(*_imported(facts.imported, (facts.extras.get("demo") or {}).get("unseen_ids") or {}))
     if not facts.ran("ingest"):
         s.add(_not_run("ingest", facts, "the snapshot and its profile"))
         return s
@@ -257,6 +259,32 @@ def _privacy_line(p: dict[str, Any]) -> str:
     if p.get("coarsened"):
         parts.append(f"coarsened {', '.join(str(c) for c in p['coarsened'])}")
     return "; ".join(parts) or "none declared"
+
+
+def _imported(imp: dict[str, Any], unseen: dict[str, Any]) -> list[str | Table | Bullets]:
+    """The note on event logs imported from a real click log (``import.json``, written by ``loopml.simulator.kdd``)."""
+    src = imp.get("source") or {}
+    days = imp.get("days") or []
+    blocks: list[str | Table | Bullets] = [
+        f"The event logs were imported from the real KDD Cup 2012 click log `{src.get('path', '')}` (sha256 "
+        f"{str(src.get('sha256') or '–')[:16]}…, {fmt(src.get('rows_read'))} rows"
+        f"{', capped' if src.get('capped') else ''}, click rate {fmt(src.get('ctr'))}). What the import assumed:",
+        Bullets([str(d) for d in imp.get("decisions") or []]),
+        Table(
+            ["date", "file rows", "impressions", "clicks", "CTR", "role"],
+            [[d.get("date", ""), f"{fmt(d.get('first_row'))}–{fmt(d.get('last_row'))}", fmt(d.get("impressions")),
+              fmt(d.get("clicks")), fmt(d.get("ctr")), "held out, replayed" if d.get("held_out") else "training"]
+             for d in days],
+            caption="Imported days",
+        ),
+    ]
+    if unseen:
+        blocks.append(Table(
+            ["id column", "replayed day: share never seen in training", "last training day: share unseen before it"],
+            [[k, fmt(v.get("replayed")), fmt(v.get("last_training_day"))] for k, v in unseen.items() if isinstance(v, dict)],
+            caption="New ids per day (the long tail behind id drift)",
+        ))
+    return blocks
 
 
 # -- 4. features -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 It is how loopml tests models and rollouts before real traffic: every simulated impression has a
 true click probability, so a model's quality can be compared with the best achievable, and drift
-(new ads, a shifted user population, a seasonal change) can be switched on for any day.
+(new ads, a shifted user population, a seasonal change) can be switched on for any day. The
+real KDD Cup 2012 click log imports into the same event-log shape (:mod:`loopml.simulator.kdd`).
 
 >>> from loopml.simulator import SimulatorConfig, TrafficSimulator
 >>> sim = TrafficSimulator(SimulatorConfig(impressions_per_day=1000))
@@ -14,6 +15,7 @@ true click probability, so a model's quality can be compared with the best achie
 from loopml.simulator.calibration import KDD_MARGINALS, Marginals, compare, fit_zipf, measure_marginals
 from loopml.simulator.config import ClickModelConfig, Popularity, SimulatorConfig
 from loopml.simulator.drift import DRIFTS, DayConditions, Drift, drift_conditions, register_drift
+from loopml.simulator.kdd import ImportResult, KDDLog, event_days, import_kdd, read_kdd_log
 from loopml.simulator.logs import simulate, write_day
 from loopml.simulator.market import ClickModel, Market
 from loopml.simulator.traffic import CLICK_SCHEMA, IMPRESSION_SCHEMA, DayLog, TrafficSimulator, oracle_auc
@@ -28,6 +30,8 @@ __all__ = [
     "DayConditions",
     "DayLog",
     "Drift",
+    "ImportResult",
+    "KDDLog",
     "Marginals",
     "Market",
     "Popularity",
@@ -35,9 +39,12 @@ __all__ = [
     "TrafficSimulator",
     "compare",
     "drift_conditions",
+    "event_days",
     "fit_zipf",
+    "import_kdd",
     "measure_marginals",
     "oracle_auc",
+    "read_kdd_log",
     "register_drift",
     "simulate",
     "write_day",

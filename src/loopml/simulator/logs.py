@@ -39,13 +39,18 @@ def _write_atomic(table: pa.Table, path: Path, fmt: LogFormat) -> None:
     os.replace(tmp, path)
 
 
-def write_day(day: DayLog, out: str | Path, fmt: LogFormat = "parquet") -> dict[str, Path]:
-    """Write one day's impressions, clicks and truth under ``out``; returns the file of each log."""
+def write_day(
+    day: DayLog, out: str | Path, fmt: LogFormat = "parquet", *, logs: tuple[str, ...] = LOGS
+) -> dict[str, Path]:
+    """Write one day's logs (impressions, clicks and truth by default) under ``out``; returns the file of each log."""
     root = Path(out)
     if fmt not in ("parquet", "csv"):
         raise DataError(f"log format must be 'parquet' or 'csv', got {fmt!r}")
+    unknown = [n for n in logs if n not in LOGS]
+    if unknown:
+        raise DataError(f"unknown log(s) {unknown}; expected some of {list(LOGS)}")
     paths: dict[str, Path] = {}
-    for name in LOGS:
+    for name in logs:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{day.date.isoformat()}.{fmt}"
