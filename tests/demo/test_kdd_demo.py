@@ -117,3 +117,9 @@ def _ingests(proj) -> list[dict]:
     finally:
         con.close()
     return [json.loads(r[0]) for r in rows]
+
+
+def test_rows_without_data_is_a_usage_error(cli, tmp_path):
+    proc = cli("demo", "-p", str(tmp_path / "d"), "--no-serve", "--rows", "100")
+    assert proc.returncode == 2 and "--rows" in proc.stderr and "--data" in proc.stderr
+    assert not (tmp_path / "d").exists()

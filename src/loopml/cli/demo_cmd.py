@@ -201,6 +201,8 @@ def demo_cmd(
     from loopml.errors import SpecError
     from loopml.simulator import DRIFTS
 
+    if rows is not None and data is None:
+        raise typer.BadParameter("--rows caps the rows read from --data; pass --data FILE with it", param_hint="--rows")
     if drift not in DRIFTS or drift == "none":
         raise SpecError(f"--drift `{drift}` is not a drift kind (available: {', '.join(sorted(set(DRIFTS) - {'none'}))})")
     settings = DemoSettings(

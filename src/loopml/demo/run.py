@@ -341,12 +341,12 @@ def _explain_id_drift(console: Console, result: DemoResult, traffic: DemoTraffic
         return
     result.unseen_ids = unseen_id_shares(traffic.written, traffic.replay, ids)
     for col, v in result.unseen_ids.items():
-        same = abs(v["replayed"] - v["last_training_day"]) < 0.05
+        usual = v["replayed"] <= v["last_training_day"] + 0.05
         console.print(
             f"    {col}: {v['replayed']:.1%} of the replayed day's values never occur in the training days; the last "
             f"training day had {v['last_training_day']:.1%} new against the days before it"
-            + ("; the same rate: this id drift is the log's long tail (new ids every day), measured against training "
-               "data in which every id is seen, not a changed population" if same else "")
+            + ("; no more new ids than usual: this drift is the log's long tail (new ids every day, measured against "
+               "training data in which every id is seen), not a changed population" if usual else "")
         )
 
 
