@@ -210,3 +210,22 @@ def test_cli_import_kdd_then_the_files_the_template_reads(cli, kdd_csv, tmp_path
     bad = cli("import-kdd", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x"))
     assert bad.returncode != 0 and "missing.csv: click log not found" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_original_headerless_training_txt_layout_is_read(kdd_csv, tmp_path):
+    """The competition's own training.txt: tab-separated, no header, 12 columns in the documented order."""
+    head = pacsv.read_csv(kdd_csv).slice(0, 500)
+    path = tmp_path / "training.txt"
+    pacsv.write_csv(head, path, pacsv.WriteOptions(delimiter="\t", include_header=False))
+    got = read_kdd_log(path)
+    assert got.table.equals(read_kdd_log(kdd_csv, rows=500).table)
+    lines = path.read_text().splitlines()
+    cells = lines[41].split("\t")
+    cells[3] = "x9"  # ad_id of data row 42, on line 42 (no header line)
+    lines[41] = "\t".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"column `ad_id`, row 42 \(line 42\): 'x9'"):
+        read_kdd_log(path)
+    (tmp_path / "five.tsv").write_text("1\t2\t3\t4\t5\n")
+    with pytest.raises(DataError, match="holds 5 numbers and no column names"):
+        read_kdd_log(tmp_path / "five.tsv")

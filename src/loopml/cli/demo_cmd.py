@@ -96,7 +96,8 @@ def _print_calibration(real_path: Path, cfg: object) -> None:
 def import_kdd_cmd(
     path: Path = typer.Argument(
         ..., help="The KDD Cup 2012 click log: CSV as shipped (Click_prediction_small.csv), TSV or Parquet with the "
-        "columns click, ad_id, advertiser_id, depth, position, query_id, keyword_id, user_id (impression optional).",
+        "columns click, ad_id, advertiser_id, depth, position, query_id, keyword_id, user_id (impression optional), "
+        "or the competition's headerless training.txt.",
     ),
     out: Path = typer.Option(
         Path("data"), "--out", "-o", help="Folder receiving impressions/, clicks/ and import.json (the ad_clicks "

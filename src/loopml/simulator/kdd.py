@@ -5,7 +5,8 @@ for a query: ``click``, ``impression`` (how many sessions the row aggregates), `
 ``advertiser_id``, ``depth``, ``position``, ``query_id``, ``keyword_id``, ``title_id``,
 ``description_id``, ``url_hash`` and ``user_id`` (0 = unidentified). It has no timestamps, no
 separate click log, no device and no match type. :func:`read_kdd_log` checks such a file (CSV as
-shipped, TSV or Parquet with the same columns) and :func:`event_days` turns it into the SAME
+shipped, TSV or Parquet with the same columns, or the competition's headerless ``training.txt``;
+it is read into memory, so cap a large one with ``rows``) and :func:`event_days` turns it into the SAME
 shape :class:`~loopml.simulator.TrafficSimulator` produces, so the ``ad_clicks`` template spec
 (natural label = a click within 600 s) runs on it unchanged:
 
@@ -74,6 +75,9 @@ from loopml.simulator.traffic import CLICK_SCHEMA, IMPRESSION_SCHEMA, TRUTH_SCHE
 
 #: The columns an importable click log must have (any order; other columns are ignored).
 REQUIRED_COLUMNS = ("click", "ad_id", "advertiser_id", "depth", "position", "query_id", "keyword_id", "user_id")
+#: Column order of the original ``training.txt`` of KDD Cup 2012 track 2 (tab-separated, no header line).
+ORIGINAL_COLUMNS = ("click", "impression", "url_hash", "ad_id", "advertiser_id", "depth", "position",
+                    "query_id", "keyword_id", "title_id", "description_id", "user_id")
 #: Kept when present: the number of sessions the row aggregates (>= 1, and >= click).
 COUNT_COLUMN = "impression"
 #: The value of the columns the log lacks (``device``, ``match_type``).
@@ -139,7 +143,9 @@ def read_kdd_log(source: str | Path | pa.Table, *, rows: int | None = None) -> K
     ----------
     source
         A CSV (as shipped: quoted header, blank lines ignored; ``.gz`` works), a TSV (tab
-        separated, detected from the header line) or a Parquet file; or a ``pyarrow.Table``.
+        separated, detected from the header line), the original headerless ``training.txt`` of
+        the competition (:data:`ORIGINAL_COLUMNS`; clicks are counts there) or a Parquet file;
+        or a ``pyarrow.Table``.
     rows
         Read at most this many data rows (from the top of the file).
 
@@ -154,21 +160,23 @@ def read_kdd_log(source: str | Path | pa.Table, *, rows: int | None = None) -> K
     """
     if rows is not None and rows < 1:
         raise DataError(f"the row cap must be at least 1, got {rows}")
+    text_file, header_lines = None, 1
     if isinstance(source, pa.Table):
         name, digest = "<table>", None
         table, capped = (source.slice(0, rows) if rows is not None else source), rows is not None and source.num_rows > rows
-        text_file = None
     else:
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"{path}: click log not found", hint="pass the path of Click_prediction_small.csv (or a TSV/Parquet of the same columns)")
+            raise DataError(
+                f"{path}: click log not found",
+                hint="pass the path of Click_prediction_small.csv (or a TSV/Parquet of the same columns)",
+            )
         name, digest = str(path), _sha256(path)
         if _is_parquet(path):
             table, capped = _read_parquet(path, rows)
-            text_file = None
         else:
-            table, capped = _read_text(path, rows)
-            text_file = path
+            table, capped, has_header = _read_text(path, rows)
+            text_file, header_lines = path, int(has_header)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise DataError(
@@ -176,7 +184,7 @@ def read_kdd_log(source: str | Path | pa.Table, *, rows: int | None = None) -> K
             f"found {', '.join(f'`{c}`' for c in table.column_names) or 'no columns'}",
             hint=f"a KDD Cup 2012 click log needs {', '.join(REQUIRED_COLUMNS)}",
         )
-    where = _Locator(name, text_file)
+    where = _Locator(name, text_file, header_lines=header_lines)
     cols = {c: _as_int64(table.column(c), c, where) for c in REQUIRED_COLUMNS}
     if COUNT_COLUMN in table.column_names:
         cols[COUNT_COLUMN] = _as_int64(table.column(COUNT_COLUMN), COUNT_COLUMN, where)
@@ -225,25 +233,45 @@ def _open_text(path: Path) -> Any:
     )
 
 
-def _header(path: Path) -> tuple[str, list[str]]:
-    """The delimiter (tab when the header line has a tab and no comma, else comma) and the column names."""
+def _header(path: Path) -> tuple[str, list[str], bool]:
+    """The delimiter, the column names and whether the file has a header line.
+
+    Tab when the first line has a tab and no comma, else comma. A first line of numbers only is
+    data: the file is then read as the original ``training.txt`` of KDD Cup 2012 track 2, whose 12
+    columns have no header (:data:`ORIGINAL_COLUMNS`).
+    """
     import csv
+    import re
 
     with _open_text(path) as f:
         for line in f:
             if line.strip():
                 delim = "\t" if ("\t" in line and "," not in line) else ","
-                return delim, [c.strip() for c in next(csv.reader([line], delimiter=delim))]
+                fields = [c.strip() for c in next(csv.reader([line], delimiter=delim))]
+                if not all(re.fullmatch(r"[-+]?[0-9][0-9.eE+-]*", c) for c in fields):
+                    return delim, fields, True
+                if len(fields) != len(ORIGINAL_COLUMNS):
+                    raise DataError(
+                        f"{path}: line 1 holds {len(fields)} numbers and no column names; expected a header line, "
+                        f"or the {len(ORIGINAL_COLUMNS)} columns of the original KDD Cup 2012 training.txt "
+                        f"({', '.join(ORIGINAL_COLUMNS)})"
+                    )
+                return delim, list(ORIGINAL_COLUMNS), False
     raise DataError(f"{path}: the click log is empty (no header line)")
 
 
-def _read_text(path: Path, rows: int | None) -> tuple[pa.Table, bool]:
-    delim, names = _header(path)
+def _read_text(path: Path, rows: int | None) -> tuple[pa.Table, bool, bool]:
+    delim, names, has_header = _header(path)
     kind = "TSV" if delim == "\t" else "CSV"
     # every column as text: the checks name a bad value instead of pyarrow guessing a type
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
     try:
-        reader = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delim), convert_options=convert)
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=None if has_header else names),
+            parse_options=pacsv.ParseOptions(delimiter=delim),
+            convert_options=convert,
+        )
         batches, n, capped = [], 0, False
         for batch in reader:
             batches.append(batch)
@@ -256,7 +284,7 @@ def _read_text(path: Path, rows: int | None) -> tuple[pa.Table, bool]:
         raise DataError(f"{path}: not a readable {kind} file ({e})") from e
     if rows is not None:
         table = table.slice(0, rows)
-    return table, capped
+    return table, capped, has_header
 
 
 def _has_more(reader: Any) -> bool:
@@ -269,20 +297,20 @@ def _has_more(reader: Any) -> bool:
 class _Locator:
     """Turns a 0-based data row into 'row R (line L)' for messages; lines only when asked."""
 
-    def __init__(self, name: str, text_file: Path | None) -> None:
-        self.name, self.text_file = name, text_file
+    def __init__(self, name: str, text_file: Path | None, header_lines: int = 1) -> None:
+        self.name, self.text_file, self.header_lines = name, text_file, header_lines
 
     def __call__(self, index: int) -> str:
         row = f"row {index + 1:,}"
         if self.text_file is None:
             return row
-        # pyarrow skips blank lines: the data row is the (index + 2)-th non-blank line
+        # pyarrow skips blank lines: the data row is the (index + 1 + header)-th non-blank line
         seen = 0
         with _open_text(self.text_file) as f:
             for lineno, line in enumerate(f, start=1):
                 if line.strip():
                     seen += 1
-                    if seen == index + 2:
+                    if seen == index + 1 + self.header_lines:
                         return f"{row} (line {lineno:,})"
         return row
 
