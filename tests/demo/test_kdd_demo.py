@@ -123,3 +123,26 @@ def test_rows_without_data_is_a_usage_error(cli, tmp_path):
     proc = cli("demo", "-p", str(tmp_path / "d"), "--no-serve", "--rows", "100")
     assert proc.returncode == 2 and "--rows" in proc.stderr and "--data" in proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_kept_project_never_trains_on_the_day_it_replays(datasets, tmp_path):
+    """A `--keep` rerun: the previous run's landed replay day and simulated logs are cleared, nothing else."""
+    from loopml.demo import DemoSettings
+    from loopml.demo.traffic import imported_traffic
+    from loopml.simulator import read_kdd_log
+
+    data = tmp_path / "data"
+    for name in ("impressions", "clicks", "truth"):
+        (data / name).mkdir(parents=True)
+        (data / name / "2026-11-05.parquet").write_bytes(b"old")  # the previous run's landed replay day
+    (data / "simulation.json").write_text("{}")
+    (data / "notes.txt").write_text("mine")
+    log = read_kdd_log(datasets / KDD_FILE, rows=400)
+    traffic = imported_traffic(DemoSettings(days=3), log, data)
+    assert sorted(p.name for p in (data / "impressions").iterdir()) == [
+        "2026-11-02.parquet", "2026-11-03.parquet", "2026-11-04.parquet"]
+    assert traffic.replay.date.isoformat() == "2026-11-05" and traffic.replay.impressions.num_rows == 100
+    assert not (data / "truth").exists() and not (data / "simulation.json").exists()
+    assert (data / "notes.txt").read_text() == "mine" and (data / "import.json").exists()
+    traffic.land(data)
+    assert pq.read_table(data / "impressions").num_rows == 400 and not (data / "truth").exists()

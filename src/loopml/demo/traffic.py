@@ -31,7 +31,7 @@ from loopml.simulator import (
     simulate,
     write_day,
 )
-from loopml.simulator.kdd import write_manifest
+from loopml.simulator.kdd import MANIFEST, write_manifest
 from loopml.simulator.logs import LOGS
 
 REPLAY_NOTE = (
@@ -85,6 +85,7 @@ def simulated_traffic(settings: DemoSettings, data: Path, on_day: Callable[[DayL
     """Simulate ``settings.days`` days into ``data``; the replay is the next day under ``settings.drift``."""
     cfg = SimulatorConfig(seed=settings.seed, impressions_per_day=settings.impressions_per_day).scaled(settings.market_scale)
     sim = TrafficSimulator(cfg)
+    clear_logs(data)
     days = simulate(data, settings.days, simulator=sim, on_day=on_day)
     replay = sim.day(settings.days, settings.drift, settings.strength)
     return DemoTraffic(
@@ -102,6 +103,7 @@ def imported_traffic(
 ) -> DemoTraffic:
     """Spread a real click log over ``settings.days + 1`` days; write all but the last, which is replayed."""
     days = event_days(log, settings.days + 1, seed=settings.seed)
+    clear_logs(data)
     data.mkdir(parents=True, exist_ok=True)
     for day in days[:-1]:
         write_day(day, data, logs=("impressions", "clicks"))
@@ -119,6 +121,23 @@ def imported_traffic(
         land=partial(_land, replay, logs=("impressions", "clicks")),
         written=days[:-1],
     )
+
+
+def clear_logs(data: Path) -> None:
+    """Remove the event logs and manifests a previous demo wrote into ``data`` (a ``--keep`` rerun).
+
+    Otherwise the day a previous run replayed and landed would already be in the training data,
+    and a simulated and an imported week would mix. Only the demo's own log folders and manifests
+    are removed.
+    """
+    import shutil
+
+    for name in (*LOGS, "simulation.json", MANIFEST):
+        path = data / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _land(day: DayLog, folder: Path, *, logs: tuple[str, ...]) -> None:
