@@ -165,22 +165,28 @@ def report_cmd(
 
 def demo_cmd(
     project: Path = typer.Option(Path("loopml-demo"), "--project", "-p", help="Project folder the demo creates and works in."),
-    days: int = typer.Option(7, "--days", min=2, help="Days of normal traffic simulated before training."),
+    days: int = typer.Option(
+        7, "--days", min=2, max=60,
+        help="Days of normal traffic simulated before training (with --data: the days the log is spread over before "
+        "the held-out day).",
+    ),
     impressions: int = typer.Option(15_000, "--impressions-per-day", min=500, help="Mean impressions per simulated day."),
     market_scale: float = typer.Option(
         0.02, "--market-scale", help="Catalogue sizes relative to the KDD-calibrated market (smaller: users and ads recur)."
     ),
     drift: str = typer.Option("user_shift", "--drift", help="Drift of the replayed day: new_ads, user_shift or seasonal."),
     strength: float = typer.Option(1.0, "--strength", min=0.0, help="Drift magnitude (1.0 = the documented default)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulated market and traffic."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the simulated market and traffic (with --data: of the in-day jitter and click delays)."
+    ),
     port: int | None = typer.Option(None, "--port", help="Service port (default: the spec's 8700 if free, else any)."),
     replay_batch: int = typer.Option(250, "--replay-batch", min=1, help="Impressions per prediction request in the replay."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Stop the service and exit when the loop is done."),
     keep: bool = typer.Option(False, "--keep", help="Reuse an existing demo project instead of starting fresh."),
     data: Path | None = typer.Option(
         None, "--data",
-        help="Run on a real KDD Cup 2012 click log (CSV as shipped, TSV or Parquet, e.g. "
-        "../shared/datasets/kdd2012_click_small/Click_prediction_small.csv) instead of simulated traffic: it is "
+        help="Run on a real KDD Cup 2012 click log (CSV as shipped, TSV, Parquet or the competition's training.txt; "
+        "e.g. the kdd2012_click_small dataset's Click_prediction_small.csv) instead of simulated traffic: it is "
         "spread over --days days plus one held-out day, which is replayed through the service (no synthetic "
         "drift; --impressions-per-day, --market-scale, --drift and --strength are not used).",
     ),
