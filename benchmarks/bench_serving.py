@@ -16,6 +16,7 @@ virtual environment under ``benchmarks/envs`` (created on first use).
 Rows measured:
 
 * ``loopml``: ``loopml serve --model-file`` with the prediction log on (the product default).
+* ``loopml-nolog``: the same server with the prediction log off (what the durable log costs).
 * ``loopml-bundle``: ``loopml serve --project``: the same trees registered as a bundle (fitted
   FeaturePipeline + model + manifest), so every request also runs schema validation and the
   compiled row transform; the product path after ``loopml run``.
@@ -117,7 +118,7 @@ def bodies_for(system: str, X: np.ndarray, batch: int) -> list[str]:
     out = []
     for i in range(0, len(X) - batch + 1, batch):
         chunk = X[i : i + batch]
-        if system in ("loopml", "loopml-bundle", "fastapi"):
+        if system in ("loopml", "loopml-nolog", "loopml-bundle", "fastapi"):
             rows = [row_dict(x) for x in chunk]
             out.append(json.dumps(rows[0] if batch == 1 else rows))
         elif system == "loopml+store":
@@ -321,9 +322,8 @@ def start_server(system: str, model: Path, work: Path, port: int, store_dir: Pat
         cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--log-dir",
                str(work / "loopml-logs"), "--port", str(port)]
         path = "/v1/predict"
-    elif system == "loopml-bundle":
-        project = make_bundle_project(work, model)
-        cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--project", str(project), "--port", str(port)]
+    elif system == "loopml-nolog":
+        cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--port", str(port)]
         path = "/v1/predict"
     elif system == "loopml-bundle":
         project = make_bundle_project(work, model)
@@ -701,12 +701,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bodies", type=int, default=10_000, help="Distinct single-row bodies.")
     ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds per level (median reported).")
     ap.add_argument("--peers", default="",
-                    help="Comma-separated subset of loopml,loopml-bundle,loopml+store,fastapi,mlflow,bentoml.")
+                    help="Comma-separated subset of loopml,loopml-nolog,loopml-bundle,loopml+store,fastapi,mlflow,bentoml.")
     ap.add_argument("--batch-rows", type=int, default=1_000_000, help="Rows for the batch benchmark (0 skips it).")
     ap.add_argument("--batch-only", action="store_true", help="Only the batch benchmark (keeps the online results).")
     args = ap.parse_args(argv)
     systems = [s for s in (args.peers.split(",") if args.peers
-                           else ["loopml", "loopml-bundle", "loopml+store", "fastapi", "mlflow", "bentoml"]) if s]
+                           else ["loopml", "loopml-nolog", "loopml-bundle", "loopml+store", "fastapi", "mlflow", "bentoml"]) if s]
     if not Path(WRK).exists():
         print(f"wrk not found at {WRK} (apt-get install wrk)", file=sys.stderr)
         return 2

@@ -25,6 +25,8 @@ from loopml.demo.service import ServiceProcess
 from loopml.demo.settings import DemoSettings
 from loopml.demo.traffic import DemoTraffic, imported_traffic, simulated_traffic
 from loopml.errors import LoopMLError, StageError
+from loopml.serving.journal import wait_written
+from loopml.serving.logs import feedback_log_dir, prediction_log_dir
 from loopml.workspace import Workspace
 
 REQUIRED_STAGES = ("ingest", "validate", "features", "train", "evaluate", "register")
@@ -290,7 +292,8 @@ def _closed_loop(
     result.example_row = _example_row(traffic.seen, spec)  # a day the feature store has seen
 
     steps.start("monitor", "monitoring: drift of the replayed day against the training data; alerts; retraining")
-    time.sleep(spec.deployment.log_flush_seconds + 0.5)  # the service flushes its log segments
+    time.sleep(spec.deployment.log_flush_seconds + 0.2)  # the service appends its journals...
+    wait_written([prediction_log_dir(ws.root), feedback_log_dir(ws.root)], timeout=120)  # ...the writer makes segments
     cycle = run_cycle(ws, show_progress=False)
     for w, sig in cycle.windows.items():
         if sig.drift is not None:

@@ -22,7 +22,7 @@ import orjson
 
 from loopml.errors import LoopMLError, NotFound
 from loopml.serving.auth import AdminAuth
-from loopml.serving.logs import SegmentLog, now_us
+from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
 from loopml.serving.routing import RoutingPolicy, make_policy
@@ -78,8 +78,8 @@ class ServingApp:
         self,
         source: ModelSource,
         *,
-        prediction_log: SegmentLog | None,
-        feedback_log: SegmentLog | None,
+        prediction_log: Log | None,
+        feedback_log: Log | None,
         auth: AdminAuth,
         routing: str = "production",
         routing_options: dict[str, Any] | None = None,

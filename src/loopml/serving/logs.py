@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,21 @@ def _fsync_dir(directory: Path) -> None:
 PredictionRecord = tuple[Any, int, str, str, Any, Any, Any, InputSchema]
 #: (request_id, ts_us, label)
 FeedbackRecord = tuple[str, int, float]
+
+
+class Log(Protocol):
+    """What the service needs of a log (:class:`SegmentLog`, :class:`loopml.serving.journal.Journal`)."""
+
+    directory: Path
+    written: int
+    dropped: int
+    last_error: str | None
+
+    def append(self, record: Any) -> None:
+        """Queue one record (hot path)."""
+
+    def close(self) -> None:
+        """Write what is queued and stop."""
 
 
 def now_us() -> int:
@@ -182,8 +197,138 @@ def feedback_table(records: Sequence[FeedbackRecord]) -> pa.Table:
     )
 
 
+class SegmentStore:
+    """A folder of Parquet segments: durable writes, compaction, crash repair.
+
+    Used by the in-process :class:`SegmentLog` and by the journal writer process
+    (:mod:`loopml.serving.journal`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = SegmentStore(Path(tempfile.mkdtemp()))
+    >>> for i in range(3):
+    ...     _ = store.write(feedback_table([(f"r{i}", now_us(), 1.0)]), f"s{i}.parquet", own=True)
+    >>> store.compact(), len(list(store.directory.glob("*.parquet")))
+    (3, 1)
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._token = f"{os.getpid()}-{os.urandom(3).hex()}"  # this writer's compacted segments
+        self._seq = itertools.count()
+        self._own: list[Path] = []  # segments written since the last compaction
+
+    def write(self, table: pa.Table, name: str, sources: list[str] | None = None, *, own: bool = False) -> Path:
+        """Write ``table`` as segment ``name``: temp name, fsync, rename, fsync of the folder."""
+        tmp = self.directory / f".{name}.tmp"
+        if sources:  # a compacted segment names the segments it replaces (for crash recovery)
+            table = table.replace_schema_metadata(self._sources_meta(table.schema, sources))
+        pq.write_table(table, tmp, **self.options(table.schema))
+        return self.publish(tmp, name, own=own)
+
+    @staticmethod
+    def options(schema: pa.Schema) -> dict[str, Any]:
+        """Parquet writer options of a segment.
+
+        Dictionary encoding only where it pays (repeated strings) and statistics only on the time
+        column: a segment then costs a third of the CPU of the defaults.
+        """
+        dict_cols = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "request_id"]
+        return {"compression": "zstd", "use_dictionary": dict_cols,
+                "write_statistics": ["ts"] if "ts" in schema.names else False}
+
+    @staticmethod
+    def _sources_meta(schema: pa.Schema, sources: list[str]) -> dict[bytes, bytes]:
+        meta = dict(schema.metadata or {})
+        meta[_SOURCES_KEY] = json.dumps(sources).encode()
+        return meta
+
+    def publish(self, tmp: Path, name: str, *, own: bool = False) -> Path:
+        """fsync the temp file, rename it to ``name``, fsync the folder (``own``: compact it later)."""
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.directory / name
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        if own:
+            self._own.append(final)
+        return final
+
+    def next_name(self, tag: str = "") -> str:
+        """A fresh segment name of this writer (``tag`` marks compacted segments)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return f"{stamp}-{self._token}{tag}-{next(self._seq):06d}.parquet"
+
+    def compact(self) -> int:
+        """Merge this writer's segments since the last compaction into one; returns how many it replaced.
+
+        The segments are streamed into the merged one a segment at a time (memory and each
+        system call stay small). The merged segment is written (temp + rename) before the small
+        ones are removed, and it records their names: should the process die in between,
+        :meth:`recover` removes the leftovers on the next start, so rows are never lost and
+        duplicates never outlive a restart.
+        """
+        own = [p for p in self._own if p.exists()]
+        if len(own) < 2:
+            return 0
+        schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in own], promote_options="default")
+        name = self.next_name("-compact")
+        tmp = self.directory / f".{name}.tmp"
+        meta_schema = schema.with_metadata(self._sources_meta(schema, [p.name for p in own]))
+        with pq.ParquetWriter(tmp, meta_schema, **self.options(schema)) as writer:
+            for p in own:
+                t = pq.read_table(p)
+                cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+                        for f in schema]
+                writer.write_table(pa.Table.from_arrays(cols, schema=meta_schema))
+        self.publish(tmp, name)
+        for p in own:
+            p.unlink(missing_ok=True)
+        _fsync_dir(self.directory)
+        self._own = []
+        return len(own)
+
+    @staticmethod
+    def sources_of(path: Path) -> list[str]:
+        """The segment names a compacted segment replaced (empty for others or unreadable files)."""
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except (OSError, pa.ArrowInvalid):
+            return []
+        return list(json.loads(meta.get(_SOURCES_KEY, b"[]")))
+
+    def recover(self) -> int:
+        """Remove segments that a compacted segment already holds (left by a crash mid-compaction)."""
+        n = 0
+        for p in self.directory.glob("*-compact-*.parquet"):
+            for name in self.sources_of(p):
+                src = self.directory / name
+                if src.exists() and src != p:
+                    src.unlink()
+                    n += 1
+        return n
+
+    @staticmethod
+    def clean_partial(directory: Path) -> int:
+        """Remove temporary segment files left by a crash; returns how many."""
+        n = 0
+        if directory.is_dir():
+            for p in directory.glob(".*.parquet.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
+
 class SegmentLog:
-    """An append-only folder of Parquet segments filled by a background flusher thread.
+    """An append-only folder of Parquet segments filled by a background flusher thread (in-process).
+
+    The service uses :class:`loopml.serving.journal.Journal`, which moves this work into a writer
+    process; this class suits embedding a log in one process (and tests of the handlers).
 
     Parameters
     ----------
@@ -219,8 +364,8 @@ class SegmentLog:
         on_written: Callable[[int], None] | None = None,
         compact_seconds: float = 60.0,
     ) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.store = SegmentStore(directory)
+        self.directory = self.store.directory
         self._to_table = to_table
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -229,13 +374,10 @@ class SegmentLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._io_lock = threading.Lock()
-        self._seq = itertools.count()
-        self._token = f"{os.getpid()}-{os.urandom(3).hex()}"  # this writer's segments (compaction touches only them)
-        self._own: list[Path] = []  # segments written since the last compaction
         self.compact_seconds = compact_seconds
         self._last_compact = time.monotonic()
         self._on_written = on_written
-        self.recover(self.directory)
+        self.store.recover()
         self.written = 0
         self.dropped = 0
         self.last_error: str | None = None
@@ -273,76 +415,23 @@ class SegmentLog:
                 return 0
             batch = [pending.popleft() for _ in range(n)]
             table = self._to_table(batch)
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            final = self._write(table, f"{stamp}-{self._token}-{next(self._seq):06d}.parquet")
-            self._own.append(final)
+            self.store.write(table, self.store.next_name(), own=True)
             self.written += n
             self.last_error = None
             if self._on_written is not None:
                 self._on_written(n)
             return n
 
-    def _write(self, table: pa.Table, name: str, sources: list[str] | None = None) -> Path:
-        """Write ``table`` as segment ``name``: temp name, fsync, rename, fsync of the folder."""
-        tmp = self.directory / f".{name}.tmp"
-        final = self.directory / name
-        if sources:  # a compacted segment names the segments it replaces (for crash recovery)
-            meta = dict(table.schema.metadata or {})
-            meta[_SOURCES_KEY] = json.dumps(sources).encode()
-            table = table.replace_schema_metadata(meta)
-        # dictionary encoding only where it pays (repeated strings) and statistics only on the
-        # time column: a segment then costs a third of the CPU of the defaults, on the core
-        # the request loop shares
-        names = table.column_names
-        dict_cols = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"]
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dict_cols,
-                       write_statistics=["ts"] if "ts" in names else False)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
-        return final
-
     def compact(self) -> int:
-        """Merge this writer's segments since the last compaction into one; returns how many it replaced.
-
-        The merged segment is written (temp + rename) before the small ones are removed, and it
-        records their names: should the process die in between, :meth:`recover` removes the
-        leftovers on the next start, so rows are never lost and duplicates never outlive a restart.
-        """
+        """Merge this writer's segments since the last compaction into one (see :meth:`SegmentStore.compact`)."""
         with self._io_lock:
             self._last_compact = time.monotonic()
-            own = [p for p in self._own if p.exists()]
-            if len(own) < 2:
-                return 0
-            tables = [pq.read_table(p) for p in own]
-            merged = pa.concat_tables(tables, promote_options="default").replace_schema_metadata(None)
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            self._write(merged, f"{stamp}-{self._token}-compact-{next(self._seq):06d}.parquet", [p.name for p in own])
-            for p in own:
-                p.unlink(missing_ok=True)
-            _fsync_dir(self.directory)
-            self._own = []
-            return len(own)
+            return self.store.compact()
 
     @staticmethod
     def recover(directory: Path) -> int:
         """Remove segments that a compacted segment already holds (left by a crash mid-compaction)."""
-        n = 0
-        for p in directory.glob("*-compact-*.parquet"):
-            try:
-                meta = pq.read_schema(p).metadata or {}
-            except (OSError, pa.ArrowInvalid):
-                continue
-            for name in json.loads(meta.get(_SOURCES_KEY, b"[]")):
-                src = directory / name
-                if src.exists() and src != p:
-                    src.unlink()
-                    n += 1
-        return n
+        return SegmentStore(directory).recover()
 
     def close(self) -> None:
         """Stop the flusher and write what is left (idempotent)."""
@@ -352,12 +441,4 @@ class SegmentLog:
             self._thread.join(timeout=30)
         self.flush()
 
-    @staticmethod
-    def clean_partial(directory: Path) -> int:
-        """Remove temporary segment files left by a crash; returns how many."""
-        n = 0
-        if directory.is_dir():
-            for p in directory.glob(".*.parquet.tmp"):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
+    clean_partial = SegmentStore.clean_partial

@@ -11,27 +11,26 @@ from typing import Any
 from loopml.serving.app import ServingApp
 from loopml.serving.auth import AdminAuth
 from loopml.serving.http import install_uvloop, serve_app
-from loopml.serving.logs import (
-    SegmentLog,
-    feedback_log_dir,
-    feedback_table,
-    prediction_log_dir,
-    prediction_table,
-)
+from loopml.serving.journal import FEEDBACK, PREDICTIONS, Journal
+from loopml.serving.logs import SegmentStore, feedback_log_dir, prediction_log_dir
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.sources import FileSource, RegistrySource
 from loopml.spec.deployment import Deployment
 
 
-def make_logs(root: Path, deployment: Deployment) -> tuple[SegmentLog, SegmentLog]:
-    """The prediction and feedback logs under ``root/logs`` (temp files of a crash are removed first)."""
+def make_logs(root: Path, deployment: Deployment) -> tuple[Journal, Journal]:
+    """The prediction and feedback logs under ``root/logs``, each with its writer process.
+
+    Temp files of a crashed writer are removed first; journals a crash left behind are resumed
+    by the new writers.
+    """
     pdir, fdir = prediction_log_dir(root), feedback_log_dir(root)
     for d in (pdir, fdir):
-        SegmentLog.clean_partial(d)
+        SegmentStore.clean_partial(d)
     opts = dict(flush_rows=deployment.log_flush_rows, flush_seconds=deployment.log_flush_seconds,
-                compact_seconds=deployment.log_compact_seconds)
-    plog = SegmentLog(pdir, prediction_table, **opts)  # type: ignore[arg-type]
-    flog = SegmentLog(fdir, feedback_table, **opts)  # type: ignore[arg-type]
+                compact_seconds=deployment.log_compact_seconds, max_lag_seconds=deployment.log_max_lag_seconds)
+    plog = Journal(pdir, PREDICTIONS, **opts)  # type: ignore[arg-type]
+    flog = Journal(fdir, FEEDBACK, **opts)  # type: ignore[arg-type]
     return plog, flog
 
 
@@ -84,8 +83,8 @@ def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2
                on_ready: Any = None) -> None:
     """Load the versions, then serve on uvloop until SIGTERM/SIGINT."""
     install_uvloop()
-    # the log flusher shares the interpreter: hand the GIL back to the request loop every 0.5 ms
-    # instead of every 5 ms, so a flush never holds a request for a whole switch interval
+    # the journal's flusher thread shares the interpreter: hand the GIL back to the request loop
+    # every 0.5 ms instead of every 5 ms, so a flush never holds a request for a whole interval
     sys.setswitchinterval(0.0005)
     app.load_initial()
     gc.collect()

@@ -38,6 +38,12 @@ class Deployment(StrictModel):
     log_compact_seconds: float = Field(
         default=60.0, ge=0, description="A server merges its log segments of the last this many seconds into one (0: never)."
     )
+    log_max_lag_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="While requests flow fast, the log writer may leave rows in the durable journal this long "
+        "before writing their Parquet segment (0: write at once; the request loop then shares its core with it).",
+    )
     registry_poll_seconds: float = Field(
         default=2.0, ge=0, description="How often a running server checks the registry for promotions (0: never)."
     )

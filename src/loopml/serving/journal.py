@@ -1,0 +1,757 @@
+"""The service's prediction and feedback logs, split in two halves over two processes.
+
+The request loop's half (:class:`Journal`) turns each record into one JSON line (orjson, about
+a microsecond) and queues it; a small flusher thread appends what has accumulated to a journal
+file every ``flush_rows`` rows or ``flush_seconds`` seconds (one ``write`` and one
+``fdatasync``: almost no CPU). Everything expensive (decoding, building Arrow tables, zstd,
+Parquet, fsync of segments, compaction) happens in a separate, lower-priority writer process
+(:class:`JournalWriter`, ``python -m loopml.serving.journal``). The request loop therefore never
+waits for the GIL or shares its interpreter with the log, which is what kept the service's p99
+above 2 ms when the segments were written by a thread of the serving process.
+
+On disk, beside the Parquet segments monitoring reads::
+
+    <log dir>/.journal/<stamp>-<pid>-<token>-<seq>.jnl        JSON lines, append-only
+    <log dir>/<journal stem>.<start>-<end>.parquet             the rows of bytes [start, end)
+
+A segment's name says which bytes of which journal it holds, so a writer that starts after a
+crash (of the service, of the writer, or of both) resumes each journal exactly where the last
+durable segment ends: no row is lost (up to the service's last flush) and none is written twice.
+A journal is deleted once its service has closed it (the service holds a shared ``flock`` on it
+while appending) and every complete line of it is in a segment. A line cut short by a crash is
+kept in ``.journal/<stem>.torn`` with the byte offset, never silently dropped.
+
+Journal lines::
+
+    {"schema": k, "fields": [[name, kind, type name, nullable], ...]}       declares schema k
+    {"k": k, "i": id, "t": ts_us, "v": version, "o": route, "s": score, "p": prediction,
+     "x": {row} | [raw vector] | [[raw matrix]] | {"__table__": {column: [values]}}}
+    {"i": id, "t": ts_us, "l": label}                                        (feedback)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from loopml.serving.logs import SegmentStore, feedback_table, prediction_table
+from loopml.serving.schema import Field, InputSchema
+
+JOURNAL_DIR = ".journal"
+PREDICTIONS, FEEDBACK = "predictions", "feedback"
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_RANGE = re.compile(r"^(?P<stem>.+)\.(?P<a>\d{12})-(?P<b>\d{12})\.parquet$")
+_SCHEMA_PREFIX = b'{"schema"'
+
+
+def _default(obj: Any) -> Any:
+    # what orjson does not serialise natively: non-contiguous arrays, numpy scalars, Arrow values
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def encode_prediction(record: Any, k: int) -> bytes:
+    """One journal line for a prediction record (see :mod:`loopml.serving.logs` for the tuple)."""
+    payload = record[6]
+    if isinstance(payload, pa.Table):
+        payload = {"__table__": payload.to_pydict()}
+    return orjson.dumps(
+        {"k": k, "i": record[0], "t": record[1], "v": record[2], "o": record[3], "s": record[4], "p": record[5],
+         "x": payload},
+        option=_OPTS, default=_default,
+    )
+
+
+def encode_feedback(record: Any) -> bytes:
+    """One journal line for a feedback record ``(request_id, ts_us, label)``."""
+    return orjson.dumps({"i": record[0], "t": record[1], "l": record[2]}, option=_OPTS)
+
+
+def _schema_line(k: int, schema: InputSchema) -> bytes:
+    fields = [[f.name, f.kind, f.type_name, f.nullable] for f in schema.fields]
+    return orjson.dumps({"schema": k, "fields": fields}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class Journal:
+    """The service's half of a log: JSON lines queued by the request loop, appended by a thread.
+
+    Same interface as :class:`loopml.serving.logs.SegmentLog` (``append``, ``flush``, ``close``,
+    ``written``, ``dropped``, ``last_error``, ``directory``).
+
+    Parameters
+    ----------
+    directory
+        The log folder (segments); the journal lives in ``directory/.journal``.
+    kind
+        ``predictions`` or ``feedback``.
+    flush_rows, flush_seconds
+        The queue is appended to the journal after this many rows, or this long after the last write.
+    max_pending
+        Beyond this many queued records new ones are dropped and counted (the service never blocks).
+    rotate_bytes
+        A journal file is closed (and handed to the writer for deletion) past this size.
+    writer
+        Start and supervise a writer process for this folder (``False``: somebody else runs one,
+        e.g. ``python -m loopml.serving.journal``, or tests that drive :class:`JournalWriter`).
+    writer_nice, compact_seconds, max_lag_seconds
+        Niceness increment (20: ``SCHED_IDLE``), compaction period and longest deferral while the
+        service is saturated, of that writer process (see :class:`JournalWriter`).
+
+    Examples
+    --------
+    >>> import tempfile, duckdb
+    >>> from loopml.serving.logs import now_us
+    >>> d = Path(tempfile.mkdtemp())
+    >>> log = Journal(d, "feedback", flush_rows=10, flush_seconds=60)
+    >>> log.append(("r1", now_us(), 1.0))
+    >>> log.close()   # flushes, closes the journal and waits for the writer to drain it
+    >>> duckdb.sql(f"select request_id, label from read_parquet('{d}/*.parquet')").fetchall()
+    [('r1', 1.0)]
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        kind: str,
+        *,
+        flush_rows: int = 1000,
+        flush_seconds: float = 1.0,
+        max_pending: int = 1_000_000,
+        rotate_bytes: int = 64 << 20,
+        writer: bool = True,
+        writer_nice: int = 20,
+        compact_seconds: float = 60.0,
+        max_lag_seconds: float = 60.0,
+    ) -> None:
+        if kind not in (PREDICTIONS, FEEDBACK):
+            raise ValueError(f"journal kind must be {PREDICTIONS!r} or {FEEDBACK!r}, not {kind!r}")
+        self.directory = Path(directory)
+        self.kind = kind
+        self.journal_dir = self.directory / JOURNAL_DIR
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.flush_rows, self.flush_seconds, self.max_pending = flush_rows, flush_seconds, max_pending
+        self.rotate_bytes = rotate_bytes
+        self.max_lag_seconds = max_lag_seconds
+        self._pending: deque[tuple[bytes, int]] = deque()
+        self._schemas: dict[int, tuple[int, InputSchema, bytes]] = {}  # id(schema) -> (k, schema kept alive, line)
+        self._token = f"{os.getpid()}-{os.urandom(3).hex()}"
+        self._seq = itertools.count(1)
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._unsynced = False
+        self._io_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.written = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._writer_args = (writer_nice, compact_seconds, max(0.05, min(flush_seconds, 1.0) / 2))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        if writer:
+            self._start_writer()
+        self._thread = threading.Thread(target=self._loop, name=f"journal-{self.directory.name}", daemon=True)
+        self._thread.start()
+
+    # -- hot path ------------------------------------------------------------------------------
+    def append(self, record: Any) -> None:
+        """Encode one record as a journal line and queue it; every ``flush_rows`` rows append them to the file.
+
+        The append to the file (one ``write`` into the page cache, a few hundred microseconds per
+        thousand rows) runs right here on the request loop's thread: done by another thread of
+        this process it would compete for the GIL with the loop on every system call. The
+        ``fdatasync`` that follows is left to the flusher thread (it holds no GIL while it waits).
+        """
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        if self.kind == FEEDBACK:
+            pending.append((encode_feedback(record), 1))
+        else:
+            schema = record[7]
+            known = self._schemas.get(id(schema))
+            if known is None:
+                known = self._declare(schema)
+            rows = len(record[0]) if record[0].__class__ is list else 1
+            pending.append((encode_prediction(record, known[0]), rows))
+        if len(pending) >= self.flush_rows and self._io_lock.acquire(blocking=False):
+            # (the lock is busy only while the flusher syncs: then the next append tries again)
+            try:
+                self._write_pending()
+            except OSError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._io_lock.release()
+            self._wake.set()
+
+    def _declare(self, schema: InputSchema) -> tuple[int, InputSchema, bytes]:
+        k = len(self._schemas)
+        known = (k, schema, _schema_line(k, schema))
+        self._schemas[id(schema)] = known
+        self._pending.append((known[2], 0))
+        return known
+
+    # -- flusher thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+                self._supervise()
+            except OSError as exc:  # keep serving; /ready and /metrics show it
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                time.sleep(min(self.flush_seconds, 1.0))
+
+    def flush(self) -> int:
+        """Append everything queued so far to the journal file and sync it; returns the number of rows."""
+        with self._io_lock:
+            rows = self._write_pending()
+            if self._unsynced and self._fd is not None:
+                os.fdatasync(self._fd)
+            self._unsynced = False
+            if self._size >= self.rotate_bytes:
+                self._close_file()
+            return rows
+
+    def _write_pending(self) -> int:
+        """Write the queue to the journal file (the caller holds the I/O lock)."""
+        pending = self._pending
+        n = len(pending)
+        if n == 0:
+            return 0
+        items = [pending.popleft() for _ in range(n)]
+        data = b"".join([line for line, _ in items])
+        fd = self._fd if self._fd is not None else self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        self._size += len(data)
+        self._unsynced = True
+        rows = sum([r for _, r in items])
+        self.written += rows
+        self.last_error = None
+        return rows
+
+    def _open(self) -> int:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = self.journal_dir / f"{stamp}-{self._token}-{next(self._seq):04d}.jnl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # "still being written": the writer deletes it only once released
+        header = b"".join(line for _, _, line in sorted(self._schemas.values(), key=lambda s: s[0]))
+        if header:  # every journal file declares the schemas it may use (lines may follow in the queue too)
+            os.write(fd, header)
+        self._fd, self._path, self._size = fd, path, len(header)
+        return fd
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock: the writer may now finish and delete this file
+            self._fd = None
+
+    # -- the writer process ----------------------------------------------------------------------
+    def _start_writer(self) -> None:
+        nice, compact, poll = self._writer_args
+        cmd = [sys.executable, "-m", "loopml.serving.logwriter", str(self.directory), "--kind", self.kind,
+               "--poll", str(poll), "--compact-seconds", str(compact), "--nice", str(nice),
+               "--max-lag", str(self.max_lag_seconds)]
+        # the writer's stdin is a pipe from this process: closing it (or dying) tells the writer to
+        # drain and exit; its own session keeps a terminal's Ctrl-C from cutting a drain short
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, close_fds=True, start_new_session=True)
+
+    def _supervise(self) -> None:
+        """Restart a writer process that died (its error is shown until the restart works)."""
+        proc = self._proc
+        if proc is None or self._closed or proc.poll() is None:
+            return
+        self.last_error = f"log writer process exited with code {proc.returncode}; restarted"
+        self._start_writer()
+
+    @property
+    def writer_pid(self) -> int | None:
+        """Pid of the writer process (``None`` without one)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush, close the journal, and let the writer turn it into segments before returning (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.flush()
+        with self._io_lock:
+            self._close_file()
+        proc = self._proc
+        if proc is not None:
+            if proc.stdin is not None:
+                proc.stdin.close()  # end of input: drain what is complete, then exit
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.last_error = f"log writer still draining after {timeout:.0f}s; the next writer resumes it"
+
+
+class _Segment:
+    """A segment being streamed: row groups appended to a temp file, published under its byte range."""
+
+    def __init__(self, store: SegmentStore, stem: str, start: int, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq
+
+        self.store, self.stem, self.start, self.schema = store, stem, start, schema
+        self.rows = 0
+        self.tmp = store.directory / f".{stem}.{start:012d}.parquet.tmp"
+        self._writer = pq.ParquetWriter(self.tmp, schema, **SegmentStore.options(schema))
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self, end: int) -> None:
+        self._writer.close()
+        self.store.publish(self.tmp, f"{self.stem}.{self.start:012d}-{end:012d}.parquet", own=True)
+
+
+class JournalWriter:
+    """Turns the journals of one log folder into Parquet segments (the writer process's work).
+
+    The writer shares the machine with the request loop, often the same pinned core. Two rules
+    keep it out of the loop's way (measured in ``benchmarks/bench_serving.py``):
+
+    * it works in slices of ``slice_bytes`` and calls ``sched_yield`` between them: on a kernel
+      that preempts lazily, a process busy in user space otherwise keeps the core until the next
+      scheduler tick (4 ms at 250 Hz) even after the request loop woke up;
+    * while requests flow fast (the journals grow by more than ``busy_bytes_per_s``, about 2,000
+      rows a second) conversion waits, as long as the oldest unconverted row is younger than
+      ``max_lag_seconds``: the rows are already durable in the journal, only the Parquet copy
+      that monitoring reads is late. Past that bound it converts anyway, busy or not.
+
+    Parameters
+    ----------
+    directory
+        The log folder.
+    kind
+        ``predictions`` or ``feedback``.
+    compact_seconds
+        Merge the segments written since the last compaction this often (0: never).
+    slice_bytes
+        Journal bytes decoded between two yields (lines are never split).
+    max_lag_seconds, busy_bytes_per_s
+        The deferral rule above (``max_lag_seconds=0`` never defers).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from loopml.serving.logs import now_us
+    >>> d = Path(tempfile.mkdtemp())
+    >>> j = Journal(d, "feedback", writer=False)
+    >>> j.append(("r1", now_us(), 0.0)); j.append(("r2", now_us(), 1.0))
+    >>> j.flush()
+    2
+    >>> w = JournalWriter(d, "feedback")
+    >>> w.pass_once()   # j still holds the journal open: its rows are written, the file stays
+    2
+    >>> j.close(); w.pass_once(), list((d / ".journal").glob("*.jnl"))
+    (0, [])
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        kind: str,
+        *,
+        compact_seconds: float = 60.0,
+        slice_bytes: int = 64 << 10,
+        max_lag_seconds: float = 60.0,
+        busy_bytes_per_s: float = 1e6,
+    ) -> None:
+        self.directory = Path(directory)
+        self.kind = kind
+        self.slice_bytes = slice_bytes
+        self.max_lag_seconds, self.busy_bytes_per_s = max_lag_seconds, busy_bytes_per_s
+        self.journal_dir = self.directory / JOURNAL_DIR
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SegmentStore(self.directory)
+        self.store.recover()
+        self.compact_seconds = compact_seconds
+        self._last_compact = time.monotonic()
+        self._claims: dict[str, int] = {}  # journal stem -> fd holding the claim lock
+        self._schemas: dict[str, dict[int, InputSchema]] = {}
+        self._waiting_since: dict[str, float] = {}  # journal stem -> when unconverted bytes were first seen
+        self._growth_mark: tuple[float, int] | None = None
+        self.consumed = consumed_offsets(self.directory)
+        self.rows_written = 0
+        self.torn_bytes = 0
+        self.bad_lines = 0
+        self.deferred_passes = 0
+
+    # -- when to work --------------------------------------------------------------------------
+    def service_busy(self) -> bool:
+        """Are requests flowing fast? (the journals grew by more than ``busy_bytes_per_s`` since the last call)"""
+        total = 0
+        for p in self.journal_dir.glob("*.jnl"):
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                continue
+        now = time.monotonic()
+        mark, self._growth_mark = self._growth_mark, (now, total)
+        if mark is None or now - mark[0] < 0.05:
+            return False
+        return (total - mark[1]) / (now - mark[0]) > self.busy_bytes_per_s
+
+    def pass_once(self, *, busy: bool = False) -> int:
+        """Write every complete line not yet in a segment; delete finished journals. Returns rows written.
+
+        With ``busy``, journals whose oldest unconverted bytes are younger than
+        ``max_lag_seconds`` wait for the next pass.
+        """
+        rows = 0
+        for path in sorted(self.journal_dir.glob("*.jnl")):
+            rows += self._one(path, busy)
+        if (self.compact_seconds > 0 and time.monotonic() - self._last_compact >= self.compact_seconds
+                and (not busy or time.monotonic() - self._last_compact >= self.max_lag_seconds)):
+            self._last_compact = time.monotonic()
+            self.store.compact()
+        return rows
+
+    # -- claims ----------------------------------------------------------------------------------
+    def _claim(self, path: Path) -> bool:
+        stem = path.stem
+        if stem in self._claims:
+            return True
+        fd = os.open(self.journal_dir / f"{stem}.claim", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # another writer process works on it
+        self._claims[stem] = fd
+        # another writer may have converted part of it since this one last looked: resume after that
+        done = consumed_offsets(self.directory).get(stem, 0)
+        if done > self.consumed.get(stem, 0):
+            self.consumed[stem] = done
+        self._schemas.pop(stem, None)
+        return True
+
+    def _release(self, stem: str) -> None:
+        fd = self._claims.pop(stem, None)
+        (self.journal_dir / f"{stem}.claim").unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+
+    # -- one journal -------------------------------------------------------------------------------
+    def _one(self, path: Path, busy: bool = False) -> int:
+        if not self._claim(path):
+            return 0
+        stem = path.stem
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self._release(stem)
+            return 0
+        rows, tail = 0, b""
+        try:
+            # the service holds a shared lock while it may append: exclusive means it is done
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                finished = True
+            except BlockingIOError:
+                finished = False
+            size = os.fstat(fd).st_size
+            if size > self.consumed.get(stem, 0):
+                since = self._waiting_since.setdefault(stem, time.monotonic())
+                if not busy or time.monotonic() - since >= self.max_lag_seconds:
+                    rows = self._convert(fd, path, size)
+                else:
+                    self.deferred_passes += 1
+                    return 0  # converted (and, when finished, deleted) on a later pass
+            done = self.consumed.get(stem, 0)
+            if done >= size:
+                self._waiting_since.pop(stem, None)
+            if finished and size > done:
+                tail = os.pread(fd, size - done, done)
+        finally:
+            os.close(fd)
+        if finished:
+            if tail:  # a line cut short by a crash: kept with its offset, never dropped silently
+                with open(self.journal_dir / f"{stem}.torn", "ab") as f:
+                    f.write(orjson.dumps({"offset": self.consumed.get(stem, 0),
+                                          "bytes": tail.decode("utf-8", "replace")}) + b"\n")
+                self.torn_bytes += len(tail)
+            path.unlink(missing_ok=True)
+            self._schemas.pop(stem, None)
+            self._waiting_since.pop(stem, None)
+            self._release(stem)
+        return rows
+
+    def _convert(self, fd: int, path: Path, size: int) -> int:
+        """Stream the complete lines after the consumed offset into one segment, slice by slice."""
+        stem = path.stem
+        pos = self.consumed.get(stem, 0)
+        if stem not in self._schemas and pos > 0:
+            self._schemas[stem] = self._declared_before(path, pos)
+        seg: _Segment | None = None
+        rows = 0
+        while pos < size:
+            data = os.pread(fd, min(self.slice_bytes, size - pos), pos)
+            end = data.rfind(b"\n") + 1
+            while end == 0 and pos + len(data) < size:  # one line longer than a slice
+                data += os.pread(fd, min(self.slice_bytes, size - pos - len(data)), pos + len(data))
+                end = data.rfind(b"\n") + 1
+            if end == 0:
+                break  # only a partial line is left
+            table = self._decode(stem, data[:end], pos)
+            if table is not None and table.num_rows:
+                if seg is not None and not seg.schema.equals(table.schema):
+                    rows += self._publish(seg, pos)  # another column set (another version's inputs)
+                    seg = None
+                if seg is None:
+                    seg = _Segment(self.store, stem, pos, table.schema)
+                seg.write(table)
+            elif seg is None:
+                self.consumed[stem] = pos + end  # lines without rows (schema declarations, quarantined)
+            pos += end
+            os.sched_yield()
+        if seg is not None:
+            rows += self._publish(seg, pos)
+        return rows
+
+    def _publish(self, seg: _Segment, end: int) -> int:
+        seg.close(end)
+        self.consumed[seg.stem] = end
+        self.rows_written += seg.rows
+        return seg.rows
+
+    def _declared_before(self, path: Path, offset: int) -> dict[int, InputSchema]:
+        """Schemas declared in the part of a journal already in segments (resuming after a crash)."""
+        out: dict[int, InputSchema] = {}
+        with open(path, "rb") as f:
+            head = f.read(offset)
+        for line in head.split(b"\n"):
+            if line.startswith(_SCHEMA_PREFIX):
+                obj = orjson.loads(line)
+                out[obj["schema"]] = InputSchema([Field(*f) for f in obj["fields"]])
+        return out
+
+    def _decode(self, stem: str, data: bytes, offset: int) -> pa.Table | None:
+        lines = data[:-1].split(b"\n")  # data ends with a newline; orjson escapes any inside strings
+        if self.kind == FEEDBACK:
+            recs = []
+            pos = offset
+            for line in lines:
+                at, pos = pos, pos + len(line) + 1
+                try:
+                    o = orjson.loads(line)
+                    recs.append((str(o["i"]), int(o["t"]), float(o["l"])))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    self._quarantine(stem, at, line, f"{type(exc).__name__}: {exc}")
+            return feedback_table(recs) if recs else None
+        schemas = self._schemas.setdefault(stem, {})
+        records: list[Any] = []
+        pos = offset
+        for n, line in enumerate(lines):
+            if n % 64 == 63:
+                os.sched_yield()  # a preemption point for the request loop (see the class docstring)
+            at, pos = pos, pos + len(line) + 1
+            try:
+                rec = self._record(orjson.loads(line), schemas)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, pa.ArrowException) as exc:
+                self._quarantine(stem, at, line, f"{type(exc).__name__}: {exc}")
+                continue
+            if rec is not None:
+                records.append(rec)
+        return prediction_table(self._vectors(stem, records)) if records else None
+
+    def _vectors(self, stem: str, records: list[Any]) -> list[Any]:
+        """Raw single-row vectors (still JSON lists) to one float matrix in one call, rows as views of it."""
+        at = [i for i, r in enumerate(records) if r[6].__class__ is list]
+        if not at:
+            return records
+        try:
+            matrix = np.array([records[i][6] for i in at], np.float64)  # null -> NaN (missing)
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is not None and matrix.ndim == 2:
+            for j, i in enumerate(at):
+                records[i] = (*records[i][:6], matrix[j], records[i][7])
+            return records
+        keep = []
+        for r in records:  # a bad vector among them: convert row by row, quarantine the bad ones
+            if r[6].__class__ is list:
+                try:
+                    r = (*r[:6], np.array(r[6], np.float64), r[7])
+                except (TypeError, ValueError) as exc:
+                    self._quarantine(stem, -1, orjson.dumps(r[:6]), f"inputs are not numbers: {exc}")
+                    continue
+            keep.append(r)
+        return keep
+
+    def _quarantine(self, stem: str, offset: int, line: bytes, reason: str) -> None:
+        """A line that cannot be decoded goes to ``.journal/<stem>.bad`` with its offset and why."""
+        with open(self.journal_dir / f"{stem}.bad", "ab") as f:
+            f.write(orjson.dumps({"offset": offset, "reason": reason, "line": line.decode("utf-8", "replace")}) + b"\n")
+        self.bad_lines += 1
+
+    @staticmethod
+    def _record(o: dict[str, Any], schemas: dict[int, InputSchema]) -> Any:
+        if "schema" in o:
+            schemas[o["schema"]] = InputSchema([Field(*f) for f in o["fields"]])
+            return None
+        schema = schemas.get(o["k"])
+        if schema is None:
+            raise ValueError(f"schema {o['k']} is used but was never declared")
+        x, ids = o["x"], o["i"]
+        if ids.__class__ is list:  # a many-row request: one block
+            s, p = np.asarray(o["s"], np.float64), np.asarray(o["p"], np.float64)
+            x = pa.table(x["__table__"]) if x.__class__ is dict else np.array(x, np.float64)
+            if len(s) != len(ids) or len(p) != len(ids) or len(x) != len(ids):
+                raise ValueError(f"a block of {len(ids)} ids has {len(s)} scores and {len(x)} input rows")
+            return (ids, o["t"], o["v"], o["o"], s, p, x, schema)
+        if x.__class__ is list:  # raw inputs in schema order: made a matrix with the others (see _vectors)
+            if len(x) != len(schema.names):
+                raise ValueError(f"a raw input row has {len(x)} values for {len(schema.names)} inputs")
+        elif x.__class__ is not dict:
+            raise ValueError(f"inputs must be an object or a list, got {type(x).__name__}")
+        return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema)
+
+    def close(self) -> None:
+        """Release the claims (the journals stay for the next writer)."""
+        for stem in list(self._claims):
+            fd = self._claims.pop(stem)
+            os.close(fd)
+
+
+def consumed_offsets(directory: Path) -> dict[str, int]:
+    """Per journal stem, the end of the bytes already in segments (from segment names, compacted ones included)."""
+    out: dict[str, int] = {}
+
+    def see(name: str) -> None:
+        m = _RANGE.match(name)
+        if m:
+            stem, b = m.group("stem"), int(m.group("b"))
+            if b > out.get(stem, 0):
+                out[stem] = b
+
+    for p in directory.glob("*.parquet"):
+        see(p.name)
+        if "-compact-" in p.name:
+            for name in SegmentStore.sources_of(p):
+                see(name)
+    return out
+
+
+def pending_bytes(directory: Path) -> int:
+    """Complete-or-not journal bytes of ``directory`` not yet in a segment (0: the log is fully written)."""
+    jdir = Path(directory) / JOURNAL_DIR
+    if not jdir.is_dir():
+        return 0
+    done = consumed_offsets(Path(directory))
+    total = 0
+    for p in jdir.glob("*.jnl"):
+        try:
+            total += max(0, p.stat().st_size - done.get(p.stem, 0))
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def wait_written(directories: list[Path], timeout: float = 30.0, poll: float = 0.05) -> bool:
+    """Wait until every journaled row of these log folders is in a segment; ``False`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if all(pending_bytes(d) == 0 for d in directories):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+
+
+def yield_cpu(nice: int) -> None:
+    """Lower every thread of this process (Linux sets priorities per thread; Arrow and BLAS start their own).
+
+    ``nice`` ≥ 20 asks for ``SCHED_IDLE``: run only when the core has nothing else to do.
+    """
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for tid in tids:
+        try:
+            if nice >= 20 and hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:
+            continue
+
+
+def run_writer(directory: Path, kind: str, *, poll: float, compact_seconds: float, nice: int = 20,
+               stop: threading.Event | None = None, max_lag_seconds: float = 60.0) -> int:
+    """The writer process's loop: a pass every ``poll`` seconds until ``stop``, then a last full pass.
+
+    Run as a process (:func:`main`), ``stop`` is set when standard input closes: the service
+    closed it, or died.
+    """
+    if nice:
+        yield_cpu(nice)
+    stop = stop or threading.Event()
+    writer = JournalWriter(directory, kind, compact_seconds=compact_seconds, max_lag_seconds=max_lag_seconds)
+    try:
+        while True:
+            last = stop.is_set()
+            writer.pass_once(busy=not last and writer.service_busy())
+            if last:
+                if writer.compact_seconds > 0:
+                    writer.store.compact()
+                return 0
+            stop.wait(poll)
+    finally:
+        writer.close()
+
+
+def _stop_on_eof(stop: threading.Event) -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loopml.serving.journal DIR --kind predictions``: the log writer process."""
+    ap = argparse.ArgumentParser(prog="python -m loopml.serving.journal",
+                                 description="Turn a log folder's journals into Parquet segments.")
+    ap.add_argument("directory", type=Path, help="The log folder (its journals are in DIR/.journal).")
+    ap.add_argument("--kind", choices=[PREDICTIONS, FEEDBACK], required=True, help="Which log it is.")
+    ap.add_argument("--poll", type=float, default=0.5, help="Seconds between passes.")
+    ap.add_argument("--compact-seconds", type=float, default=60.0, help="Compaction period (0: never).")
+    ap.add_argument("--nice", type=int, default=20,
+                    help="Niceness increment; 20 or more: SCHED_IDLE (run only when the core is otherwise idle).")
+    ap.add_argument("--max-lag", type=float, default=60.0,
+                    help="While requests flow fast, conversion waits at most this many seconds (0: never waits).")
+    args = ap.parse_args(argv)
+    stop = threading.Event()  # set when standard input closes (the service closed it or died)
+    threading.Thread(target=_stop_on_eof, args=(stop,), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return run_writer(args.directory, args.kind, poll=args.poll, compact_seconds=args.compact_seconds,
+                      nice=args.nice, stop=stop, max_lag_seconds=args.max_lag)

@@ -1,0 +1,217 @@
+"""The two-process prediction log: journal lines in the service, Parquet segments from the writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from loopml.serving.journal import (
+    JOURNAL_DIR,
+    Journal,
+    JournalWriter,
+    consumed_offsets,
+    pending_bytes,
+    wait_written,
+)
+from loopml.serving.logs import SegmentStore, feedback_table, now_us, prediction_table
+from loopml.serving.schema import InputSchema
+
+NUMERIC = InputSchema.from_mapping({"a": "float64", "b": "int64"})
+MIXED = InputSchema.from_mapping({"a": "float64", "city": "string", "flag": "bool"})
+
+
+def _records() -> list[tuple]:
+    """One record of every payload kind the service logs, over two schemas (two model versions)."""
+    t = now_us()
+    return [
+        ("r-dict", t, "v1", "production", 0.25, 0.0, {"a": 1.5, "city": "Oslo", "flag": True}, MIXED),
+        ("r-null", t, "v1", "production", 0.5, 1.0, {"a": None, "city": None, "flag": False}, MIXED),
+        ("r-vec", t + 1, "v2", "shadow", 0.75, 1.0, np.array([2.0, np.nan]), NUMERIC),
+        (["b-0", "b-1"], t + 2, "v2", "production", np.array([0.1, 0.9]), np.array([0.0, 1.0]),
+         np.array([[1.0, 2.0], [3.0, np.nan]]), NUMERIC),
+        (["t-0", "t-1"], t + 3, "v1", "production", np.array([0.2, 0.8]), np.array([0.0, 1.0]),
+         pa.table({"a": [4.0, None], "city": ["Rome", "Bergen"], "flag": [False, True]}), MIXED),
+    ]
+
+
+def _rows(d: Path) -> list[tuple]:
+    return duckdb.sql(
+        f"select request_id, ts, model_version, route, score, prediction, a, b, city, flag "
+        f"from read_parquet('{d}/*.parquet', union_by_name=true) order by request_id"
+    ).fetchall()
+
+
+def test_every_payload_kind_lands_as_the_in_process_log_writes_it(tmp_path: Path) -> None:
+    recs = _records()
+    j = Journal(tmp_path / "j", "predictions", writer=False)
+    for r in recs:
+        j.append(r)
+    assert j.flush() == 7 and j.written == 7
+    w = JournalWriter(tmp_path / "j", "predictions")
+    assert w.pass_once() == 7
+    # the reference: the same records through the in-process path
+    pq.write_table(prediction_table(recs), tmp_path / "ref.parquet")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref.parquet").rename(tmp_path / "ref" / "x.parquet")
+    got, want = _rows(tmp_path / "j"), _rows(tmp_path / "ref")
+    assert len(got) == 7
+    for g, e in zip(got, want):
+        assert g[:6] == e[:6]
+        for x, y in zip(g[6:], e[6:]):
+            assert (x is None and y is None) or (isinstance(x, float) and np.isnan(x) and np.isnan(y)) or x == y
+    # NaN of a raw vector stays missing, a JSON null of a dict row is NULL
+    by_id = {r[0]: r for r in got}
+    assert by_id["r-null"][6] is None and by_id["r-null"][8] is None
+    assert by_id["b-1"][7] is None or np.isnan(by_id["b-1"][7])
+    j.close()
+    w.pass_once()
+    assert not list((tmp_path / "j" / JOURNAL_DIR).glob("*.jnl"))  # finished and converted: removed
+
+
+def test_feedback_round_trip(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    for i in range(5):
+        j.append((f"r{i}", now_us(), float(i % 2)))
+    j.close()
+    assert JournalWriter(tmp_path, "feedback").pass_once() == 5
+    got = duckdb.sql(f"select request_id, label from read_parquet('{tmp_path}/*.parquet') order by 1").fetchall()
+    assert got == [(f"r{i}", float(i % 2)) for i in range(5)]
+    assert pq.read_schema(next(tmp_path.glob("*.parquet"))).equals(feedback_table([("x", 1, 1.0)]).schema)
+
+
+def test_conversion_waits_while_busy_but_never_beyond_the_lag(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    j.append(("r0", now_us(), 1.0))
+    j.close()  # a finished journal: it must not be deleted while it waits
+    w = JournalWriter(tmp_path, "feedback", max_lag_seconds=0.3)
+    assert w.pass_once(busy=True) == 0 and w.deferred_passes == 1
+    assert len(list((tmp_path / JOURNAL_DIR).glob("*.jnl"))) == 1 and not list(tmp_path.glob("*.parquet"))
+    assert pending_bytes(tmp_path) > 0
+    time.sleep(0.35)
+    assert w.pass_once(busy=True) == 1  # past the lag: written although still busy
+    assert pending_bytes(tmp_path) == 0 and not list((tmp_path / JOURNAL_DIR).glob("*.jnl"))
+
+
+def test_busy_means_the_journals_grow_fast(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    w = JournalWriter(tmp_path, "feedback", busy_bytes_per_s=10_000)
+    assert w.service_busy() is False  # first look: no rate yet
+    time.sleep(0.1)
+    for i in range(2_000):
+        j.append((f"r{i}", now_us(), 1.0))
+    j.flush()  # ~80 kB in ~0.1 s
+    assert w.service_busy() is True
+    time.sleep(0.1)
+    assert w.service_busy() is False  # no growth since
+    j.close()
+
+
+def test_a_new_writer_resumes_exactly_after_the_last_segment(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    for i in range(10):
+        j.append((f"a{i}", now_us(), 0.0))
+    j.flush()
+    w1 = JournalWriter(tmp_path, "feedback", compact_seconds=0)
+    assert w1.pass_once() == 10
+    for i in range(5):
+        j.append((f"b{i}", now_us(), 1.0))
+    j.flush()
+    journal = next((tmp_path / JOURNAL_DIR).glob("*.jnl"))
+    after_b = journal.stat().st_size
+    assert w1.pass_once() == 5
+    assert w1.store.compact() == 2  # the ranges survive compaction (in its metadata)
+    w1.close()  # the writer "dies": claims released, journal still open in the service
+    for i in range(3):
+        j.append((f"c{i}", now_us(), 1.0))
+    j.close()
+    assert consumed_offsets(tmp_path) == {journal.stem: after_b}  # read back from the compacted segment
+    w2 = JournalWriter(tmp_path, "feedback", compact_seconds=0)
+    assert w2.pass_once() == 3
+    ids = [r[0] for r in duckdb.sql(f"select request_id from read_parquet('{tmp_path}/*.parquet')").fetchall()]
+    assert sorted(ids) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)] + [f"c{i}" for i in range(3)])
+
+
+def test_a_torn_last_line_is_kept_aside_and_bad_lines_quarantined(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    j.append(("ok-1", now_us(), 1.0))
+    j.flush()
+    path = next((tmp_path / JOURNAL_DIR).glob("*.jnl"))
+    j.close()
+    bad_at = path.stat().st_size
+    with open(path, "ab") as f:  # as a crash mid-write (and a corrupted line before it) would leave
+        f.write(b'{"i": "bad", "t": "not a time", "l": 1}\n{"i": "ok-2", "t": 5, "l": 0.0}\n{"i": "cut", "t"')
+    w = JournalWriter(tmp_path, "feedback")
+    assert w.pass_once() == 2
+    assert w.bad_lines == 1 and w.torn_bytes == len(b'{"i": "cut", "t"')
+    bad = [json.loads(x) for x in (tmp_path / JOURNAL_DIR / f"{path.stem}.bad").read_text().splitlines()]
+    assert len(bad) == 1 and '"bad"' in bad[0]["line"] and "not a time" in bad[0]["reason"]
+    assert bad[0]["offset"] == bad_at  # where to find it in the journal
+    torn = (tmp_path / JOURNAL_DIR / f"{path.stem}.torn").read_text()
+    assert '"cut' in torn
+    assert not path.exists()
+
+
+def test_two_writers_never_convert_the_same_journal(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", writer=False)
+    j.append(("r", now_us(), 1.0))
+    j.flush()
+    w1, w2 = JournalWriter(tmp_path, "feedback"), JournalWriter(tmp_path, "feedback")
+    assert w1.pass_once() == 1
+    j.append(("s", now_us(), 1.0))
+    j.flush()
+    assert w2.pass_once() == 0  # w1 holds the claim
+    w1.close()
+    assert w2.pass_once() == 1
+    j.close()
+
+
+def test_the_writer_process_drains_on_close_and_is_restarted_if_killed(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "feedback", flush_rows=10**6, flush_seconds=0.1, max_lag_seconds=0)
+    try:
+        pid = j.writer_pid
+        assert pid is not None
+        j.append(("before", now_us(), 1.0))
+        assert wait_written([tmp_path], timeout=20)
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob("*.parquet")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while j.writer_pid == pid:  # the flusher notices and starts another
+            assert time.monotonic() < deadline, "the writer process was not restarted"
+            time.sleep(0.05)
+        assert j.last_error is None or "restarted" in j.last_error
+        j.append(("after", now_us(), 0.0))
+    finally:
+        j.close()
+    ids = sorted(r[0] for r in duckdb.sql(f"select request_id from read_parquet('{tmp_path}/*.parquet')").fetchall())
+    assert ids == ["after", "before"]
+    assert not list((tmp_path / JOURNAL_DIR).glob("*.jnl"))
+
+
+def test_segments_left_by_a_crash_mid_compaction_are_repaired(tmp_path: Path) -> None:
+    store = SegmentStore(tmp_path)
+    for i in range(3):
+        store.write(feedback_table([(f"r{i}", now_us(), 1.0)]), f"s{i}.parquet", own=True)
+    saved = {p: p.read_bytes() for p in tmp_path.glob("s*.parquet")}
+    assert store.compact() == 3
+    for p, data in saved.items():
+        p.write_bytes(data)  # as if the process died before unlinking them
+    assert store.recover() == 3
+    assert duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/*.parquet')").fetchall() == [(3,)]
+
+
+@pytest.mark.parametrize("kind", ["nonsense", ""])
+def test_a_journal_kind_must_be_known(tmp_path: Path, kind: str) -> None:
+    with pytest.raises(ValueError, match="predictions"):
+        Journal(tmp_path, kind, writer=False)
