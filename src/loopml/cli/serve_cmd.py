@@ -23,22 +23,28 @@ def serve(
         None, "--log-dir", help="With --model-file: folder for logs/predictions and logs/feedback (default: no logging)."
     ),
     no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction and feedback logs."),
+    log_max_lag: float | None = typer.Option(
+        None, "--log-max-lag", min=0,
+        help="Seconds the log writer may keep rows in the durable journal while traffic is heavy before writing "
+        "Parquet (default: spec.deployment.log_max_lag_seconds, 60; 0: at once, sharing the core with requests).",
+    ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
 ) -> None:
     """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics)."""
     from loopml.serving.service import app_for_model_file, app_for_workspace, run_server
     from loopml.spec.deployment import Deployment
 
+    lag = {} if log_max_lag is None else {"log_max_lag_seconds": log_max_lag}
     if model_file is not None:
-        dep = Deployment()
+        dep = Deployment().model_copy(update=lag)
         app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)
         poll = 0.0
     else:
         from loopml.workspace import Workspace
 
         ws = Workspace.open(project)
-        dep = ws.spec.deployment
-        app = app_for_workspace(ws, logs=not no_log)
+        dep = ws.spec.deployment.model_copy(update=lag)
+        app = app_for_workspace(ws, logs=not no_log, deployment=dep)
         poll = dep.registry_poll_seconds
     bind_host = host or dep.host
     bind_port = dep.port if port is None else port

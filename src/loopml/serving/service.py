@@ -34,11 +34,14 @@ def make_logs(root: Path, deployment: Deployment) -> tuple[Journal, Journal]:
     return plog, flog
 
 
-def app_for_workspace(ws: Any, *, logs: bool = True) -> ServingApp:
-    """The service of a project: versions from the registry, logs in the workspace, online store lookups."""
+def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | None = None) -> ServingApp:
+    """The service of a project: versions from the registry, logs in the workspace, online store lookups.
+
+    ``deployment`` overrides the spec's deployment section (e.g. options given on the command line).
+    """
     from loopml.registry import Registry
 
-    dep: Deployment = ws.spec.deployment
+    dep: Deployment = deployment or ws.spec.deployment
     plog, flog = make_logs(ws.root, dep) if logs else (None, None)
     lookup, precomputed = online_lookups(ws)
     app = ServingApp(
