@@ -89,3 +89,22 @@ def test_multiclass_cbpe_estimates_accuracy_from_confidence(project: Path) -> No
     assert sig.metrics["cbpe.accuracy"] < 0.6
     # and it is what the labels will say when they arrive
     assert sig.metrics["cbpe.accuracy"] == pytest.approx(float(np.mean(y_new == p_new)), abs=0.03)
+
+
+def test_a_cycle_says_when_served_rows_are_still_in_the_journal(project: Path) -> None:
+    from loopml.serving.journal import Journal, JournalWriter
+    from loopml.serving.logs import now_us, prediction_log_dir
+    from loopml.serving.schema import InputSchema
+
+    spec = parse_spec_text("monitoring:\n  drift: {window: 1h}\n", "loopml.yaml")
+    ws = Workspace.open(project, spec)
+    schema = InputSchema.from_mapping({"x": "float64"})
+    journal = Journal(prediction_log_dir(ws.root), "predictions", writer=False)
+    for i in range(50):
+        journal.append((f"r{i}", now_us(), "v1", "production", 0.5, 1.0, {"x": float(i)}, schema))
+    journal.flush()
+    notes = run_cycle(ws, retraining=False).notes
+    assert any("still in the service's journal" in n and "60 s" in n for n in notes), notes
+    journal.close()
+    JournalWriter(prediction_log_dir(ws.root), "predictions").pass_once()
+    assert not any("journal" in n for n in run_cycle(ws, retraining=False).notes)

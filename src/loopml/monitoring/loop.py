@@ -140,6 +140,19 @@ def collect_signals(
     return out
 
 
+def _log_backlog(ws: Workspace) -> str | None:
+    """A note when served predictions are still in the service's journal, not yet in the Parquet log."""
+    from loopml.serving.journal import pending_bytes
+    from loopml.serving.logs import prediction_log_dir
+
+    waiting = pending_bytes(prediction_log_dir(ws.root))
+    if not waiting:
+        return None
+    lag = ws.spec.deployment.log_max_lag_seconds
+    return (f"{waiting / 1e6:.1f} MB of served predictions are still in the service's journal (the log writer waits "
+            f"while traffic is heavy, at most {lag:g} s): this check does not see them yet")
+
+
 def run_cycle(
     ws: Workspace, *, now: dt.datetime | None = None, retraining: bool = True, show_progress: bool = False
 ) -> CycleResult:
@@ -151,6 +164,9 @@ def run_cycle(
     check_id = new_id()
     insert_row(ws, monitor_checks, check_id=check_id, started_at=now, status="running")
     notes: list[str] = []
+    backlog = _log_backlog(ws)
+    if backlog:
+        notes.append(backlog)
     try:
         windows = list(dict.fromkeys([spec.drift.window, *(r.window for r in spec.alerts)]))
         signals = collect_signals(ws, windows, now, notes)
