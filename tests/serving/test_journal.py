@@ -59,9 +59,8 @@ def test_every_payload_kind_lands_as_the_in_process_log_writes_it(tmp_path: Path
     w = JournalWriter(tmp_path / "j", "predictions")
     assert w.pass_once() == 7
     # the reference: the same records through the in-process path
-    pq.write_table(prediction_table(recs), tmp_path / "ref.parquet")
     (tmp_path / "ref").mkdir()
-    (tmp_path / "ref.parquet").rename(tmp_path / "ref" / "x.parquet")
+    pq.write_table(prediction_table(recs), tmp_path / "ref" / "x.parquet")
     got, want = _rows(tmp_path / "j"), _rows(tmp_path / "ref")
     assert len(got) == 7
     for g, e in zip(got, want):
@@ -158,6 +157,19 @@ def test_a_torn_last_line_is_kept_aside_and_bad_lines_quarantined(tmp_path: Path
     torn = (tmp_path / JOURNAL_DIR / f"{path.stem}.torn").read_text()
     assert '"cut' in torn
     assert not path.exists()
+
+
+def test_a_prediction_line_with_the_wrong_number_of_inputs_is_quarantined(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "predictions", writer=False)
+    j.append(("good", now_us(), "v1", "production", 0.5, 1.0, np.array([1.0, 2.0]), NUMERIC))
+    j.append(("short", now_us(), "v1", "production", 0.5, 1.0, np.array([1.0]), NUMERIC))
+    j.close()
+    stem = next((tmp_path / JOURNAL_DIR).glob("*.jnl")).stem
+    w = JournalWriter(tmp_path, "predictions")
+    assert w.pass_once() == 1 and w.bad_lines == 1
+    bad = json.loads((tmp_path / JOURNAL_DIR / f"{stem}.bad").read_text())
+    assert '"short"' in bad["line"] and "8 bytes, expected 16" in bad["reason"] and "2 inputs" in bad["reason"]
+    assert duckdb.sql(f"select request_id from read_parquet('{tmp_path}/*.parquet')").fetchall() == [("good",)]
 
 
 def test_two_writers_never_convert_the_same_journal(tmp_path: Path) -> None:

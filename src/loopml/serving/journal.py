@@ -618,36 +618,20 @@ class JournalWriter:
                 continue
             if rec is not None:
                 records.append(rec)
-        return prediction_table(self._vectors(stem, records)) if records else None
+        return prediction_table(self._vectors(records)) if records else None
 
-    def _vectors(self, stem: str, records: list[Any]) -> list[Any]:
-        """Raw single-row vectors to one float matrix per schema in one call; rows become views of it."""
+    @staticmethod
+    def _vectors(records: list[Any]) -> list[Any]:
+        """Raw single-row vectors (float64 bytes, lengths checked) to one matrix per schema; rows become views."""
         groups: dict[int, list[int]] = {}
         for i, r in enumerate(records):
-            if r[6].__class__ is bytes or r[6].__class__ is list:
+            if r[6].__class__ is bytes:
                 groups.setdefault(id(r[7]), []).append(i)
         for at in groups.values():
-            first = records[at[0]][6]
-            matrix: np.ndarray | None
-            try:
-                if first.__class__ is bytes and all(records[i][6].__class__ is bytes for i in at):
-                    matrix = np.frombuffer(b"".join([records[i][6] for i in at]), np.float64).reshape(len(at), -1)
-                else:
-                    matrix = np.array([records[i][6] for i in at], np.float64)  # JSON lists; null -> NaN
-            except (TypeError, ValueError):
-                matrix = None
-            if matrix is not None and matrix.ndim == 2:
-                for j, i in enumerate(at):
-                    records[i] = (*records[i][:6], matrix[j], records[i][7])
-                continue
-            for i in at:  # a bad vector among them: convert row by row, quarantine the bad ones
-                r = records[i]
-                try:
-                    records[i] = (*r[:6], np.array(r[6], np.float64), r[7])
-                except (TypeError, ValueError) as exc:
-                    self._quarantine(stem, -1, orjson.dumps(r[:6]), f"inputs are not numbers: {exc}")
-                    records[i] = None
-        return [r for r in records if r is not None]
+            matrix = np.frombuffer(b"".join([records[i][6] for i in at]), np.float64).reshape(len(at), -1)
+            for j, i in enumerate(at):
+                records[i] = (*records[i][:6], matrix[j], records[i][7])
+        return records
 
     def _quarantine(self, stem: str, offset: int, line: bytes, reason: str) -> None:
         """A line that cannot be decoded goes to ``.journal/<stem>.bad`` with its offset and why."""
@@ -667,26 +651,23 @@ class JournalWriter:
         xb = o.get("xb")
         x: Any = a2b_base64(xb) if xb is not None else o["x"]
         if ids.__class__ is list:  # a many-row request: one block
-            if "sb" in o:
-                s = np.frombuffer(a2b_base64(o["sb"]), np.float64)
-                p = np.frombuffer(a2b_base64(o["pb"]), np.float64)
-            else:
-                s, p = np.asarray(o["s"], np.float64), np.asarray(o["p"], np.float64)
+            s = np.frombuffer(a2b_base64(o["sb"]), np.float64)
+            p = np.frombuffer(a2b_base64(o["pb"]), np.float64)
             if x.__class__ is bytes:
                 x = np.frombuffer(x, np.float64).reshape(len(ids), -1)
             elif x.__class__ is dict:
                 x = pa.table(x["__table__"])
             else:
-                x = np.array(x, np.float64)
+                raise ValueError(f"block inputs must be base64 floats or a table, got {type(x).__name__}")
             if len(s) != len(ids) or len(p) != len(ids) or len(x) != len(ids):
                 raise ValueError(f"a block of {len(ids)} ids has {len(s)} scores and {len(x)} input rows")
             return (ids, o["t"], o["v"], o["o"], s, p, x, schema)
-        if x.__class__ is bytes or x.__class__ is list:  # raw inputs in schema order (matrix made in _vectors)
-            n = len(x) // 8 if x.__class__ is bytes else len(x)
-            if n != len(schema.names) or (x.__class__ is bytes and len(x) % 8):
-                raise ValueError(f"a raw input row has {n} values for {len(schema.names)} inputs")
+        if x.__class__ is bytes:  # raw inputs in schema order (one matrix made in _vectors)
+            if len(x) != 8 * len(schema.names):
+                raise ValueError(f"a raw input row has {len(x)} bytes, expected {8 * len(schema.names)} "
+                                 f"(float64 for each of {len(schema.names)} inputs)")
         elif x.__class__ is not dict:
-            raise ValueError(f"inputs must be an object or a list, got {type(x).__name__}")
+            raise ValueError(f"inputs must be an object or base64 floats, got {type(x).__name__}")
         return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema)
 
     def close(self) -> None:
