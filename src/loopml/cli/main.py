@@ -133,9 +133,7 @@ def run(
             ],
         )
     )
-    failed = [o for o in report.outcomes if o.status == "failed"]
-    if failed:
-        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+    report.raise_for_failure()
 
 
 @app.command("runs")
@@ -211,7 +209,11 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except LoopMLError as exc:
-        if debug:
+        original = getattr(exc, "original_traceback", None)
+        if debug and original:
+            # a stage failed: its own traceback (from the worker), not the CLI's re-raise
+            sys.stderr.write(f"traceback of the failed stage `{getattr(exc, 'stage', '?')}`:\n{original}")
+        elif debug:
             raise
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2 if isinstance(exc, SpecError) else 1)
