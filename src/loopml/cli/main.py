@@ -134,6 +134,26 @@ def run(
         )
     )
     report.raise_for_failure()
+    evaluated = next((o for o in report.outcomes if o.stage == "evaluate"), None)
+    if evaluated is not None:
+        console.print(verdict_line(evaluated.summary))
+
+
+def verdict_line(summary: dict[str, object]) -> str:
+    """One line telling whether the evaluated model was approved, and why (from the evaluate stage summary)."""
+    pm, value, lo, hi = (summary.get(k) for k in ("primary_metric", "value", "lower", "upper"))
+    measured = (
+        f"{pm} {value:.4g} [{lo:.4g}, {hi:.4g}]" if all(isinstance(v, int | float) for v in (value, lo, hi))
+        else f"{pm} {value if value is not None else 'undefined on the test split'}"
+    )
+    failed = summary.get("failed_gates") or []
+    reason = summary.get("reason")
+    if summary.get("approved"):
+        return f"verdict: APPROVED ({measured}; every gate passed)"
+    why = str(reason) if reason else (
+        "failed gates: " + ", ".join(map(str, failed)) if isinstance(failed, list) and failed else "not approved"
+    )
+    return f"verdict: NOT APPROVED ({measured}): {why}"
 
 
 @app.command("runs")
