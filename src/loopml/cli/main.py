@@ -99,9 +99,13 @@ def run(
 ) -> None:
     """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash."""
     from loopml.pipeline import Runner, StageOutcome, make_executor, pipeline_for
+    from loopml.pipeline.preflight import check_against_data
+    from loopml.spec import SPEC_FILENAME
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
+    # the spec against a sample of its data first: a wrong target fails here, before any stage runs
+    check_against_data(ws.spec, ws.project_dir).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
     stages = pipeline_for(ws.spec)
 
     def on_event(kind: str, payload: StageOutcome | str) -> None:

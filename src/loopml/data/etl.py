@@ -57,6 +57,7 @@ def build_examples(
     files: Mapping[str, Sequence[Path]] | None = None,
     only: Sequence[str] | None = None,
     progress: Callable[[list[tuple[str, Any]]], Iterable[tuple[str, Any]]] | None = None,
+    read: Callable[[str, Any, Path, Sequence[Path] | None], pa.Table] = read_source,
 ) -> EtlResult:
     """Read the sources and build the example table.
 
@@ -72,6 +73,8 @@ def build_examples(
         Read only these sources (the others are not needed, e.g. an incremental delta of the base).
     progress
         Wraps the list of (name, source) being read, e.g. with a progress bar.
+    read
+        Reads one source (``read_source``; ``loopml spec check`` passes a reader of a sample).
     """
     data = spec.data
     if not data.sources:
@@ -82,7 +85,7 @@ def build_examples(
     try:
         todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
         for name, source in progress(todo) if progress is not None else todo:
-            t = read_source(name, source, project_dir, (files or {}).get(name))
+            t = read(name, source, project_dir, (files or {}).get(name))
             result.source_rows[name] = t.num_rows
             con.register(name, t)
         if base is None:
