@@ -27,6 +27,7 @@ import orjson
 
 from loopml.errors import LoopMLError, NotFound
 from loopml.serving.auth import AdminAuth
+from loopml.serving.journal import GroupCommit
 from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
@@ -218,6 +219,9 @@ class ServingApp:
         #: the HTTP server's shared state (limits, load estimate), set by :func:`loopml.serving.http.serve_app`
         self.server_state: Any = None
         self.metrics = Metrics()
+        self.commit: GroupCommit | None = None  # set: answers wait until their log rows are on disk
+        self.closing = False  # set by the drain once every begun request was answered: the logs close next
+        self.drain_seconds = 10.0
         self.state = ServingState({}, {}, None, error="not loaded yet")
         self._prefix = os.urandom(4).hex()
         self._counter = 0
@@ -294,6 +298,8 @@ class ServingApp:
     def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Any:
         """Synchronous handlers: a response tuple ``(status, body, content type[, extra header lines])``,
         a future of one (scored in a worker thread), or ``None``: "admin route: call :meth:`handle_admin`"."""
+        if self.closing:
+            return _err(503, "the service is shutting down; retry on another instance")
         q = path.find(b"?")
         if q >= 0:
             path = path[:q]
@@ -687,7 +693,12 @@ class ServingApp:
         return next((v for v, s in self.state.states.items() if s == "production"), None)
 
     def close(self) -> None:
-        """Flush the logs."""
+        """Flush, sync and close the logs (their writer processes drain them into segments)."""
+        self.closing = True
+        if self._pool is not None:  # (the drain waited for the requests scored there)
+            self._pool.shutdown(wait=True)
         for log in (self.prediction_log, self.feedback_log):
             if log is not None:
                 log.close()
+        if self.commit is not None:
+            self.commit.close()

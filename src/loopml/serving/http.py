@@ -26,6 +26,13 @@ What one client may cost is bounded (``deployment.limits``, :class:`HttpLimits`)
 Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms)
 keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
 inline requests) and, a few times a second, sweeps the connections whose deadline passed.
+
+Shutdown (SIGTERM/SIGINT) drains: the listening socket closes, idle keep-alive connections are
+closed, every request already begun is answered (with ``connection: close``) within
+``deployment.drain_seconds``, and only then are the logs flushed, synced and closed: no request
+is answered after its log closed. With ``deployment.log_durability: before_answer`` a response
+that logged rows is held until the group commit (:class:`loopml.serving.journal.GroupCommit`)
+reports them on disk; later requests on the same connection queue behind it, in order.
 """
 
 from __future__ import annotations
@@ -151,6 +158,7 @@ class ServerState:
         self.shed = 0
         self.timeouts = 0
         self.refused_connections = 0
+        self.draining = False
         self._probe_start = 0.0
         self._next_sweep = 0.0
         self._sweep_every = max(TICK_SECONDS, min(0.25, limits.header_timeout_seconds / 4,
@@ -180,6 +188,13 @@ class ServerState:
         it = time.monotonic() - self._probe_start
         self.iteration = it = 0.5 * self.iteration + 0.5 * it
         self.shedding = 2 * it > self.limits.queue_delay_seconds
+
+    def drain(self) -> None:
+        """From now on every response closes its connection; idle connections close at once."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.idle and conn.transport is not None:
+                conn._close()
 
     def sweep(self, now: float) -> None:
         """Close the connections whose deadline passed."""
@@ -219,10 +234,20 @@ class HttpProtocol(asyncio.Protocol):
         self._lingering = False
         self._queue: deque[tuple[Any, ...]] = deque()
 
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing begun, nothing waiting to be answered or sent."""
+        return self._phase == _IDLE and not self._hold
+
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
+        if server.draining:
+            transport.close()
+            self.transport = None
+            self._dead = True
+            return
         if len(server.connections) >= self.limits.max_connections:
             server.refused_connections += 1
             transport.write(render(503, b'{"error":"too many connections; retry later"}', _JSON, False,
@@ -346,18 +371,27 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------------
     def _dispatch(self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
         transport = self.transport
-        if self.server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
+        server = self.server
+        if server.draining:
+            keep_alive = False
+        if server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
             self.server.shed += 1
             self.app.metrics.error(url.split(b"?", 1)[0].decode(), "overloaded")
             self._write(render(503, b'{"error":"overloaded: the queued work exceeds the latency budget; retry later"}',
                                _JSON, keep_alive, b"retry-after: 1\r\n"), keep_alive)
             return
+        commit = self.app.commit
+        before = commit.ticket() if commit is not None else 0
         try:
             result: Any = self.app.handle(method, url, headers, body)
         except Exception as exc:  # a bug must not kill the connection loop; it is counted and logged
             self.app.metrics.error(url.decode(errors="replace"), "internal")
             sys.stderr.write(f"loopml serve: internal error on {url!r}: {type(exc).__name__}: {exc}\n")
             result = (500, b'{"error":"internal error; see the server log"}', _JSON)
+        committed = False
+        if commit is not None and result.__class__ is tuple and commit.ticket() != before:
+            result = self._after_commit(commit, result)  # answered once its log rows are on disk
+            committed = True
         if result.__class__ is tuple:
             if len(result) == 3:
                 code, payload, ctype = result
@@ -373,27 +407,47 @@ class HttpProtocol(asyncio.Protocol):
         if result is None:
             path = url.split(b"?", 1)[0]
             result = self.app.handle_admin(path, dict(headers), body)
-        task = asyncio.ensure_future(self._later(result, keep_alive))
+        task = asyncio.ensure_future(self._later(result, keep_alive, committed))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 
-    async def _later(self, pending: Any, keep_alive: bool) -> None:
+    async def _later(self, pending: Any, keep_alive: bool, committed: bool) -> None:
         try:
             result = await pending
+            commit = self.app.commit
+            if not committed and commit is not None and commit.ticket() > commit.durable:  # it may have logged
+                result = await self._after_commit(commit, result)
         except Exception as exc:
             sys.stderr.write(f"loopml serve: request handler crashed: {type(exc).__name__}: {exc}\n")
             result = 500, b'{"error":"internal error; see the server log"}', _JSON
         self._busy = False
         if self.transport is None:
             return
+        if self.server.draining:
+            keep_alive = False
         self._write(render(result[0], result[1], result[2], keep_alive, result[3] if len(result) > 3 else b""),
                     keep_alive)
         self._drain()
 
+    async def _after_commit(self, commit: Any, result: Any) -> Any:
+        """``result`` once the group commit has the log rows appended so far on disk (503 if its sync failed)."""
+        ticket = commit.ticket()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def synced() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        commit.after(ticket, synced)
+        await done
+        if ticket > commit.durable:
+            return 503, b'{"error":"the prediction could not be written to the log; retry"}', _JSON
+        return result
+
     def _write(self, data: bytes, keep_alive: bool) -> None:
         transport = self.transport
         transport.write(data)  # may call pause_writing()
-        if not keep_alive:
+        if not keep_alive or (self.server.draining and not self._hold and not self._queue):
             self._close()
             return
         if not self._hold:
@@ -412,6 +466,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self._busy or self._wpaused:
             return
         self._hold = False
+        if self._phase == _BUSY:
+            self._phase = _IDLE
+        if self.server.draining and self._phase == _IDLE:
+            self._close()
+            return
         self._set_deadline()
         if not self._dead:
             self.transport.resume_reading()
@@ -558,9 +617,27 @@ async def serve_app(
     finally:
         if poller is not None:
             poller.cancel()
-        server.close()
-        with contextlib.suppress(TimeoutError):  # 3.12+ also waits for keep-alive connections: bound it
-            await asyncio.wait_for(server.wait_closed(), 2.0)
-        t0 = time.perf_counter()
-        await loop.run_in_executor(None, app.close)
-        sys.stderr.write(f"loopml serve: stopped; logs flushed in {time.perf_counter() - t0:.2f}s\n")
+        await drain(app, server, state)
+
+
+async def drain(app: ServingApp, server: Any, state: ServerState) -> None:
+    """Stop accepting, answer what has begun, then close the logs (no answer after they close)."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    server.close()
+    state.drain()
+    deadline = time.monotonic() + app.drain_seconds
+    while (state.connections or _TASKS or (app.commit is not None and not app.commit.idle)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    left = len(state.connections)
+    app.closing = True  # from here on no handler answers (or logs) anything
+    for conn in list(state.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    t1 = time.perf_counter()
+    await loop.run_in_executor(None, app.close)
+    sys.stderr.write(
+        f"loopml serve: stopped; drained in {t1 - t0:.2f}s"
+        + (f" ({left} connection(s) still mid-request were cut)" if left else "")
+        + f", logs flushed, synced and written in {time.perf_counter() - t1:.2f}s\n"
+    )
