@@ -288,8 +288,8 @@ def _named_columns(spec: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
     for key in ("item_key", "group_key", "timestamp"):
         if getattr(task, key):
             out.append((("task", key), key.replace("_", " "), getattr(task, key)))
-    for key in ("time_column", "group_column"):
-        if getattr(tr.split, key):
+    for key in ("time_column", "group_column", "column"):
+        if getattr(tr.split, key, None):
             out.append((("training", "split", key), f"split {key.replace('_', ' ')}", getattr(tr.split, key)))
     if tr.sampling.weight_column:
         out.append((("training", "sampling", "weight_column"), "weight column", tr.sampling.weight_column))
