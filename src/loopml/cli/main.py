@@ -104,9 +104,12 @@ def run(
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
-    # the spec against a sample of its data first: a wrong target fails here, before any stage runs
-    check_against_data(ws.spec, ws.project_dir).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
     stages = pipeline_for(ws.spec)
+    # the spec against a sample of its data first: a wrong target fails here, before any stage runs
+    names = [s.name for s in stages]
+    upto = names[: names.index(until) + 1] if until in names else names
+    model = any(n in upto for n in ("features", "train"))
+    check_against_data(ws.spec, ws.project_dir, model=model).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
 
     def on_event(kind: str, payload: StageOutcome | str) -> None:
         if kind == "stage_start" and not quiet:

@@ -298,11 +298,20 @@ def _named_columns(spec: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
     return out
 
 
-def check_table(spec: Any, table: pa.Table) -> list[Problem]:
-    """Every way ``spec`` does not fit ``table`` (a sample of the example table)."""
+def check_table(spec: Any, table: pa.Table, *, model: bool = True) -> list[Problem]:
+    """Every way ``spec`` does not fit ``table`` (a sample of the example table).
+
+    ``model=False`` (a run that stops before ``features``) checks only the data's own keys: the
+    target, the inputs and the task matter only to the stages that build a model.
+    """
     problems: list[Problem] = []
     columns = table.column_names
     target = spec.task.target
+    if not model:
+        for i, k in enumerate(spec.data.verification.unique_keys):
+            if k not in columns:
+                problems.append(Problem(("data", "verification", "unique_keys", i), _missing("unique key", k, columns, None)))
+        return problems
     tables = spec.features.tables
     provided = {a.name for t in tables.values() for a in t.aggregations}
     open_tables = any(t.sql for t in tables.values())  # custom SQL: its output columns are unknown here
@@ -317,8 +326,11 @@ def check_table(spec: Any, table: pa.Table) -> list[Problem]:
     return problems
 
 
-def check_against_data(spec: Any, project_dir: Path, rows: int = SAMPLE_ROWS) -> DataCheck:
-    """Check ``spec`` against a sample of its data; sources that cannot be read leave a note, not a problem."""
+def check_against_data(spec: Any, project_dir: Path, rows: int = SAMPLE_ROWS, *, model: bool = True) -> DataCheck:
+    """Check ``spec`` against a sample of its data; sources that cannot be read leave a note, not a problem.
+
+    ``model``: whether the model stages (``features``, ``train``) will run (see :func:`check_table`).
+    """
     result = DataCheck()
     if not spec.data.sources:
         result.notes.append("no data sources declared: nothing to check against")
@@ -331,7 +343,7 @@ def check_against_data(spec: Any, project_dir: Path, rows: int = SAMPLE_ROWS) ->
     result.checked = True
     result.rows = table.num_rows
     result.columns = table.column_names
-    result.problems = check_table(spec, table)
+    result.problems = check_table(spec, table, model=model)
     return result
 
 
