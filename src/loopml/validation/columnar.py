@@ -188,13 +188,14 @@ class ColumnData:
         return codes, enc.dictionary.to_pylist()
 
     def text_mask(self, pattern: str) -> np.ndarray:
-        """True where a string value matches a regex (evaluated once per distinct value)."""
-        codes, _ = self.codes
-        hit = np.asarray(pc.fill_null(pc.match_substring_regex(self._dictionary, pattern), False)
-                         .to_numpy(zero_copy_only=False), dtype=bool)
-        if not hit.any():
+        """True where a string value matches a regex (evaluated once per distinct value; the rows are
+        looked up only when some value matches)."""
+        values = self.uniques  # shared with the profile
+        hit = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+        if not pc.any(hit).as_py():
             return np.zeros(self.n, dtype=bool)
-        return np.asarray(hit[np.where(codes >= 0, codes, 0)] & (codes >= 0))
+        inside = pc.is_in(self.array, value_set=values.filter(hit))
+        return np.asarray(pc.fill_null(inside, False).to_numpy(zero_copy_only=False), dtype=bool)
 
     def quantiles(self, qs: list[float] | tuple[float, ...]) -> list[float]:
         """Linear-interpolated quantiles of the valid values (from the sorted copy)."""
