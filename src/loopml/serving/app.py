@@ -22,6 +22,7 @@ import orjson
 
 from loopml.errors import LoopMLError, NotFound
 from loopml.serving.auth import AdminAuth
+from loopml.serving.journal import GroupCommit
 from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
@@ -101,6 +102,9 @@ class ServingApp:
         self.title = title
         self.registry = registry
         self.metrics = Metrics()
+        self.commit: GroupCommit | None = None  # set: answers wait until their log rows are on disk
+        self.closing = False  # set by the drain once every begun request was answered: the logs close next
+        self.drain_seconds = 10.0
         self.state = ServingState({}, {}, None, error="not loaded yet")
         self._prefix = os.urandom(4).hex()
         self._counter = 0
@@ -176,6 +180,8 @@ class ServingApp:
 
     def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response | None:
         """Synchronous handlers; ``None`` means "admin route: call :meth:`handle_admin`"."""
+        if self.closing:
+            return _err(503, "the service is shutting down; retry on another instance")
         q = path.find(b"?")
         if q >= 0:
             path = path[:q]
@@ -486,7 +492,10 @@ class ServingApp:
         return next((v for v, s in self.state.states.items() if s == "production"), None)
 
     def close(self) -> None:
-        """Flush the logs."""
+        """Flush, sync and close the logs (their writer processes drain them into segments)."""
+        self.closing = True
         for log in (self.prediction_log, self.feedback_log):
             if log is not None:
                 log.close()
+        if self.commit is not None:
+            self.commit.close()

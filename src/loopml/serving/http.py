@@ -5,6 +5,13 @@ one ``transport.write`` sends the response. Keep-alive and pipelining are suppor
 go out in request order because handlers run synchronously; admin handlers, which await, pause
 reading until they answer). This is what ``uvicorn`` does underneath, minus the ASGI layer,
 which is where a FastAPI app spends most of its time at these request sizes.
+
+Shutdown (SIGTERM/SIGINT) drains: the listening socket closes, idle keep-alive connections are
+closed, every request already begun is answered (with ``connection: close``) within
+``deployment.drain_seconds``, and only then are the logs flushed, synced and closed: no request
+is answered after its log closed. With ``deployment.log_durability: before_answer`` a response
+that logged rows is held until the group commit (:class:`loopml.serving.journal.GroupCommit`)
+reports them on disk; later responses on the same connection queue behind it, in order.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections import deque
 from email.utils import formatdate
 from typing import Any
 
@@ -66,23 +74,49 @@ def render(code: int, body: bytes, ctype: bytes, keep_alive: bool) -> bytes:
     )
 
 
+class Connections:
+    """The open connections of a server, so that a shutdown can drain them."""
+
+    def __init__(self) -> None:
+        self.open: set[HttpProtocol] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """From now on every response closes its connection; idle connections close at once."""
+        self.draining = True
+        for conn in list(self.open):
+            if conn.idle and conn.transport is not None:
+                conn.transport.close()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    __slots__ = ("_body", "_headers", "_size", "_url", "app", "parser", "transport")
+    __slots__ = ("_body", "_busy", "_headers", "_held", "_size", "_url", "app", "conns", "parser", "transport")
 
-    def __init__(self, app: ServingApp) -> None:
+    def __init__(self, app: ServingApp, conns: Connections | None = None) -> None:
         self.app = app
+        self.conns = conns if conns is not None else Connections()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._busy = False  # a request begun and not yet answered
+        self._held: deque[tuple[int, int, bytes, bytes, bool]] | None = None  # responses waiting for the group commit
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing begun, nothing waiting to be sent."""
+        return not self._busy and self._held is None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.conns.open.add(self)
+        if self.conns.draining:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -94,9 +128,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._held = None
+        self.conns.open.discard(self)
 
     # -- httptools callbacks -------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._busy = True
         self._url = b""
         self._headers = {}
         self._body = []
@@ -124,12 +161,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         transport = self.transport
-        if transport is None:
-            return
+        if transport is None or transport.is_closing() or (self._held and not self._held[-1][4]):
+            return  # (pipelined requests behind a closing response are not handled: never answered, never logged)
         parser = self.parser
         method = parser.get_method()
-        keep_alive = parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive() and not self.conns.draining
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        commit = self.app.commit
+        before = commit.ticket() if commit is not None else 0
         try:
             result = self.app.handle(method, self._url, self._headers, body)
         except Exception as exc:  # a bug must not kill the connection loop; it is counted and logged
@@ -143,9 +182,50 @@ class HttpProtocol(asyncio.Protocol):
             task.add_done_callback(_TASKS.discard)
             return
         code, payload, ctype = result
-        transport.write(render(code, payload, ctype, keep_alive))
-        if not keep_alive:
+        if commit is not None:
+            ticket = commit.ticket()
+            if ticket != before or self._held is not None:
+                self._hold(commit, ticket if ticket != before else 0, code, payload, ctype, keep_alive)
+                return
+        self._send(render(code, payload, ctype, keep_alive), keep_alive)
+
+    def _send(self, data: bytes, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(data)
+        if not keep_alive or (self.conns.draining and self._held is None):
             transport.close()
+        self._busy = False
+
+    def _hold(self, commit: Any, ticket: int, code: int, payload: bytes, ctype: bytes, keep_alive: bool) -> None:
+        """Queue a response until the group commit has its log rows on disk (in order with the ones before)."""
+        if self._held is None:
+            self._held = deque()
+            self.transport.pause_reading()  # a client cannot pile up held responses
+        self._held.append((ticket, code, payload, ctype, keep_alive))
+        if ticket:
+            commit.after(ticket, self._release)
+
+    def _release(self) -> None:
+        """Send the held responses whose rows are on disk, in order (a failed sync turns a 200 into 503)."""
+        held, commit = self._held, self.app.commit
+        if held is None or commit is None:
+            return
+        while held:
+            ticket, code, payload, ctype, keep_alive = held[0]
+            if ticket and ticket > commit.durable:
+                if ticket > commit.failed_upto:
+                    break  # its sync has not ended yet
+                code, payload, ctype = 503, b'{"error":"the prediction could not be written to the log; retry"}', \
+                    b"application/json"
+            held.popleft()
+            if not held:
+                self._held = None
+            self._send(render(code, payload, ctype, keep_alive), keep_alive)
+        transport = self.transport
+        if self._held is None and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     async def _admin(self, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
         path = url.split(b"?", 1)[0]
@@ -157,11 +237,10 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(render(code, payload, ctype, keep_alive))
+        keep_alive = keep_alive and not self.conns.draining
+        self._send(render(code, payload, ctype, keep_alive), keep_alive)
         if keep_alive:
             transport.resume_reading()
-        else:
-            transport.close()
 
     def _fail(self, code: int, body: bytes) -> None:
         if self.transport is not None:
@@ -189,10 +268,11 @@ async def serve_app(
     ready_file: str | None = None,
     on_ready: Any = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting, flush the logs and return."""
+    """Serve until SIGTERM/SIGINT, then drain (see the module docstring), flush and sync the logs, and return."""
     loop = asyncio.get_running_loop()
     _Clock.tick(loop)
-    server = await loop.create_server(lambda: HttpProtocol(app), host, port, reuse_address=True, backlog=1024)
+    conns = Connections()
+    server = await loop.create_server(lambda: HttpProtocol(app, conns), host, port, reuse_address=True, backlog=1024)
     bound = server.sockets[0].getsockname()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,9 +289,27 @@ async def serve_app(
     finally:
         if poller is not None:
             poller.cancel()
-        server.close()
-        with contextlib.suppress(TimeoutError):  # 3.12+ also waits for keep-alive connections: bound it
-            await asyncio.wait_for(server.wait_closed(), 2.0)
-        t0 = time.perf_counter()
-        await loop.run_in_executor(None, app.close)
-        sys.stderr.write(f"loopml serve: stopped; logs flushed in {time.perf_counter() - t0:.2f}s\n")
+        await drain(app, server, conns)
+
+
+async def drain(app: ServingApp, server: Any, conns: Connections) -> None:
+    """Stop accepting, answer what has begun, then close the logs (no answer after they close)."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    server.close()
+    conns.drain()
+    deadline = time.monotonic() + app.drain_seconds
+    while (conns.open or _TASKS or (app.commit is not None and not app.commit.idle)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    left = len(conns.open)
+    app.closing = True  # from here on no handler answers (or logs) anything
+    for conn in list(conns.open):
+        if conn.transport is not None:
+            conn.transport.abort()
+    t1 = time.perf_counter()
+    await loop.run_in_executor(None, app.close)
+    sys.stderr.write(
+        f"loopml serve: stopped; drained in {t1 - t0:.2f}s"
+        + (f" ({left} connection(s) still mid-request were cut)" if left else "")
+        + f", logs flushed, synced and written in {time.perf_counter() - t1:.2f}s\n"
+    )

@@ -11,7 +11,7 @@ from typing import Any
 from loopml.serving.app import ServingApp
 from loopml.serving.auth import AdminAuth
 from loopml.serving.http import install_uvloop, serve_app
-from loopml.serving.journal import FEEDBACK, PREDICTIONS, Journal
+from loopml.serving.journal import FEEDBACK, PREDICTIONS, GroupCommit, Journal
 from loopml.serving.logs import SegmentStore, feedback_log_dir, prediction_log_dir
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.sources import FileSource, RegistrySource
@@ -56,6 +56,14 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         title=f"{ws.spec.project.name} prediction service",
         registry=Registry(ws),
     )
+    return configure(app, dep)
+
+
+def configure(app: ServingApp, dep: Deployment) -> ServingApp:
+    """Apply the deployment's shutdown and durability settings to ``app``."""
+    app.drain_seconds = dep.drain_seconds
+    if dep.log_durability == "before_answer" and (app.prediction_log is not None or app.feedback_log is not None):
+        app.commit = GroupCommit([app.prediction_log, app.feedback_log])  # type: ignore[list-item]
     return app
 
 
@@ -79,7 +87,9 @@ def app_for_model_file(path: str | Path, *, log_root: Path | None, deployment: D
     """A service for one LightGBM text model (inputs: its numeric feature names)."""
     dep = deployment or Deployment()
     plog, flog = make_logs(log_root, dep) if log_root is not None else (None, None)
-    return ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=AdminAuth(dep.token_env))
+    return configure(
+        ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=AdminAuth(dep.token_env)), dep
+    )
 
 
 def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2.0, ready_file: str | None = None,

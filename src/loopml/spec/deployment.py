@@ -30,10 +30,28 @@ class Deployment(StrictModel):
     )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
     log_flush_rows: int = Field(
-        default=1_000, ge=1, description="Prediction log writes a Parquet segment after this many rows…"
+        default=1_000, ge=1,
+        description="The service appends its queued log records (one per request) to the journal file after this "
+        "many records…",
     )
     log_flush_seconds: float = Field(
-        default=1.0, gt=0, description="…or this many seconds after the first unwritten row (a crash loses at most that)."
+        default=1.0, gt=0,
+        description="…or this many seconds after the last append, and fdatasyncs it. With log_durability `window` "
+        "a killed process loses at most the records of this window (fewer than log_flush_rows, answered in the "
+        "last log_flush_seconds); a machine crash, those since the last sync.",
+    )
+    log_durability: Literal["window", "before_answer"] = Field(
+        default="window",
+        description="`window`: answer at once; the journal is written and synced every log_flush_rows records or "
+        "log_flush_seconds (see there for what a crash loses). `before_answer`: a response that logged rows is "
+        "sent only once they are written and fdatasynced (group commit: the requests answered while one sync "
+        "runs share the next one), so no answered prediction is lost even if the process or machine dies; it "
+        "costs a sync per batch of requests (measured in `python -m benchmarks serving`, row loopml-durable).",
+    )
+    drain_seconds: float = Field(
+        default=10.0, ge=0,
+        description="On SIGTERM/SIGINT the service stops accepting, closes idle connections and answers the "
+        "requests already begun for at most this long; then it closes (flushes and syncs) the logs and exits.",
     )
     log_compact_seconds: float = Field(
         default=60.0, ge=0, description="A server merges its log segments of the last this many seconds into one (0: never)."
