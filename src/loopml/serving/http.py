@@ -34,7 +34,7 @@ _REASONS = {
     409: b"Conflict", 412: b"Precondition Failed", 413: b"Payload Too Large", 422: b"Unprocessable Entity",
     500: b"Internal Server Error", 503: b"Service Unavailable",
 }
-_WANTED = frozenset({b"authorization", b"x-request-id", b"expect"})
+_WANTED = frozenset({b"authorization", b"x-request-id", b"expect", b"content-type"})
 MAX_BODY = 64 * 1024 * 1024
 _TASKS: set[asyncio.Future[None]] = set()  # keeps admin tasks referenced until done
 
