@@ -79,8 +79,16 @@ class RequestIds:
 
     def issue(self, rows: int = 0) -> str:
         """A fresh id (``rows``: the number of rows of a many-row request, whose rows get ``<id>-<i>``)."""
+        return self.sign(self.reserve(), rows)
+
+    def reserve(self) -> int:
+        """The next counter value (on the event loop: the counter is not locked)."""
         self._counter += 1
-        rest = f"{self._counter:x}" if not rows else f"{self._counter:x}n{rows:x}"
+        return self._counter
+
+    def sign(self, counter: int, rows: int = 0) -> str:
+        """The id of a reserved counter value, once the row count is known (thread-safe)."""
+        rest = f"{counter:x}" if not rows else f"{counter:x}n{rows:x}"
         mac = self._mac.copy()  # the MAC state after the prefix: only the counter is hashed per request
         mac.update(rest.encode())
         return self._prefix + rest + mac.hexdigest()

@@ -10,7 +10,7 @@ from typing import Any
 
 from loopml.serving.app import ServingApp
 from loopml.serving.auth import AdminAuth
-from loopml.serving.http import install_uvloop, serve_app
+from loopml.serving.http import HttpLimits, install_uvloop, return_freed_memory, serve_app
 from loopml.serving.journal import FEEDBACK, PREDICTIONS, GroupCommit, Journal
 from loopml.serving.logs import SegmentStore, feedback_log_dir, prediction_log_dir
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
@@ -58,6 +58,7 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         mode=dep.mode,
         title=f"{ws.spec.project.name} prediction service",
         registry=Registry(ws),
+        limits=dep.limits,
     )
     return configure(app, dep)
 
@@ -105,18 +106,25 @@ def app_for_model_file(path: str | Path, *, log_root: Path | None, deployment: D
     ids = RequestIds(load_key(log_root / ".request_id.key")) if log_root is not None else RequestIds()
     return configure(
         ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=admin_auth(dep),
-                   feedback_auth=feedback_auth(dep), request_ids=ids), dep
+                   feedback_auth=feedback_auth(dep), request_ids=ids, limits=dep.limits), dep
     )
 
 
+def http_limits(deployment: Deployment, latency_p99_ms: float | None = None) -> HttpLimits:
+    """The server's limits from ``deployment.limits`` (shedding defaults to the requirements' p99 budget)."""
+    return HttpLimits.from_spec(deployment.limits, latency_p99_ms)
+
+
 def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2.0, ready_file: str | None = None,
-               on_ready: Any = None) -> None:
+               on_ready: Any = None, limits: HttpLimits | None = None) -> None:
     """Load the versions, then serve on uvloop until SIGTERM/SIGINT."""
     install_uvloop()
+    return_freed_memory()
     # the journal's flusher thread shares the interpreter: hand the GIL back to the request loop
     # every 0.5 ms instead of every 5 ms, so a flush never holds a request for a whole interval
     sys.setswitchinterval(0.0005)
     app.load_initial()
     gc.collect()
     gc.freeze()  # the loaded models are long-lived: keep the collector off them
-    asyncio.run(serve_app(app, host, port, poll_seconds=poll_seconds, ready_file=ready_file, on_ready=on_ready))
+    asyncio.run(serve_app(app, host, port, poll_seconds=poll_seconds, ready_file=ready_file, on_ready=on_ready,
+                          limits=limits))
