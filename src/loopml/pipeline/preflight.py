@@ -97,23 +97,45 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def sample_source(name: str, source: Any, project_dir: Path, files: Sequence[Path] | None = None,
-                  rows: int = SAMPLE_ROWS) -> pa.Table:
-    """The first ``rows`` rows of a source, read with the source's own options (DuckDB pushes the LIMIT)."""
-    from loopml.data import sources as S
+#: text sources up to this size are read whole by their reader (its checks and fixes apply to the sample)
+FULL_READ_BYTES = 32 << 20
+_MAGIC = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
-    reader = S.reader_for(source)
+
+def _plain_text(files: Sequence[Path]) -> bool:
+    """No compression magic and no byte-order mark: DuckDB can scan the head of the files as they are."""
+    for f in files:
+        with open(f, "rb") as fh:
+            head = fh.read(4)
+        if any(head.startswith(m) for m in _MAGIC):
+            return False
+    return True
+
+
+def sample_source(name: str, source: Any, project_dir: Path, files: Sequence[Path] | None = None,
+                  rows: int = SAMPLE_ROWS) -> Any:
+    """The first ``rows`` rows of a source (a :class:`~loopml.data.sources.SourceRead`).
+
+    Parquet (and large plain CSV / JSON lines) is scanned with the source's options and a ``LIMIT``
+    DuckDB pushes into the scan; SQL gets the ``LIMIT`` around its query; anything else is read by
+    its reader (with its checks: duplicate headers, compression, byte-order marks) and cut.
+    """
+    from loopml.data import sources as S
+    from loopml.data.provenance import provenance_table
+
     if source.type == "sql":
         limited = source.model_copy(update={"query": f"SELECT * FROM ({source.query}) AS loopml_sample LIMIT {rows}"})
-        return S.read_source(name, limited, project_dir)
+        return S.read_source_located(name, limited, project_dir)
+    reader = S.reader_for(source)
     files = list(files) if files is not None else reader.files(name, source, project_dir)
+    large = sum(f.stat().st_size for f in files) > FULL_READ_BYTES
     file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
     scan: str | None = None
     if source.type == "parquet":
         scan = f"read_parquet({file_list}, union_by_name=true)"
-    elif source.type == "jsonl":
+    elif large and source.type == "jsonl" and _plain_text(files):
         scan = f"read_json({file_list}, format='newline_delimited', union_by_name=true)"
-    elif source.type == "csv":
+    elif large and source.type == "csv" and _plain_text(files):
         with contextlib.suppress(Exception):  # the reader's options; anything unusual: read it the reader's way
             encoding = S._DUCKDB_ENCODINGS.get(S.CsvReader()._encoding(name, source))
             if encoding is not None:
@@ -123,19 +145,22 @@ def sample_source(name: str, source: Any, project_dir: Path, files: Sequence[Pat
         try:
             table = con.sql(f"SELECT * FROM {scan} LIMIT {rows}").to_arrow_table()
             if table.num_rows:
-                return table
+                label = f"source `{name}` (sample)"
+                return S.SourceRead(table, provenance_table(label, table.num_rows, None),
+                                    [{"file": label, "rows": table.num_rows}])
         except duckdb.Error:
             pass  # the reader diagnoses it (file, line, value)
         finally:
             con.close()
-    return S.read_source(name, source, project_dir, files).slice(0, rows)
+    got = S.read_source_located(name, source, project_dir, files)
+    return S.SourceRead(got.table.slice(0, rows), got.provenance.slice(0, rows), got.files, got.notes)
 
 
 def sample_examples(spec: Any, project_dir: Path, rows: int = SAMPLE_ROWS) -> pa.Table:
     """The example table ``ingest`` would build, from a sample of each source."""
     from loopml.data.etl import build_examples
 
-    def read(name: str, source: Any, pdir: Path, files: Sequence[Path] | None = None) -> pa.Table:
+    def read(name: str, source: Any, pdir: Path, files: Sequence[Path] | None = None) -> Any:
         return sample_source(name, source, pdir, files, rows)
 
     return build_examples(spec, project_dir, read=read).table
