@@ -24,13 +24,14 @@ from loopml.errors import DataError, LoopMLError, NotFound
 from loopml.evaluation.analysis import largest_loss, native_importance, permutation_importance
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
-from loopml.evaluation.gates import GateContext, check_gates, parse_gates
+from loopml.evaluation.gates import GateContext, baseline_gate, check_gates, parse_gates
 from loopml.evaluation.report import build_report, render_html
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
+from loopml.training.models.baselines import BASELINE_MODELS
+from loopml.training.models.baselines import TASK_BASELINES as BASELINE_FOR
 from loopml.workspace import Workspace
 
-BASELINE_MODELS = ("prior", "mean", "most_popular")
 MAX_EXAMPLE_COLUMNS = 12
 
 
@@ -177,14 +178,21 @@ def evaluate_bundle(
                 notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
                              "comparisons with production are skipped")
     base_score = None
+    base_name: str | None = BASELINE_FOR.get(task)
+    base_missing: str | None = None
     if inp.baseline_digest:
         try:
-            base_score = load_bundle(ws, inp.baseline_digest).predict_table(test)
+            base_bundle = load_bundle(ws, inp.baseline_digest)
+            base_name = str(base_bundle.manifest.get("model_type") or base_name)
+            base_score = base_bundle.predict_table(test)
             prod_info["baseline"] = inp.baseline_digest
+            prod_info["baseline_model"] = base_name
         except LoopMLError as exc:
-            notes.append(f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}")
-    else:
-        notes.append("no baseline model (prior/mean) in the leaderboard: comparison with the baseline skipped")
+            base_missing = f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}"
+            notes.append(base_missing)
+    elif bundle.manifest.get("model_type") not in BASELINE_MODELS:
+        base_missing = "no baseline model (prior/mean/most_popular) in the leaderboard"
+        notes.append(base_missing + ": comparison with the baseline skipped")
     slices = {c: _column_values(test, c, "slices") for c in ev.slices}
     sensitive = {c: _column_values(test, c, "fairness.sensitive_columns") for c in ev.fairness.sensitive_columns}
     groups = items = None
@@ -207,6 +215,10 @@ def evaluate_bundle(
     verdicts = check_gates(
         gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
     )
+    cand_type = bundle.manifest.get("model_type")
+    verdicts.insert(0, baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
+                                     candidate_model=cand_type if cand_type in BASELINE_MODELS else None,
+                                     unavailable=base_missing))
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),

@@ -318,6 +318,28 @@ def validate_candidates(spec: Spec) -> list[tuple[str, type[BaseModel], dict[str
     return out
 
 
+def with_baseline(spec: Spec) -> tuple[Spec, str | None]:
+    """The spec with its task's baseline among the candidates (added first when missing), and a note.
+
+    Every model is judged against the baseline (``evaluation.baseline_gate``), so the baseline is
+    always trained beside the spec's candidates. A ranking task without ``task.item_key`` has no
+    most-popular baseline; the note says so and evaluation reports the gate as failed.
+    """
+    from loopml.training.models.baselines import BASELINE_MODELS, TASK_BASELINES
+
+    base = TASK_BASELINES.get(spec.task.type)
+    cands = spec.training.candidates
+    if base is None or any(c.type in BASELINE_MODELS for c in cands):
+        return spec, None
+    if base == "most_popular" and spec.task.item_key is None:
+        return spec, "no most_popular baseline: the task has no task.item_key"
+    if any(candidate_label(i, c) == base for i, c in enumerate(cands)):
+        return spec, f"no {base} baseline added: a candidate is already labelled `{base}`"
+    tr = spec.training.model_copy(update={"candidates": [ModelCandidate(type=base), *cands]})
+    note = f"baseline `{base}` added to the candidates (every model is judged against it)"
+    return spec.model_copy(update={"training": tr}), note
+
+
 def _fit_final(
     data: TrainingData, label: str, cls: type[BaseModel], params: dict[str, Any], *, use_valid: bool = True
 ) -> tuple[BaseModel, float]:
@@ -480,7 +502,9 @@ def select_model(
     latency_calls : single-row calls timed per candidate.
     bootstrap : bootstrap resamples for the CI (``evaluation.bootstrap_resamples`` when unset).
     """
-    spec = data.spec
+    spec, base_note = with_baseline(data.spec)
+    if base_note and base_note not in data.notes:
+        data.notes.append(base_note)
     tr = spec.training
     cands = validate_candidates(spec)
     metric = metric_for(data.task, tr.tuning.metric)
