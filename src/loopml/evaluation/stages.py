@@ -108,6 +108,31 @@ def baseline_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> str 
     return None
 
 
+def inputs_for_bundle(ws: Workspace, bundle_digest: str) -> EvaluationInputs:
+    """Measured values and the baseline of a stored bundle, from the leaderboard of the run that trained it.
+
+    Used when a bundle is evaluated outside the pipeline (``loopml evaluate --bundle``), so that
+    it is judged against the same baseline (and budgets) as in its own run.
+    """
+    from sqlalchemy import select
+
+    from loopml.workspace.metadata import executions
+
+    board: dict[str, Any] = {}
+    producer = ws.artifact_info(bundle_digest).get("producer")
+    if producer:
+        with ws.engine.connect() as conn:
+            row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == producer)).first()
+        digest = ((row[0] if row is not None else None) or {}).get("leaderboard")
+        if digest:
+            with contextlib.suppress(NotFound, ValueError):
+                board = json.loads(ws.artifacts.get_bytes(digest))
+    if not board:
+        return EvaluationInputs(notes=["no leaderboard found for this bundle: measured values and baseline unknown"])
+    return EvaluationInputs(measured=measured_from_leaderboard(board, bundle_digest),
+                            baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+
+
 def evaluate_bundle(
     ws: Workspace,
     spec: Spec,
@@ -216,9 +241,9 @@ def evaluate_bundle(
         gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
     )
     cand_type = bundle.manifest.get("model_type")
-    verdicts.insert(0, baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
-                                     candidate_model=cand_type if cand_type in BASELINE_MODELS else None,
-                                     unavailable=base_missing))
+    verdicts.append(baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
+                                  candidate_model=cand_type if cand_type in BASELINE_MODELS else None,
+                                  unavailable=base_missing))
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),
@@ -292,6 +317,14 @@ def _phases(show: bool) -> Iterator[Callable[[str], None]]:
         yield lambda msg: prog.update(task, description=msg)
 
 
+def _record_verdict(ws: Workspace, bundle_digest: str, report: dict[str, Any], report_ref: str) -> None:
+    """A registered bundle's verdict follows this evaluation (history kept in the registry)."""
+    from loopml.registry import Registry
+    from loopml.registry.evidence import record_for_bundle
+
+    record_for_bundle(Registry(ws), bundle_digest, report, report_ref=report_ref, source="evaluate")
+
+
 @register_stage
 class EvaluateStage(BaseStage):
     """Judge the trained model by evidence: metrics with intervals, comparisons, slices, fairness, gates."""
@@ -346,6 +379,7 @@ class EvaluateStage(BaseStage):
                                     meta={"approved": report["approved"]}),
             "html": ctx.put_bytes(html.encode(), kind="html", name="evaluation.html"),
         }
+        _record_verdict(ws, bundle_digest, report, outputs["report"])
         pm = report["primary_metric"]
         m = report["metrics"][pm]
         return StageResult(outputs=outputs, summary={
