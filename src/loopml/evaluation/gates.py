@@ -348,7 +348,8 @@ def baseline_gate(result: EvaluationResult, *, enabled: bool = True, baseline: s
         return GateVerdict(text, True, ev)
     no_better = f"no better than the baseline ({name})"
     if candidate_model is not None and candidate_model == baseline:
-        ev.update(verdict=no_better, reason=f"the candidate is the baseline model ({name}) itself")
+        ev.update(verdict=no_better, reason=f"the candidate is the baseline model ({name}) itself",
+                  candidate_is_baseline=True)
         return GateVerdict(text, False, ev)
     comp = result.comparisons.get("baseline", {}).get(pm)
     if comp is None:

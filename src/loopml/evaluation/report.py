@@ -68,8 +68,8 @@ def baseline_summary(result: EvaluationResult, verdicts: list[GateVerdict]) -> d
     """The baseline the candidate was judged against: name, primary-metric value, whether the gate was on."""
     pm = result.primary_metric
     gate = next((v for v in verdicts if v.evidence.get("kind") == "baseline"), None)
-    ref = result.references.get("baseline", {}).get(pm)
     ev = gate.evidence if gate is not None else {}
+    ref = result.metrics.get(pm) if ev.get("candidate_is_baseline") else result.references.get("baseline", {}).get(pm)
     return {
         "name": ev.get("baseline"),
         "metric": pm,
@@ -158,14 +158,15 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
         t.add_column(c)
     for g in report["gates"]:
         t.add_row(rich_escape(g["gate"]), "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]",
-                  rich_escape(_evidence_text(g["evidence"])))
+                  rich_escape(evidence_text(g["evidence"])))
     if not report["gates"]:
         t.add_row("(no gates declared in evaluation.gates)", "", "")
     tables.append(t)
     return tables
 
 
-def _evidence_text(ev: dict[str, Any]) -> str:
+def evidence_text(ev: dict[str, Any]) -> str:
+    """One line of evidence for a gate verdict (interval, bound, margin, why it failed)."""
     if "reason" in ev:
         return str(ev["reason"])
     if "skipped" in ev:
@@ -245,7 +246,7 @@ def render_html(report: dict[str, Any]) -> str:
     out.append("<h2>Gates</h2>")
     out.append(_table(["gate", "result", "evidence"], [
         [escape(g["gate"]), "<span class='pass'>pass</span>" if g["passed"] else "<span class='fail'>FAIL</span>",
-         escape(_evidence_text(g["evidence"]))] for g in report["gates"]
+         escape(evidence_text(g["evidence"]))] for g in report["gates"]
     ] or [["(no gates declared)", "", ""]]))
     out.append("<h2>Metrics</h2>")
     out.append(_table(["metric", "value", f"{conf}% interval", "online metric it stands for", "description"], [
