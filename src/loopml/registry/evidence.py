@@ -175,12 +175,41 @@ def check_promotion(reg: Registry, version_id: str, to_state: str, *, force: boo
     )
 
 
+def promotion_advice(reg: Registry, version_id: str) -> tuple[bool, str]:
+    """Whether the evidence supports promoting a version to production, and the one-line why.
+
+    Supported only when the version is approved on its latest evaluation and that evaluation
+    found it significantly better than the current production model on the primary metric (or
+    there is no production model). Otherwise the line says why not.
+    """
+    v = reg.get(version_id)
+    prod = reg.production()
+    latest = latest_evaluation(reg, v.version_id)
+    if not v.approved:
+        why = (latest.verdict.get("verdict") if latest is not None else None) or "its evaluation gates failed"
+        return False, f"{v.version_id} is not approved ({why})"
+    if prod is None:
+        return True, f"{v.version_id} is approved and nothing is in production"
+    if prod.version_id == v.version_id:
+        return False, f"{v.version_id} is already in production"
+    vp = latest.vs_production if latest is not None else None
+    if vp is None or vp.get("production") != prod.version_id:
+        return False, (f"{v.version_id} has no evaluation against the current production {prod.version_id}; "
+                       "re-evaluate it first (`loopml evaluate`)")
+    if vp.get("verdict") == "better":
+        return True, comparison_text(vp)
+    if vp.get("verdict") == "worse":
+        return False, f"it is significantly worse than production: {comparison_text(vp)}"
+    return False, f"it is not significantly better than production: {comparison_text(vp)}"
+
+
 __all__ = [
     "EvaluationRecord",
     "check_promotion",
     "comparison_text",
     "evaluations",
     "latest_evaluation",
+    "promotion_advice",
     "record_evaluation",
     "record_for_bundle",
     "verdict_from_report",
