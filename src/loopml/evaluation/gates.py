@@ -105,6 +105,8 @@ class GateContext:
     requirements: dict[str, float] = field(default_factory=dict)
     #: why a reference ("production", "baseline") was not compared, when it exists but was left out
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: relative measurement tolerance of a budget (``latency_p99_ms``: ``constraints.latency_tolerance``)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
 
 _TOKEN = re.compile(
@@ -241,6 +243,10 @@ def evaluate_gate(gate: Gate, result: EvaluationResult, context: GateContext | N
         if value is None:
             ev["reason"] = f"no measured {gate.subject} (training did not report one)"
             return GateVerdict(gate.text, False, ev)
+        tol = ctx.tolerances.get(gate.subject, 0.0)
+        if tol and gate.op in ("<", "<="):
+            ev["tolerance"] = tol
+            budget = budget * (1.0 + tol)
         return GateVerdict(gate.text, _compare(value, gate.op, budget), ev)
     if gate.subject.startswith("fairness."):
         return _fairness_gate(gate, result, ev)

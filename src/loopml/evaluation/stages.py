@@ -238,7 +238,8 @@ def evaluate_bundle(
     say("analysis: importance and largest losses")
     result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
     verdicts = check_gates(
-        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
+        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable,
+                                   tolerances={"latency_p99_ms": spec.requirements.constraints.latency_tolerance})
     )
     cand_type = bundle.manifest.get("model_type")
     verdicts.append(baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
