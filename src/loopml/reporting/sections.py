@@ -334,10 +334,16 @@ def models(spec: Spec, facts: Facts) -> Section:
     tr = spec.training
     s = Section("models", "5. Model development")
     split = tr.split
-    s.add(Bullets([
+    split_line = (
+        f"Split: given by column `{split.column}` (values {', '.join(split.values.train)} / "
+        f"{', '.join(split.values.valid)} / {', '.join(split.values.test)})."
+        if split.type == "column" else
         f"Split: {split.type} ({fmt(1 - split.valid_fraction - split.test_fraction, 2)} train / "
         f"{fmt(split.valid_fraction, 2)} validation / {fmt(split.test_fraction, 2)} test"
-        f"{f', ordered by {split.time_column}' if split.time_column else ''}).",
+        f"{f', ordered by {split.time_column}' if split.time_column else ''})."
+    )
+    s.add(Bullets([
+        split_line,
         f"Sampling: {tr.sampling.type}; class imbalance: {tr.imbalance.method}; seed {tr.seed}.",
         "Candidates: " + ", ".join(f"{c.name or c.type} ({c.type}{', tuned' if c.tune else ''})" for c in tr.candidates) + ".",
     ]))

@@ -11,10 +11,15 @@ flight always finishes on the model set it started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +27,7 @@ import orjson
 
 from loopml.errors import LoopMLError, NotFound
 from loopml.serving.auth import AdminAuth
+from loopml.serving.journal import GroupCommit
 from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
@@ -35,6 +41,11 @@ TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 Response = tuple[int, bytes, bytes]
+#: a response with extra header lines (each ending in CRLF), e.g. ``Retry-After``
+ResponseWithHeaders = tuple[int, bytes, bytes, bytes]
+_ROWS_PREFIX = re.compile(rb'^\s*\{\s*"rows"\s*:\s*\[')
+#: bytes of JSON parsed per C call when a worker thread reads a large body (see parse_large_body)
+PARSE_SLICE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,101 @@ class ServingState:
 
 def _err(status: int, message: str, **extra: Any) -> Response:
     return status, orjson.dumps({"error": message, **extra}), JSON
+
+
+def parse_large_body(body: bytes) -> Any:
+    """``orjson.loads`` of a large request body, in slices when it is an array of rows.
+
+    One ``orjson.loads`` of tens of MB holds the GIL for tens of ms, which the event loop would
+    wait for. An array of objects (``[{...}, ...]`` or ``{"rows": [...]}``) is cut after a ``}``
+    followed by ``,`` and parsed ``PARSE_SLICE`` bytes at a time, with the GIL free to switch
+    between slices. A cut that falls inside a string makes its slice invalid: the whole body is
+    then parsed at once (same result, same errors).
+
+    >>> parse_large_body(b'[{"a": 1}, {"a": "},{"}, {"a": 3}]')
+    [{'a': 1}, {'a': '},{'}, {'a': 3}]
+    >>> parse_large_body(b'{"rows": [{"a": 1}]}')
+    {'rows': [{'a': 1}]}
+    """
+    start = body.find(b"[")
+    wrapped = False
+    if start < 0:
+        return orjson.loads(body)
+    if body[:start].strip():
+        if _ROWS_PREFIX.match(body) is None:
+            return orjson.loads(body)
+        wrapped = True
+        end = body.rfind(b"]")
+        if end < 0 or body[end + 1 :].strip() != b"}":
+            return orjson.loads(body)
+    else:
+        end = body.rfind(b"]")
+        if end < 0 or body[end + 1 :].strip():
+            return orjson.loads(body)
+    rows: list[Any] = []
+    pos = start + 1
+    try:
+        while pos < end:
+            cut = body.find(b"}", pos + PARSE_SLICE, end)
+            while cut >= 0 and body[cut + 1 : cut + 2] not in (b",", b" ", b"\n", b"\r", b"\t"):
+                cut = body.find(b"}", cut + 1, end)
+            if cut >= 0:
+                comma = body.find(b",", cut + 1, end)
+                if comma < 0 or body[cut + 1 : comma].strip():
+                    cut = -1
+            stop = end if cut < 0 else cut + 1
+            rows.extend(orjson.loads(b"[" + body[pos:stop] + b"]"))
+            pos = end if cut < 0 else comma + 1
+    except orjson.JSONDecodeError:
+        return orjson.loads(body)
+    return {"rows": rows} if wrapped else rows
+
+
+class _GcPause:
+    """The cyclic garbage collector off while a worker thread builds a large request's objects.
+
+    Parsing 100,000 rows allocates 100,000 dicts, which triggers full collections; each runs in
+    the allocating thread holding the GIL for hundreds of ms (the event loop waits). The rows are
+    freed by reference counting when the request ends; collection resumes then.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Any:
+        with self._lock:
+            self._active += 1
+            if self._active == 1:
+                gc.disable()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    gc.enable()
+
+
+gc_paused = _GcPause()
+
+
+class _DeferredMetrics:
+    """Metrics calls made in a worker thread, replayed on the event loop (the counters are not locked)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def observe(self, *args: Any) -> None:
+        self.calls.append(("observe", args))
+
+    def error(self, *args: Any) -> None:
+        self.calls.append(("error", args))
+
+    def replay(self, metrics: Metrics) -> None:
+        for name, args in self.calls:
+            getattr(metrics, name)(*args)
 
 
 class ServingApp:
@@ -72,6 +178,8 @@ class ServingApp:
     mode
         ``online`` (compute), ``batch`` (precomputed only) or ``both`` (precomputed when the
         request carries only entity keys).
+    limits
+        ``deployment.limits`` (rows per request, which bodies are scored in worker threads).
     """
 
     def __init__(
@@ -88,6 +196,7 @@ class ServingApp:
         mode: str = "online",
         title: str = "loopml prediction service",
         registry: Any = None,
+        limits: Any = None,
     ) -> None:
         self.source = source
         self.prediction_log = prediction_log
@@ -100,7 +209,19 @@ class ServingApp:
         self.mode = mode
         self.title = title
         self.registry = registry
+        self.max_rows = limits.max_rows_per_request if limits is not None else 100_000
+        self.offload_min_bytes = limits.offload_min_bytes if limits is not None else 64 * 1024
+        self.offload_threads = limits.offload_threads if limits is not None else 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued_seconds = 0.0  # estimated work waiting in (or running on) the worker threads
+        self._seconds_per_byte = 1e-7  # learned from the requests scored there
+        #: the HTTP server's shared state (limits, load estimate), set by :func:`loopml.serving.http.serve_app`
+        self.server_state: Any = None
         self.metrics = Metrics()
+        self.commit: GroupCommit | None = None  # set: answers wait until their log rows are on disk
+        self.closing = False  # set by the drain once every begun request was answered: the logs close next
+        self.drain_seconds = 10.0
         self.state = ServingState({}, {}, None, error="not loaded yet")
         self._prefix = os.urandom(4).hex()
         self._counter = 0
@@ -174,15 +295,17 @@ class ServingApp:
         self._counter += 1
         return f"{self._prefix}{self._counter:x}"
 
-    def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response | None:
-        """Synchronous handlers; ``None`` means "admin route: call :meth:`handle_admin`"."""
+    def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Any:
+        """Synchronous handlers: a response tuple ``(status, body, content type[, extra header lines])``,
+        a future of one (scored in a worker thread), or ``None``: "admin route: call :meth:`handle_admin`"."""
+        if self.closing:
+            return _err(503, "the service is shutting down; retry on another instance")
         q = path.find(b"?")
         if q >= 0:
             path = path[:q]
         fn = self.routes.get((method, path))
         if fn is not None:
-            result: Response = fn(headers, body)
-            return result
+            return fn(headers, body)
         if path in self.admin_routes and method == b"POST":
             return None
         known = sorted({p.decode() for (_, p) in self.routes} | {p.decode() for p in self.admin_routes})
@@ -209,31 +332,94 @@ class ServingApp:
             return _err(exc.status, str(exc))
 
     # -- prediction --------------------------------------------------------------------------
-    def predict(self, headers: dict[bytes, bytes], body: bytes) -> Response:
-        """``POST /v1/predict``: one row (object) or many (array or ``{"rows": [...]}``)."""
+    def predict(self, headers: dict[bytes, bytes], body: bytes) -> Response | asyncio.Future[Any]:
+        """``POST /v1/predict``: one row (object) or many (array or ``{"rows": [...]}``).
+
+        A body of at least ``limits.offload_min_bytes`` is parsed and scored in a worker thread
+        (the answer is a future), so the event loop keeps answering meanwhile.
+        """
+        if len(body) >= self.offload_min_bytes:
+            pending = self._offload(headers, body)
+            if pending is not None:
+                return pending
+        return self._predict(headers, body, None, self.metrics, False)
+
+    def _offload(self, headers: dict[bytes, bytes], body: bytes) -> Response | asyncio.Future[Any] | None:
+        """Score a large body in a worker thread; 503 when the work queued there already exceeds the budget.
+
+        A request may wait behind queued work up to the latency budget, or up to its own estimated
+        scoring time when that is longer (so large requests still get at least half the worker).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the server (tests, embedding): score inline
+            return None
+        estimate = len(body) * self._seconds_per_byte
+        server = self.server_state
+        budget = server.limits.queue_delay_seconds if server is not None else 0.0
+        if budget > 0 and self._queued_seconds > max(budget, estimate):
+            self.metrics.error("/v1/predict", "overloaded")
+            if server is not None:
+                server.shed += 1
+            return (503, orjson.dumps({"error": f"overloaded: {self._queued_seconds:.2f} s of large requests are "
+                                                "queued, more than the latency budget; retry later"}),
+                    JSON, b"retry-after: 1\r\n")  # type: ignore[return-value]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.offload_threads, thread_name_prefix="loopml-score")
+            self._loop = loop
+        rid = self._request_id(headers)
+        metrics = _DeferredMetrics()
+        self._queued_seconds += estimate
+        t0 = time.perf_counter()
+
+        def done(_: Any) -> None:  # on the event loop
+            self._queued_seconds = max(0.0, self._queued_seconds - estimate)
+            took = time.perf_counter() - t0
+            if body:
+                self._seconds_per_byte = 0.7 * self._seconds_per_byte + 0.3 * took / len(body) / max(1, self.offload_threads)
+            metrics.replay(self.metrics)
+
+        future = loop.run_in_executor(self._pool, self._predict_offloaded, headers, body, rid, metrics)
+        future.add_done_callback(done)
+        return future
+
+    def _predict_offloaded(self, headers: dict[bytes, bytes], body: bytes, rid: str, metrics: Any) -> Response:
+        with gc_paused():
+            return self._predict(headers, body, rid, metrics, True)
+
+    def _request_id(self, headers: dict[bytes, bytes]) -> str:
+        rid_header = headers.get(b"x-request-id")
+        return rid_header.decode() if rid_header else self.next_request_id()
+
+    def _predict(self, headers: dict[bytes, bytes], body: bytes, rid: str | None, metrics: Any, threaded: bool) -> Response:
+        """The one core of ``/v1/predict``: on the event loop, or in a worker thread (``threaded``:
+        sliced parsing, the shared-state-free block path, metrics deferred to the loop)."""
         t0 = time.perf_counter()
         state = self.state  # one read: a swap mid-request cannot mix versions
         policy = state.policy
         if policy is None:
-            self.metrics.error("/v1/predict", "not_ready")
+            metrics.error("/v1/predict", "not_ready")
             return _err(503, f"no model is loaded: {state.error}")
         try:
-            data = orjson.loads(body)
+            data = parse_large_body(body) if threaded else orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            self.metrics.error("/v1/predict", "invalid_json")
+            metrics.error("/v1/predict", "invalid_json")
             return _err(422, f"request body is not valid JSON: {exc}", detail=[{"loc": ["body"], "msg": str(exc)}])
-        rid_header = headers.get(b"x-request-id")
-        rid = rid_header.decode() if rid_header else self.next_request_id()
+        if rid is None:
+            rid = self._request_id(headers)
         route = policy.route(rid, data)
         model = route.model
         try:
             if data.__class__ is dict:
                 rows = data.get("rows")
                 if rows is None or len(data) != 1:
-                    resp = self._predict_one(rid, route.name, model, data)
+                    if threaded:  # the single-row path shares the model's row buffer with the loop
+                        resp = self._predict_many(rid, route.name, model, [data], True, one=True)
+                    else:
+                        resp = self._predict_one(rid, route.name, model, data)
                     if route.shadows:
                         self._later(self._shadow, rid, [data], False, route.shadows)
-                    self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
+                    metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
                     return resp
                 if rows.__class__ is not list:
                     raise RequestInvalid("`rows` must be a list of objects", [{"loc": ["body", "rows"], "field": "rows", "value": str(type(rows).__name__), "expected": "array of objects", "msg": "`rows` must be an array"}])
@@ -244,18 +430,24 @@ class ServingApp:
                     "request body must be a JSON object (one row) or an array of objects (many rows)",
                     [{"loc": ["body"], "field": None, "value": str(data)[:80], "expected": "object or array", "msg": "wrong body type"}],
                 )
-            resp = self._predict_many(rid, route.name, model, rows)
+            if len(rows) > self.max_rows:
+                metrics.error("/v1/predict", "too_many_rows")
+                metrics.observe("/v1/predict", model.version_id, route.name, 413, time.perf_counter() - t0, 0)
+                return _err(413, f"{len(rows)} rows in one request; the limit is {self.max_rows} "
+                                 "(deployment.limits.max_rows_per_request): send them in several requests "
+                                 "or use `loopml predict --batch`")
+            resp = self._predict_many(rid, route.name, model, rows, threaded)
             if route.shadows:
                 self._later(self._shadow, rid, rows, True, route.shadows)
-            self.metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
+            metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
             return resp
         except RequestInvalid as exc:
-            self.metrics.error("/v1/predict", "validation")
-            self.metrics.observe("/v1/predict", model.version_id, route.name, 422, time.perf_counter() - t0, 0)
+            metrics.error("/v1/predict", "validation")
+            metrics.observe("/v1/predict", model.version_id, route.name, 422, time.perf_counter() - t0, 0)
             return 422, orjson.dumps(exc.body()), JSON
         except LoopMLError as exc:
-            self.metrics.error("/v1/predict", type(exc).__name__)
-            self.metrics.observe("/v1/predict", model.version_id, route.name, exc.status, time.perf_counter() - t0, 0)
+            metrics.error("/v1/predict", type(exc).__name__)
+            metrics.observe("/v1/predict", model.version_id, route.name, exc.status, time.perf_counter() - t0, 0)
             return _err(exc.status, str(exc))
 
     def _predict_one(self, rid: str, route_name: str, model: Servable, row: dict[str, Any]) -> Response:
@@ -273,21 +465,32 @@ class ServingApp:
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON
 
-    def _predict_many(self, rid: str, route_name: str, model: Servable, rows: list[Any]) -> Response:
+    def _predict_many(self, rid: str, route_name: str, model: Servable, rows: list[Any], threaded: bool = False,
+                      one: bool = False) -> Response:
         if self.precomputed is not None and rows and (
             self.mode == "batch" or all(isinstance(r, dict) and self.precomputed.only_keys(r) for r in rows)
         ):
-            return self._precomputed(rid, route_name, model, rows, many=True)
+            return self._precomputed(rid, route_name, model, rows, many=not one)
         if self.lookup is not None:
             self.lookup.fill_many(rows)
-        scores, preds = model.predict_many(rows)
+        raw: Any
+        if threaded:
+            scores, preds, raw = model.predict_block(rows)
+        else:
+            scores, preds = model.predict_many(rows)
+            raw = model.last_matrix if model.last_matrix is not None else model.last_table
+        if one:  # a single row scored off the loop: answered and logged like one
+            score, pred = float(scores[0]), float(preds[0])
+            if self.prediction_log is not None:
+                self.prediction_log.append((rid, now_us(), model.version_id, route_name, score, pred, rows[0], model.schema))
+            return 200, orjson.dumps({"request_id": rid, "model_version": model.version_id, "route": route_name,
+                                      "score": score, "prediction": pred}), JSON
         ids = [f"{rid}-{i}" for i in range(len(rows))]
         log = self.prediction_log
         if log is not None:
             ts = now_us()
             vid = model.version_id
             schema = model.schema
-            raw = model.last_matrix if model.last_matrix is not None else model.last_table
             if raw is not None:  # one block record: the log takes the columns of the matrix / table
                 log.append((ids, ts, vid, route_name, scores, preds, raw, schema))
             else:
@@ -331,13 +534,17 @@ class ServingApp:
         ), JSON
 
     # -- shadows -----------------------------------------------------------------------------
-    @staticmethod
-    def _later(fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn`` after the current response is written (next loop iteration), inline without a loop."""
+    def _later(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the event loop after the current response is written (next loop iteration;
+        from a worker thread: handed to the loop), inline without a loop."""
         try:
             asyncio.get_running_loop().call_soon(fn, *args)
         except RuntimeError:
-            fn(*args)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(fn, *args)
+            else:
+                fn(*args)
 
     def _shadow(self, rid: str, rows: list[Any], many: bool, shadows: tuple[Servable, ...]) -> None:
         """Score shadow arms off the request path and log them with route ``shadow``."""
@@ -486,7 +693,12 @@ class ServingApp:
         return next((v for v, s in self.state.states.items() if s == "production"), None)
 
     def close(self) -> None:
-        """Flush the logs."""
+        """Flush, sync and close the logs (their writer processes drain them into segments)."""
+        self.closing = True
+        if self._pool is not None:  # (the drain waited for the requests scored there)
+            self._pool.shutdown(wait=True)
         for log in (self.prediction_log, self.feedback_log):
             if log is not None:
                 log.close()
+        if self.commit is not None:
+            self.commit.close()

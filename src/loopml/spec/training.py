@@ -4,21 +4,66 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from loopml.spec.base import StrictModel
+
+
+class SplitValues(StrictModel):
+    """The values of a ``column`` split's column that name each split."""
+
+    train: list[str] = Field(default_factory=lambda: ["train"], description="Values marking training rows.")
+    valid: list[str] = Field(
+        default_factory=lambda: ["valid", "validation", "val", "dev"], description="Values marking validation rows."
+    )
+    test: list[str] = Field(default_factory=lambda: ["test"], description="Values marking test rows.")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SplitValues:
+        seen: dict[str, str] = {}
+        for part in ("train", "valid", "test"):
+            if not getattr(self, part):
+                raise ValueError(f"{part}: give at least one value")
+            for v in getattr(self, part):
+                key = v.strip().lower()
+                if key in seen:
+                    raise ValueError(f"value {v!r} names both the {seen[key]} and the {part} split")
+                seen[key] = part
+        return self
 
 
 class Split(StrictModel):
     """How examples are split into train, validation and test."""
 
-    type: Literal["random", "stratified", "time", "group"] = Field(
-        default="stratified", description="random, stratified (by target), time (past→future) or group."
+    type: Literal["random", "stratified", "time", "group", "column"] = Field(
+        default="stratified",
+        description="random, stratified (by target), time (past→future), group, or column (the data comes split: "
+        "a column names each row's split, e.g. train/valid/test).",
     )
-    valid_fraction: float = Field(default=0.15, gt=0, lt=1, description="Fraction of rows for validation.")
-    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="Fraction of rows for test.")
+    valid_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Fraction of rows for validation (not used by a column split)."
+    )
+    test_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Fraction of rows for test (not used by a column split)."
+    )
     time_column: str | None = Field(default=None, description="Column ordering rows for a time split.")
     group_column: str | None = Field(default=None, description="Column whose values never cross splits.")
+    column: str | None = Field(
+        default=None, description="Column split: the column naming each row's split (values in `values`)."
+    )
+    values: SplitValues = Field(
+        default_factory=SplitValues,
+        description="Column split: which values of `column` mean train, valid and test (compared as text, "
+        "case-insensitively, surrounding spaces ignored).",
+    )
+
+    @model_validator(mode="after")
+    def _column_split(self) -> Split:
+        if self.type == "column" and not self.column:
+            raise ValueError("a column split needs `column`: the column naming each row's split (train/valid/test)")
+        if self.type != "column" and self.column is not None:
+            raise ValueError(f"`column` is only used by `type: column` (this split is `{self.type}`)")
+        return self
 
 
 class Sampling(StrictModel):

@@ -1,4 +1,4 @@
-"""Train / validation / test splits: random, stratified, time-based and group-based.
+"""Train / validation / test splits: random, stratified, time-based, group-based and given by a column.
 
 Every split is a deterministic function of the table, the spec and the seed, returning
 row indices (sorted) for ``train``, ``valid`` and ``test``.
@@ -121,6 +121,40 @@ def group_split(groups: np.ndarray, split: Split, seed: int) -> dict[str, np.nda
     return {"train": np.flatnonzero(a == 0), "valid": np.flatnonzero(a == 1), "test": np.flatnonzero(a == 2)}
 
 
+def column_split(values: np.ndarray, split: Split) -> dict[str, np.ndarray]:
+    """The data comes split: each row's split is named by a column (``split.values`` maps names to splits).
+
+    Values are compared as text, case-insensitively, surrounding spaces ignored. A value that names no
+    split, or a split no row is marked with, is an error naming the column, the values and their counts.
+    """
+    col = split.column or "?"
+    names = {v.strip().lower(): part for part in SPLITS for v in getattr(split.values, part)}
+    keys = np.array([str(v).strip().lower() for v in values.tolist()], dtype=str)
+    uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    unknown = [(u, int(c)) for u, c in zip(uniq.tolist(), counts.tolist()) if u not in names]
+    if unknown:
+        first = int(np.flatnonzero(~np.isin(uniq, list(names)))[0])
+        row = int(np.flatnonzero(inv == first)[0])
+        shown = ", ".join(f"{u!r} ({c} row{'s' if c != 1 else ''})" for u, c in unknown[:8])
+        raise DataError(
+            f"split column `{col}`: value(s) {shown} name no split (first at row {row}); expected one of "
+            + "; ".join(f"{part}: {', '.join(repr(v) for v in getattr(split.values, part))}" for part in SPLITS),
+            hint="fix the data, or map the values with training.split.values.{train,valid,test}",
+        )
+    part_of = np.array([SPLITS.index(names[u]) for u in uniq.tolist()], dtype=np.int64)[inv]
+    out = {k: np.flatnonzero(part_of == i) for i, k in enumerate(SPLITS)}
+    empty = [k for k in SPLITS if out[k].size == 0]
+    if empty:
+        found = ", ".join(f"{u!r} ({int(c)})" for u, c in zip(uniq.tolist(), counts.tolist()))
+        raise DataError(
+            f"split column `{col}`: no row is in the {' and '.join(empty)} split (no value "
+            + "; ".join(" / ".join(repr(v) for v in getattr(split.values, k)) for k in empty)
+            + f"); the column holds {found}",
+            hint="every split needs rows: train to fit, valid to select, test to evaluate",
+        )
+    return out
+
+
 def fold_ids(y: np.ndarray, group: np.ndarray | None, k: int, seed: int, task: str) -> np.ndarray:
     """Fold number (0..k-1) of every row: whole groups for ranking, stratified by class for classifiers."""
     n = len(y)
@@ -182,6 +216,20 @@ def split_indices(
             qs = np.quantile(strata, np.linspace(0, 1, 11)[1:-1])
             strata = np.searchsorted(qs, strata)
         return stratified_split(strata, split, seed)
+    if split.type == "column":
+        name = split.column or ""
+        if name not in table.column_names:
+            raise SpecError(
+                f"training.split.column: column `{name}` is not in the table "
+                f"(columns: {', '.join(table.column_names[:30])})"
+            )
+        c = table.column(name)
+        nulls = int(c.null_count)
+        if nulls:
+            first = int(np.flatnonzero(np.asarray(pc.is_null(c).to_numpy(zero_copy_only=False)))[0])
+            raise DataError(f"split column `{name}` has {nulls} missing value(s) (first at row {first}); every row "
+                            "needs train, valid or test")
+        return column_split(np.asarray(c.to_numpy(zero_copy_only=False)), split)
     if split.type == "time":
         col = split.time_column or task.timestamp
         if col is None:

@@ -82,6 +82,9 @@ class TrainStage(BaseStage):
             lab = encode_labels(table, spec.task)
         strata = lab.y if spec.task.type in ("binary", "multiclass") else None
         parts = split_indices(table, tr.split, spec.task, tr.seed, y=strata)
+        if tr.split.type == "column" and not spec.features.inputs and tr.split.column in table.column_names:
+            # the split's name is bookkeeping, not a signal: inferred features leave it out
+            table = table.drop([tr.split.column])
         outputs: dict[str, str] = {}
         split_paths = {}
         for k in SPLITS:

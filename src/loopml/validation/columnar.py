@@ -88,7 +88,8 @@ class ColumnData:
         if self.kind == "temporal":
             return to_seconds(arr)
         if pa.types.is_decimal(arr.type) or pa.types.is_integer(arr.type):
-            arr = pc.cast(arr, pa.float64())
+            # beyond 2**53 an integer has no exact float64; the nearest one is what the checks compare
+            arr = pc.cast(arr, pa.float64(), safe=False)
         # Arrow turns nulls of a float array into NaN
         out: np.ndarray = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
         return out
