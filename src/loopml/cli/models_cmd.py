@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -109,14 +110,17 @@ def promote_cmd(
     version: str = typer.Argument(..., help="Version id (v3) or number (3)."),
     to: str = typer.Option("production", "--to", help="Target state: shadow, canary, production or archived."),
     reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
-    force: bool = typer.Option(False, "--force", help="Override failed evaluation gates (recorded as forced)."),
+    force: bool = typer.Option(False, "--force", help="Override failed evaluation gates, or a latest evaluation "
+                               "significantly worse than production (recorded as forced, with the comparison)."),
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
 ) -> None:
-    """Move a version along the lifecycle; refuses a version whose gates failed unless --force."""
+    """Move a version along the lifecycle; refuses without --force a version whose latest evaluation failed its
+    gates or found it significantly worse than production on the primary metric (the comparison is printed)."""
     reg = _registry(project)
     before = reg.production()
     evidence = _promotion_evidence(reg, version, to)
+    _check_servable(reg, version, to)
     v = reg.transition(version, to, actor=actor, reason=reason, force=force)
     if evidence:
         console.print(f"[yellow]forced[/yellow] {evidence} (recorded in the history)", highlight=False)
@@ -138,6 +142,15 @@ def _promotion_evidence(reg, version: str, to: str) -> str | None:  # type: igno
         return None
     vp = worse_than_production(reg, version)
     return None if vp is None else comparison_text(vp)
+
+
+def _check_servable(reg: Any, version: str, to: str) -> None:
+    """Phase one of a promotion into a serving state: the version loads (checksums verified) and scores a
+    smoke row, or the promotion is refused before the registry records anything."""
+    from loopml.serving.promotion import SERVING, verify_servable
+
+    if to in SERVING:
+        verify_servable(reg.ws, version)
 
 
 @app.command("rollback")

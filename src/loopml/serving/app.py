@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
+import math
 import re
 import sys
 import threading
@@ -25,12 +25,14 @@ from typing import Any
 
 import orjson
 
-from loopml.errors import LoopMLError, NotFound
+from loopml.errors import LoopMLError, NotFound, Unauthorized
+from loopml.serving.admin import AdminBody, PromoteBody, ReloadBody, RollbackBody, parse_body
 from loopml.serving.auth import AdminAuth
 from loopml.serving.journal import GroupCommit
 from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
+from loopml.serving.request_ids import MAX_CLIENT_ID, MAX_ID, RequestIds, client_id
 from loopml.serving.routing import RoutingPolicy, make_policy
 from loopml.serving.schema import RequestInvalid, openapi_document
 from loopml.serving.servable import Servable
@@ -59,8 +61,42 @@ class ServingState:
     loaded_at: float = field(default_factory=time.time)
 
 
+#: an absolute file path of three or more parts (not an endpoint such as /v1/predict)
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^\s/'\"`,;()\[\]]+){3,}")
+MAX_FEEDBACK_ITEMS = 10_000
+
+
+def public(message: str) -> str:
+    """``message`` without absolute file paths (each becomes ``…/<last part>``): bodies never show server paths."""
+    return _ABS_PATH.sub(lambda m: "…/" + m.group(0).rsplit("/", 1)[-1], message)
+
+
 def _err(status: int, message: str, **extra: Any) -> Response:
-    return status, orjson.dumps({"error": message, **extra}), JSON
+    return status, orjson.dumps({"error": public(message), **extra}), JSON
+
+
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    ctype = headers.get(b"content-type")
+    return ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+def _wrong_type(headers: dict[bytes, bytes]) -> Response:
+    got = headers.get(b"content-type", b"").decode("latin-1")[:80] or None
+    return 415, orjson.dumps({
+        "error": "the body must be JSON: send `Content-Type: application/json`",
+        "detail": [{"loc": ["header", "content-type"], "field": "content-type", "value": got,
+                    "expected": "application/json", "msg": "unsupported media type"}],
+    }), JSON
+
+
+def _bad_client_id(raw: bytes) -> Response:
+    return 422, orjson.dumps({
+        "error": f"invalid X-Request-Id header: expected 1 to {MAX_CLIENT_ID} printable ASCII characters "
+                 "without spaces (the service issues its own request_id; yours is logged as client_request_id)",
+        "detail": [{"loc": ["header", "x-request-id"], "field": "x-request-id",
+                    "value": raw[:80].decode("ascii", "backslashreplace"),
+                    "expected": f"1-{MAX_CLIENT_ID} printable ASCII characters", "msg": "invalid header value"}],
+    }), JSON
 
 
 def parse_large_body(body: bytes) -> Any:
@@ -197,6 +233,8 @@ class ServingApp:
         title: str = "loopml prediction service",
         registry: Any = None,
         limits: Any = None,
+        request_ids: RequestIds | None = None,
+        feedback_auth: AdminAuth | None = None,
     ) -> None:
         self.source = source
         self.prediction_log = prediction_log
@@ -223,8 +261,8 @@ class ServingApp:
         self.closing = False  # set by the drain once every begun request was answered: the logs close next
         self.drain_seconds = 10.0
         self.state = ServingState({}, {}, None, error="not loaded yet")
-        self._prefix = os.urandom(4).hex()
-        self._counter = 0
+        self.ids = request_ids or RequestIds()
+        self.feedback_auth = feedback_auth
         self._openapi: bytes | None = None
         self._admin_lock = asyncio.Lock()
         self.routes: dict[tuple[bytes, bytes], Callable[..., Any]] = {
@@ -236,17 +274,18 @@ class ServingApp:
             (b"GET", b"/openapi.json"): self.openapi,
             (b"GET", b"/v1/models"): self.models,
         }
-        self.admin_routes: dict[bytes, Callable[..., Any]] = {
-            b"/admin/promote": self.admin_promote,
-            b"/admin/rollback": self.admin_rollback,
-            b"/admin/reload": self.admin_reload,
+        self.admin_routes: dict[bytes, tuple[type[AdminBody], Callable[..., Any]]] = {
+            b"/admin/promote": (PromoteBody, self.admin_promote),
+            b"/admin/rollback": (RollbackBody, self.admin_rollback),
+            b"/admin/reload": (ReloadBody, self.admin_reload),
         }
 
     # -- loading -----------------------------------------------------------------------------
-    def build_state(self, previous: ServingState | None = None) -> ServingState:
-        """Load what the source says should serve (reusing already loaded versions). Thread-safe."""
+    def build_state(self, previous: ServingState | None = None,
+                    preloaded: dict[str, Servable] | None = None) -> ServingState:
+        """Load what the source says should serve (reusing loaded versions and ``preloaded``). Thread-safe."""
         wanted = self.source.snapshot()
-        prev = previous.models if previous else {}
+        prev = {**(previous.models if previous else {}), **(preloaded or {})}
         models: dict[str, Servable] = {}
         for vid in wanted:
             models[vid] = prev[vid] if vid in prev else self.source.load(vid)
@@ -290,10 +329,9 @@ class ServingApp:
                 sys.stderr.write(f"loopml serve: reload crashed: {describe_error(exc)}\n")
 
     # -- dispatch ----------------------------------------------------------------------------
-    def next_request_id(self) -> str:
-        """A unique request id: a per-process random prefix and a counter."""
-        self._counter += 1
-        return f"{self._prefix}{self._counter:x}"
+    def next_request_id(self, rows: int = 0) -> str:
+        """A unique, signed request id (see :mod:`loopml.serving.request_ids`)."""
+        return self.ids.issue(rows)
 
     def handle(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Any:
         """Synchronous handlers: a response tuple ``(status, body, content type[, extra header lines])``,
@@ -311,22 +349,22 @@ class ServingApp:
         known = sorted({p.decode() for (_, p) in self.routes} | {p.decode() for p in self.admin_routes})
         if any(p == path for (_, p) in self.routes):
             return _err(405, f"method {method.decode()} not allowed on {path.decode()}")
-        return _err(404, f"no endpoint {path.decode(errors='replace')} (endpoints: {', '.join(known)})")
+        return _err(404, f"no endpoint {path[:200].decode(errors='replace')} (endpoints: {', '.join(known)})")
 
     async def handle_admin(self, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response:
-        """Admin routes (token checked first)."""
+        """Admin routes: the token first (it names the actor), then a strict body."""
         try:
-            self.auth.check(headers.get(b"authorization"))
-            data = orjson.loads(body) if body.strip() else {}
-            if not isinstance(data, dict):
-                raise RequestInvalid("admin body must be a JSON object", [{"field": None, "value": None, "expected": "object"}])
+            actor = self.auth.check(headers.get(b"authorization"))
+            if body.strip() and not _is_json(headers):
+                return _wrong_type(headers)
+            model, action = self.admin_routes[path]
+            data = parse_body(model, body)
             async with self._admin_lock:
-                result: dict[str, Any] = await self.admin_routes[path](data)
+                result: dict[str, Any] = await action(data, actor)
             return 200, orjson.dumps(result), JSON
         except RequestInvalid as exc:
+            self.metrics.error(path.decode(), "validation")
             return 422, orjson.dumps(exc.body()), JSON
-        except orjson.JSONDecodeError as exc:
-            return _err(422, f"request body is not valid JSON: {exc}")
         except LoopMLError as exc:
             self.metrics.error(path.decode(), type(exc).__name__)
             return _err(exc.status, str(exc))
@@ -367,7 +405,7 @@ class ServingApp:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.offload_threads, thread_name_prefix="loopml-score")
             self._loop = loop
-        rid = self._request_id(headers)
+        rid = self.ids.reserve()  # the counter on the loop; signed in the worker once the row count is known
         metrics = _DeferredMetrics()
         self._queued_seconds += estimate
         t0 = time.perf_counter()
@@ -383,15 +421,12 @@ class ServingApp:
         future.add_done_callback(done)
         return future
 
-    def _predict_offloaded(self, headers: dict[bytes, bytes], body: bytes, rid: str, metrics: Any) -> Response:
+    def _predict_offloaded(self, headers: dict[bytes, bytes], body: bytes, rid: int, metrics: Any) -> Response:
         with gc_paused():
             return self._predict(headers, body, rid, metrics, True)
 
-    def _request_id(self, headers: dict[bytes, bytes]) -> str:
-        rid_header = headers.get(b"x-request-id")
-        return rid_header.decode() if rid_header else self.next_request_id()
-
-    def _predict(self, headers: dict[bytes, bytes], body: bytes, rid: str | None, metrics: Any, threaded: bool) -> Response:
+    def _predict(self, headers: dict[bytes, bytes], body: bytes, counter: int | None, metrics: Any,
+                 threaded: bool) -> Response:
         """The one core of ``/v1/predict``: on the event loop, or in a worker thread (``threaded``:
         sliced parsing, the shared-state-free block path, metrics deferred to the loop)."""
         t0 = time.perf_counter()
@@ -405,27 +440,37 @@ class ServingApp:
         except orjson.JSONDecodeError as exc:
             metrics.error("/v1/predict", "invalid_json")
             return _err(422, f"request body is not valid JSON: {exc}", detail=[{"loc": ["body"], "msg": str(exc)}])
-        if rid is None:
-            rid = self._request_id(headers)
+        cid = None
+        raw_cid = headers.get(b"x-request-id")
+        if raw_cid is not None:
+            cid = client_id(raw_cid)
+            if cid is None:
+                metrics.error("/v1/predict", "validation")
+                return _bad_client_id(raw_cid)
+        rows: Any
+        if data.__class__ is dict:
+            rows = data.get("rows")
+            single = rows is None or len(data) != 1
+        else:
+            rows, single = data, False
+        many = 0 if single or rows.__class__ is not list else max(1, len(rows))
+        rid = self.ids.sign(self.ids.reserve() if counter is None else counter, many)
         route = policy.route(rid, data)
         model = route.model
         try:
             if data.__class__ is dict:
-                rows = data.get("rows")
-                if rows is None or len(data) != 1:
+                if single:
                     if threaded:  # the single-row path shares the model's row buffer with the loop
-                        resp = self._predict_many(rid, route.name, model, [data], True, one=True)
+                        resp = self._predict_many(rid, route.name, model, [data], True, one=True, cid=cid)
                     else:
-                        resp = self._predict_one(rid, route.name, model, data)
+                        resp = self._predict_one(rid, route.name, model, data, cid)
                     if route.shadows:
-                        self._later(self._shadow, rid, [data], False, route.shadows)
+                        self._later(self._shadow, rid, [data], False, route.shadows, cid)
                     metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
                     return resp
                 if rows.__class__ is not list:
                     raise RequestInvalid("`rows` must be a list of objects", [{"loc": ["body", "rows"], "field": "rows", "value": str(type(rows).__name__), "expected": "array of objects", "msg": "`rows` must be an array"}])
-            elif data.__class__ is list:
-                rows = data
-            else:
+            elif data.__class__ is not list:
                 raise RequestInvalid(
                     "request body must be a JSON object (one row) or an array of objects (many rows)",
                     [{"loc": ["body"], "field": None, "value": str(data)[:80], "expected": "object or array", "msg": "wrong body type"}],
@@ -436,9 +481,9 @@ class ServingApp:
                 return _err(413, f"{len(rows)} rows in one request; the limit is {self.max_rows} "
                                  "(deployment.limits.max_rows_per_request): send them in several requests "
                                  "or use `loopml predict --batch`")
-            resp = self._predict_many(rid, route.name, model, rows, threaded)
+            resp = self._predict_many(rid, route.name, model, rows, threaded, cid=cid)
             if route.shadows:
-                self._later(self._shadow, rid, rows, True, route.shadows)
+                self._later(self._shadow, rid, rows, True, route.shadows, cid)
             metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
             return resp
         except RequestInvalid as exc:
@@ -450,7 +495,8 @@ class ServingApp:
             metrics.observe("/v1/predict", model.version_id, route.name, exc.status, time.perf_counter() - t0, 0)
             return _err(exc.status, str(exc))
 
-    def _predict_one(self, rid: str, route_name: str, model: Servable, row: dict[str, Any]) -> Response:
+    def _predict_one(self, rid: str, route_name: str, model: Servable, row: dict[str, Any],
+                     cid: str | None = None) -> Response:
         if self.precomputed is not None and (self.mode == "batch" or self.precomputed.only_keys(row)):
             return self._precomputed(rid, route_name, model, [row], many=False)
         if self.lookup is not None:
@@ -460,13 +506,13 @@ class ServingApp:
         log = self.prediction_log
         if log is not None:
             log.append((rid, now_us(), vid, route_name, score, pred,
-                        model.raw_copy() if model.raw_numeric else row, model.schema))
+                        model.raw_copy() if model.raw_numeric else row, model.schema, cid))
         return 200, orjson.dumps(
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON
 
     def _predict_many(self, rid: str, route_name: str, model: Servable, rows: list[Any], threaded: bool = False,
-                      one: bool = False) -> Response:
+                      one: bool = False, cid: str | None = None) -> Response:
         if self.precomputed is not None and rows and (
             self.mode == "batch" or all(isinstance(r, dict) and self.precomputed.only_keys(r) for r in rows)
         ):
@@ -482,7 +528,8 @@ class ServingApp:
         if one:  # a single row scored off the loop: answered and logged like one
             score, pred = float(scores[0]), float(preds[0])
             if self.prediction_log is not None:
-                self.prediction_log.append((rid, now_us(), model.version_id, route_name, score, pred, rows[0], model.schema))
+                self.prediction_log.append((rid, now_us(), model.version_id, route_name, score, pred, rows[0], model.schema,
+                                            cid))
             return 200, orjson.dumps({"request_id": rid, "model_version": model.version_id, "route": route_name,
                                       "score": score, "prediction": pred}), JSON
         ids = [f"{rid}-{i}" for i in range(len(rows))]
@@ -492,10 +539,10 @@ class ServingApp:
             vid = model.version_id
             schema = model.schema
             if raw is not None:  # one block record: the log takes the columns of the matrix / table
-                log.append((ids, ts, vid, route_name, scores, preds, raw, schema))
+                log.append((ids, ts, vid, route_name, scores, preds, raw, schema, cid))
             else:
                 for i, row in enumerate(rows):
-                    log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema))
+                    log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema, cid))
         return 200, orjson.dumps(
             {
                 "request_id": rid,
@@ -546,7 +593,8 @@ class ServingApp:
             else:
                 fn(*args)
 
-    def _shadow(self, rid: str, rows: list[Any], many: bool, shadows: tuple[Servable, ...]) -> None:
+    def _shadow(self, rid: str, rows: list[Any], many: bool, shadows: tuple[Servable, ...],
+                cid: str | None = None) -> None:
         """Score shadow arms off the request path and log them with route ``shadow``."""
         log = self.prediction_log
         for m in shadows:
@@ -564,23 +612,51 @@ class ServingApp:
                 continue
             ts = now_us()
             if not many:
-                log.append((rid, ts, m.version_id, "shadow", s1, p1, m.raw_copy() if m.raw_numeric else rows[0], m.schema))
+                log.append((rid, ts, m.version_id, "shadow", s1, p1, m.raw_copy() if m.raw_numeric else rows[0], m.schema,
+                            cid))
             elif m.last_matrix is not None or m.last_table is not None:
                 log.append(([f"{rid}-{i}" for i in range(len(rows))], ts, m.version_id, "shadow", scores, preds,
-                            m.last_matrix if m.last_matrix is not None else m.last_table, m.schema))
+                            m.last_matrix if m.last_matrix is not None else m.last_table, m.schema, cid))
             else:
                 for i, row in enumerate(rows):
-                    log.append((f"{rid}-{i}", ts, m.version_id, "shadow", float(scores[i]), float(preds[i]), row, m.schema))
+                    log.append((f"{rid}-{i}", ts, m.version_id, "shadow", float(scores[i]), float(preds[i]), row, m.schema,
+                                cid))
 
     # -- feedback ----------------------------------------------------------------------------
     def feedback(self, headers: dict[bytes, bytes], body: bytes) -> Response:
-        """``POST /v1/feedback``: ``{"request_id": str, "label": number}`` or a list of them."""
+        """``POST /v1/feedback``: ``{"request_id": str, "label": number}`` or a list of them.
+
+        Checked before anything is recorded (one problem → the whole request is refused with 422
+        naming each bad item): ``Content-Type: application/json``; at most 10,000 items; exactly
+        the keys ``request_id`` and ``label``; a request id this service issued (a single-row id
+        or a row id ``<id>-<i>`` of a many-row request, at most 128 characters); a label valid
+        for the task (binary: 0 or 1; multiclass: a class code 0…k-1; regression: a finite
+        number). Feedback sent again for the same request id is recorded again: the log keeps
+        every label and monitoring uses the latest (:func:`loopml.monitoring.logs.read_labelled`).
+        """
         t0 = time.perf_counter()
+        if self.feedback_auth is not None:
+            try:
+                self.feedback_auth.check(headers.get(b"authorization"))
+            except Unauthorized as exc:
+                self.metrics.error("/v1/feedback", "unauthorized")
+                return _err(401, str(exc))
+        if not _is_json(headers):
+            self.metrics.error("/v1/feedback", "content_type")
+            return _wrong_type(headers)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _err(422, f"request body is not valid JSON: {exc}")
+            self.metrics.error("/v1/feedback", "invalid_json")
+            return _err(422, f"request body is not valid JSON: {exc}",
+                        detail=[{"loc": ["body"], "field": None, "value": None, "expected": "JSON", "msg": str(exc)}])
         items = data if isinstance(data, list) else [data]
+        if len(items) > MAX_FEEDBACK_ITEMS:
+            self.metrics.error("/v1/feedback", "validation")
+            return _err(422, f"too many feedback items: {len(items)} (at most {MAX_FEEDBACK_ITEMS} per request)",
+                        detail=[{"loc": ["body"], "field": None, "value": len(items),
+                                 "expected": f"at most {MAX_FEEDBACK_ITEMS} items", "msg": "too many items"}])
+        check_label = self._label_check()
         problems: list[dict[str, Any]] = []
         records: list[tuple[str, int, float]] = []
         ts = now_us()
@@ -589,24 +665,60 @@ class ServingApp:
             if not isinstance(item, dict):
                 problems.append({"loc": loc, "field": None, "value": str(item)[:80], "expected": "object", "msg": "expected an object"})
                 continue
-            rid = item.get("request_id")
-            label = item.get("label")
+            extra = sorted(k for k in item if k not in ("request_id", "label"))
+            for k in extra[:5]:
+                problems.append({"loc": [*loc, k[:80]], "field": k[:80], "value": str(item[k])[:80],
+                                 "expected": "only request_id and label", "msg": "unknown field"})
+            rid, label = item.get("request_id"), item.get("label")
+            rid_ok = False
             if not isinstance(rid, str) or not rid:
-                problems.append({"loc": [*loc, "request_id"], "field": "request_id", "value": rid, "expected": "non-empty string", "msg": "request_id must be the id returned by /v1/predict"})
-            if isinstance(label, bool):
-                label = float(label)
-            if not isinstance(label, int | float):
-                problems.append({"loc": [*loc, "label"], "field": "label", "value": label, "expected": "number (the observed outcome)", "msg": "label must be a number"})
-            elif isinstance(rid, str) and rid:
-                records.append((rid, ts, float(label)))
+                problems.append({"loc": [*loc, "request_id"], "field": "request_id", "value": str(rid)[:80] if rid is not None else None,
+                                 "expected": "non-empty string", "msg": "request_id must be the id returned by /v1/predict"})
+            elif len(rid) > MAX_ID:
+                problems.append({"loc": [*loc, "request_id"], "field": "request_id", "value": rid[:40] + "…",
+                                 "expected": f"at most {MAX_ID} characters", "msg": f"request_id is {len(rid)} characters long"})
+            elif not self.ids.issued(rid):
+                problems.append({"loc": [*loc, "request_id"], "field": "request_id", "value": rid,
+                                 "expected": "an id issued by this service (request_id, or one of request_ids, of /v1/predict)",
+                                 "msg": "unknown request_id: this service never issued it"})
+            else:
+                rid_ok = True
+            value, why = check_label(label)
+            if why is not None:
+                shown = label if isinstance(label, int | float | bool | type(None)) else str(label)[:80]
+                problems.append({"loc": [*loc, "label"], "field": "label", "value": shown, "expected": why,
+                                 "msg": "label is not valid for this task"})
+            elif rid_ok and not extra:
+                records.append((rid, ts, value))  # type: ignore[arg-type]
         if problems:
             self.metrics.error("/v1/feedback", "validation")
-            return 422, orjson.dumps({"error": f"invalid feedback: {len(problems)} problem(s)", "detail": problems}), JSON
+            fields = sorted({str(p["field"]) for p in problems})
+            return 422, orjson.dumps({"error": f"invalid feedback: {len(problems)} problem(s) ({', '.join(fields)})",
+                                      "detail": problems[:100]}), JSON
         if self.feedback_log is not None:
             for r in records:
                 self.feedback_log.append(r)
         self.metrics.observe("/v1/feedback", "-", "-", 200, time.perf_counter() - t0, 0)
         return 200, orjson.dumps({"recorded": len(records)}), JSON
+
+    def _label_check(self) -> Callable[[Any], tuple[float | None, str | None]]:
+        """``check(label) -> (value, None)`` or ``(None, what was expected)``, for the served task."""
+        models = list(self.state.models.values())
+        task = models[0].task if models else None
+        n_classes = len(getattr(models[0], "classes", None) or []) if models else 0
+
+        def check(label: Any) -> tuple[float | None, str | None]:
+            if isinstance(label, bool):
+                label = int(label)
+            if not isinstance(label, int | float) or not math.isfinite(label):
+                return None, "a finite number (the observed outcome)"
+            if task == "binary" and label not in (0, 1):
+                return None, "0 or 1 (binary task)"
+            if task == "multiclass" and (label != int(label) or label < 0 or (n_classes and label >= n_classes)):
+                return None, "a class code 0…k-1 (multiclass task)" + (f", k = {n_classes}" if n_classes else "")
+            return float(label), None
+
+        return check
 
     # -- operational endpoints -------------------------------------------------------------------
     def health(self, headers: dict[bytes, bytes], body: bytes) -> Response:
@@ -620,7 +732,7 @@ class ServingApp:
             return _err(503, f"not ready: {state.error}", ready=False)
         for log in (self.prediction_log, self.feedback_log):
             if log is not None and log.last_error:
-                return _err(503, f"not ready: log {log.directory} cannot be written: {log.last_error}", ready=False)
+                return _err(503, f"not ready: log {log.directory.name} cannot be written: {log.last_error}", ready=False)
         return 200, orjson.dumps({"ready": True, "versions": state.states}), JSON
 
     def metrics_text(self, headers: dict[bytes, bytes], body: bytes) -> Response:
@@ -659,32 +771,36 @@ class ServingApp:
             raise NotFound("this server is not backed by a registry (started with --model-file)")
         return self.registry
 
-    async def admin_promote(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Promote ``data["version"]`` to production and serve it before answering."""
+    async def admin_promote(self, data: PromoteBody, actor: str) -> dict[str, Any]:
+        """Promote ``data.version`` to production in two phases, then serve it before answering.
+
+        Phase one loads the version (checksums verified) and makes a smoke prediction
+        (:func:`loopml.serving.promotion.verify_servable`); only then does the registry record the
+        transition, with the token's actor. A version that cannot serve leaves the registry as it was.
+        """
+        from loopml.serving.promotion import verify_servable
+
         reg = self._need_registry()
-        version = data.get("version")
-        reason = data.get("reason") or "promoted through the admin API"
-        if not isinstance(version, str) or not version:
-            raise RequestInvalid("`version` is required", [{"loc": ["body", "version"], "field": "version", "value": version, "expected": "a version id such as v2", "msg": "missing version"}])
         before = self._production_id()
         loop = asyncio.get_running_loop()
+        servable = await loop.run_in_executor(None, verify_servable, reg.ws, data.version)
         v = await loop.run_in_executor(
-            None, lambda: reg.promote(version, actor=str(data.get("actor") or "admin-api"), reason=str(reason), force=bool(data.get("force", False)))
+            None, lambda: reg.promote(data.version, actor=actor, reason=data.reason, force=data.force)
         )
-        await self.refresh()
-        return {"ok": True, "serving": v.version_id, "previous": before}
+        new = await loop.run_in_executor(None, self.build_state, self.state, {v.version_id: servable})
+        self.swap(new)
+        return {"ok": True, "serving": v.version_id, "previous": before, "actor": actor}
 
-    async def admin_rollback(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def admin_rollback(self, data: RollbackBody, actor: str) -> dict[str, Any]:
         """Roll back to the previously serving version."""
         reg = self._need_registry()
         before = self._production_id()
         loop = asyncio.get_running_loop()
-        reason = str(data.get("reason") or "rolled back through the admin API")
-        v = await loop.run_in_executor(None, lambda: reg.rollback(actor=str(data.get("actor") or "admin-api"), reason=reason))
+        v = await loop.run_in_executor(None, lambda: reg.rollback(actor=actor, reason=data.reason))
         await self.refresh()
-        return {"ok": True, "serving": v.version_id, "previous": before}
+        return {"ok": True, "serving": v.version_id, "previous": before, "actor": actor}
 
-    async def admin_reload(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def admin_reload(self, data: ReloadBody, actor: str) -> dict[str, Any]:
         """Reload from the source now."""
         changed = await self.refresh()
         return {"ok": True, "changed": changed, "versions": self.state.states}

@@ -25,7 +25,8 @@ Journal lines::
 
     {"schema": k, "fields": [[name, kind, type name, nullable], ...]}       declares schema k
     {"k": k, "i": id, "t": ts_us, "v": version, "o": route, "s": score, "p": prediction,
-     "x": {row} | {"__table__": {column: [values]}}   or   "xb": base64 of the raw float64 inputs}
+     "x": {row} | {"__table__": {column: [values]}}   or   "xb": base64 of the raw float64 inputs,
+     "c": the client's X-Request-Id (only when sent)}
     (a many-row request: "i" is a list and "sb", "pb" hold the scores and predictions as base64)
     {"i": id, "t": ts_us, "l": label}                                        (feedback)
 """
@@ -85,6 +86,8 @@ def encode_prediction(record: Any, k: int) -> bytes:
     """
     ids, payload, score, pred = record[0], record[6], record[4], record[5]
     line: dict[str, Any] = {"k": k, "i": ids, "t": record[1], "v": record[2], "o": record[3]}
+    if len(record) > 8 and record[8] is not None:
+        line["c"] = record[8]  # the client's X-Request-Id
     if ids.__class__ is list:
         line["sb"], line["pb"] = _b64(np.asarray(score)), _b64(np.asarray(pred))
     else:
@@ -747,7 +750,7 @@ class JournalWriter:
         for at in groups.values():
             matrix = np.frombuffer(b"".join([records[i][6] for i in at]), np.float64).reshape(len(at), -1)
             for j, i in enumerate(at):
-                records[i] = (*records[i][:6], matrix[j], records[i][7])
+                records[i] = (*records[i][:6], matrix[j], *records[i][7:])
         return records
 
     def _quarantine(self, stem: str, offset: int, line: bytes, reason: str) -> None:
@@ -778,14 +781,14 @@ class JournalWriter:
                 raise ValueError(f"block inputs must be base64 floats or a table, got {type(x).__name__}")
             if len(s) != len(ids) or len(p) != len(ids) or len(x) != len(ids):
                 raise ValueError(f"a block of {len(ids)} ids has {len(s)} scores and {len(x)} input rows")
-            return (ids, o["t"], o["v"], o["o"], s, p, x, schema)
+            return (ids, o["t"], o["v"], o["o"], s, p, x, schema, o.get("c"))
         if x.__class__ is bytes:  # raw inputs in schema order (one matrix made in _vectors)
             if len(x) != 8 * len(schema.names):
                 raise ValueError(f"a raw input row has {len(x)} bytes, expected {8 * len(schema.names)} "
                                  f"(float64 for each of {len(schema.names)} inputs)")
         elif x.__class__ is not dict:
             raise ValueError(f"inputs must be an object or base64 floats, got {type(x).__name__}")
-        return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema)
+        return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema, o.get("c"))
 
     def close(self) -> None:
         """Release the claims (the journals stay for the next writer)."""

@@ -70,6 +70,7 @@ class Servable:
         self.task = task
         self.threshold = threshold
         self.bundle_digest = bundle_digest
+        self.classes: list[Any] = []  # class values by code (classification bundles); feedback labels are codes
         self._pred = predictor
         self._buf = predictor.buffer
         self._names = schema.names
@@ -136,11 +137,13 @@ class Servable:
                 return recalibrate(s, rate)
 
         threshold = float(manifest.get("threshold", 0.5) or 0.5)
-        return cls(
+        servable = cls(
             version_id, schema, task, predictor, transform_row=transform.transform_row,
             transform_batch=transform.transform_batch, threshold=threshold, bundle_digest=bundle_digest,
             finish=finish,
         )
+        servable.classes = list(manifest.get("classes") or [])
+        return servable
 
     # -- one row -----------------------------------------------------------------------------
     def _prediction(self, score: float) -> float:

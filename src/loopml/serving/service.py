@@ -14,6 +14,7 @@ from loopml.serving.http import HttpLimits, install_uvloop, return_freed_memory,
 from loopml.serving.journal import FEEDBACK, PREDICTIONS, GroupCommit, Journal
 from loopml.serving.logs import SegmentStore, feedback_log_dir, prediction_log_dir
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
+from loopml.serving.request_ids import RequestIds, load_key
 from loopml.serving.sources import FileSource, RegistrySource
 from loopml.spec.deployment import Deployment
 
@@ -48,7 +49,9 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         RegistrySource(ws),
         prediction_log=plog,
         feedback_log=flog,
-        auth=AdminAuth(dep.token_env),
+        auth=admin_auth(dep),
+        feedback_auth=feedback_auth(dep),
+        request_ids=RequestIds(load_key(ws.root / "serving" / "request_id.key")),
         routing=dep.routing.type,
         lookup=lookup,
         precomputed=precomputed,
@@ -58,6 +61,18 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         limits=dep.limits,
     )
     return configure(app, dep)
+
+
+def admin_auth(dep: Deployment) -> AdminAuth:
+    """The admin tokens of a deployment, each naming its actor."""
+    return AdminAuth(dep.token_env, actor=dep.token_actor, more=dep.admin_tokens)
+
+
+def feedback_auth(dep: Deployment) -> AdminAuth | None:
+    """The feedback token check (``None``: feedback needs no token)."""
+    if dep.feedback_token_env is None:
+        return None
+    return AdminAuth(dep.feedback_token_env, actor="feedback", purpose="feedback requests")
 
 
 def configure(app: ServingApp, dep: Deployment) -> ServingApp:
@@ -88,9 +103,10 @@ def app_for_model_file(path: str | Path, *, log_root: Path | None, deployment: D
     """A service for one LightGBM text model (inputs: its numeric feature names)."""
     dep = deployment or Deployment()
     plog, flog = make_logs(log_root, dep) if log_root is not None else (None, None)
+    ids = RequestIds(load_key(log_root / ".request_id.key")) if log_root is not None else RequestIds()
     return configure(
-        ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=AdminAuth(dep.token_env),
-                   limits=dep.limits), dep
+        ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=admin_auth(dep),
+                   feedback_auth=feedback_auth(dep), request_ids=ids, limits=dep.limits), dep
     )
 
 

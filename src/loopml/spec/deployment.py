@@ -86,6 +86,21 @@ class Deployment(StrictModel):
     token_env: str = Field(
         default="LOOPML_ADMIN_TOKEN", description="Environment variable holding the admin token."
     )
+    token_actor: str = Field(
+        default="admin-api", min_length=1,
+        description="Actor recorded in the registry history for admin actions made with the token in $token_env "
+        "(the actor always comes from the token, never from a request body).",
+    )
+    admin_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="More admin tokens, one per person or system: environment variable holding the token → the "
+        "actor name recorded for the actions made with it, e.g. {ALICE_TOKEN: alice}.",
+    )
+    feedback_token_env: str | None = Field(
+        default=None,
+        description="When set, POST /v1/feedback needs `Authorization: Bearer $<this variable>` (feedback is "
+        "refused while the variable is unset); by default feedback needs no token.",
+    )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
     log_flush_rows: int = Field(
         default=1_000, ge=1,
