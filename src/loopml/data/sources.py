@@ -616,10 +616,15 @@ class JsonlReader:
                     raise _json_mixed(con, name, scan, mixed[0], prep)
                 table = rel.to_arrow_table()
             except duckdb.Error as exc:
-                line_m = re.search(r"line (\d+)", str(exc))
+                bad = _first_bad_json_line(prep.paths)
+                if bad is not None:
+                    raise DataError(
+                        f"source `{name}`: {prep.shown(bad[0])} line {bad[1]}: not valid JSON lines: {bad[2]}",
+                        hint="each line must be one JSON object",
+                    ) from None
                 raise DataError(
                     f"source `{name}`: {prep.shown(prep.paths[0]) if len(files) == 1 else source.path}"
-                    f"{' line ' + line_m.group(1) if line_m else ''}: not valid JSON lines: {str(exc).splitlines()[0]}",
+                    f": not valid JSON lines: {str(exc).splitlines()[0]}",
                     hint="each line must be one JSON object",
                 ) from None
             finally:
@@ -631,6 +636,26 @@ class JsonlReader:
                      for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+
+
+def _first_bad_json_line(paths: Sequence[Path]) -> tuple[Path, int, str] | None:
+    """(file, 1-based line, problem) of the first line that is not one JSON object (the error path only:
+    DuckDB's own line numbers are one off)."""
+    import json
+
+    for p in paths:
+        with open(p, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                text = raw.decode("utf-8", "replace")
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    return p, lineno, f"{exc.msg.removesuffix(' at')} at column {exc.colno} in {text[:120].strip()!r}"
+                if not isinstance(value, dict):
+                    return p, lineno, f"a JSON {type(value).__name__}, not an object"
+    return None
 
 
 _JSON_FAMILY = {"UBIGINT": "number", "BIGINT": "number", "DOUBLE": "number", "VARCHAR": "string",
