@@ -612,8 +612,18 @@ class JsonlReader:
             try:
                 rel = con.sql(f"SELECT * FROM {scan}")
                 mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
-                if mixed:
-                    raise _json_mixed(con, name, scan, mixed[0], prep)
+                as_text = []
+                for c in mixed:
+                    if not _json_scalars(con, scan, c):
+                        raise _json_mixed(con, name, scan, c, prep)
+                    as_text.append(c)
+                if as_text:  # numbers and strings in one field: text, so that validation types it and
+                    # quarantines the odd values with their line (`39`, `41`, `"n/a"`)
+                    _note(notes, f"source `{name}`: field(s) {', '.join(as_text)} mix JSON numbers and strings: "
+                          "read as text (validation types a field of almost only numbers as numeric)")
+                    rel = con.sql("SELECT " + ", ".join(
+                        f"json_extract_string({_ident(c)}, '$') AS {_ident(c)}" if c in as_text else _ident(c)
+                        for c in rel.columns) + f" FROM {scan}")
                 table = rel.to_arrow_table()
             except duckdb.Error as exc:
                 bad = _first_bad_json_line(prep.paths)
@@ -636,6 +646,17 @@ class JsonlReader:
                      for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_scalars(con: duckdb.DuckDBPyConnection, scan: str, column: str) -> bool:
+    """Whether a mixed JSON field holds only numbers, strings, booleans and nulls (no objects or arrays)."""
+    kinds = {r[0] for r in con.execute(
+        f"SELECT DISTINCT json_type({_ident(column)}) FROM {scan} WHERE {_ident(column)} IS NOT NULL").fetchall()}
+    return kinds <= {"UBIGINT", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN", "NULL"}
 
 
 def _first_bad_json_line(paths: Sequence[Path]) -> tuple[Path, int, str] | None:
