@@ -24,13 +24,14 @@ from loopml.errors import DataError, LoopMLError, NotFound
 from loopml.evaluation.analysis import largest_loss, native_importance, permutation_importance
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
-from loopml.evaluation.gates import GateContext, check_gates, parse_gates
+from loopml.evaluation.gates import GateContext, baseline_gate, check_gates, parse_gates
 from loopml.evaluation.report import build_report, render_html
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
+from loopml.training.models.baselines import BASELINE_MODELS
+from loopml.training.models.baselines import TASK_BASELINES as BASELINE_FOR
 from loopml.workspace import Workspace
 
-BASELINE_MODELS = ("prior", "mean", "most_popular")
 MAX_EXAMPLE_COLUMNS = 12
 
 
@@ -107,6 +108,31 @@ def baseline_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> str 
     return None
 
 
+def inputs_for_bundle(ws: Workspace, bundle_digest: str) -> EvaluationInputs:
+    """Measured values and the baseline of a stored bundle, from the leaderboard of the run that trained it.
+
+    Used when a bundle is evaluated outside the pipeline (``loopml evaluate --bundle``), so that
+    it is judged against the same baseline (and budgets) as in its own run.
+    """
+    from sqlalchemy import select
+
+    from loopml.workspace.metadata import executions
+
+    board: dict[str, Any] = {}
+    producer = ws.artifact_info(bundle_digest).get("producer")
+    if producer:
+        with ws.engine.connect() as conn:
+            row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == producer)).first()
+        digest = ((row[0] if row is not None else None) or {}).get("leaderboard")
+        if digest:
+            with contextlib.suppress(NotFound, ValueError):
+                board = json.loads(ws.artifacts.get_bytes(digest))
+    if not board:
+        return EvaluationInputs(notes=["no leaderboard found for this bundle: measured values and baseline unknown"])
+    return EvaluationInputs(measured=measured_from_leaderboard(board, bundle_digest),
+                            baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+
+
 def evaluate_bundle(
     ws: Workspace,
     spec: Spec,
@@ -177,14 +203,21 @@ def evaluate_bundle(
                 notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
                              "comparisons with production are skipped")
     base_score = None
+    base_name: str | None = BASELINE_FOR.get(task)
+    base_missing: str | None = None
     if inp.baseline_digest:
         try:
-            base_score = load_bundle(ws, inp.baseline_digest).predict_table(test)
+            base_bundle = load_bundle(ws, inp.baseline_digest)
+            base_name = str(base_bundle.manifest.get("model_type") or base_name)
+            base_score = base_bundle.predict_table(test)
             prod_info["baseline"] = inp.baseline_digest
+            prod_info["baseline_model"] = base_name
         except LoopMLError as exc:
-            notes.append(f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}")
-    else:
-        notes.append("no baseline model (prior/mean) in the leaderboard: comparison with the baseline skipped")
+            base_missing = f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}"
+            notes.append(base_missing)
+    elif bundle.manifest.get("model_type") not in BASELINE_MODELS:
+        base_missing = "no baseline model (prior/mean/most_popular) in the leaderboard"
+        notes.append(base_missing + ": comparison with the baseline skipped")
     slices = {c: _column_values(test, c, "slices") for c in ev.slices}
     sensitive = {c: _column_values(test, c, "fairness.sensitive_columns") for c in ev.fairness.sensitive_columns}
     groups = items = None
@@ -205,8 +238,13 @@ def evaluate_bundle(
     say("analysis: importance and largest losses")
     result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
     verdicts = check_gates(
-        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
+        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable,
+                                   tolerances={"latency_p99_ms": spec.requirements.constraints.latency_tolerance})
     )
+    cand_type = bundle.manifest.get("model_type")
+    verdicts.append(baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
+                                  candidate_model=cand_type if cand_type in BASELINE_MODELS else None,
+                                  unavailable=base_missing))
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),
@@ -280,6 +318,14 @@ def _phases(show: bool) -> Iterator[Callable[[str], None]]:
         yield lambda msg: prog.update(task, description=msg)
 
 
+def _record_verdict(ws: Workspace, bundle_digest: str, report: dict[str, Any], report_ref: str) -> None:
+    """A registered bundle's verdict follows this evaluation (history kept in the registry)."""
+    from loopml.registry import Registry
+    from loopml.registry.evidence import record_for_bundle
+
+    record_for_bundle(Registry(ws), bundle_digest, report, report_ref=report_ref, source="evaluate")
+
+
 @register_stage
 class EvaluateStage(BaseStage):
     """Judge the trained model by evidence: metrics with intervals, comparisons, slices, fairness, gates."""
@@ -334,6 +380,7 @@ class EvaluateStage(BaseStage):
                                     meta={"approved": report["approved"]}),
             "html": ctx.put_bytes(html.encode(), kind="html", name="evaluation.html"),
         }
+        _record_verdict(ws, bundle_digest, report, outputs["report"])
         pm = report["primary_metric"]
         m = report["metrics"][pm]
         return StageResult(outputs=outputs, summary={

@@ -11,6 +11,11 @@ from pydantic import Field
 from loopml.errors import ModelError
 from loopml.training.models.base import BaseModel, FitContext, ModelConfig, register_model
 
+#: the baseline of each task: trained beside every spec's candidates, the floor a model must beat
+TASK_BASELINES: dict[str, str] = {"binary": "prior", "multiclass": "prior", "regression": "mean",
+                                  "ranking": "most_popular"}
+BASELINE_MODELS: tuple[str, ...] = ("prior", "mean", "most_popular")
+
 
 @register_model
 class PriorModel(BaseModel):
