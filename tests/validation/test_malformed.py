@@ -107,6 +107,22 @@ def test_numbers_with_odd_values_are_typed_numeric_and_odd_rows_quarantined(proj
     assert kept.column("age").type == pa.int64() and kept.num_rows == 38  # typed, not a string column
 
 
+def test_jsonl_numbers_mixed_with_odd_strings_are_quarantined(project: Path) -> None:
+    rows = _rows()
+    rows[3]["age"], rows[17]["age"] = "n/a", "thirty"  # the others stay JSON numbers
+    _write(project, "jsonl", rows)
+    ws = make_ws(project, _spec("jsonl"))
+    rep = run_stages(ws)
+    assert rep.status == "success", rep.outcomes[-1].error
+    assert any("mix JSON numbers and strings" in n for n in rep.outcomes[0].summary["notes"])
+    _accounting(rep.outcomes[1].summary, 40, 38, 2)
+    q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
+    assert [(e["value"], e["location"]) for e in q] == [("n/a", _where(project, "jsonl", 3)),
+                                                        ("thirty", _where(project, "jsonl", 17))]
+    kept = pq.read_table(ws.artifacts.open_verified(rep.outcomes[1].outputs["table"]))
+    assert kept.column("age").type == pa.int64()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_control_bytes_are_quarantined_with_the_byte_shown(project: Path, fmt: str) -> None:
     rows = _rows()
