@@ -640,12 +640,27 @@ class JsonlReader:
             finally:
                 con.close()
             per_file = _rows_per_file(table.column("__file"), [str(p) for p in prep.paths])
+            if len(prep.paths) > 1:
+                _note_extra_fields(name, table, prep, notes)
             table = table.drop_columns(["__file"])
             parts = [provenance_table(prep.shown(p), per_file[str(p)],
                                       record_lines(p, header=False, quote=None, n=per_file[str(p)]))
                      for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+
+
+def _note_extra_fields(name: str, table: pa.Table, prep: _Prepared, notes: list[str]) -> None:
+    """Note the fields a later file has that the first file never sets (one grouped count, vectorised)."""
+    cols = [c for c in table.column_names if c != "__file"]
+    counts = table.group_by("__file", use_threads=False).aggregate([(c, "count") for c in cols]).to_pylist()
+    by_file = {r["__file"]: {c for c in cols if r[f"{c}_count"]} for r in counts}
+    first = by_file.get(str(prep.paths[0]), set())
+    for p in prep.paths[1:]:
+        extra = sorted(by_file.get(str(p), set()) - first)
+        if extra:
+            _note(notes, f"source `{name}`: {prep.shown(p)} has field(s) {', '.join(extra)} that "
+                  f"{prep.shown(prep.paths[0])} lacks (rows of the other files get missing values)")
 
 
 def _ident(name: str) -> str:
