@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopml.errors import DataError, LoopMLError, NotFound
-from loopml.evaluation.analysis import largest_loss, native_importance, permutation_importance
+from loopml.evaluation.analysis import input_permutation_importance, largest_loss, native_importance
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
 from loopml.evaluation.gates import GateContext, check_gates, parse_gates
@@ -156,7 +156,21 @@ def evaluate_bundle(
     if test.num_rows == 0:
         raise DataError("the test split has no labelled rows to evaluate on")
     say("scoring the test rows")
-    score = bundle.predict_table(test)
+    matrices: dict[str, Any] = {}
+
+    def scores_of(b: Any) -> np.ndarray:
+        # bundles trained together share one fitted transform (same digest): the test matrix is built once
+        # (sentence embeddings or TF-IDF of a text column cost more than scoring)
+        key = str(b.manifest.get("transform") or id(b))
+        if key not in matrices:
+            matrices[key] = b.matrix(test)
+        return np.asarray(b.predict_matrix(matrices[key]))
+
+    def matrix_of(table: pa.Table) -> Any:
+        key = str(bundle.manifest.get("transform") or id(bundle))
+        return matrices[key] if table is test and key in matrices else bundle.matrix(table)
+
+    score = scores_of(bundle)
     prod_score = None
     prod_info: dict[str, Any] = {}
     unavailable: dict[str, str] = {}
@@ -172,14 +186,14 @@ def evaluate_bundle(
             notes.append(f"the candidate is the production model ({prod.version_id}): not compared with itself")
         else:
             try:
-                prod_score = load_bundle(ws, prod.bundle_digest).predict_table(test)
+                prod_score = scores_of(load_bundle(ws, prod.bundle_digest))
             except LoopMLError as exc:
                 notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
                              "comparisons with production are skipped")
     base_score = None
     if inp.baseline_digest:
         try:
-            base_score = load_bundle(ws, inp.baseline_digest).predict_table(test)
+            base_score = scores_of(load_bundle(ws, inp.baseline_digest))
             prod_info["baseline"] = inp.baseline_digest
         except LoopMLError as exc:
             notes.append(f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}")
@@ -203,7 +217,10 @@ def evaluate_bundle(
     if result.confusion is not None and task == "multiclass" and classes and len(classes) == len(result.confusion["labels"]):
         result.confusion["labels"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in classes]
     say("analysis: importance and largest losses")
-    result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
+    result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec, matrix=matrix_of, say=say)
+    info = result.analysis.get("importance_info") or {}
+    if info.get("note"):
+        result.notes.append(str(info["note"]))
     verdicts = check_gates(
         gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
     )
@@ -216,7 +233,8 @@ def evaluate_bundle(
 
 
 def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, primary: str, task: str,
-              spec: Spec) -> dict[str, Any]:
+              spec: Spec, matrix: Callable[[pa.Table], Any] | None = None,
+              say: Callable[[str], None] | None = None) -> dict[str, Any]:
     ev = spec.evaluation
     out: dict[str, Any] = {"importance": {}}
     names = list(bundle.transform.feature_names)
@@ -226,7 +244,7 @@ def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, pri
     if task in ("binary", "multiclass", "regression") and ev.permutation_repeats > 0 and names:
         finish = getattr(bundle, "_finish", lambda s: s)  # the bundle's calibration, as served
 
-        def score_fn(X: np.ndarray) -> np.ndarray:
+        def score_fn(X: Any) -> np.ndarray:
             return np.asarray(finish(bundle.model.score(X)))
 
         n = test.num_rows
@@ -234,12 +252,14 @@ def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, pri
         if n > ev.permutation_max_rows:
             take = np.sort(np.random.default_rng(ev.seed).choice(n, ev.permutation_max_rows, replace=False))
         sub = test.take(pa.array(take))
-        X = bundle.transform.transform_batch(sub)
+        X = matrix(test) if matrix is not None and take.size == n else bundle.matrix(sub)
         data = EvalData(task, y[take], score[take], threshold=ev.threshold, calibration_bins=ev.calibration_bins)
-        out["importance"]["permutation"] = permutation_importance(
-            score_fn, X, data, primary, names, repeats=ev.permutation_repeats, max_rows=ev.permutation_max_rows,
-            seed=ev.seed,
+        rows, info = input_permutation_importance(
+            score_fn, bundle.transform, sub, X, data, primary, repeats=ev.permutation_repeats, seed=ev.seed,
+            budget_s=ev.importance_budget_s, progress=say,
         )
+        out["importance"]["permutation"] = rows
+        out["importance_info"] = info
     if task in ("binary", "multiclass", "regression") and ev.largest_loss_examples > 0:
         data = EvalData(task, y, score, threshold=ev.threshold)
         idx = largest_loss(data, ev.largest_loss_examples)

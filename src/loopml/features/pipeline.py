@@ -498,6 +498,24 @@ class FeaturePipeline:
             pos += len(ch.output_names())
         return out
 
+    def output_spans(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each chain's output columns in the matrix, in chain order."""
+        spans, pos = [], 0
+        for ch in self.chains:
+            width = len(ch.output_names())
+            spans.append((pos, pos + width))
+            pos += width
+        return spans
+
+    def chains_reading(self, column: str) -> list[int]:
+        """Indices of the chains that read the raw ``column`` (as their own column or as a cross partner)."""
+        return [i for i, ch in enumerate(self.chains) if ch.column == column or column in ch.other_columns]
+
+    def transform_chain(self, i: int, table: pa.Table) -> np.ndarray:
+        """The output columns (float32, rows × width) of chain ``i`` alone, for a batch."""
+        self._check_fitted()
+        return self._stack(self.chains[i].transform_batch(table), table.num_rows)
+
     def describe(self) -> list[dict[str, Any]]:
         """One entry per feature: chain, outputs and fitted statistics."""
         return [ch.describe() for ch in self.chains]

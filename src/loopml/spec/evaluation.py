@@ -69,9 +69,17 @@ class Evaluation(StrictModel):
     largest_loss_examples: int = Field(
         default=20, ge=0, description="How many highest-loss test rows the report lists (their input values)."
     )
-    permutation_repeats: int = Field(default=3, ge=0, description="Repeats of permutation importance (0 = off).")
+    permutation_repeats: int = Field(
+        default=3, ge=0, description="Repeats of permutation importance, one shuffle per input column each (0 = off)."
+    )
     permutation_max_rows: int = Field(
         default=20000, ge=100, description="Rows sampled from the test split for permutation importance."
+    )
+    importance_budget_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Time budget in seconds for permutation importance (one shuffle per input column and repeat, "
+        "round-robin); when it runs out the report says how many columns and repeats were measured.",
     )
     target_recall: float | None = Field(default=None, gt=0, le=1, description="Pick the threshold for this recall.")
     target_precision: float | None = Field(
