@@ -69,7 +69,8 @@ class Bundle:
                 f"input table is missing column(s) {', '.join(f'`{c}`' for c in missing)} "
                 f"(model `{self.model.name}` needs: {', '.join(self._inputs)})"
             )
-        return self.transform.transform_batch(table)
+        # sparse (CSR) features go to a model that takes them as they are; the others get a dense matrix
+        return self.transform.transform_batch(table, sparse=self.model.accepts_sparse)
 
     def predict_matrix(self, X: Any) -> np.ndarray:
         """Scores of a matrix made by :meth:`matrix` (this bundle's or an identical transform's)."""
