@@ -41,6 +41,9 @@ class EvaluationInputs:
     measured: dict[str, float] = field(default_factory=dict)
     baseline_digest: str | None = None
     notes: list[str] = field(default_factory=list)
+    # ranking: the rows the model could know (train + valid splits); the catalogue protocol excludes
+    # each user's interactions in them and ranks the rest of the catalogue
+    history: pa.Table | None = None
 
 
 def _column_values(table: pa.Table, name: str, what: str) -> np.ndarray:
@@ -155,6 +158,9 @@ def evaluate_bundle(
         y = labels.y
     if test.num_rows == 0:
         raise DataError("the test split has no labelled rows to evaluate on")
+    ranking_protocol: dict[str, Any] | None = None
+    if task == "ranking":
+        test, y, ranking_protocol = _ranking_candidates(spec, test, y, inp.history, notes, say)
     say("scoring the test rows")
     matrices: dict[str, Any] = {}
 
@@ -229,7 +235,32 @@ def evaluate_bundle(
         "model_type": bundle.manifest.get("model_type"),
         **prod_info,
     }
-    return build_report(result, verdicts, model)
+    report = build_report(result, verdicts, model)
+    if ranking_protocol is not None:
+        report["ranking_protocol"] = ranking_protocol
+    return report
+
+
+def _ranking_candidates(spec: Spec, test: pa.Table, y: np.ndarray, history: pa.Table | None, notes: list[str],
+                        say: Callable[[str], None]) -> tuple[pa.Table, np.ndarray, dict[str, Any]]:
+    """The rows a ranking model is tested on under ``evaluation.ranking`` (see :mod:`loopml.evaluation.catalogue`)."""
+    from loopml.evaluation.catalogue import catalogue_candidates, describe
+
+    rk = spec.evaluation.ranking
+    gk = spec.task.group_key or (spec.task.entity_keys[0] if spec.task.entity_keys else None)
+    if rk.protocol == "test_items":
+        notes.append("ranking protocol test_items: each user re-ranks only the items it interacted with in the test "
+                     "period (optimistic: the catalogue protocols rank every item the user has not seen)")
+        return test, y, {"protocol": "test_items"}
+    if history is None or gk is None or not spec.task.item_key:
+        why = ("no training history was given" if history is None
+               else "it needs task.item_key and task.group_key")
+        notes.append(f"ranking protocol {rk.protocol} not applied ({why}): only the test items are re-ranked")
+        return test, y, {"protocol": "test_items", "requested": rk.protocol, "why_not": why}
+    say(f"ranking protocol {rk.protocol}: building each test user's candidates")
+    cand = catalogue_candidates(history, test, y, gk, spec.task.item_key, spec.task.target, rk, spec.evaluation.seed)
+    notes.append(describe(cand.info))
+    return cand.table, cand.relevance, cand.info
 
 
 def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, primary: str, task: str,
@@ -342,7 +373,14 @@ class EvaluateStage(BaseStage):
         summary = ctx.upstream_summaries.get("train") or {}
         if "latency_p99_ms" not in measured and summary.get("latency_p99_ms") is not None:
             measured["latency_p99_ms"] = float(summary["latency_p99_ms"])
-        inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+        history = None
+        if spec.task.type == "ranking" and spec.evaluation.ranking.protocol != "test_items":
+            history = pa.concat_tables(
+                [pq.read_table(ws.artifacts.open_verified(ctx.input("train", k))) for k in ("train", "valid")],
+                promote_options="permissive",
+            )
+        inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest),
+                                  history=history)
         with _phases(ctx.show_progress) as say:
             report = evaluate_bundle(ws, spec, bundle_digest, test, inputs, progress=say)
         data = json.dumps(report, indent=1, allow_nan=False).encode()
