@@ -77,9 +77,11 @@ class WorkspaceLocked(WorkspaceError):
 
 
 class StageError(LoopMLError):
-    """A pipeline stage failed."""
+    """A pipeline stage failed. ``stage`` names it; ``original_traceback`` is what ``--debug`` prints."""
 
     status = 500
+    stage: str | None = None
+    original_traceback: str | None = None
 
 
 class ModelError(LoopMLError):

@@ -75,7 +75,10 @@ def test_run_prints_failing_checks_and_stops(cli, tmp_path: Path, datasets: Path
     (proj / "credit.csv").write_text(text.replace("radio/tv", "hovercraft"))  # 28% unknown purpose
     r = cli("run", "-p", str(proj), "--until", "validate")
     assert r.returncode == 1
-    assert "FAILED" in r.stderr and "hovercraft" not in r.stderr and "purpose" in r.stderr  # the checks table
+    assert "FAILED" in r.stderr and "purpose" in r.stderr  # the checks table
+    flat = " ".join(r.stderr.split())
+    assert "credit.csv line 2: 'hovercraft'" in flat  # the first failing value, with its file and line
+    assert "1,000 rows read = " in flat  # rows per source file
     assert "validate: failed" in r.stdout and "report: " in r.stderr
     q = cli("data", "quarantine", "-p", str(proj), "--limit", "2", check=True)
     assert "hovercraft" in q.stdout and "complete quarantine files" in q.stdout

@@ -190,3 +190,20 @@ def test_failed_stage_is_recorded_and_exit_nonzero(proj: Path, env: dict[str, st
     boom = next(e for e in list_executions(ws) if e["stage"] == "boom")
     assert boom["status"] == "failed" and "ZeroDivisionError" in boom["error"]
     assert sys.executable  # the suite runs the CLI with this interpreter
+
+
+def test_debug_prints_the_failing_stage_traceback_and_without_it_one_line(proj: Path, env: dict[str, str]) -> None:
+    (proj / "loopml.yaml").write_text(SPEC)
+    bad_env = {**env, "LOOPML_PLUGINS": "tests.foundation.plugin_stages,tests.foundation.failing_stage"}
+    plain = run(proj, bad_env)
+    assert plain.returncode == 1
+    lines = plain.stderr.strip().splitlines()
+    assert len(lines) == 1, plain.stderr  # one clear line, no traceback
+    assert lines[0].startswith("error: stage `boom` crashed: ZeroDivisionError: division by zero"), lines[0]
+    assert "--debug" in lines[0] and "Traceback" not in plain.stderr
+    debug = run_cli("--debug", "run", "-q", "-p", str(proj), env=bad_env)
+    assert debug.returncode == 1
+    # the original traceback of the stage: the frame that raised, in the plugin's module, not the CLI's re-raise
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "failing_stage.py" in debug.stderr and 'return StageResult({"x": str(1 / 0)})' in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("error: stage `boom` crashed")

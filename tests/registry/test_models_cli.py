@@ -12,11 +12,16 @@ FAILED = {"approved": False, "gates": [{"gate": "roc_auc >= 0.9", "passed": Fals
 PASSED = {"approved": True, "gates": [{"gate": "roc_auc >= 0.6", "passed": True, "evidence": {}}]}
 
 
-def test_models_commands(project: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_models_commands(project: Path, datasets: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from tests.serving.conftest import SPEC
+    from tests.serving.helpers import click_table, train_bundle
+
+    (project / "loopml.yaml").write_text(SPEC)
     ws = Workspace.open(project)
     reg = Registry(ws)
-    for tag, verdict in (("a", PASSED), ("b", FAILED)):
-        d = ws.put_artifact_bytes(tag.encode(), kind="bundle", name=tag)
+    table = click_table(datasets, 2000)
+    for seed, (tag, verdict) in enumerate((("a", PASSED), ("b", FAILED))):
+        d = train_bundle(ws, table, n_estimators=5, seed=seed)  # real bundles: a promotion loads them first
         reg.register(d, verdict=verdict, lineage={"data_snapshot": f"snap-{tag}"}, meta={"model_type": "lightgbm"})
     p = str(project)
 

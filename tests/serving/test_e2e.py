@@ -94,7 +94,7 @@ def test_train_register_serve_feedback_promote_under_load(tmp_path: Path, click:
                 headers={"authorization": f"Bearer {TOKEN}"},
             )
             assert status == 200, body
-            assert body == {"ok": True, "serving": "v2", "previous": "v1"}
+            assert body == {"ok": True, "serving": "v2", "previous": "v1", "actor": "admin-api"}
             t_promoted = time.monotonic()
             n_at_promotion = len(load.ok)
             _wait_for(lambda: len(load.ok) > n_at_promotion + 200)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -81,13 +82,17 @@ def test_error_stops_the_pipeline_with_report(project: Path, datasets: Path) -> 
     assert data["passed"] is False and data["counts"]["errors"] >= 1
 
 
+def _stricter_age(text: str) -> str:
+    """The inferred schema with age's minimum raised to 20 (the data's youngest is 19)."""
+    return re.sub(r"(age: \{type: int64, nullable: false, max_missing_rate: 0.0, min: )\d+", r"\g<1>20", text)
+
+
 def test_edited_schema_invalidates_the_cache(project: Path, datasets: Path) -> None:
     _project(project, datasets)
     ws = make_ws(project, SPEC)
     run_stages(ws)
     schema = project / "schema.yaml"
-    schema.write_text(schema.read_text().replace("age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 19",
-                                                 "age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 20"))
+    schema.write_text(_stricter_age(schema.read_text()))
     rep = run_stages(ws)
     assert [o.status for o in rep.outcomes] == ["cached", "success"]
     assert rep.outcomes[1].summary["quarantined_rows"] > 0
@@ -98,9 +103,8 @@ def test_revalidating_a_snapshot_replaces_its_quarantine(project: Path, datasets
     ws = make_ws(project, SPEC)
     run_stages(ws)
     schema = project / "schema.yaml"
-    edited = schema.read_text().replace(
-        "age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 19",
-        "age: {type: int64, nullable: false, max_missing_rate: 0.0, min: 20")
+    edited = _stricter_age(schema.read_text())
+    assert edited != schema.read_text()
     schema.write_text(edited)
     run_stages(ws)
     first = dict(((c, col), n) for c, col, n in quarantine_counts(ws))

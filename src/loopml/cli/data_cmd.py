@@ -139,8 +139,7 @@ def infer_schema_cmd(
     """Infer the schema file (data.verification.schema_path) and reference profile from a snapshot."""
     from loopml.data.snapshots import get_snapshot, read_snapshot
     from loopml.errors import SpecError
-    from loopml.validation.profile import profile_table
-    from loopml.validation.schema import infer_schema, open_range_columns, profile_path, save_schema
+    from loopml.validation.schema import infer_from_table, open_range_columns, profile_path, save_schema
 
     ws = _ws(project)
     settings = ws.spec.data.verification
@@ -149,16 +148,10 @@ def infer_schema_cmd(
         raise SpecError(f"{path} already exists", hint="pass --force to overwrite it")
     snap = get_snapshot(ws, snapshot)
     with console.status(f"profiling {snap.snapshot_id}…"):
-        p = profile_table(read_snapshot(ws, snap), top_k=max(10, settings.max_domain_size))
-    schema = infer_schema(
-        p,
-        unique_keys=settings.unique_keys,
-        timestamp=settings.timestamp or ws.spec.task.timestamp,
-        max_domain_size=settings.max_domain_size,
-        missing_slack=settings.max_missing_rate_increase,
-        open_range=open_range_columns(ws.spec),
-        reference_snapshot=snap.snapshot_id,
-    )
+        schema, p = infer_from_table(
+            read_snapshot(ws, snap), settings, timestamp=settings.timestamp or ws.spec.task.timestamp,
+            open_range=open_range_columns(ws.spec), reference_snapshot=snap.snapshot_id,
+        )
     save_schema(schema, path, p)
     console.print(
         f"wrote {path} ({len(schema.columns)} columns, {sum(1 for c in schema.columns.values() if c.domain)} "
@@ -176,10 +169,10 @@ def validate(
     ),
 ) -> None:
     """Validate a snapshot against the schema file and reference profile; exits non-zero when it fails."""
-    from loopml.data.snapshots import get_snapshot, read_snapshot
+    from loopml.data.snapshots import get_snapshot, read_provenance, read_snapshot
     from loopml.errors import ValidationFailed
     from loopml.validation.quarantine import store_quarantine
-    from loopml.validation.report import checks_table, write_reports
+    from loopml.validation.report import accounting_table, checks_table, write_reports
     from loopml.validation.schema import load_reference, load_schema
     from loopml.validation.validator import validate_table
 
@@ -189,8 +182,10 @@ def validate(
     schema = load_schema(path)
     snap = get_snapshot(ws, snapshot)
     with console.status(f"validating {snap.snapshot_id}…"):
-        outcome = validate_table(read_snapshot(ws, snap), schema, load_reference(path), settings,
-                                 snapshot=snap.snapshot_id)
+        data = read_snapshot(ws, snap)
+        prov = read_provenance(ws, snap)
+        outcome = validate_table(data, schema, load_reference(path), settings, snapshot=snap.snapshot_id,
+                                 provenance=prov if prov is not None and prov.num_rows == data.num_rows else None)
     report = outcome.report
     report.schema_path = str(path)
     jp, hp = write_reports(report, ws.reports, f"validation-{snap.snapshot_id}")
@@ -200,6 +195,7 @@ def validate(
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
         console.print(checks_table(report))
+        console.print(accounting_table(report))
         console.print(f"reports: {hp} and {jp}")
     if not report.passed:
         raise ValidationFailed(

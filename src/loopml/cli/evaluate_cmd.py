@@ -125,9 +125,7 @@ def evaluate(
             until="evaluate", start_from="evaluate" if force else None,
             command=" ".join(["loopml", *sys.argv[1:]]),
         )
-    failed = [o for o in run.outcomes if o.status == "failed"]
-    if failed:
-        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+    run.raise_for_failure()
     outcome = next(o for o in run.outcomes if o.stage == "evaluate")
     report = json.loads(ws.artifacts.get_bytes(outcome.outputs["report"]))
     if html is not None:

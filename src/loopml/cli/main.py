@@ -133,9 +133,27 @@ def run(
             ],
         )
     )
-    failed = [o for o in report.outcomes if o.status == "failed"]
-    if failed:
-        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+    report.raise_for_failure()
+    evaluated = next((o for o in report.outcomes if o.stage == "evaluate"), None)
+    if evaluated is not None:
+        console.print(verdict_line(evaluated.summary))
+
+
+def verdict_line(summary: dict[str, object]) -> str:
+    """One line telling whether the evaluated model was approved, and why (from the evaluate stage summary)."""
+    pm, value, lo, hi = (summary.get(k) for k in ("primary_metric", "value", "lower", "upper"))
+    measured = (
+        f"{pm} {value:.4g} [{lo:.4g}, {hi:.4g}]" if all(isinstance(v, int | float) for v in (value, lo, hi))
+        else f"{pm} {value if value is not None else 'undefined on the test split'}"
+    )
+    failed = summary.get("failed_gates") or []
+    reason = summary.get("reason")
+    if summary.get("approved"):
+        return f"verdict: APPROVED ({measured}; every gate passed)"
+    why = str(reason) if reason else (
+        "failed gates: " + ", ".join(map(str, failed)) if isinstance(failed, list) and failed else "not approved"
+    )
+    return f"verdict: NOT APPROVED ({measured}): {why}"
 
 
 @app.command("runs")
@@ -211,7 +229,11 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except LoopMLError as exc:
-        if debug:
+        original = getattr(exc, "original_traceback", None)
+        if debug and original:
+            # a stage failed: its own traceback (from the worker), not the CLI's re-raise
+            sys.stderr.write(f"traceback of the failed stage `{getattr(exc, 'stage', '?')}`:\n{original}")
+        elif debug:
             raise
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2 if isinstance(exc, SpecError) else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -97,11 +98,21 @@ def promote_cmd(
     """Move a version along the lifecycle; refuses a version whose gates failed unless --force."""
     reg = _registry(project)
     before = reg.production()
+    _check_servable(reg, version, to)
     v = reg.transition(version, to, actor=actor, reason=reason, force=force)
     msg = f"{v.version_id} is now {v.state}"
     if to == "production" and before is not None and before.version_id != v.version_id:
         msg += f" (archived {before.version_id})"
     console.print(msg + "; a running `loopml serve` picks it up within its registry poll interval")
+
+
+def _check_servable(reg: Any, version: str, to: str) -> None:
+    """Phase one of a promotion into a serving state: the version loads (checksums verified) and scores a
+    smoke row, or the promotion is refused before the registry records anything."""
+    from loopml.serving.promotion import SERVING, verify_servable
+
+    if to in SERVING:
+        verify_servable(reg.ws, version)
 
 
 @app.command("rollback")

@@ -31,7 +31,7 @@ def serve(
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
 ) -> None:
     """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics)."""
-    from loopml.serving.service import app_for_model_file, app_for_workspace, run_server
+    from loopml.serving.service import app_for_model_file, app_for_workspace, http_limits, run_server
     from loopml.spec.deployment import Deployment
 
     lag = {} if log_max_lag is None else {"log_max_lag_seconds": log_max_lag}
@@ -39,6 +39,7 @@ def serve(
         dep = Deployment().model_copy(update=lag)
         app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)
         poll = 0.0
+        budget_ms = None
     else:
         from loopml.workspace import Workspace
 
@@ -46,6 +47,7 @@ def serve(
         dep = ws.spec.deployment.model_copy(update=lag)
         app = app_for_workspace(ws, logs=not no_log, deployment=dep)
         poll = dep.registry_poll_seconds
+        budget_ms = ws.spec.requirements.constraints.latency_p99_ms
     bind_host = host or dep.host
     bind_port = dep.port if port is None else port
     if bind_host not in ("127.0.0.1", "localhost", "::1"):
@@ -58,7 +60,7 @@ def serve(
         console.print(f"loopml serve: http://{bound[0]}:{bound[1]}  serving {served}", highlight=False)
 
     run_server(app, bind_host, bind_port, poll_seconds=poll, ready_file=str(ready_file) if ready_file else None,
-               on_ready=announce)
+               on_ready=announce, limits=http_limits(dep, budget_ms))
 
 
 def predict(

@@ -57,9 +57,7 @@ def train(
         report = Runner(ws, stages, on_event=on_event, show_progress=not quiet).run(
             until="train", start_from="train" if force else None, command=" ".join(["loopml", *sys.argv[1:]])
         )
-    failed = [o for o in report.outcomes if o.status == "failed"]
-    if failed:
-        raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+    report.raise_for_failure()
     outcome = next(o for o in report.outcomes if o.stage == "train")
     board = json.loads(ws.artifacts.get_bytes(outcome.outputs["leaderboard"]))
     console.print(leaderboard_table(board))

@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from loopml.data.labels import apply_label_rule, ident, join_hand_labels
 from loopml.data.privacy import apply_privacy
-from loopml.data.sources import duck_connect, read_source
+from loopml.data.provenance import PROVENANCE_SCHEMA, provenance_table
+from loopml.data.sources import duck_connect, read_source_located
 from loopml.errors import DataError
 from loopml.spec import Spec
 from loopml.spec.data import ClickWithinWindow
@@ -32,6 +33,12 @@ class EtlResult:
     table: pa.Table
     source_rows: dict[str, int] = field(default_factory=dict)
     base: str = ""
+    #: where each example row comes from (aligned with ``table``; PROVENANCE_SCHEMA)
+    provenance: pa.Table = field(default_factory=PROVENANCE_SCHEMA.empty_table)
+    #: per source file: rows read, rows kept as examples, rows quarantined (none at ingestion)
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: what the readers noticed and handled (compression, byte-order marks, extra columns)
+    notes: list[str] = field(default_factory=list)
 
 
 def base_source(spec: Spec) -> str | None:
@@ -79,11 +86,17 @@ def build_examples(
     base = base_source(spec)
     con = duck_connect()
     result = EtlResult(table=pa.table({}), base=base or "transform")
+    base_prov: pa.Table | None = None
     try:
         todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
         for name, source in progress(todo) if progress is not None else todo:
-            t = read_source(name, source, project_dir, (files or {}).get(name))
+            got = read_source_located(name, source, project_dir, (files or {}).get(name))
+            t = got.table
             result.source_rows[name] = t.num_rows
+            result.files[name] = got.files
+            result.notes.extend(got.notes)
+            if name == base:
+                base_prov = got.provenance
             con.register(name, t)
         if base is None:
             try:
@@ -104,11 +117,29 @@ def build_examples(
             view = apply_label_rule(con, view, data.labels)
         if data.hand_labels is not None:
             view = join_hand_labels(con, view, data.hand_labels, project_dir)
-        table = con.sql(f"SELECT * EXCLUDE ({ROW}) FROM {view} ORDER BY {ROW}").to_arrow_table()
+        table = con.sql(f"SELECT * FROM {view} ORDER BY {ROW}").to_arrow_table()
     finally:
         con.close()
+    rows = table.column(ROW).combine_chunks()
+    table = table.drop_columns([ROW])
+    if base_prov is not None and base_prov.num_rows == examples.num_rows:
+        result.provenance = base_prov.take(rows)
+    else:  # examples built by data.transform: no file to name, the row of the transform's result
+        result.provenance = provenance_table("data.transform", table.num_rows, None)
+    kept = _kept_per_file(result.provenance)
+    for name, src_files in result.files.items():
+        for f in src_files:  # only the base source's rows become examples one to one
+            f["kept"] = kept.get(f["file"], 0) if name == base else None
+            f["quarantined"] = 0
     result.table = apply_privacy(table, spec.requirements.privacy)
     return result
+
+
+def _kept_per_file(provenance: pa.Table) -> dict[str, int]:
+    import pyarrow.compute as pc
+
+    vc = pc.value_counts(provenance.column("file"))
+    return {str(f): int(c) for f, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
 
 
 def describe_schema(table: pa.Table | pa.Schema) -> list[dict[str, Any]]:

@@ -142,6 +142,22 @@ def read_snapshot(ws: Workspace, snap: Snapshot, *, full: bool = True, verify: b
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
+def provenance_path(ws: Workspace, snap: Snapshot) -> Path:
+    """Where a snapshot keeps the provenance of its rows (file, line, record), beside its data."""
+    return snap.path(ws).with_name("provenance.parquet")
+
+
+def read_provenance(ws: Workspace, snap: Snapshot) -> pa.Table | None:
+    """The provenance of a snapshot's rows (its whole chain), or None when a part has none."""
+    tables = []
+    for s in chain(ws, snap):
+        p = provenance_path(ws, s)
+        if not p.exists():
+            return None
+        tables.append(pq.read_table(p))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 def clean_lake(ws: Workspace) -> int:
     """Remove temporary folders and snapshot folders that no metadata row names (left by a crash)."""
     d = snapshots_dir(ws)
@@ -165,11 +181,14 @@ def write_snapshot(
     execution_id: str | None,
     manifest_extra: dict[str, Any],
     same_as: Snapshot | None = None,
+    provenance: pa.Table | None = None,
 ) -> Snapshot:
     """Write a new immutable snapshot atomically and record it; returns it.
 
     When ``same_as`` (a full snapshot) holds exactly the same bytes, nothing new is recorded
     and ``same_as`` is returned: re-reading an unchanged database gives no duplicate snapshot.
+    ``provenance`` (file, line and record of each row) is kept beside the data as
+    ``provenance.parquet``.
     """
     from loopml.data.etl import describe_schema
 
@@ -206,6 +225,8 @@ def write_snapshot(
             "config_hash": config_hash,
             **manifest_extra,
         }
+        if provenance is not None and provenance.num_rows == table.num_rows:
+            pq.write_table(provenance, tmp / "provenance.parquet", compression="zstd")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         final = d / snapshot_id
         os.rename(tmp, final)
@@ -244,6 +265,8 @@ __all__ = [
     "get_snapshot",
     "latest_for_config",
     "list_snapshots",
+    "provenance_path",
+    "read_provenance",
     "read_snapshot",
     "write_snapshot",
 ]

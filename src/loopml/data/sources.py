@@ -15,20 +15,34 @@ column, the offending value and the expected type.
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
+import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import duckdb
 import pyarrow as pa
 
+from loopml.data.provenance import (
+    PROVENANCE_SCHEMA,
+    long_line,
+    provenance_table,
+    record_lines,
+    shown_path,
+    unclosed_quote,
+)
 from loopml.errors import DataError, NotFound
 from loopml.spec.data import CsvSource, JsonlSource, ParquetSource, SqlSource
+
+log = logging.getLogger("loopml.data")
 
 #: encodings DuckDB's CSV reader decodes natively (Python codec name -> DuckDB name)
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
@@ -101,7 +115,155 @@ def reader_for(source: Any) -> SourceReader:
         raise NotFound(f"no reader for source type `{source.type}` (registered: {', '.join(sorted(READERS))})") from None
 
 
+@dataclass
+class SourceRead:
+    """A source read with where each row comes from.
+
+    ``provenance`` is aligned with ``table`` (:data:`loopml.data.provenance.PROVENANCE_SCHEMA`);
+    ``files`` holds per file the path shown to people and the rows read; ``notes`` what the
+    reader noticed and handled (compression, encoding, extra columns).
+    """
+
+    table: pa.Table
+    provenance: pa.Table
+    files: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+_MAGIC = [(b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd")]
+_BOMS = [(b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+         (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig")]
+
+
+def _head(path: Path, n: int = 4) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _note(notes: list[str], text: str) -> None:
+    log.info(text)
+    notes.append(text)
+
+
+class _Prepared:
+    """Text files made readable by DuckDB: decompressed, transcoded to UTF-8, trailing blank lines cut.
+
+    Each step writes a temporary copy only when the file needs it; ``original`` maps every
+    prepared path back to the user's file (for messages).
+    """
+
+    def __init__(self, name: str, files: Sequence[Path], codec: str, tmpdir: Path, notes: list[str],
+                 project_dir: Path) -> None:
+        self.name, self.tmp, self.notes, self.project_dir = name, tmpdir, notes, project_dir
+        self.original: dict[str, Path] = {}
+        self.paths = [self._one(i, f, codec) for i, f in enumerate(files)]
+
+    def shown(self, path: Path | str) -> str:
+        return shown_path(self.original.get(str(path), Path(path)), self.project_dir)
+
+    def _one(self, i: int, f: Path, codec: str) -> Path:
+        path = f
+        head = _head(path)
+        for magic, kind in _MAGIC:
+            if head.startswith(magic):
+                path = self._decompress(i, f, path, kind)
+                _note(self.notes, f"source `{self.name}`: {shown_path(f, self.project_dir)} is {kind}-compressed "
+                      f"(magic bytes {magic.hex(' ')}): read decompressed")
+                head = _head(path)
+                break
+        for bom, enc in _BOMS:
+            if head.startswith(bom):
+                if enc != "utf-8-sig":
+                    _note(self.notes, f"source `{self.name}`: {shown_path(f, self.project_dir)} starts with a "
+                          f"{enc.upper()} byte-order mark ({bom.hex(' ')}): decoded as {enc.upper()}")
+                codec = enc
+                break
+        if _DUCKDB_ENCODINGS.get(codec) != "utf-8":
+            path = self._transcode(i, f, path, codec)
+        path = self._cut_blank_tail(i, path)
+        self.original[str(path)] = f
+        return path
+
+    def _decompress(self, i: int, original: Path, path: Path, kind: str) -> Path:
+        target = self.tmp / f"{i:05d}-z-{original.name}"
+        try:
+            with pa.input_stream(str(path), compression=kind) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(
+                f"source `{self.name}`: {shown_path(original, self.project_dir)} starts like a {kind} file but "
+                f"cannot be decompressed: {exc}"
+            ) from None
+        return target
+
+    def _transcode(self, i: int, original: Path, path: Path, codec: str) -> Path:
+        """Re-encode into UTF-8 (streamed); undecodable bytes are named with their line."""
+        target = self.tmp / f"{i:05d}-t-{original.name}"
+        decoder = codecs.getincrementaldecoder(codec)()
+        lineno = 1
+        with open(path, "rb") as src, open(target, "w", encoding="utf-8", newline="") as dst:
+            while chunk := src.read(1 << 20):
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    before = exc.object[: exc.start].decode(codec, errors="ignore")
+                    raise DataError(
+                        f"source `{self.name}`: {shown_path(original, self.project_dir)} line "
+                        f"{lineno + before.count(chr(10))}: bytes {exc.object[exc.start:exc.end]!r} are not valid "
+                        f"{codec}",
+                        hint="set `encoding` of the source to the file's real encoding",
+                    ) from None
+                lineno += text.count("\n")
+                dst.write(text)
+            dst.write(decoder.decode(b"", final=True))
+        return target
+
+    def _cut_blank_tail(self, i: int, path: Path) -> Path:
+        """Drop whitespace-only lines at the end of a file (a copy, only when there are some)."""
+        size = path.stat().st_size
+        if size == 0:
+            return path
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+        body = tail.rstrip(b" \t\r\n")
+        rest = tail[len(body):]
+        if rest in (b"", b"\n", b"\r\n") or not body:
+            return path
+        keep = size - len(rest)
+        target = self.tmp / f"{i:05d}-b-{path.name}"
+        with open(path, "rb") as src, open(target, "wb") as dst:
+            left = keep
+            while left > 0:
+                chunk = src.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+            dst.write(b"\n")
+        return target
+
+
+def _rows_per_file(column: pa.ChunkedArray | pa.Array, order: Sequence[str]) -> dict[str, int]:
+    """Rows per value of a filename column (DuckDB keeps each file's rows together, in order)."""
+    import pyarrow.compute as pc
+
+    vc = pc.value_counts(column)
+    counts = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+    return {f: int(counts.get(f, 0)) for f in order}
+
+
 # -- CSV ----------------------------------------------------------------------------------------------
+
+
+_FILE = "__loopml_file"
+
+
+def _quote_error(name: str, shown: str, line: int, quote: str) -> DataError:
+    return DataError(
+        f"source `{name}`: {shown} line {line}: a quote ({quote}) opens here and is never closed",
+        hint=f"close the quoted field on line {line}, or double a {quote} inside it",
+    )
 
 
 _CONVERT_RE = re.compile(r'Could not convert string "(?P<value>.*?)" to \'(?P<type>[A-Z0-9_]+)\'', re.S)
@@ -146,38 +308,37 @@ class CsvReader:
             ) from None
         return canonical
 
-    def _transcode(self, name: str, files: Sequence[Path], codec: str, tmpdir: Path) -> list[Path]:
-        """Re-encode files DuckDB cannot decode into UTF-8 temporary copies (streamed)."""
-        out = []
-        for i, f in enumerate(files):
-            target = tmpdir / f"{i:05d}-{f.name}"
-            decoder = codecs.getincrementaldecoder(codec)()
-            with open(f, "rb") as src, open(target, "w", encoding="utf-8", newline="") as dst:
-                for lineno, raw in enumerate(src, start=1):
-                    try:
-                        dst.write(decoder.decode(raw))
-                    except UnicodeDecodeError as exc:
-                        raise DataError(
-                            f"source `{name}`: {f} line {lineno}: bytes {exc.object[exc.start:exc.end]!r} "
-                            f"are not valid {codec}",
-                            hint="set `encoding` of the source to the file's real encoding",
-                        ) from None
-            out.append(target)
-        return out
-
     def read(self, name: str, source: CsvSource, project_dir: Path, files: Sequence[Path] | None = None) -> pa.Table:
+        return self.read_located(name, source, project_dir, files).table
+
+    def read_located(
+        self, name: str, source: CsvSource, project_dir: Path, files: Sequence[Path] | None = None
+    ) -> SourceRead:
+        """The source with the file and line of every row (see :class:`SourceRead`)."""
         files = list(files) if files is not None else self.files(name, source, project_dir)
         for f in files:
             if f.stat().st_size == 0:
                 raise DataError(f"source `{name}`: {f} is empty (0 bytes); expected a header and data lines")
         codec = self._encoding(name, source)
+        notes: list[str] = []
         with tempfile.TemporaryDirectory(prefix="loopml-csv-") as tmp:
-            read_files = files
-            encoding = _DUCKDB_ENCODINGS.get(codec)
-            if encoding is None:
-                read_files = self._transcode(name, files, codec, Path(tmp))
-                encoding = "utf-8"
-            table = self._read_duckdb(name, source, read_files, encoding, originals=files)
+            prep = _Prepared(name, files, codec, Path(tmp), notes, project_dir)
+            headers = self._check_headers(name, source, prep) if source.header else []
+            table = self._read_duckdb(name, source, prep.paths, "utf-8", originals=files, prep=prep)
+            per_file = _rows_per_file(table.column(_FILE), [str(p) for p in prep.paths])
+            table = table.drop_columns([_FILE])
+            parts = []
+            for p in prep.paths:
+                n = per_file[str(p)]
+                lines = record_lines(p, header=source.header, quote=source.quote or None, n=n)
+                parts.append(provenance_table(prep.shown(p), n, lines))
+        if len(headers) > 1:
+            first = headers[0][1]
+            for shown, names in headers[1:]:
+                extra = [c for c in names if c not in first]
+                if extra:
+                    _note(notes, f"source `{name}`: {shown} has column(s) {', '.join(extra)} that "
+                          f"{headers[0][0]} lacks (rows of the other files get missing values)")
         if source.columns and table.column_names != list(source.columns):
             raise DataError(
                 f"source `{name}`: `columns` names {len(source.columns)} column(s) ({', '.join(source.columns)}) "
@@ -189,20 +350,89 @@ class CsvReader:
                 f"source `{name}`: {', '.join(map(str, files[:3]))} holds no data rows "
                 f"(columns: {', '.join(table.column_names)})"
             )
-        return table
+        prov = pa.concat_tables(parts) if parts else PROVENANCE_SCHEMA.empty_table()
+        shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
+        return SourceRead(table, prov, shown_files, notes)
+
+    def _check_headers(self, name: str, source: CsvSource, prep: _Prepared) -> list[tuple[str, list[str]]]:
+        """Each file's header: duplicate names and a delimiter that looks wrong are refused here."""
+        delim = source.delimiter.encode().decode("unicode_escape") if "\\" in source.delimiter else source.delimiter
+        out = []
+        for p in prep.paths:
+            with open(p, encoding="utf-8", errors="replace", newline="") as fh:
+                first = fh.readline(1 << 20)
+            try:
+                names = next(csv.reader([first], delimiter=delim, quotechar=source.quote or '"',
+                                        quoting=csv.QUOTE_MINIMAL if source.quote else csv.QUOTE_NONE), [])
+            except csv.Error:
+                continue
+            names = [n.strip() for n in names]
+            shown = prep.shown(p)
+            seen: dict[str, int] = {}
+            for i, n in enumerate(names, start=1):
+                if n in seen and n:
+                    raise DataError(
+                        f"source `{name}`: {shown} line 1: the header names column `{n}` twice (columns {seen[n]} "
+                        f"and {i})",
+                        hint="rename one of them in the file: loopml does not guess which one is meant",
+                    )
+                seen[n] = i
+            if len(names) == 1:
+                for cand, label in ((";", ";"), ("|", "|"), ("\t", "tab"), (",", ",")):
+                    if cand != delim and cand in names[0]:
+                        raise DataError(
+                            f"source `{name}`: {shown} line 1: one column named {names[0][:80]!r} (delimiter "
+                            f"{delim!r}): the delimiter looks like `{label}`",
+                            hint=f"set `delimiter: {chr(39) + cand + chr(39) if cand != chr(9) else chr(39) + chr(92) + 't' + chr(39)}` "
+                            f"on source `{name}`",
+                        )
+            out.append((shown, names))
+        return out
 
     def _read_duckdb(
-        self, name: str, source: CsvSource, files: Sequence[Path], encoding: str, originals: Sequence[Path]
+        self, name: str, source: CsvSource, files: Sequence[Path], encoding: str, originals: Sequence[Path],
+        prep: _Prepared | None = None,
     ) -> pa.Table:
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
         opts = self._options(source, encoding)
         con = duck_connect()
         try:
-            return con.sql(f"SELECT * FROM read_csv({file_list}, {opts})").to_arrow_table()
+            return con.sql(f"SELECT * FROM read_csv({file_list}, {opts}, filename={_q(_FILE)})").to_arrow_table()
         except duckdb.Error as exc:
+            early = self._structure_error(name, source, exc, files, prep)
+            if early is not None:
+                raise early from None
             raise self._diagnose(con, name, source, file_list, opts, exc, files, originals) from None
         finally:
             con.close()
+
+    def _structure_error(
+        self, name: str, source: CsvSource, exc: duckdb.Error, files: Sequence[Path], prep: _Prepared | None
+    ) -> DataError | None:
+        """Errors DuckDB reports without a usable line: an over-long line, an unclosed quote."""
+        text = str(exc)
+        shown = prep.shown if prep is not None else str
+        m = re.search(r"Maximum line size of (\d+) bytes exceeded", text)
+        if m:
+            limit = int(m.group(1))
+            for f in files:
+                hit = long_line(f, limit)
+                if hit is not None:
+                    if source.quote:
+                        opened = unclosed_quote(f, source.quote)
+                        if opened is not None:
+                            return _quote_error(name, shown(f), opened, source.quote)
+                    return DataError(
+                        f"source `{name}`: {shown(f)} line {hit[0]} is {hit[1]:,} bytes long (the longest line the "
+                        f"CSV reader accepts is {limit:,} bytes)",
+                        hint="a missing line break or a runaway quote? split the line, or shorten the field",
+                    )
+        if source.quote and ("sniff" in text.lower() or "quote" in text.lower() or "Unterminated" in text):
+            for f in files:
+                opened = unclosed_quote(f, source.quote)
+                if opened is not None:
+                    return _quote_error(name, shown(f), opened, source.quote)
+        return None
 
     def _diagnose(
         self,
@@ -303,11 +533,42 @@ class ParquetReader:
         return resolve_files(source.path, project_dir, source=name)
 
     def read(self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None) -> pa.Table:
+        return self.read_located(name, source, project_dir, files).table
+
+    def read_located(
+        self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None
+    ) -> SourceRead:
+        """The source with the file and row number of every row."""
+        import pyarrow.parquet as pq
+
         files = list(files) if files is not None else self.files(name, source, project_dir)
+        notes: list[str] = []
+        first_names: list[str] | None = None
+        for f in files:
+            try:
+                names = pq.read_schema(f).names
+            except (OSError, pa.ArrowException):
+                continue  # DuckDB below names the unreadable file
+            seen: dict[str, int] = {}
+            for i, n in enumerate(names, start=1):
+                if n in seen:
+                    raise DataError(
+                        f"source `{name}`: {shown_path(f, project_dir)}: the schema names column `{n}` twice "
+                        f"(columns {seen[n]} and {i})",
+                        hint="write the file with unique column names",
+                    )
+                seen[n] = i
+            if first_names is None:
+                first_names = names
+            elif extra := [c for c in names if c not in first_names]:
+                _note(notes, f"source `{name}`: {shown_path(f, project_dir)} has column(s) {', '.join(extra)} that "
+                      f"{shown_path(files[0], project_dir)} lacks (rows of the other files get missing values)")
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
         con = duck_connect()
         try:
-            return con.sql(f"SELECT * FROM read_parquet({file_list}, union_by_name=true)").to_arrow_table()
+            table = con.sql(
+                f"SELECT * FROM read_parquet({file_list}, union_by_name=true, filename={_q(_FILE)})"
+            ).to_arrow_table()
         except duckdb.Error as exc:
             bad = _first_unreadable(con, files, "read_parquet({})")
             raise DataError(
@@ -315,6 +576,11 @@ class ParquetReader:
             ) from None
         finally:
             con.close()
+        per_file = _rows_per_file(table.column(_FILE), [str(f) for f in files])
+        table = table.drop_columns([_FILE])
+        prov = pa.concat_tables([provenance_table(shown_path(f, project_dir), per_file[str(f)], None) for f in files])
+        return SourceRead(table, prov, [{"file": shown_path(f, project_dir), "rows": per_file[str(f)]} for f in files],
+                          notes)
 
 
 class JsonlReader:
@@ -327,35 +593,51 @@ class JsonlReader:
         return resolve_files(source.path, project_dir, source=name)
 
     def read(self, name: str, source: JsonlSource, project_dir: Path, files: Sequence[Path] | None = None) -> pa.Table:
+        return self.read_located(name, source, project_dir, files).table
+
+    def read_located(
+        self, name: str, source: JsonlSource, project_dir: Path, files: Sequence[Path] | None = None
+    ) -> SourceRead:
+        """The source with the file and line of every row."""
         files = list(files) if files is not None else self.files(name, source, project_dir)
         for f in files:
             if f.stat().st_size == 0:
                 raise DataError(f"source `{name}`: {f} is empty (0 bytes); expected one JSON object per line")
-        file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
-        scan = f"read_json({file_list}, format='newline_delimited', union_by_name=true, filename='__file')"
-        con = duck_connect()
-        try:
-            rel = con.sql(f"SELECT * FROM {scan}")
-            mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
-            if mixed:
-                raise _json_mixed(con, name, scan, mixed[0])
-            return rel.to_arrow_table().drop_columns(["__file"])
-        except duckdb.Error as exc:
-            line_m = re.search(r"line (\d+)", str(exc))
-            raise DataError(
-                f"source `{name}`: {files[0] if len(files) == 1 else source.path}"
-                f"{' line ' + line_m.group(1) if line_m else ''}: not valid JSON lines: {str(exc).splitlines()[0]}",
-                hint="each line must be one JSON object",
-            ) from None
-        finally:
-            con.close()
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="loopml-jsonl-") as tmp:
+            prep = _Prepared(name, files, "utf-8", Path(tmp), notes, project_dir)
+            file_list = "[" + ", ".join(_q(str(f)) for f in prep.paths) + "]"
+            scan = f"read_json({file_list}, format='newline_delimited', union_by_name=true, filename='__file')"
+            con = duck_connect()
+            try:
+                rel = con.sql(f"SELECT * FROM {scan}")
+                mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
+                if mixed:
+                    raise _json_mixed(con, name, scan, mixed[0], prep)
+                table = rel.to_arrow_table()
+            except duckdb.Error as exc:
+                line_m = re.search(r"line (\d+)", str(exc))
+                raise DataError(
+                    f"source `{name}`: {prep.shown(prep.paths[0]) if len(files) == 1 else source.path}"
+                    f"{' line ' + line_m.group(1) if line_m else ''}: not valid JSON lines: {str(exc).splitlines()[0]}",
+                    hint="each line must be one JSON object",
+                ) from None
+            finally:
+                con.close()
+            per_file = _rows_per_file(table.column("__file"), [str(p) for p in prep.paths])
+            table = table.drop_columns(["__file"])
+            parts = [provenance_table(prep.shown(p), per_file[str(p)],
+                                      record_lines(p, header=False, quote=None, n=per_file[str(p)]))
+                     for p in prep.paths]
+            shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
+        return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
 
 
 _JSON_FAMILY = {"UBIGINT": "number", "BIGINT": "number", "DOUBLE": "number", "VARCHAR": "string",
                 "BOOLEAN": "boolean", "OBJECT": "object", "ARRAY": "array"}
 
 
-def _json_mixed(con: duckdb.DuckDBPyConnection, name: str, scan: str, column: str) -> DataError:
+def _json_mixed(con: duckdb.DuckDBPyConnection, name: str, scan: str, column: str, prep: _Prepared) -> DataError:
     """A DataError naming the first line whose JSON value type differs from the column's first value."""
     c = '"' + column.replace('"', '""') + '"'
     rows = con.execute(
@@ -367,7 +649,7 @@ def _json_mixed(con: duckdb.DuckDBPyConnection, name: str, scan: str, column: st
     for file, line, t, value in rows:
         if _JSON_FAMILY.get(t, t) != first:
             return DataError(
-                f"source `{name}`: {file} line {line}, column `{column}`: value {value} is a {_JSON_FAMILY.get(t, t)}, "
+                f"source `{name}`: {prep.shown(file)} line {line}, column `{column}`: value {value} is a {_JSON_FAMILY.get(t, t)}, "
                 f"but earlier values are {first}s (mixed types in one column)",
                 hint="write one JSON type per field",
             )
@@ -478,6 +760,19 @@ def read_source(name: str, source: Any, project_dir: Path, files: Sequence[Path]
     return reader_for(source).read(name, source, project_dir, files)
 
 
+def read_source_located(name: str, source: Any, project_dir: Path, files: Sequence[Path] | None = None) -> SourceRead:
+    """Read one named source with the provenance of every row (readers without it: record numbers only)."""
+    reader = reader_for(source)
+    located = getattr(reader, "read_located", None)
+    if located is not None:
+        out: SourceRead = located(name, source, project_dir, files)
+        return out
+    table = reader.read(name, source, project_dir, files)
+    label = f"source `{name}`" if not files else shown_path(Path(files[0]), project_dir)
+    return SourceRead(table, provenance_table(label, table.num_rows, None),
+                      [{"file": label, "rows": table.num_rows}])
+
+
 def source_fingerprint(name: str, source: Any, project_dir: Path) -> dict[str, Any]:
     """Identity of a source's current content: file stats, or for a remote database a per-call token.
 
@@ -495,10 +790,12 @@ __all__ = [
     "CsvReader",
     "JsonlReader",
     "ParquetReader",
+    "SourceRead",
     "SourceReader",
     "SqlReader",
     "file_fingerprint",
     "read_source",
+    "read_source_located",
     "reader_for",
     "register_reader",
     "resolve_files",

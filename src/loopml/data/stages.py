@@ -20,6 +20,8 @@ from loopml.data.snapshots import (
     chain,
     clean_lake,
     latest_for_config,
+    provenance_path,
+    read_provenance,
     read_snapshot,
     write_snapshot,
 )
@@ -179,12 +181,16 @@ class IngestStage(BaseStage):
                 snap = write_snapshot(
                     ws, delta.table, kind="delta", parent=prev, config_hash=config_hash,
                     execution_id=ctx.execution_id,
-                    manifest_extra={**extra, "new_files": plan, "source_rows": delta.source_rows},
+                    manifest_extra={**extra, "new_files": plan, "source_rows": delta.source_rows,
+                                    "files_read": delta.files, "notes": delta.notes},
+                    provenance=delta.provenance,
                 )
                 new_rows = snap.row_count
         else:
             snap = self._full(ctx, spec, config_hash, extra, prev)
             new_rows = snap.row_count
+        if ctx.show_progress:
+            print_accounting("ingest", snap.manifest.get("files_read", {}), snap.manifest.get("notes", []))
         return self._outputs(ctx, snap, new_rows)
 
     @staticmethod
@@ -202,8 +208,10 @@ class IngestStage(BaseStage):
             raise DataError("data: the example table is empty after ETL and labels; nothing to snapshot")
         return write_snapshot(
             ctx.workspace, result.table, kind="full", parent=prev, config_hash=config_hash,
-            execution_id=ctx.execution_id, manifest_extra={**extra, "source_rows": result.source_rows},
-            same_as=prev,
+            execution_id=ctx.execution_id,
+            manifest_extra={**extra, "source_rows": result.source_rows, "files_read": result.files,
+                            "notes": result.notes},
+            same_as=prev, provenance=result.provenance,
         )
 
     def _outputs(self, ctx: StageContext, snap: Snapshot, new_rows: int) -> StageResult:
@@ -225,16 +233,54 @@ class IngestStage(BaseStage):
         manifest_digest = ctx.put_bytes(
             json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(), kind="manifest", name="snapshot"
         )
+        outputs = {"table": table_digest, "manifest": manifest_digest}
+        if len(parts) == 1 and provenance_path(ws, snap).exists():
+            outputs["provenance"] = ctx.put_file(provenance_path(ws, snap), kind="table", name="provenance")
+        elif len(parts) > 1:
+            prov = read_provenance(ws, snap)
+            if prov is not None:
+                tmp = ctx.temp_path(".parquet")
+                pq.write_table(prov, tmp, compression="zstd")
+                outputs["provenance"] = ctx.put_file(tmp, kind="table", name="provenance", move=True)
         return StageResult(
-            outputs={"table": table_digest, "manifest": manifest_digest},
+            outputs=outputs,
             summary={
                 "snapshot": snap.snapshot_id,
                 "kind": snap.kind,
                 "rows": snap.total_rows,
                 "new_rows": new_rows,
                 "columns": len(snap.manifest["schema"]),
+                "files": snap.manifest.get("files_read", {}),
+                "notes": snap.manifest.get("notes", []),
             },
         )
+
+
+def accounting_lines(files: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per source file: rows read = rows kept + rows quarantined."""
+    out = []
+    for name, entries in files.items():
+        for f in entries:
+            if f.get("kept") is None:
+                out.append(f"{name}: {f['file']}: {f['rows']:,} rows read (joined, not examples themselves)")
+            else:
+                other = f["rows"] - f["kept"] - f.get("quarantined", 0)
+                out.append(f"{name}: {f['file']}: {f['rows']:,} rows read = {f['kept']:,} kept + "
+                           f"{f.get('quarantined', 0):,} quarantined" + (f" + {other:,} dropped by the label rule"
+                                                                          if other else ""))
+    return out
+
+
+def print_accounting(stage: str, files: dict[str, list[dict[str, Any]]], notes: list[str]) -> None:
+    """The terminal report of an ingestion: notes and the row accounting per source file."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    for n in notes:
+        console.print(f"[yellow]note[/yellow] {escape(n)}")
+    for line in accounting_lines(files):
+        console.print(f"{stage}: {escape(line)}")
 
 
 __all__ = ["IngestStage", "ingest_config", "plan_increment"]

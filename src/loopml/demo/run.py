@@ -110,9 +110,7 @@ def _run_pipeline(ws: Workspace, console: Console, command: str) -> Any:
 
     with ws.lock(wait_s=60):
         report = Runner(ws, stages, on_event=on_event, show_progress=False).run(command=command)
-    failed = [o for o in report.outcomes if o.status == "failed"]
-    if failed:
-        raise StageError(f"stage `{failed[0].stage}` failed: {failed[0].error}")
+    report.raise_for_failure()
     return report
 
 

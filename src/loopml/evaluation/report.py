@@ -234,8 +234,8 @@ def render_html(report: dict[str, Any]) -> str:
                                      ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1), diagonal=True, markers=True))
     if "predicted_vs_actual" in curves:
         c = curves["predicted_vs_actual"]
-        lo = min(c["mean_predicted"] + c["mean_actual"])
-        hi = max(c["mean_predicted"] + c["mean_actual"])
+        both = [v for v in c["mean_predicted"] + c["mean_actual"] if isinstance(v, int | float) and math.isfinite(v)]
+        lo, hi = (min(both), max(both)) if both else (0.0, 1.0)
         charts.append(svg.line_chart([("candidate", c["mean_predicted"], c["mean_actual"])],
                                      title="Predicted vs actual (deciles)", xlabel="mean predicted",
                                      ylabel="mean actual", xlim=(lo, hi), ylim=(lo, hi), diagonal=True, markers=True))

@@ -142,6 +142,8 @@ def numeric_batch(table: pa.Table, column: str) -> np.ndarray:
     if pa.types.is_dictionary(t):
         arr = arr.cast(t.value_type)
         t = arr.type
+    if arr.null_count == len(arr):
+        return np.full(len(arr), NAN)  # every value missing: the column's type says nothing (CSV infers text)
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
             or pa.types.is_decimal(t) or pa.types.is_null(t)):
         first = next((v for v in arr.to_pylist() if v is not None), None)
@@ -180,6 +182,8 @@ def timestamp_batch(table: pa.Table, column: str) -> np.ndarray:
     """Read a timestamp, date, ISO text or epoch-seconds column as float64 epoch seconds."""
     arr = _column(table, column)
     t = arr.type
+    if arr.null_count == len(arr):
+        return np.full(len(arr), NAN)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         vals = arr.to_pylist()
         return np.array([to_epoch_seconds(v, column) for v in vals], dtype=np.float64)

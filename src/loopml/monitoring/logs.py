@@ -4,12 +4,21 @@ The prediction log is append-only Parquet segments under ``<workspace>/logs/pred
 (columns ``request_id, ts, model_version, route, score, prediction`` then one column per raw
 input); feedback is ``<workspace>/logs/feedback/`` (``request_id, ts, label``). Segments are
 written under a temporary name and renamed, so only complete ``*.parquet`` files are read.
+
+The log writer compacts segments while monitoring reads them: it publishes the merged segment
+(which names its sources in its metadata) and then deletes the sources. A reader therefore
+(1) drops every listed segment that a listed compacted segment already holds, so a listing taken
+between the two steps counts no row twice, and (2) lists again and retries when a file it listed
+is gone by the time DuckDB opens it (:func:`_consistent`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +29,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import desc, select
 
 from loopml.errors import DataError, NotFound
+from loopml.serving.logs import SegmentStore
 from loopml.workspace import Workspace
 from loopml.workspace.metadata import executions
 
-LOG_COLUMNS = ("request_id", "ts", "model_version", "route", "score", "prediction")
+LOG_COLUMNS = ("request_id", "ts", "model_version", "route", "score", "prediction", "client_request_id")
+_RETRIES = 8
 
 
 def predictions_dir(ws: Workspace) -> Path:
@@ -37,12 +48,94 @@ def feedback_dir(ws: Workspace) -> Path:
 
 
 def segments(folder: Path) -> list[str]:
-    """Complete segment files of a log folder, oldest name first (temporary files excluded)."""
+    """Complete segment files of a log folder, oldest name first: one consistent set.
+
+    Temporary files are excluded, and so is every segment that a compacted segment of the same
+    listing already holds (it is deleted right after the compacted one is published).
+    """
     if not folder.is_dir():
         return []
-    return sorted(
-        str(p) for p in folder.glob("*.parquet") if not p.name.startswith(".") and ".tmp" not in p.name
-    )
+    found = [p for p in folder.glob("*.parquet") if not p.name.startswith(".") and ".tmp" not in p.name]
+    replaced: set[str] = set()
+    for p in found:
+        if "-compact-" in p.name:
+            replaced.update(SegmentStore.sources_of(p))
+    return sorted(str(p) for p in found if p.name not in replaced)
+
+
+_FD_DIR = Path("/proc/self/fd")
+
+
+def _vanished(exc: duckdb.Error) -> bool:
+    """Did a query fail because a listed segment was removed (compacted) before DuckDB opened it?"""
+    msg = str(exc)
+    return isinstance(exc, duckdb.IOException) or "No files found" in msg or "No such file" in msg
+
+
+def _pin(lists: list[list[str]]) -> tuple[list[list[str]], list[int]] | None:
+    """Open every listed segment; ``None`` if one is already gone. DuckDB then reads ``/proc/self/fd/N``,
+    which stays readable after the writer deletes the name: the set read is the set listed."""
+    fds: list[int] = []
+    pinned: list[list[str]] = []
+    try:
+        for files in lists:
+            out = []
+            for f in files:
+                fd = os.open(f, os.O_RDONLY)
+                fds.append(fd)
+                out.append(str(_FD_DIR / str(fd)))
+            pinned.append(out)
+    except FileNotFoundError:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return pinned, fds
+
+
+def _complete(folders: list[Path], lists: list[list[str]]) -> bool:
+    """Is no listed set missing a row? A compacted segment that appeared since the listing must have
+    had all its sources listed (a directory read concurrent with compaction may see neither)."""
+    for folder, files in zip(folders, lists, strict=True):
+        names = {Path(f).name for f in files}
+        for p in folder.glob("*-compact-*.parquet"):
+            if p.name not in names and not set(SegmentStore.sources_of(p)) <= names:
+                return False
+    return True
+
+
+def _consistent(folders: list[Path], run: Callable[[list[list[str]]], Any]) -> Any:
+    """``run(segment lists)`` over one consistent set of segments per folder, whatever compaction does meanwhile.
+
+    Where ``/proc/self/fd`` exists the listed segments are opened first (pinned); elsewhere a
+    query that meets a removed file lists again and retries.
+    """
+    pinning = _FD_DIR.is_dir()
+    for attempt in range(_RETRIES):
+        last = attempt == _RETRIES - 1
+        lists = [segments(f) for f in folders]
+        pinned = _pin(lists) if pinning else (lists, [])
+        if pinned is None or (pinning and not last and not _complete(folders, lists)):
+            if pinned is not None:
+                for fd in pinned[1]:
+                    os.close(fd)
+            time.sleep(0.005 * (attempt + 1))
+            continue
+        paths, fds = pinned
+        try:
+            return run(paths)
+        except duckdb.Error as exc:
+            if last or pinning or not _vanished(exc):
+                msg = str(exc)
+                for files, real in zip(paths, lists, strict=True):
+                    for fd_path, name in zip(files, real, strict=True):
+                        msg = msg.replace(fd_path, name)  # name the segment, not the descriptor
+                raise type(exc)(msg) from None
+            time.sleep(0.005 * (attempt + 1))
+        finally:
+            for fd in fds:
+                os.close(fd)
+    raise DataError(f"log folders {', '.join(map(str, folders))}: no consistent set of segments after "
+                    f"{_RETRIES} attempts (segments are being compacted); try again")
 
 
 def _read(files: list[str]) -> str:
@@ -69,13 +162,17 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts") 
 
 def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pa.Table:
     """Logged predictions with ``start <= ts < end`` (an empty table with no columns when there is no log)."""
-    files = segments(predictions_dir(ws))
-    if not files:
-        return pa.table({})
     where, params = _where(start, end)
-    try:
+
+    def run(lists: list[list[str]]) -> pa.Table:
+        if not lists[0]:
+            return pa.table({})
         with _connect() as con:
-            return con.sql(f"SELECT * FROM {_read(files)} {where} ORDER BY ts", params=params).to_arrow_table()
+            return con.sql(f"SELECT * FROM {_read(lists[0])} {where} ORDER BY ts", params=params).to_arrow_table()
+
+    try:
+        table: pa.Table = _consistent([predictions_dir(ws)], run)
+        return table
     except duckdb.Error as exc:
         raise DataError(f"prediction log {predictions_dir(ws)}: cannot read its segments: {exc}") from None
 
@@ -84,48 +181,61 @@ def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datet
     """Predictions joined by ``request_id`` with their latest feedback label (column ``label``, ``label_ts``).
 
     The window filters on the prediction time, so a window's quality is that of the
-    predictions made in it, whenever their labels arrived.
+    predictions made in it, whenever their labels arrived. Feedback sent more than once for a
+    request id is all kept in the feedback log; the latest label wins here.
     """
-    preds, fb = segments(predictions_dir(ws)), segments(feedback_dir(ws))
-    if not preds or not fb:
-        return pa.table({})
     where, params = _where(start, end, "p.ts")
-    sql = f"""
-        WITH f AS (
-            SELECT request_id, arg_max(label, ts) AS label, max(ts) AS label_ts
-            FROM {_read(fb)} GROUP BY request_id
-        )
-        SELECT p.*, f.label, f.label_ts FROM {_read(preds)} p JOIN f USING (request_id) {where} ORDER BY p.ts
-    """
-    try:
+
+    def run(lists: list[list[str]]) -> pa.Table:
+        preds, fb = lists
+        if not preds or not fb:
+            return pa.table({})
+        sql = f"""
+            WITH f AS (
+                SELECT request_id, arg_max(label, ts) AS label, max(ts) AS label_ts
+                FROM {_read(fb)} GROUP BY request_id
+            )
+            SELECT p.*, f.label, f.label_ts FROM {_read(preds)} p JOIN f USING (request_id) {where} ORDER BY p.ts
+        """
         with _connect() as con:
             return con.sql(sql, params=params).to_arrow_table()
+
+    try:
+        table: pa.Table = _consistent([predictions_dir(ws), feedback_dir(ws)], run)
+        return table
     except duckdb.Error as exc:
         raise DataError(f"feedback log {feedback_dir(ws)}: cannot join it with the predictions: {exc}") from None
 
 
 def count_labels(ws: Workspace, since: dt.datetime | None = None) -> int:
     """Feedback rows matching a logged prediction whose label arrived at or after ``since``."""
-    preds, fb = segments(predictions_dir(ws)), segments(feedback_dir(ws))
-    if not preds or not fb:
-        return 0
     where, params = _where(since, None, "f.ts")
-    sql = (
-        f"SELECT count(DISTINCT f.request_id) FROM {_read(fb)} f "
-        f"JOIN (SELECT DISTINCT request_id FROM {_read(preds)}) p USING (request_id) {where}"
-    )
-    with _connect() as con:
-        row = con.execute(sql, params).fetchone()
-    return int(row[0]) if row else 0
+
+    def run(lists: list[list[str]]) -> int:
+        preds, fb = lists
+        if not preds or not fb:
+            return 0
+        sql = (
+            f"SELECT count(DISTINCT f.request_id) FROM {_read(fb)} f "
+            f"JOIN (SELECT DISTINCT request_id FROM {_read(preds)}) p USING (request_id) {where}"
+        )
+        with _connect() as con:
+            row = con.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
+
+    return int(_consistent([predictions_dir(ws), feedback_dir(ws)], run))
 
 
 def log_span(ws: Workspace) -> tuple[dt.datetime | None, dt.datetime | None, int]:
     """(first ts, last ts, rows) of the prediction log."""
-    files = segments(predictions_dir(ws))
-    if not files:
-        return None, None, 0
-    with _connect() as con:
-        row = con.execute(f"SELECT min(ts), max(ts), count(*) FROM {_read(files)}").fetchone()
+
+    def run(lists: list[list[str]]) -> Any:
+        if not lists[0]:
+            return None
+        with _connect() as con:
+            return con.execute(f"SELECT min(ts), max(ts), count(*) FROM {_read(lists[0])}").fetchone()
+
+    row = _consistent([predictions_dir(ws)], run)
     if row is None:
         return None, None, 0
     return _aware(row[0]), _aware(row[1]), int(row[2])

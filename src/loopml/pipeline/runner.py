@@ -30,6 +30,8 @@ class StageOutcome:
     outputs: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: the original traceback of a failed stage (``loopml --debug`` prints it)
+    traceback: str | None = None
 
 
 @dataclass
@@ -39,6 +41,25 @@ class RunReport:
     run_id: str
     status: str
     outcomes: list[StageOutcome]
+
+    def failure(self) -> StageError | None:
+        """The first failed stage as a :class:`StageError` naming the stage (``None`` when none failed).
+
+        The error carries the stage's original traceback (``original_traceback``) for ``--debug``.
+        """
+        failed = next((o for o in self.outcomes if o.status == "failed"), None)
+        if failed is None:
+            return None
+        err = StageError(failed.error or f"stage `{failed.stage}` failed")
+        err.stage = failed.stage
+        err.original_traceback = failed.traceback
+        return err
+
+    def raise_for_failure(self) -> None:
+        """Raise :meth:`failure` when a stage failed."""
+        err = self.failure()
+        if err is not None:
+            raise err
 
 
 def _new_id() -> str:
@@ -241,13 +262,22 @@ class Runner:
             self._end_execution(exec_id, "interrupted", t0, error="interrupted by the user")
             raise
         except LoopMLError as exc:
-            self._end_execution(exec_id, "failed", t0, error=str(exc))
-            return StageOutcome(stage.name, "failed", exec_id, time.perf_counter() - t0, error=str(exc))
+            # every stage error names its stage; the message already names the thing and the value
+            message = str(exc) if str(exc).startswith(f"stage `{stage.name}`") else f"stage `{stage.name}`: {exc}"
+            self._end_execution(exec_id, "failed", t0, error=message)
+            return StageOutcome(stage.name, "failed", exec_id, time.perf_counter() - t0, error=message,
+                                traceback=traceback.format_exc())
         except Exception as exc:
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._end_execution(exec_id, "failed", t0, error=traceback.format_exc())
+            # an unexpected exception is a bug, but the user still gets one line naming the stage
+            # (the traceback is stored with the execution and printed by --debug)
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
+            tb = traceback.format_exc()
+            self._end_execution(exec_id, "failed", t0, error=tb)
             return StageOutcome(
-                stage.name, "failed", exec_id, time.perf_counter() - t0, error=f"stage `{stage.name}` crashed: {detail}"
+                stage.name, "failed", exec_id, time.perf_counter() - t0,
+                error=f"stage `{stage.name}` crashed: {detail[0] if detail else type(exc).__name__}"
+                " (a bug in loopml: rerun with --debug for the traceback and report it)",
+                traceback=tb,
             )
         self._end_execution(exec_id, "success", t0, outputs=result.outputs, summary=result.summary)
         return StageOutcome(stage.name, "success", exec_id, time.perf_counter() - t0, result.outputs, result.summary)

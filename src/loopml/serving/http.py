@@ -1,19 +1,50 @@
 """A lean HTTP/1.1 server for the prediction service: asyncio Protocol + httptools + uvloop.
 
 No framework runs per request: httptools parses, :meth:`ServingApp.handle` returns bytes and
-one ``transport.write`` sends the response. Keep-alive and pipelining are supported (responses
-go out in request order because handlers run synchronously; admin handlers, which await, pause
-reading until they answer). This is what ``uvicorn`` does underneath, minus the ASGI layer,
-which is where a FastAPI app spends most of its time at these request sizes.
+one ``transport.write`` sends the response. Keep-alive and pipelining are supported; responses
+go out in request order: while a request is answered asynchronously (an admin action, a large
+body scored in a worker thread) later requests of the same connection wait in a queue and the
+connection is not read. This is what ``uvicorn`` does underneath, minus the ASGI layer, which
+is where a FastAPI app spends most of its time at these request sizes (measured in
+``python -m benchmarks serving``, row ``loopml-uvicorn``).
+
+What one client may cost is bounded (``deployment.limits``, :class:`HttpLimits`):
+
+* sizes: request line (414), header bytes and count (431), body (413: a larger
+  ``Content-Length`` is refused before any of it is read; a chunked body is counted as it
+  arrives); rows per request (413, in the app);
+* time: the line and headers, and then the body, must arrive within their timeouts (408 and
+  close); an idle keep-alive connection is closed; a client that stops reading its responses is
+  disconnected after the write timeout;
+* memory: while a connection's unsent responses exceed ``max_unsent_bytes`` (the transport's
+  ``pause_writing``/``resume_writing`` protocol), it is not read, and requests already received
+  wait parsed (at most one read's worth) instead of being answered into the buffer;
+* connections: one more than ``max_connections`` is answered 503 and closed;
+* load: while the estimated wait exceeds the latency budget, work requests get 503 +
+  ``Retry-After`` at once (:class:`ServerState`).
+
+Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms)
+keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
+inline requests) and, a few times a second, sweeps the connections whose deadline passed.
+
+Shutdown (SIGTERM/SIGINT) drains: the listening socket closes, idle keep-alive connections are
+closed, every request already begun is answered (with ``connection: close``) within
+``deployment.drain_seconds``, and only then are the logs flushed, synced and closed: no request
+is answered after its log closed. With ``deployment.log_durability: before_answer`` a response
+that logged rows is held until the group commit (:class:`loopml.serving.journal.GroupCommit`)
+reports them on disk; later requests on the same connection queue behind it, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import sys
 import time
+from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -22,13 +53,21 @@ import httptools
 from loopml.serving.app import ServingApp
 
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
-    409: b"Conflict", 412: b"Precondition Failed", 413: b"Payload Too Large", 422: b"Unprocessable Entity",
-    500: b"Internal Server Error", 503: b"Service Unavailable",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict", 412: b"Precondition Failed",
+    413: b"Payload Too Large", 414: b"URI Too Long", 415: b"Unsupported Media Type", 422: b"Unprocessable Entity",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
 }
-_WANTED = frozenset({b"authorization", b"x-request-id", b"expect"})
-MAX_BODY = 64 * 1024 * 1024
-_TASKS: set[asyncio.Future[None]] = set()  # keeps admin tasks referenced until done
+_WANTED = frozenset({b"authorization", b"x-request-id", b"expect", b"content-length", b"content-type"})
+_TASKS: set[asyncio.Future[Any]] = set()  # keeps admin / offload tasks referenced until done
+_JSON = b"application/json"
+_IDLE, _HEAD, _BODY, _BUSY = 0, 1, 2, 3
+_NEVER = float("inf")
+#: endpoints whose requests are work (shed under overload); the operational ones always answer
+SHEDDABLE = frozenset({b"/v1/predict", b"/v1/feedback"})
+TICK_SECONDS = 0.01
+#: after a refusal, input is discarded this long before the connection is dropped (see HttpProtocol._linger)
+LINGER_SECONDS = 2.0
 
 
 class _Clock:
@@ -49,8 +88,8 @@ def _status_line(code: int) -> bytes:
 _STATUS = {c: _status_line(c) for c in _REASONS}
 
 
-def render(code: int, body: bytes, ctype: bytes, keep_alive: bool) -> bytes:
-    """The bytes of one HTTP response."""
+def render(code: int, body: bytes, ctype: bytes, keep_alive: bool, extra: bytes = b"") -> bytes:
+    """The bytes of one HTTP response (``extra``: more header lines, each ending in CRLF)."""
     return b"".join(
         (
             _STATUS.get(code) or _status_line(code),
@@ -60,40 +99,210 @@ def render(code: int, body: bytes, ctype: bytes, keep_alive: bool) -> bytes:
             ctype,
             b"\r\ncontent-length: ",
             str(len(body)).encode(),
-            b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n",
+            b"\r\n",
+            extra,
+            b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
             body,
         )
     )
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """The connection-level limits (``deployment.limits``; see :class:`loopml.spec.deployment.Limits`)."""
+
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 32 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0
+    write_timeout_seconds: float = 30.0
+    max_connections: int = 1000
+    max_unsent_bytes: int = 256 * 1024
+    queue_delay_seconds: float = 0.1  # 0: no load shedding
+
+    @classmethod
+    def from_spec(cls, limits: Any, latency_p99_ms: float | None = None) -> HttpLimits:
+        """From ``deployment.limits`` (and the requirements' latency budget, the default shedding bound)."""
+        delay_ms = limits.max_queue_delay_ms
+        if delay_ms is None:
+            delay_ms = latency_p99_ms if latency_p99_ms is not None else 100.0
+        return cls(
+            max_request_line_bytes=limits.max_request_line_bytes, max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers, max_body_bytes=limits.max_body_bytes,
+            header_timeout_seconds=limits.header_timeout_seconds, body_timeout_seconds=limits.body_timeout_seconds,
+            keep_alive_seconds=limits.keep_alive_seconds, write_timeout_seconds=limits.write_timeout_seconds,
+            max_connections=limits.max_connections, max_unsent_bytes=limits.max_unsent_bytes,
+            queue_delay_seconds=delay_ms / 1000.0,
+        )
+
+
+class ServerState:
+    """What the connections of one server share: the limits, the open connections, a coarse clock
+    and the load estimate.
+
+    ``iteration`` is the duration of the last event-loop iteration's I/O work, measured by a pair
+    of ``call_soon`` callbacks: a request that arrives now waits for the rest of the current
+    iteration and its turn in the next, so ``2 * iteration`` estimates the wait of an inline
+    request. While it exceeds the latency budget ``shedding`` is on and work requests get 503.
+    """
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.connections: set[HttpProtocol] = set()
+        self.now = time.monotonic()
+        self.iteration = 0.0
+        self.shedding = False
+        self.shed = 0
+        self.timeouts = 0
+        self.refused_connections = 0
+        self.draining = False
+        self._probe_start = 0.0
+        self._next_sweep = 0.0
+        self._sweep_every = max(TICK_SECONDS, min(0.25, limits.header_timeout_seconds / 4,
+                                                  limits.keep_alive_seconds / 4))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the server's one timer."""
+        self._loop = loop
+        self._tick()
+
+    def _tick(self) -> None:
+        now = self.now = time.monotonic()
+        loop = self._loop
+        if self.limits.queue_delay_seconds > 0:
+            loop.call_soon(self._probe_a)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            self.sweep(now)
+        loop.call_later(TICK_SECONDS, self._tick)
+
+    def _probe_a(self) -> None:
+        # runs in the idle phase of this iteration, before its I/O; _probe_b runs after it
+        self._probe_start = time.monotonic()
+        self._loop.call_soon(self._probe_b)
+
+    def _probe_b(self) -> None:
+        it = time.monotonic() - self._probe_start
+        self.iteration = it = 0.5 * self.iteration + 0.5 * it
+        self.shedding = 2 * it > self.limits.queue_delay_seconds
+
+    def drain(self) -> None:
+        """From now on every response closes its connection; idle connections close at once."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.idle and conn.transport is not None:
+                conn._close()
+
+    def sweep(self, now: float) -> None:
+        """Close the connections whose deadline passed."""
+        for conn in [c for c in self.connections if c._deadline < now]:
+            self.timeouts += 1
+            conn.timed_out()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    __slots__ = ("_body", "_headers", "_size", "_url", "app", "parser", "transport")
+    __slots__ = (
+        "_body", "_busy", "_dead", "_deadline", "_head", "_headers", "_hold", "_lingering", "_nheaders", "_pending",
+        "_phase", "_queue", "_seq", "_size", "_url", "_wpaused", "app", "limits", "parser", "server", "transport",
+    )
 
-    def __init__(self, app: ServingApp) -> None:
+    def __init__(self, app: ServingApp, server: ServerState) -> None:
         self.app = app
+        self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._size = 0
+        self._head = 0  # bytes of the current request's headers seen so far
+        self._pending = 0  # bytes received in reads that ended inside the current request's head
+        self._nheaders = 0
+        self._seq = 0  # requests begun on this connection
+        self._phase = _IDLE
+        self._deadline = _NEVER
+        self._hold = False  # answers wait: busy, write-paused, or requests queued
+        self._busy = False  # an answer is being computed asynchronously
+        self._wpaused = False
+        self._dead = False
+        self._lingering = False
+        self._queue: deque[tuple[Any, ...]] = deque()
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing begun, nothing waiting to be answered or sent."""
+        return self._phase == _IDLE and not self._hold
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        server = self.server
+        if server.draining:
+            transport.close()
+            self.transport = None
+            self._dead = True
+            return
+        if len(server.connections) >= self.limits.max_connections:
+            server.refused_connections += 1
+            transport.write(render(503, b'{"error":"too many connections; retry later"}', _JSON, False,
+                                   b"retry-after: 1\r\n"))
+            transport.close()
+            self.transport = None
+            self._dead = True
+            return
+        server.connections.add(self)
+        transport.set_write_buffer_limits(high=self.limits.max_unsent_bytes)
+        self._deadline = server.now + self.limits.keep_alive_seconds
 
     def data_received(self, data: bytes) -> None:
+        if self._dead:
+            return
+        phase, seq = self._phase, self._seq
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if not self._dead:  # a bug in a callback, not a limit: answer 500 rather than hang
+                self._fail(500, b'{"error":"internal error while reading the request"}')
+            return
         except httptools.HttpParserUpgrade:
             self._fail(400, b'{"error":"protocol upgrade is not supported"}')
+            return
         except httptools.HttpParserError as exc:
             self._fail(400, b'{"error":"malformed HTTP request: %s"}' % str(exc).encode().replace(b'"', b"'"))
+            return
+        if phase == _HEAD and self._phase == _HEAD and seq == self._seq:
+            # a whole read inside one request's head: httptools buffers a header until it is
+            # complete, so count what arrives (a lower bound of the head's size: no false refusal)
+            self._pending += len(data)
+            if self._pending > self.limits.max_request_line_bytes + self.limits.max_header_bytes:
+                self._fail(431, b'{"error":"request headers larger than %d bytes"}' % self.limits.max_header_bytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._dead = True
+        self._queue.clear()
+        self.server.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        # the transport holds more than max_unsent_bytes for this client: stop answering and reading
+        self._wpaused = True
+        self._hold = True
+        self._deadline = self.server.now + self.limits.write_timeout_seconds
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._wpaused = False
+        if self._phase == _BUSY and not self._busy:
+            self._phase = _IDLE
+        self._set_deadline()
+        self._drain()
 
     # -- httptools callbacks -------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -101,73 +310,251 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._size = 0
+        self._head = 0
+        self._pending = 0
+        self._nheaders = 0
+        self._seq += 1
+        self._phase = _HEAD
+        if not self._hold:
+            self._deadline = self.server.now + self.limits.header_timeout_seconds
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.limits.max_request_line_bytes:
+            self._reject(414, b'{"error":"request line longer than %d bytes"}' % self.limits.max_request_line_bytes)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._nheaders += 1
+        self._head += len(name) + len(value) + 4
+        if self._nheaders > self.limits.max_headers:
+            self._reject(431, b'{"error":"more than %d request headers"}' % self.limits.max_headers)
+        if self._head > self.limits.max_header_bytes:
+            self._reject(431, b'{"error":"request headers larger than %d bytes"}' % self.limits.max_header_bytes)
         n = name.lower()
         if n in _WANTED:
             self._headers[n] = value
 
     def on_headers_complete(self) -> None:
+        limits = self.limits
+        self._phase = _BODY
+        if not self._hold:
+            self._deadline = self.server.now + limits.body_timeout_seconds
+        cl = self._headers.get(b"content-length")
+        if cl is not None and cl.isdigit() and (len(cl) > 18 or int(cl) > limits.max_body_bytes):
+            self._reject(413, b'{"error":"request body of %s bytes is larger than the limit of %d bytes"}'
+                         % (cl, limits.max_body_bytes))
         # curl and others wait for this before sending a large body
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size > MAX_BODY:
-            self._fail(413, b'{"error":"request body larger than 64 MiB"}')
-            return
+        if self._size > self.limits.max_body_bytes:
+            self._body = []
+            self._reject(413, b'{"error":"request body larger than the limit of %d bytes"}'
+                         % self.limits.max_body_bytes)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        transport = self.transport
-        if transport is None:
+        if self._dead:
             return
+        self._phase = _BUSY
         parser = self.parser
-        method = parser.get_method()
-        keep_alive = parser.should_keep_alive()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        try:
-            result = self.app.handle(method, self._url, self._headers, body)
-        except Exception as exc:  # a bug must not kill the connection loop; it is counted and logged
-            self.app.metrics.error(self._url.decode(errors="replace"), "internal")
-            sys.stderr.write(f"loopml serve: internal error on {self._url!r}: {type(exc).__name__}: {exc}\n")
-            result = (500, b'{"error":"internal error; see the server log"}', b"application/json")
-        if result is None:
-            transport.pause_reading()
-            task = asyncio.ensure_future(self._admin(self._url, dict(self._headers), body, keep_alive))
-            _TASKS.add(task)
-            task.add_done_callback(_TASKS.discard)
+        self._body = []
+        if self._hold:  # an earlier answer is pending: keep order, stop reading
+            self._queue.append((parser.get_method(), self._url, self._headers, body, parser.should_keep_alive()))
+            self.transport.pause_reading()
             return
-        code, payload, ctype = result
-        transport.write(render(code, payload, ctype, keep_alive))
-        if not keep_alive:
-            transport.close()
+        self._dispatch(parser.get_method(), self._url, self._headers, body, parser.should_keep_alive())
 
-    async def _admin(self, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
-        path = url.split(b"?", 1)[0]
-        try:
-            code, payload, ctype = await self.app.handle_admin(path, headers, body)
-        except Exception as exc:
-            sys.stderr.write(f"loopml serve: admin action crashed: {type(exc).__name__}: {exc}\n")
-            code, payload, ctype = 500, b'{"error":"internal error; see the server log"}', b"application/json"
+    # -- answering -----------------------------------------------------------------------------
+    def _dispatch(self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
         transport = self.transport
-        if transport is None:
+        server = self.server
+        if server.draining:
+            keep_alive = False
+        if server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
+            self.server.shed += 1
+            self.app.metrics.error(url.split(b"?", 1)[0].decode(), "overloaded")
+            self._write(render(503, b'{"error":"overloaded: the queued work exceeds the latency budget; retry later"}',
+                               _JSON, keep_alive, b"retry-after: 1\r\n"), keep_alive)
             return
-        transport.write(render(code, payload, ctype, keep_alive))
-        if keep_alive:
-            transport.resume_reading()
+        commit = self.app.commit
+        before = commit.ticket() if commit is not None else 0
+        try:
+            result: Any = self.app.handle(method, url, headers, body)
+        except Exception as exc:  # a bug must not kill the connection loop; it is counted and logged
+            self.app.metrics.error(url.decode(errors="replace"), "internal")
+            sys.stderr.write(f"loopml serve: internal error on {url!r}: {type(exc).__name__}: {exc}\n")
+            result = (500, b'{"error":"internal error; see the server log"}', _JSON)
+        committed = False
+        if commit is not None and result.__class__ is tuple and commit.ticket() != before:
+            result = self._after_commit(commit, result)  # answered once its log rows are on disk
+            committed = True
+        if result.__class__ is tuple:
+            if len(result) == 3:
+                code, payload, ctype = result
+                self._write(render(code, payload, ctype, keep_alive), keep_alive)
+            else:  # (status, body, content type, extra header lines)
+                code, payload, ctype, extra = result
+                self._write(render(code, payload, ctype, keep_alive, extra), keep_alive)
+            return
+        # answered later (admin action, or a large body scored in a worker thread)
+        self._busy = self._hold = True
+        self._deadline = _NEVER
+        transport.pause_reading()
+        if result is None:
+            path = url.split(b"?", 1)[0]
+            result = self.app.handle_admin(path, dict(headers), body)
+        task = asyncio.ensure_future(self._later(result, keep_alive, committed))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    async def _later(self, pending: Any, keep_alive: bool, committed: bool) -> None:
+        try:
+            result = await pending
+            commit = self.app.commit
+            if not committed and commit is not None and commit.ticket() > commit.durable:  # it may have logged
+                result = await self._after_commit(commit, result)
+        except Exception as exc:
+            sys.stderr.write(f"loopml serve: request handler crashed: {type(exc).__name__}: {exc}\n")
+            result = 500, b'{"error":"internal error; see the server log"}', _JSON
+        self._busy = False
+        if self.transport is None:
+            return
+        if self.server.draining:
+            keep_alive = False
+        self._write(render(result[0], result[1], result[2], keep_alive, result[3] if len(result) > 3 else b""),
+                    keep_alive)
+        self._drain()
+
+    async def _after_commit(self, commit: Any, result: Any) -> Any:
+        """``result`` once the group commit has the log rows appended so far on disk (503 if its sync failed)."""
+        ticket = commit.ticket()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def synced() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        commit.after(ticket, synced)
+        await done
+        if ticket > commit.durable:
+            return 503, b'{"error":"the prediction could not be written to the log; retry"}', _JSON
+        return result
+
+    def _write(self, data: bytes, keep_alive: bool) -> None:
+        transport = self.transport
+        transport.write(data)  # may call pause_writing()
+        if not keep_alive or (self.server.draining and not self._hold and not self._queue):
+            self._close()
+            return
+        if not self._hold:
+            self._phase = _IDLE
+            self._deadline = self.server.now + self.limits.keep_alive_seconds
+
+    def _drain(self) -> None:
+        """Answer queued requests while nothing holds them; read again once the queue is empty."""
+        queue = self._queue
+        while queue and not self._busy and not self._wpaused and self.transport is not None:
+            item = queue.popleft()
+            if item[0] is None:  # a refusal queued behind earlier answers
+                self._send_failure(item[1], item[2])
+                return
+            self._dispatch(*item)
+        if self.transport is None or self._busy or self._wpaused:
+            return
+        self._hold = False
+        if self._phase == _BUSY:
+            self._phase = _IDLE
+        if self.server.draining and self._phase == _IDLE:
+            self._close()
+            return
+        self._set_deadline()
+        if not self._dead:
+            self.transport.resume_reading()
+
+    def _set_deadline(self) -> None:
+        now, limits = self.server.now, self.limits
+        if self._wpaused:
+            self._deadline = now + limits.write_timeout_seconds
+        elif self._busy:
+            self._deadline = _NEVER
+        elif self._phase == _HEAD:
+            self._deadline = now + limits.header_timeout_seconds
+        elif self._phase == _BODY:
+            self._deadline = now + limits.body_timeout_seconds
         else:
-            transport.close()
+            self._deadline = now + limits.keep_alive_seconds
+
+    # -- refusals ------------------------------------------------------------------------------
+    def _reject(self, code: int, body: bytes) -> None:
+        """Refuse the request being read: answer ``code`` (after earlier answers) and close."""
+        self._fail(code, body)
+        raise _Refused
 
     def _fail(self, code: int, body: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(render(code, body, b"application/json", False))
-            self.transport.close()
-            self.transport = None
+        if self._dead:
+            return
+        self._dead = True  # nothing more is parsed from this connection
+        self._body = []
+        if self._hold:
+            self._queue.append((None, code, body))
+            return
+        self._send_failure(code, body)
+
+    def _send_failure(self, code: int, body: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(render(code, body, _JSON, False))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal without losing it: closing a socket with unread input makes the kernel
+        reset the connection, and a client still sending (a body we refused) may never see the answer.
+        So: send the answer and FIN, discard what still arrives, and close when the client does or
+        after ``LINGER_SECONDS``."""
+        transport = self.transport
+        self._dead = True
+        self._queue.clear()
+        self._hold = True
+        self._lingering = True
+        self._deadline = self.server.now + LINGER_SECONDS
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+
+    def _close(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+        self._dead = True
+        self._queue.clear()
+        self.server.connections.discard(self)
+
+    def timed_out(self) -> None:
+        """The deadline passed: 408 while a request is being received, else close."""
+        transport = self.transport
+        if transport is None:
+            self.server.connections.discard(self)
+            return
+        if self._wpaused or self._lingering:  # the client reads nothing (or keeps sending): drop the connection
+            self._dead = True
+            transport.abort()
+            return
+        if self._phase in (_HEAD, _BODY) and not self._hold:
+            what = b"headers" if self._phase == _HEAD else b"body"
+            self._dead = True
+            transport.write(render(408, b'{"error":"the request %s did not arrive in time"}' % what, _JSON, False))
+            self._linger()
+            return
+        self._close()
+
+
+class _Refused(Exception):
+    """Raised inside an httptools callback to stop parsing a refused request."""
 
 
 def install_uvloop() -> bool:
@@ -180,6 +567,23 @@ def install_uvloop() -> bool:
     return True
 
 
+def return_freed_memory() -> None:
+    """Make glibc give large freed buffers back to the system.
+
+    A request body or a response of several MB is allocated with ``malloc``; glibc raises its
+    ``mmap`` threshold after such a buffer is freed, so the next ones come from the heap and stay
+    in the process when freed. A fixed threshold keeps buffers of 256 KiB and more in their own
+    mappings, returned to the system as soon as they are freed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 * 1024)
+        libc.mallopt(m_trim_threshold, 1024 * 1024)
+
+
 async def serve_app(
     app: ServingApp,
     host: str,
@@ -188,11 +592,15 @@ async def serve_app(
     poll_seconds: float = 2.0,
     ready_file: str | None = None,
     on_ready: Any = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, flush the logs and return."""
     loop = asyncio.get_running_loop()
     _Clock.tick(loop)
-    server = await loop.create_server(lambda: HttpProtocol(app), host, port, reuse_address=True, backlog=1024)
+    state = ServerState(limits or HttpLimits())
+    state.start(loop)
+    app.server_state = state
+    server = await loop.create_server(lambda: HttpProtocol(app, state), host, port, reuse_address=True, backlog=1024)
     bound = server.sockets[0].getsockname()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,9 +617,27 @@ async def serve_app(
     finally:
         if poller is not None:
             poller.cancel()
-        server.close()
-        with contextlib.suppress(TimeoutError):  # 3.12+ also waits for keep-alive connections: bound it
-            await asyncio.wait_for(server.wait_closed(), 2.0)
-        t0 = time.perf_counter()
-        await loop.run_in_executor(None, app.close)
-        sys.stderr.write(f"loopml serve: stopped; logs flushed in {time.perf_counter() - t0:.2f}s\n")
+        await drain(app, server, state)
+
+
+async def drain(app: ServingApp, server: Any, state: ServerState) -> None:
+    """Stop accepting, answer what has begun, then close the logs (no answer after they close)."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    server.close()
+    state.drain()
+    deadline = time.monotonic() + app.drain_seconds
+    while (state.connections or _TASKS or (app.commit is not None and not app.commit.idle)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    left = len(state.connections)
+    app.closing = True  # from here on no handler answers (or logs) anything
+    for conn in list(state.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    t1 = time.perf_counter()
+    await loop.run_in_executor(None, app.close)
+    sys.stderr.write(
+        f"loopml serve: stopped; drained in {t1 - t0:.2f}s"
+        + (f" ({left} connection(s) still mid-request were cut)" if left else "")
+        + f", logs flushed, synced and written in {time.perf_counter() - t1:.2f}s\n"
+    )

@@ -9,7 +9,8 @@ segments it wrote since into one (so a long-running server leaves a few files pe
 per flush). Layout (the contract with monitoring)::
 
     <workspace>/logs/predictions/*.parquet  request_id, ts, model_version, route, score,
-                                            prediction, <one column per raw input>
+                                            prediction, client_request_id (the client's X-Request-Id
+                                            or null), <one column per raw input>
     <workspace>/logs/feedback/*.parquet     request_id, ts, label
 
 Read with DuckDB ``read_parquet('<dir>/*.parquet', union_by_name=true)``.
@@ -44,8 +45,8 @@ def _fsync_dir(directory: Path) -> None:
     finally:
         os.close(fd)
 
-#: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema), or for a
-#: many-row request (request_ids, ts_us, model_version, route, scores, predictions, raw matrix, schema)
+#: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema[, client id]), or
+#: for a many-row request (request_ids, ts_us, model_version, route, scores, predictions, raw matrix, schema[, client id])
 PredictionRecord = tuple[Any, int, str, str, Any, Any, Any, InputSchema]
 #: (request_id, ts_us, label)
 FeedbackRecord = tuple[str, int, float]
@@ -128,6 +129,9 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
             "route": pa.array(np.repeat([r[3] for r in records], n).tolist(), pa.string()),
             "score": pa.array(np.concatenate([r[4] for r in records]).astype(np.float64)),
             "prediction": pa.array(np.concatenate([r[5] for r in records]).astype(np.float64)),
+            "client_request_id": pa.array(
+                [c for r, k in zip(records, n, strict=True) for c in [r[8] if len(r) > 8 else None] * k], pa.string()
+            ),
         }
     else:
         cols = {
@@ -137,6 +141,7 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
             "route": pa.array([r[3] for r in records], pa.string()),
             "score": pa.array([r[4] for r in records], pa.float64()),
             "prediction": pa.array([r[5] for r in records], pa.float64()),
+            "client_request_id": pa.array([r[8] if len(r) > 8 else None for r in records], pa.string()),
         }
     fields = {f.name: f.kind for f in schema.fields if f.name not in cols and f.kind != ANY}
     if kind == "dict":

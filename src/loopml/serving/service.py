@@ -10,10 +10,11 @@ from typing import Any
 
 from loopml.serving.app import ServingApp
 from loopml.serving.auth import AdminAuth
-from loopml.serving.http import install_uvloop, serve_app
-from loopml.serving.journal import FEEDBACK, PREDICTIONS, Journal
+from loopml.serving.http import HttpLimits, install_uvloop, return_freed_memory, serve_app
+from loopml.serving.journal import FEEDBACK, PREDICTIONS, GroupCommit, Journal
 from loopml.serving.logs import SegmentStore, feedback_log_dir, prediction_log_dir
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
+from loopml.serving.request_ids import RequestIds, load_key
 from loopml.serving.sources import FileSource, RegistrySource
 from loopml.spec.deployment import Deployment
 
@@ -48,14 +49,37 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         RegistrySource(ws),
         prediction_log=plog,
         feedback_log=flog,
-        auth=AdminAuth(dep.token_env),
+        auth=admin_auth(dep),
+        feedback_auth=feedback_auth(dep),
+        request_ids=RequestIds(load_key(ws.root / "serving" / "request_id.key")),
         routing=dep.routing.type,
         lookup=lookup,
         precomputed=precomputed,
         mode=dep.mode,
         title=f"{ws.spec.project.name} prediction service",
         registry=Registry(ws),
+        limits=dep.limits,
     )
+    return configure(app, dep)
+
+
+def admin_auth(dep: Deployment) -> AdminAuth:
+    """The admin tokens of a deployment, each naming its actor."""
+    return AdminAuth(dep.token_env, actor=dep.token_actor, more=dep.admin_tokens)
+
+
+def feedback_auth(dep: Deployment) -> AdminAuth | None:
+    """The feedback token check (``None``: feedback needs no token)."""
+    if dep.feedback_token_env is None:
+        return None
+    return AdminAuth(dep.feedback_token_env, actor="feedback", purpose="feedback requests")
+
+
+def configure(app: ServingApp, dep: Deployment) -> ServingApp:
+    """Apply the deployment's shutdown and durability settings to ``app``."""
+    app.drain_seconds = dep.drain_seconds
+    if dep.log_durability == "before_answer" and (app.prediction_log is not None or app.feedback_log is not None):
+        app.commit = GroupCommit([app.prediction_log, app.feedback_log])  # type: ignore[list-item]
     return app
 
 
@@ -79,17 +103,28 @@ def app_for_model_file(path: str | Path, *, log_root: Path | None, deployment: D
     """A service for one LightGBM text model (inputs: its numeric feature names)."""
     dep = deployment or Deployment()
     plog, flog = make_logs(log_root, dep) if log_root is not None else (None, None)
-    return ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=AdminAuth(dep.token_env))
+    ids = RequestIds(load_key(log_root / ".request_id.key")) if log_root is not None else RequestIds()
+    return configure(
+        ServingApp(FileSource(path, task), prediction_log=plog, feedback_log=flog, auth=admin_auth(dep),
+                   feedback_auth=feedback_auth(dep), request_ids=ids, limits=dep.limits), dep
+    )
+
+
+def http_limits(deployment: Deployment, latency_p99_ms: float | None = None) -> HttpLimits:
+    """The server's limits from ``deployment.limits`` (shedding defaults to the requirements' p99 budget)."""
+    return HttpLimits.from_spec(deployment.limits, latency_p99_ms)
 
 
 def run_server(app: ServingApp, host: str, port: int, *, poll_seconds: float = 2.0, ready_file: str | None = None,
-               on_ready: Any = None) -> None:
+               on_ready: Any = None, limits: HttpLimits | None = None) -> None:
     """Load the versions, then serve on uvloop until SIGTERM/SIGINT."""
     install_uvloop()
+    return_freed_memory()
     # the journal's flusher thread shares the interpreter: hand the GIL back to the request loop
     # every 0.5 ms instead of every 5 ms, so a flush never holds a request for a whole interval
     sys.setswitchinterval(0.0005)
     app.load_initial()
     gc.collect()
     gc.freeze()  # the loaded models are long-lived: keep the collector off them
-    asyncio.run(serve_app(app, host, port, poll_seconds=poll_seconds, ready_file=ready_file, on_ready=on_ready))
+    asyncio.run(serve_app(app, host, port, poll_seconds=poll_seconds, ready_file=ready_file, on_ready=on_ready,
+                          limits=limits))

@@ -118,10 +118,30 @@ class Verification(StrictModel):
     severities: dict[str, Literal["error", "warning", "info"]] = Field(
         default_factory=dict,
         description="Override the severity of a check by name (type, range, domain, nullability, missing_rate, "
-        "key_duplicates, freshness, row_count, psi, columns, mixed_types).",
+        "key_duplicates, freshness, row_count, psi, columns, mixed_types, non_finite, control_bytes).",
     )
     max_domain_size: int = Field(
         default=50, ge=1, description="Columns with at most this many distinct values get a category domain."
+    )
+    non_finite: Literal["quarantine", "missing"] = Field(
+        default="quarantine",
+        description="What an infinite or NaN number (inf, -inf, 1e309, NaN) is: quarantined with its row, or "
+        "read as a missing value.",
+    )
+    numeric_text_share: float = Field(
+        default=0.9, gt=0.5, le=1,
+        description="When the schema is inferred, a text column whose values are at least this share numbers "
+        "is typed numeric; its other values ('n/a', 'thirty') are then quarantined by the type check.",
+    )
+    min_inference_rows: int = Field(
+        default=500, ge=0,
+        description="Ranges, category domains, non-nullability, missing-rate limits and the drift (PSI) "
+        "reference are inferred only from at least this many rows (a small sample would reject clean data).",
+    )
+    range_tolerance: float = Field(
+        default=0.1, ge=0,
+        description="Inferred ranges are widened by this share of their width on each side (a non-negative "
+        "column stays non-negative).",
     )
 
     @model_validator(mode="after")

@@ -18,6 +18,64 @@ class Routing(StrictModel):
     fraction: float = Field(default=0.05, ge=0, le=1, description="Traffic share of the challenger (canary/ab).")
 
 
+class Limits(StrictModel):
+    """What one client may cost the service: sizes, timeouts, connections and queued work.
+
+    Each limit answers with its own status: 414 (request line), 431 (headers), 413 (body, rows),
+    408 (a slow header or body; the connection is closed), 503 + ``Retry-After`` (too many
+    connections, or more queued work than the latency budget allows).
+    """
+
+    max_request_line_bytes: int = Field(
+        default=8 * 1024, ge=256, description="Longest request line (method, URL, version); longer: 414."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Largest total size of the request headers; larger: 431."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Most request headers; more: 431.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Largest request body; a larger Content-Length gets 413 before any of it is read, a chunked "
+        "body is counted as it arrives.",
+    )
+    max_rows_per_request: int = Field(
+        default=100_000, ge=1, description="Most rows in one /v1/predict request (or items in one /v1/feedback); more: 413."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A request's line and headers must arrive within this; else 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request's body must arrive within this after its headers; else 408 and close."
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0, gt=0, description="An idle keep-alive connection (or one that never sends) is closed after this."
+    )
+    write_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="A client that reads none of its pending responses for this long is disconnected.",
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Open client connections; one more is answered 503 + Retry-After and closed."
+    )
+    max_unsent_bytes: int = Field(
+        default=256 * 1024, ge=4096,
+        description="Backpressure: while this many response bytes wait for a client to read them, its connection "
+        "is not read (pipelined requests wait in the kernel, not in memory).",
+    )
+    max_queue_delay_ms: float | None = Field(
+        default=None, ge=0,
+        description="Load shedding: while the estimated wait before a new /v1/predict or /v1/feedback request would "
+        "be served exceeds this, it is answered 503 + Retry-After at once. Default: "
+        "requirements.constraints.latency_p99_ms, else 100 ms; 0 disables shedding.",
+    )
+    offload_min_bytes: int = Field(
+        default=64 * 1024, ge=0,
+        description="Request bodies at least this large are parsed and scored in a worker thread, so /health and "
+        "single-row requests are not held behind them (0: every request with a body).",
+    )
+    offload_threads: int = Field(default=1, ge=1, le=64, description="Worker threads scoring large requests.")
+
+
 class Deployment(StrictModel):
     """How predictions are served."""
 
@@ -28,12 +86,45 @@ class Deployment(StrictModel):
     token_env: str = Field(
         default="LOOPML_ADMIN_TOKEN", description="Environment variable holding the admin token."
     )
+    token_actor: str = Field(
+        default="admin-api", min_length=1,
+        description="Actor recorded in the registry history for admin actions made with the token in $token_env "
+        "(the actor always comes from the token, never from a request body).",
+    )
+    admin_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="More admin tokens, one per person or system: environment variable holding the token → the "
+        "actor name recorded for the actions made with it, e.g. {ALICE_TOKEN: alice}.",
+    )
+    feedback_token_env: str | None = Field(
+        default=None,
+        description="When set, POST /v1/feedback needs `Authorization: Bearer $<this variable>` (feedback is "
+        "refused while the variable is unset); by default feedback needs no token.",
+    )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
     log_flush_rows: int = Field(
-        default=1_000, ge=1, description="Prediction log writes a Parquet segment after this many rows…"
+        default=1_000, ge=1,
+        description="The service appends its queued log records (one per request) to the journal file after this "
+        "many records…",
     )
     log_flush_seconds: float = Field(
-        default=1.0, gt=0, description="…or this many seconds after the first unwritten row (a crash loses at most that)."
+        default=1.0, gt=0,
+        description="…or this many seconds after the last append, and fdatasyncs it. With log_durability `window` "
+        "a killed process loses at most the records of this window (fewer than log_flush_rows, answered in the "
+        "last log_flush_seconds); a machine crash, those since the last sync.",
+    )
+    log_durability: Literal["window", "before_answer"] = Field(
+        default="window",
+        description="`window`: answer at once; the journal is written and synced every log_flush_rows records or "
+        "log_flush_seconds (see there for what a crash loses). `before_answer`: a response that logged rows is "
+        "sent only once they are written and fdatasynced (group commit: the requests answered while one sync "
+        "runs share the next one), so no answered prediction is lost even if the process or machine dies; it "
+        "costs a sync per batch of requests (measured in `python -m benchmarks serving`, row loopml-durable).",
+    )
+    drain_seconds: float = Field(
+        default=10.0, ge=0,
+        description="On SIGTERM/SIGINT the service stops accepting, closes idle connections and answers the "
+        "requests already begun for at most this long; then it closes (flushes and syncs) the logs and exits.",
     )
     log_compact_seconds: float = Field(
         default=60.0, ge=0, description="A server merges its log segments of the last this many seconds into one (0: never)."
@@ -46,4 +137,7 @@ class Deployment(StrictModel):
     )
     registry_poll_seconds: float = Field(
         default=2.0, ge=0, description="How often a running server checks the registry for promotions (0: never)."
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="Request sizes, timeouts, connections, backpressure and load shedding."
     )

@@ -436,6 +436,30 @@ def _eligibility(r: CandidateResult, constraints: dict[str, Any]) -> None:
     r.eligible = not reasons
 
 
+def _unscorable_valid(data: TrainingData, metric: str, results: list[CandidateResult]) -> ModelError | None:
+    """Why no candidate has a validation score when the cause is the data (one class in the split), else None."""
+    if any(r.error or (r.value is not None and not math.isnan(r.value)) for r in results):
+        return None
+    if data.task not in ("binary", "multiclass") or len(data.y_valid) == 0:
+        return None
+    values, counts = np.unique(data.y_valid, return_counts=True)
+    if values.size > 1:
+        return None
+    target = data.spec.task.target
+    cls = data.classes[int(values[0])] if data.classes and 0 <= int(values[0]) < len(data.classes) else values[0]
+    total = np.unique(np.concatenate([data.y_train, data.y_valid]), return_counts=True)
+    seen = ", ".join(
+        f"{data.classes[int(v)] if data.classes and 0 <= int(v) < len(data.classes) else v}: {int(c)}"
+        for v, c in zip(*total)
+    )
+    return ModelError(
+        f"no candidate can be scored: the validation split ({int(counts[0])} rows) holds a single class of "
+        f"`{target}` ({cls!r}), so `{metric}` is undefined on it (rows per class in train + valid: {seen})",
+        hint="collect more rows of the rare class, use training.split.type: stratified, or choose a metric "
+        "defined on one class (training.tuning.metric: log_loss)",
+    )
+
+
 def _cv_folds(setting: int | str, n_train: int) -> int:
     if setting == "auto":
         return 5 if n_train <= 10_000 else 0
@@ -600,6 +624,9 @@ def select_model(
     results.sort(key=lambda r: [c[0] for c in cands].index(r.name))
     eligible = [r for r in results if r.eligible]
     if not eligible:
+        unscorable = _unscorable_valid(data, metric.name, results)
+        if unscorable is not None:
+            raise unscorable
         lines = [f"{r.name}: {'; '.join(r.reasons)}" for r in results]
         raise ModelError(
             "no candidate meets the requirements:\n  " + "\n  ".join(lines),

@@ -8,8 +8,8 @@ Two kinds of checks share one small protocol (:class:`Check`, one required metho
 - **dataset** checks compare the profile with the schema and the reference profile.
 
 >>> sorted(CHECKS)  # doctest: +NORMALIZE_WHITESPACE
-['columns', 'domain', 'freshness', 'key_duplicates', 'missing_rate', 'mixed_types', 'nullability', 'psi',
- 'range', 'row_count', 'type']
+['columns', 'control_bytes', 'domain', 'freshness', 'key_duplicates', 'missing_rate', 'mixed_types',
+ 'non_finite', 'nullability', 'psi', 'range', 'row_count', 'type']
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loopml.spec.data import Verification
-from loopml.validation.columnar import ColumnData, Columns, kind_of, to_seconds
+from loopml.validation.columnar import CONTROL_BYTES, ColumnData, Columns, kind_of, to_seconds
 from loopml.validation.profile import Profile, psi
 from loopml.validation.schema import ColumnSchema, DataSchema
 
@@ -65,6 +65,8 @@ class RowPredicate:
     column: str | None
     mask: np.ndarray
     expected: str
+    #: how a failing value is shown (``None``: the value as text); e.g. control bytes escaped
+    show: Any = None
 
 
 @dataclass
@@ -170,6 +172,8 @@ def as_schema_values(ctx: CheckContext, name: str, skind: str) -> np.ndarray:
     col = ctx.col(name)
     if (skind in ("int", "numeric") and col.kind == "numeric") or (skind == "temporal" and col.kind == "temporal"):
         return col.values
+    if skind in ("int", "numeric") and col.kind == "string":
+        return col.numbers[0]
     cast = _try_cast(col.array, skind)
     if skind == "temporal":
         return to_seconds(cast)
@@ -202,7 +206,12 @@ class TypeCheck(_RowCheck):
             col = ctx.col(name)
             if sk == "int" and actual == "numeric":
                 v = col.values
-                mask = ~np.isnan(v) & (v != np.round(v))
+                mask = np.isfinite(v) & (v != np.round(v))
+            elif sk in ("int", "numeric") and actual == "string":  # numbers stored as text: odd values fail
+                v, is_num = col.numbers
+                mask = col.present & ~is_num
+                if sk == "int":
+                    mask |= np.isfinite(v) & (v != np.round(v))
             else:
                 cast = _try_cast(col.array, sk)
                 mask = col.valid & ~np.asarray(cast.is_valid().to_numpy(zero_copy_only=False))
@@ -219,7 +228,7 @@ class NullabilityCheck(_RowCheck):
 
     def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
         return [
-            RowPredicate(self.name, n, ~ctx.col(n).valid, "a value (column is not nullable)")
+            RowPredicate(self.name, n, ~ctx.col(n).present, "a value (column is not nullable)")
             for n, cs, _ in ctx.present()
             if not cs.nullable
         ]
@@ -245,6 +254,8 @@ class RangeCheck(_RowCheck):
                     mask |= v < bound_value(cs.min, sk)
                 if cs.max is not None:
                     mask |= v > bound_value(cs.max, sk)
+                if sk != "temporal":  # infinities are the non_finite check's
+                    mask &= np.isfinite(v)
             out.append(RowPredicate(self.name, name, mask, f"a value in [{cs.min}, {cs.max}]"))
         return out
 
@@ -266,7 +277,7 @@ class DomainCheck(_RowCheck):
             col = ctx.col(name)
             if sk in ("int", "numeric"):
                 v = as_schema_values(ctx, name, sk)
-                mask = ~np.isnan(v) & ~np.isin(v, np.asarray([float(x) for x in cs.domain]))
+                mask = np.isfinite(v) & ~np.isin(v, np.asarray([float(x) for x in cs.domain]))
             else:
                 labels = pa.array([str(x).lower() if isinstance(x, bool) else str(x) for x in cs.domain])
                 text = col.array if actual == "string" and not pa.types.is_dictionary(col.array.type) else pc.cast(
@@ -302,6 +313,63 @@ class KeyDuplicatesCheck(_RowCheck):
             mask[:] = True
             mask[firsts.to_numpy()] = False
         return [RowPredicate(self.name, ",".join(keys), mask, f"a unique ({', '.join(keys)})")]
+
+
+@register_check
+class NonFiniteCheck(_RowCheck):
+    """Numbers must be finite: inf, -inf, overflowing text (``1e309``) and NaN fail.
+
+    The spec's ``data.verification.non_finite: missing`` reads them as missing values instead
+    (the validator turns them into nulls before any check runs).
+    """
+
+    name: ClassVar[str] = "non_finite"
+    description: ClassVar[str] = "number is finite"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        if ctx.settings.non_finite != "quarantine":
+            return []
+        out = []
+        typed = {n: schema_kind(cs.type) for n, cs, _ in ctx.present()}
+        for f in ctx.table.schema:
+            kind = kind_of(f.type)
+            col = ctx.col(f.name)
+            if kind == "numeric":
+                mask = col.nonfinite
+            elif kind == "string" and typed.get(f.name) in ("int", "numeric"):
+                v, is_num = col.numbers
+                mask = is_num & ~np.isfinite(v)
+            else:
+                continue
+            out.append(RowPredicate(self.name, f.name, mask, "a finite number (`non_finite: missing` reads it as "
+                                    "missing)"))
+        return out
+
+
+def escape_control(arr: pa.Array) -> pa.Array:
+    """Text with its control bytes written as ``\\xNN`` (visible in a report)."""
+    out = pc.cast(arr, pa.string())
+    for code in [*range(0, 9), 11, 12, *range(14, 32), 127]:
+        out = pc.replace_substring(out, chr(code), f"\\x{code:02x}")
+    return out
+
+
+@register_check
+class ControlBytesCheck(_RowCheck):
+    """Text must not hold control bytes (NUL and the other C0 controls but tab, newline and return)."""
+
+    name: ClassVar[str] = "control_bytes"
+    description: ClassVar[str] = "text has no control bytes"
+
+    def predicates(self, ctx: CheckContext) -> list[RowPredicate]:
+        out = []
+        for f in ctx.table.schema:
+            if kind_of(f.type) != "string":
+                continue
+            mask = ctx.col(f.name).text_mask(CONTROL_BYTES)
+            out.append(RowPredicate(self.name, f.name, mask, "text without control bytes (e.g. NUL \\x00)",
+                                    show=escape_control))
+        return out
 
 
 @register_check
@@ -433,6 +501,15 @@ class PsiCheck(_DatasetCheck):
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         if ctx.reference is None:
             return []
+        need = ctx.settings.min_inference_rows
+        inf = ctx.schema.inference
+        small = min(ctx.reference.rows, ctx.profile.rows)
+        if (inf is not None and not inf.drift) or small < need:
+            return [CheckResult(
+                self.name, None, True, "info",
+                f"PSI not computed: the reference has {ctx.reference.rows:,} rows and this table {ctx.profile.rows:,} "
+                f"(drift needs {need:,} on each side: `min_inference_rows`)",
+            )]
         out = []
         for n, cp in ctx.profile.columns.items():
             ref = ctx.reference.columns.get(n)
@@ -480,9 +557,10 @@ class MixedTypesCheck(_DatasetCheck):
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         out = []
+        typed = {n: schema_kind(cs.type) for n, cs, _ in ctx.present()}
         for f in ctx.table.schema:
             col = ctx.col(f.name)
-            if col.kind != "string" or col.n - col.missing == 0:
+            if col.kind != "string" or col.n - col.missing == 0 or typed.get(f.name) in ("int", "numeric"):
                 continue
             values, counts = col.uniques, col.counts  # distinct values only: cheap
             numeric = np.asarray(

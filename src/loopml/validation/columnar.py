@@ -25,6 +25,28 @@ import pyarrow.compute as pc
 
 _UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
+#: text that reads as a number (Arrow's float parser then converts it): decimals, exponents and the
+#: non-finite spellings inf, infinity and nan (any case), after surrounding whitespace is trimmed
+NUMBER_TEXT = r"(?i)^[-+]?((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf|infinity|nan)$"
+#: control bytes that have no business inside a field (tab, newline and carriage return are allowed)
+CONTROL_BYTES = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+
+
+def text_numbers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, True where the text is a number) of a string array, vectorised.
+
+    Numbers that overflow (``1e309``) read as infinite, ``nan`` as NaN; other text and nulls
+    give NaN with False.
+    """
+    trimmed = pc.utf8_trim_whitespace(values)
+    is_num = np.asarray(pc.fill_null(pc.match_substring_regex(trimmed, NUMBER_TEXT), False)
+                        .to_numpy(zero_copy_only=False), dtype=bool)
+    out = np.full(len(values), np.nan)
+    if is_num.any():
+        idx = np.flatnonzero(is_num)
+        out[idx] = pc.cast(trimmed.take(pa.array(idx)), pa.float64()).to_numpy(zero_copy_only=False)
+    return out, is_num
+
 
 def kind_of(t: pa.DataType) -> str:
     """Coarse kind of an Arrow type: numeric, boolean, temporal, string or other."""
@@ -69,12 +91,35 @@ class ColumnData:
 
     @cached_property
     def valid(self) -> np.ndarray:
-        """True where the value is present (not null, not NaN)."""
+        """True where the value is present and usable (not null; a number also not NaN or infinite)."""
         if self.kind in ("numeric", "temporal"):
-            return np.asarray(~np.isnan(self.values))
+            return np.asarray(np.isfinite(self.values))
+        return self.present
+
+    @cached_property
+    def present(self) -> np.ndarray:
+        """True where the value is not null (a NaN or infinite number is present)."""
         if self.array.null_count == 0:
             return np.ones(self.n, dtype=bool)
         return np.asarray(self.array.is_valid().to_numpy(zero_copy_only=False))
+
+    @cached_property
+    def nonfinite(self) -> np.ndarray:
+        """True where a number is present but NaN or infinite (floats only; False elsewhere)."""
+        if self.kind != "numeric" or not pa.types.is_floating(self.array.type):
+            return np.zeros(self.n, dtype=bool)
+        return np.asarray(self.present & ~np.isfinite(self.values))
+
+    @cached_property
+    def numbers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 values, True where the text is a number) of a string column, over its distinct values."""
+        codes, _ = self.codes
+        dictionary = self._dictionary
+        u_vals, u_num = text_numbers(dictionary)
+        safe = np.where(codes >= 0, codes, 0)
+        vals = u_vals[safe] if u_vals.size else np.full(self.n, np.nan)
+        num = (u_num[safe] & (codes >= 0)) if u_num.size else np.zeros(self.n, dtype=bool)
+        return np.where(codes >= 0, vals, np.nan), num
 
     @property
     def missing(self) -> int:
@@ -88,16 +133,17 @@ class ColumnData:
         if self.kind == "temporal":
             return to_seconds(arr)
         if pa.types.is_decimal(arr.type) or pa.types.is_integer(arr.type):
-            arr = pc.cast(arr, pa.float64())
+            # beyond 2**53 an integer has no exact float64; the nearest one is what the checks compare
+            arr = pc.cast(arr, pa.float64(), safe=False)
         # Arrow turns nulls of a float array into NaN
         out: np.ndarray = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
         return out
 
     @cached_property
     def sorted(self) -> np.ndarray:
-        """The valid values, sorted."""
+        """The valid (finite) values, sorted."""
         v = self.values
-        return np.sort(v[~np.isnan(v)]) if self.missing else np.sort(v)
+        return np.sort(v[self.valid]) if self.missing else np.sort(v)
 
     @cached_property
     def _uniq(self) -> tuple[Any, np.ndarray]:
@@ -126,16 +172,31 @@ class ColumnData:
         return self._uniq[1]
 
     @cached_property
+    def _encoded(self) -> Any:
+        arr = self.array
+        return arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+
+    @property
+    def _dictionary(self) -> pa.Array:
+        return self._encoded.dictionary
+
+    @cached_property
     def codes(self) -> tuple[np.ndarray, list[Any]]:
         """(int codes with -1 for missing, dictionary values) of a string or boolean column."""
-        arr = self.array
-        if pa.types.is_dictionary(arr.type):
-            enc = arr
-        else:
-            enc = pc.dictionary_encode(arr)
+        enc = self._encoded
         codes = enc.indices.to_numpy(zero_copy_only=False)
         codes = np.where(enc.indices.is_valid().to_numpy(zero_copy_only=False), codes, -1).astype(np.int64)
         return codes, enc.dictionary.to_pylist()
+
+    def text_mask(self, pattern: str) -> np.ndarray:
+        """True where a string value matches a regex (evaluated once per distinct value; the rows are
+        looked up only when some value matches)."""
+        values = self.uniques  # shared with the profile
+        hit = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+        if not pc.any(hit).as_py():
+            return np.zeros(self.n, dtype=bool)
+        inside = pc.is_in(self.array, value_set=values.filter(hit))
+        return np.asarray(pc.fill_null(inside, False).to_numpy(zero_copy_only=False), dtype=bool)
 
     def quantiles(self, qs: list[float] | tuple[float, ...]) -> list[float]:
         """Linear-interpolated quantiles of the valid values (from the sorted copy)."""
@@ -175,4 +236,4 @@ class Columns:
             return self._cache[name]
 
 
-__all__ = ["ColumnData", "Columns", "kind_of", "to_seconds"]
+__all__ = ["CONTROL_BYTES", "NUMBER_TEXT", "ColumnData", "Columns", "kind_of", "text_numbers", "to_seconds"]

@@ -170,9 +170,13 @@ def _numeric(col: ColumnData, cp: ColumnProfile, ref: ColumnProfile | None, bins
     cp.min, cp.max = _as_value(s[0], cp), _as_value(s[-1], cp)  # from the sorted copy: no extra pass
     # moments over the distinct values weighted by their counts: O(distinct), not O(rows)
     w = counts.astype(np.float64)
-    mean = float(uniques @ w / s.size)
-    cp.mean = mean
-    cp.std = float(np.sqrt(((uniques - mean) ** 2) @ w / (s.size - 1))) if s.size > 1 else None
+    # extreme (finite) values such as ±1e300 overflow the sums: scale by a power of two (exact) first
+    top = float(np.max(np.abs(uniques)))
+    scale = float(np.ldexp(1.0, np.frexp(top)[1])) if top > 1e150 else 1.0
+    u = uniques / scale if scale != 1.0 else uniques
+    mean_s = float(u @ w / s.size)
+    cp.mean = mean_s * scale
+    cp.std = float(np.sqrt(((u - mean_s) ** 2) @ w / (s.size - 1))) * scale if s.size > 1 else None
     qv = col.quantiles([*QUANTILES, *PSI_QUANTILES])
     cp.quantiles = {f"p{round(q * 100):02d}": v for q, v in zip(QUANTILES, qv[: len(QUANTILES)])}
     k = min(top_k, counts.size)

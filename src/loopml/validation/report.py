@@ -42,6 +42,16 @@ def checks_table(report: ValidationReport, *, limit: int | None = None) -> Table
     return t
 
 
+def accounting_table(report: ValidationReport) -> Table:
+    """Rows per source file: read = kept + quarantined."""
+    t = Table(title="rows per source file (read = kept + quarantined)", header_style="bold")
+    for col in ("file", "read", "kept", "quarantined"):
+        t.add_column(col)
+    for s in report.sources:
+        t.add_row(str(s["file"]), f"{s['rows']:,}", f"{s['kept']:,}", f"{s['quarantined']:,}")
+    return t
+
+
 def profile_table_view(report: ValidationReport) -> Table:
     """A rich table of the profile: one row per column."""
     t = Table(title=f"profile ({report.profile.rows:,} rows)", header_style="bold")
@@ -154,6 +164,10 @@ def render_html(report: ValidationReport) -> str:
         f"<p>{report.rows:,} rows · {report.kept_rows:,} kept · {report.quarantined_rows:,} quarantined · "
         f"stops on: {e(report.fail_on)} · schema {e(report.schema_path or '')}"
         f"{' (inferred from this snapshot)' if report.schema_inferred else ''} · {e(report.created_at)}</p>"
+        "<h2>Rows per source file</h2><table><tr><th>file</th><th>read</th><th>kept</th><th>quarantined</th></tr>"
+        + "".join(f"<tr><td>{e(str(s['file']))}</td><td>{s['rows']:,}</td><td>{s['kept']:,}</td>"
+                  f"<td>{s['quarantined']:,}</td></tr>" for s in report.sources)
+        + "</table>"
         "<h2>Checks (failing first)</h2><table><tr><th>status</th><th>severity</th><th>check</th><th>column</th>"
         f"<th>rows</th><th>detail</th></tr>{''.join(rows)}</table>"
         "<h2>Columns</h2><p class='muted'>bars: this snapshot; dashed outline: reference</p>"
@@ -172,4 +186,4 @@ def write_reports(report: ValidationReport, folder: Path, stem: str) -> tuple[Pa
     return jp, hp
 
 
-__all__ = ["checks_table", "profile_table_view", "render_html", "write_reports"]
+__all__ = ["accounting_table", "checks_table", "profile_table_view", "render_html", "write_reports"]

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from loopml.errors import NotFound, SpecError
 from loopml.spec.base import StrictModel
+from loopml.validation.columnar import kind_of
 from loopml.validation.profile import Profile
 
 SCHEMA_VERSION = 1
@@ -46,12 +51,33 @@ class ColumnSchema(StrictModel):
     domain: list[Any] | None = Field(default=None, description="Allowed values of a categorical column.")
 
 
+class Inference(StrictModel):
+    """What the schema's inference could learn from the reference, and from how many rows."""
+
+    rows: int = Field(ge=0, description="Rows the schema was inferred from.")
+    min_rows: int = Field(
+        default=0, ge=0, description="Rows needed before ranges, domains, non-nullability and drift are inferred."
+    )
+    limits: bool = Field(
+        default=True, description="Whether ranges, domains, non-nullability and missing-rate limits were inferred."
+    )
+    drift: bool = Field(default=True, description="Whether the reference profile is used for drift (PSI) checks.")
+    range_tolerance: float = Field(default=0.0, ge=0, description="Share of its width each range was widened by.")
+    numbers_from_text: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text columns typed numeric because almost all values are numbers, with what the others are.",
+    )
+
+
 class DataSchema(StrictModel):
     """The schema of the example table."""
 
     version: int = Field(default=SCHEMA_VERSION, description="Schema file format version.")
     reference_snapshot: str | None = Field(default=None, description="Snapshot the schema was inferred from.")
     rows: int | None = Field(default=None, ge=0, description="Row count of the reference snapshot.")
+    inference: Inference | None = Field(
+        default=None, description="What was inferred from how many rows (written by inference; informative)."
+    )
     unique_keys: list[str] = Field(default_factory=list, description="Columns that together identify one row.")
     timestamp: str | None = Field(default=None, description="Event-time column checked for freshness.")
     columns: dict[str, ColumnSchema] = Field(default_factory=dict, description="Columns, by name.")
@@ -87,6 +113,19 @@ def _open_ended(name: str, cp: Any, timestamp: str | None, open_range: list[str]
     return bool(integral and cp.count > 1000 and cp.distinct >= 0.9 * cp.count)
 
 
+def _widen(lo: Any, hi: Any, kind: str, tolerance: float) -> tuple[Any, Any]:
+    """A range widened by ``tolerance`` of its width on each side; non-negative stays non-negative."""
+    if kind != "numeric" or tolerance <= 0 or lo is None or hi is None:
+        return lo, hi
+    pad = (float(hi) - float(lo)) * tolerance or abs(float(hi)) * tolerance
+    new_lo, new_hi = float(lo) - pad, float(hi) + pad
+    if float(lo) >= 0:
+        new_lo = max(0.0, new_lo)
+    if isinstance(lo, int) and isinstance(hi, int):
+        return math.floor(new_lo), math.ceil(new_hi)
+    return new_lo, new_hi
+
+
 def infer_schema(
     profile: Profile,
     *,
@@ -96,6 +135,8 @@ def infer_schema(
     missing_slack: float = 0.1,
     reference_snapshot: str | None = None,
     open_range: list[str] | None = None,
+    min_rows: int = 0,
+    range_tolerance: float = 0.0,
 ) -> DataSchema:
     """A schema from a reference profile.
 
@@ -121,9 +162,18 @@ def infer_schema(
         columns whose values are nearly all distinct are treated as open-ended: tomorrow's ids
         and timestamps are outside today's range by construction, and a range would quarantine
         every new day of an event log.
+    min_rows
+        Below this many rows only types are inferred: no range, domain, non-nullability or
+        missing-rate limit (from a small sample they would reject clean data).
+    range_tolerance
+        Each inferred range is widened by this share of its width on each side.
     """
     cols: dict[str, ColumnSchema] = {}
+    limits = profile.rows >= min_rows
     for name, cp in profile.columns.items():
+        if not limits:
+            cols[name] = ColumnSchema(type=cp.type)
+            continue
         domain = None
         top_values = [v for v, _ in cp.top]
         covered = sum(c for _, c in cp.top)
@@ -139,22 +189,109 @@ def infer_schema(
         ):
             domain = sorted(top_values, key=lambda v: (str(type(v)), v))
         ranged = cp.kind in ("numeric", "temporal") and not _open_ended(name, cp, timestamp, open_range)
+        lo, hi = (_widen(_round_range(cp.min, cp.kind), _round_range(cp.max, cp.kind), cp.kind,
+                         0.0 if domain else range_tolerance)  # a domain already bounds the values
+                  if ranged else (None, None))
         cols[name] = ColumnSchema(
             type=cp.type,
             nullable=cp.missing > 0,
             max_missing_rate=min(1.0, round(cp.missing_rate + missing_slack, 6)) if cp.missing > 0 else 0.0,
-            min=_round_range(cp.min, cp.kind) if ranged else None,
-            max=_round_range(cp.max, cp.kind) if ranged else None,
+            min=lo if ranged else None,
+            max=hi if ranged else None,
             domain=domain,
         )
     keys = [k for k in (unique_keys or []) if k in cols]
     return DataSchema(
         reference_snapshot=reference_snapshot,
         rows=profile.rows,
+        inference=Inference(rows=profile.rows, min_rows=min_rows, limits=limits, drift=limits,
+                            range_tolerance=range_tolerance if limits else 0.0),
         unique_keys=keys,
         timestamp=timestamp if timestamp in cols else None,
         columns=cols,
     )
+
+
+def numbers_from_text(table: pa.Table, share: float) -> dict[str, tuple[pa.DataType, str]]:
+    """Text columns that are almost all numbers: column -> (numeric type, what the other values are).
+
+    A column qualifies when at least ``share`` of its present values read as numbers and some
+    do not (or are not finite): a column of only numeric text was written as text on purpose
+    (zip codes, codes with leading zeros) and stays text. Evaluated over distinct values.
+    """
+    from loopml.validation.columnar import Columns
+
+    cols = Columns(table)
+    out: dict[str, tuple[pa.DataType, str]] = {}
+    for f in table.schema:
+        if kind_of(f.type) != "string":
+            continue
+        col = cols.get(f.name)
+        present = int(col.present.sum())
+        if present == 0:
+            continue
+        v, is_num = col.numbers
+        n_num = int(is_num.sum())
+        finite = is_num & np.isfinite(v)
+        if n_num < share * present or int(finite.sum()) == present:
+            continue
+        fv = v[finite]
+        integral = bool(fv.size) and bool(np.all(fv == np.round(fv))) and bool(np.all(np.abs(fv) < 2**53))
+        odd = col.array.filter(pa.array(col.present & ~is_num))
+        odd_values = pc.unique(odd).to_pylist()[:5]
+        nonfin = int((is_num & ~finite).sum())
+        what = []
+        if present - n_num:
+            what.append(f"{present - n_num:,} of {present:,} values are not numbers (e.g. "
+                        f"{', '.join(repr(x) for x in odd_values)})")
+        if nonfin:
+            what.append(f"{nonfin:,} are not finite (inf/NaN)")
+        out[f.name] = (pa.int64() if integral else pa.float64(), "; ".join(what))
+    return out
+
+
+def typed_view(table: pa.Table, typed: dict[str, tuple[pa.DataType, str]]) -> pa.Table:
+    """The table with the given text columns read as numbers (other values missing)."""
+    from loopml.validation.columnar import Columns
+
+    cols = Columns(table)
+    for name, (t, _) in typed.items():
+        v, is_num = cols.get(name).numbers
+        ok = is_num & np.isfinite(v)
+        arr = pa.array(np.where(ok, v, 0.0), mask=~ok)
+        table = table.set_column(table.schema.get_field_index(name), name, pc.cast(arr, t))
+    return table
+
+
+def infer_from_table(
+    table: pa.Table, settings: Any, *, timestamp: str | None = None, open_range: list[str] | None = None,
+    reference_snapshot: str | None = None,
+) -> tuple[DataSchema, Profile]:
+    """Schema and reference profile of a table under the spec's ``data.verification`` settings.
+
+    Text columns that are almost all numbers are typed numeric (their odd values are then
+    quarantined by the type check, with their file and line); limits and the drift reference
+    need ``settings.min_inference_rows`` rows.
+    """
+    from loopml.validation.profile import profile_table
+
+    typed = numbers_from_text(table, settings.numeric_text_share)
+    view = typed_view(table, typed) if typed else table
+    profile = profile_table(view, top_k=max(10, settings.max_domain_size))
+    schema = infer_schema(
+        profile,
+        unique_keys=settings.unique_keys,
+        timestamp=timestamp,
+        max_domain_size=settings.max_domain_size,
+        missing_slack=settings.max_missing_rate_increase,
+        open_range=open_range,
+        reference_snapshot=reference_snapshot,
+        min_rows=settings.min_inference_rows,
+        range_tolerance=settings.range_tolerance,
+    )
+    if schema.inference is not None:
+        schema.inference.numbers_from_text = {n: f"{t}: {what}" for n, (t, what) in typed.items()}
+    return schema, profile
 
 
 HEADER = """\
@@ -164,6 +301,23 @@ HEADER = """\
 # Row-level failures (type, nullability, range, domain, key duplicates) are quarantined;
 # `loopml data infer-schema --force` regenerates this file from the latest snapshot.
 """
+
+
+def inference_comment(schema: DataSchema) -> str:
+    """Comment lines saying what was inferred from how many rows."""
+    inf = schema.inference
+    if inf is None:
+        return ""
+    lines = [f"# Inferred from {inf.rows:,} rows."]
+    if inf.limits:
+        lines.append(f"# Ranges (widened by {inf.range_tolerance:.0%} of their width), domains, non-nullability, "
+                     "missing-rate limits and the drift (PSI) reference were inferred.")
+    else:
+        lines.append(f"# Fewer than {inf.min_rows:,} rows (`data.verification.min_inference_rows`): only types "
+                     "were inferred; no ranges, domains, non-nullability, missing-rate limits or drift checks.")
+    for col, note in inf.numbers_from_text.items():
+        lines.append(f"# `{col}` is typed {note} (quarantined by the type check).")
+    return "\n".join(lines) + "\n"
 
 
 def profile_path(schema_path: Path) -> Path:
@@ -189,7 +343,7 @@ def save_schema(schema: DataSchema, path: Path, reference: Profile | None = None
     y.dump(data, buf)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(HEADER + buf.getvalue(), encoding="utf-8")
+    tmp.write_text(HEADER + inference_comment(schema) + buf.getvalue(), encoding="utf-8")
     tmp.replace(path)
     if reference is not None:
         pp = profile_path(path)
@@ -221,4 +375,16 @@ def load_reference(path: Path) -> Profile | None:
     return Profile.from_json(json.loads(pp.read_text(encoding="utf-8")))
 
 
-__all__ = ["ColumnSchema", "DataSchema", "infer_schema", "load_reference", "load_schema", "profile_path", "save_schema"]
+__all__ = [
+    "ColumnSchema",
+    "DataSchema",
+    "Inference",
+    "infer_from_table",
+    "infer_schema",
+    "load_reference",
+    "load_schema",
+    "numbers_from_text",
+    "profile_path",
+    "save_schema",
+    "typed_view",
+]

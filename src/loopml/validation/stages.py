@@ -17,11 +17,10 @@ import pyarrow.parquet as pq
 from loopml.errors import ValidationFailed
 from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
-from loopml.validation.profile import profile_table
 from loopml.validation.quarantine import store_quarantine
-from loopml.validation.report import checks_table, write_reports
+from loopml.validation.report import accounting_table, checks_table, write_reports
 from loopml.validation.schema import (
-    infer_schema,
+    infer_from_table,
     load_reference,
     load_schema,
     open_range_columns,
@@ -92,18 +91,16 @@ class ValidateStage(BaseStage):
         settings = spec.data.verification
         snapshot = ctx.upstream_summaries.get("ingest", {}).get("snapshot")
         table = pq.read_table(ws.artifacts.open_verified(ctx.input("ingest", "table")))
+        prov_digest = ctx.inputs.get("ingest", {}).get("provenance")
+        provenance = pq.read_table(ws.artifacts.open_verified(prov_digest)) if prov_digest else None
+        if provenance is not None and provenance.num_rows != table.num_rows:
+            provenance = None
         path = ws.resolve(settings.schema_path)
         inferred = False
         if not path.exists():
-            ref_profile = profile_table(table, top_k=max(10, settings.max_domain_size))
-            schema = infer_schema(
-                ref_profile,
-                unique_keys=settings.unique_keys,
-                timestamp=settings.timestamp or spec.task.timestamp,
-                max_domain_size=settings.max_domain_size,
-                missing_slack=settings.max_missing_rate_increase,
-        open_range=open_range_columns(spec),
-                reference_snapshot=snapshot,
+            schema, ref_profile = infer_from_table(
+                table, settings, timestamp=settings.timestamp or spec.task.timestamp,
+                open_range=open_range_columns(spec), reference_snapshot=snapshot,
             )
             save_schema(schema, path, ref_profile)
             rec = _auto_record(ws)
@@ -114,7 +111,7 @@ class ValidateStage(BaseStage):
             inferred = True
         schema = load_schema(path)
         reference = load_reference(path)
-        outcome = validate_table(table, schema, reference, settings, snapshot=snapshot)
+        outcome = validate_table(table, schema, reference, settings, snapshot=snapshot, provenance=provenance)
         report = outcome.report
         report.schema_path = str(path)
         report.schema_inferred = inferred
@@ -122,16 +119,21 @@ class ValidateStage(BaseStage):
         stem = f"validation-{snapshot or ctx.execution_id}"
         json_path, html_path = write_reports(report, ws.reports, stem)
         failed_checks = [c for c in report.checks if not c.passed]
-        if ctx.show_progress and failed_checks:  # the terminal report: failing checks first
+        if ctx.show_progress:  # the terminal report: failing checks first, then rows per source file
             from rich.console import Console
 
-            Console(stderr=True).print(checks_table(report, limit=len(failed_checks)))
+            console = Console(stderr=True)
+            if failed_checks:
+                console.print(checks_table(report, limit=len(failed_checks)))
+            console.print(accounting_table(report))
         if not report.passed:
             failing = report.failing()
             listed = "; ".join(f"{c.check}[{c.column or '*'}]: {c.message}" for c in failing[:5])
+            counted = "; ".join(f"{s['file']}: {s['rows']:,} rows read = {s['kept']:,} kept + {s['quarantined']:,} "
+                                "quarantined" for s in report.sources[:3])
             raise ValidationFailed(
                 f"snapshot {snapshot or '?'} failed {len(failing)} check(s) at severity ≥ {settings.fail_on}: "
-                f"{listed}{' …' if len(failing) > 5 else ''}; report: {html_path}",
+                f"{listed}{' …' if len(failing) > 5 else ''}; {counted}; report: {html_path}",
                 hint=f"see {json_path}; `loopml data quarantine` lists quarantined rows; edit {path} if the "
                 "change is expected",
             )
@@ -154,6 +156,7 @@ class ValidateStage(BaseStage):
                 "failed_checks": sum(not c.passed for c in report.checks),
                 "warnings": sum(not c.passed and c.severity == "warning" for c in report.checks),
                 "schema_inferred": inferred,
+                "files": report.sources,
                 "report_sha256": sha256_bytes(report_bytes),
             },
         )

@@ -17,6 +17,7 @@ quarantine (one row per failing (row, check) pair, built column-wise).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class ValidationReport:
     fail_on: str
     schema_path: str | None = None
     schema_inferred: bool = False
+    #: row accounting per source file: file, rows (read), kept, quarantined
+    sources: list[dict[str, Any]] = field(default_factory=list)
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     duration_s: float = 0.0
 
@@ -84,6 +87,7 @@ class ValidationReport:
             "fail_on": self.fail_on,
             "schema_path": self.schema_path,
             "schema_inferred": self.schema_inferred,
+            "sources": self.sources,
             "created_at": self.created_at,
             "duration_s": self.duration_s,
             "counts": {
@@ -100,8 +104,41 @@ class ValidationReport:
 
 QUARANTINE_SCHEMA = pa.schema(
     [("row_index", pa.int64()), ("check", pa.string()), ("column", pa.string()), ("value", pa.string()),
-     ("reason", pa.string())]
+     ("reason", pa.string()), ("location", pa.string())]
 )
+
+#: columns of a provenance table (one row per table row): source file, line (text formats) and
+#: record number within the file (1-based; Parquet and SQL rows have no line)
+PROVENANCE_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("record", pa.int64())])
+
+
+def locations(provenance: pa.Table | None, idx: pa.Array) -> pa.Array:
+    """``FILE line N`` (or ``FILE row N``) of some rows, vectorised; ``row N`` without provenance."""
+    if provenance is None:
+        return pc.binary_join_element_wise("row ", pc.cast(idx, pa.string()), "")
+    p = provenance.take(idx)
+    line = pc.binary_join_element_wise(pc.cast(p.column("file"), pa.string()), " line ",
+                                       pc.cast(p.column("line"), pa.string()), "")
+    row = pc.binary_join_element_wise(pc.cast(p.column("file"), pa.string()), " row ",
+                                      pc.cast(p.column("record"), pa.string()), "")
+    return pc.coalesce(line, row, pc.binary_join_element_wise("row ", pc.cast(idx, pa.string()), ""))
+
+
+def source_accounting(provenance: pa.Table | None, keep: np.ndarray, label: str = "table") -> list[dict[str, Any]]:
+    """Per source file: rows read = rows kept + rows quarantined (vectorised over the file codes)."""
+    n = len(keep)
+    if provenance is None or provenance.num_rows != n:
+        return [{"file": label, "rows": n, "kept": int(keep.sum()), "quarantined": int(n - keep.sum())}]
+    enc = pc.dictionary_encode(provenance.column("file").combine_chunks())
+    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    names = [label if v is None else v for v in enc.dictionary.to_pylist()]
+    if (codes < 0).any():
+        names.append(label)
+        codes = np.where(codes < 0, len(names) - 1, codes)
+    rows = np.bincount(codes, minlength=len(names))
+    kept = np.bincount(codes, weights=keep.astype(np.float64), minlength=len(names)).astype(np.int64)
+    return [{"file": f, "rows": int(r), "kept": int(k), "quarantined": int(r - k)}
+            for f, r, k in zip(names, rows, kept)]
 
 
 @dataclass
@@ -113,11 +150,14 @@ class ValidationOutcome:
     keep: np.ndarray  # True for rows that passed every row-level check
     quarantine: pa.Table  # QUARANTINE_SCHEMA
     failed_rows: pa.Table  # the failing rows themselves, with their row index in ``__row``
+    schema: DataSchema | None = None
 
     @cached_property
     def kept(self) -> pa.Table:
-        """The rows that passed every row-level check (copied only when asked for)."""
-        return self.table if bool(self.keep.all()) else self.table.filter(pa.array(self.keep))
+        """The rows that passed every row-level check, with numbers stored as text converted to the
+        schema's type (copied only when asked for)."""
+        kept = self.table if bool(self.keep.all()) else self.table.filter(pa.array(self.keep))
+        return conform(kept, self.schema) if self.schema is not None else kept
 
     def entries(self) -> list[dict[str, Any]]:
         """Quarantine entries as dicts, each with the whole failing row (for the metadata table)."""
@@ -138,6 +178,7 @@ def validate_table(
     profile: Profile | None = None,
     now: dt.datetime | None = None,
     checks: list[str] | None = None,
+    provenance: pa.Table | None = None,
 ) -> ValidationOutcome:
     """Run every registered check (or ``checks``) on ``table``.
 
@@ -159,9 +200,14 @@ def validate_table(
         Current time for freshness (UTC now when omitted).
     checks
         Names of the checks to run (all registered checks by default).
+    provenance
+        Where each row comes from (:data:`PROVENANCE_SCHEMA`, aligned with ``table``): quarantine
+        reasons then name the file and line, and the report counts rows per source file.
     """
     t0 = time.perf_counter()
     now = now or dt.datetime.now(dt.UTC)
+    if settings.non_finite == "missing":
+        table = nonfinite_to_null(table)
     columns = Columns(table)
     profile = profile or profile_table(table, reference=reference, columns=columns)
     columns.release_sorted()
@@ -189,20 +235,25 @@ def validate_table(
             k = int(p.mask.sum())
             rate = k / n
             sev = ctx.severity(chk) if rate > settings.max_quarantine_rate else "warning"
+            example = ""
+            if k:
+                part = _quarantine_part(table, p, provenance)
+                parts.append(part)
+                first = part.slice(0, 1).to_pylist()[0]
+                example = f" (first: {first['location']}: {first['value']!r})"
             results.append(
                 CheckResult(
                     p.check,
                     p.column,
                     k == 0,
                     sev if k else ctx.severity(chk),
-                    f"{k:,} row(s) ({rate:.2%}) not {p.expected}; quarantined" if k else f"all rows {p.expected}",
+                    f"{k:,} row(s) ({rate:.2%}) not {p.expected}; quarantined{example}" if k
+                    else f"all rows {p.expected}",
                     failing_rows=k,
                     evidence={"rate": rate, "expected": p.expected,
                               "max_quarantine_rate": settings.max_quarantine_rate},
                 )
             )
-            if k:
-                parts.append(_quarantine_part(table, p))
     keep = np.ones(table.num_rows, dtype=bool)
     keep[fail_idx] = False
     failed = table.take(pa.array(fail_idx, pa.int64())).append_column("__row", pa.array(fail_idx, pa.int64()))
@@ -217,25 +268,76 @@ def validate_table(
         profile=profile,
         reference=reference,
         fail_on=settings.fail_on,
+        sources=source_accounting(provenance, keep, snapshot or "table"),
         duration_s=time.perf_counter() - t0,
     )
-    return ValidationOutcome(report, table, keep, quarantine, failed)
+    return ValidationOutcome(report, table, keep, quarantine, failed, schema)
 
 
-def _quarantine_part(table: pa.Table, p: RowPredicate) -> pa.Table:
-    """Quarantine rows of one failing predicate, built column-wise."""
+def _quarantine_part(table: pa.Table, p: RowPredicate, provenance: pa.Table | None = None) -> pa.Table:
+    """Quarantine rows of one failing predicate, built column-wise: where, check, column, value, reason."""
     idx = pa.array(np.flatnonzero(p.mask), pa.int64())
     cols = (p.column or "").split(",")
-    texts = [pc.fill_null(pc.cast(table.column(c).take(idx), pa.string()), "null") for c in cols]
+    shown = p.show or (lambda a: a)
+    texts = [pc.fill_null(shown(pc.cast(table.column(c).take(idx), pa.string())), "null") for c in cols]
     value = texts[0] if len(texts) == 1 else pc.binary_join_element_wise(*texts, ", ")
+    where = locations(provenance, idx)
+    quoted = pc.binary_join_element_wise("'", value, "'", "") if pa.types.is_string(
+        table.schema.field(cols[0]).type) and len(cols) == 1 else value
     reason = pc.binary_join_element_wise(
-        pa.scalar(f"{p.check}: column `{p.column}` is "), value, pa.scalar(f", expected {p.expected}"), ""
+        where, pa.scalar(f": {p.check}: column `{p.column}` is "), quoted, pa.scalar(f", expected {p.expected}"), ""
     )
     n = len(idx)
     return pa.table(
-        [idx, pa.array([p.check] * n, pa.string()), pa.array([p.column] * n, pa.string()), value, reason],
+        [idx, pa.array([p.check] * n, pa.string()), pa.array([p.column] * n, pa.string()), value, reason, where],
         schema=QUARANTINE_SCHEMA,
     )
 
 
-__all__ = ["QUARANTINE_SCHEMA", "ValidationOutcome", "ValidationReport", "validate_table"]
+def nonfinite_to_null(table: pa.Table) -> pa.Table:
+    """Float columns with NaN and infinities read as missing (``non_finite: missing``)."""
+    for i, f in enumerate(table.schema):
+        if not pa.types.is_floating(f.type):
+            continue
+        col = table.column(i)
+        finite = pc.is_finite(col)
+        if pc.all(pc.or_kleene(finite, pc.is_null(col))).as_py() is not False:
+            continue
+        table = table.set_column(i, f.name, pc.if_else(finite, col, pa.scalar(None, f.type)))
+    return table
+
+
+def conform(table: pa.Table, schema: DataSchema) -> pa.Table:
+    """Text columns the schema types as numbers converted to that type (non-numbers become missing)."""
+    from loopml.validation.checks import schema_kind
+    from loopml.validation.columnar import Columns
+
+    cols = Columns(table)
+    for i, f in enumerate(table.schema):
+        cs = schema.columns.get(f.name)
+        if cs is None or (not pa.types.is_string(f.type) and not pa.types.is_large_string(f.type)):
+            continue
+        sk = schema_kind(cs.type)
+        if sk not in ("int", "numeric"):
+            continue
+        v, is_num = cols.get(f.name).numbers
+        ok = is_num & np.isfinite(v)
+        arr = pa.array(np.where(ok, v, 0.0), mask=~ok)
+        target = pa.int64() if sk == "int" else pa.float64()
+        with contextlib.suppress(ValueError, KeyError):
+            target = pa.type_for_alias(cs.type)
+        table = table.set_column(i, f.name, pc.cast(arr, target, safe=False))
+    return table
+
+
+__all__ = [
+    "PROVENANCE_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "ValidationOutcome",
+    "ValidationReport",
+    "conform",
+    "locations",
+    "nonfinite_to_null",
+    "source_accounting",
+    "validate_table",
+]

@@ -156,7 +156,10 @@ class ScaleTransform(Transform):
         if vals.size:
             m = self.config.method
             if m == "zscore":
-                center, scale = float(vals.mean()), float(vals.std())
+                # extreme finite values (±1e300) overflow the squares: scale by a power of two (exact) first
+                top = float(np.max(np.abs(vals)))
+                k = float(np.ldexp(1.0, np.frexp(top)[1])) if top > 1e150 else 1.0
+                center, scale = float((vals / k).mean()) * k, float((vals / k).std()) * k
             elif m == "minmax":
                 center, scale = float(vals.min()), float(vals.max() - vals.min())
             else:
