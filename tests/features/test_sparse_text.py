@@ -116,3 +116,20 @@ def test_a_dense_only_model_gets_a_dense_matrix_and_says_so() -> None:
     bundle = Bundle(data.transform, m, {})
     assert isinstance(bundle.matrix(valid), np.ndarray)
     assert np.array_equal(m.score(data.X_valid), m.score(data.X_valid.toarray()))
+
+
+def test_serving_scores_a_wide_text_batch_in_slices_as_the_bundle_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopml.serving import servable as S
+
+    train, _ = _table(600, 0)
+    valid, _ = _table(100, 1)
+    test, _ = _table(50, 2)
+    data = prepare_training_data(Spec.model_validate(SPEC), train, valid)
+    m = make_model("lightgbm", task="binary", n_estimators=20).fit(data.X_train, data.y_train, None, data.categorical)
+    bundle = Bundle(data.transform, m, {})
+    sv = S.Servable.from_bundle("v1", bundle)
+    width = len(data.feature_names)
+    monkeypatch.setattr(S, "DENSE_SLICE_CELLS", width * 7)  # 7 rows per slice: 8 slices for 50 rows
+    expected = bundle.predict_table(test)  # CSR into LightGBM
+    assert np.array_equal(sv.predict_table(test), expected)
+    assert np.array_equal(np.array([sv.predict_one(r)[0] for r in test.to_pylist()]), expected)
