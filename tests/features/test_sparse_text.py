@@ -133,3 +133,17 @@ def test_serving_scores_a_wide_text_batch_in_slices_as_the_bundle_does(monkeypat
     expected = bundle.predict_table(test)  # CSR into LightGBM
     assert np.array_equal(sv.predict_table(test), expected)
     assert np.array_equal(np.array([sv.predict_one(r)[0] for r in test.to_pylist()]), expected)
+
+
+def test_baselines_take_the_sparse_matrix_as_is() -> None:
+    """prior/mean/most_popular read the row count or one column: a huge TF-IDF matrix is never densified."""
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random(30_000), (rng.integers(0, 300_000, 30_000), rng.integers(0, 1_000, 30_000))),
+                      shape=(300_000, 1_000))  # 300M cells: too big to densify
+    y = (np.arange(300_000) % 3 == 0).astype(np.int64)
+    for name, task in (("prior", "binary"), ("mean", "regression")):
+        assert model_class(name).accepts_sparse
+        s = make_model(name, task=task).fit(X, y).score(X[:5])
+        assert s.shape == (5,) and np.all(s == s[0])
+    with pytest.raises(Exception, match="takes dense input only"):
+        make_model("decision_tree", task="binary").fit(X, y)
