@@ -24,13 +24,14 @@ from loopml.errors import DataError, LoopMLError, NotFound
 from loopml.evaluation.analysis import input_permutation_importance, largest_loss, native_importance
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
-from loopml.evaluation.gates import GateContext, check_gates, parse_gates
+from loopml.evaluation.gates import GateContext, baseline_gate, check_gates, parse_gates
 from loopml.evaluation.report import build_report, render_html
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
+from loopml.training.models.baselines import BASELINE_MODELS
+from loopml.training.models.baselines import TASK_BASELINES as BASELINE_FOR
 from loopml.workspace import Workspace
 
-BASELINE_MODELS = ("prior", "mean", "most_popular")
 MAX_EXAMPLE_COLUMNS = 12
 
 
@@ -44,6 +45,7 @@ class EvaluationInputs:
     # ranking: the rows the model could know (train + valid splits); the catalogue protocol excludes
     # each user's interactions in them and ranks the rest of the catalogue
     history: pa.Table | None = None
+    history_splits: list[str] = field(default_factory=list)  # or the digests of those splits, read when needed
 
 
 def _column_values(table: pa.Table, name: str, what: str) -> np.ndarray:
@@ -110,6 +112,34 @@ def baseline_from_leaderboard(board: dict[str, Any], bundle_digest: str) -> str 
     return None
 
 
+def inputs_for_bundle(ws: Workspace, bundle_digest: str) -> EvaluationInputs:
+    """Measured values and the baseline of a stored bundle, from the leaderboard of the run that trained it.
+
+    Used when a bundle is evaluated outside the pipeline (``loopml evaluate --bundle``), so that
+    it is judged against the same baseline (and budgets) as in its own run.
+    """
+    from sqlalchemy import select
+
+    from loopml.workspace.metadata import executions
+
+    board: dict[str, Any] = {}
+    producer = ws.artifact_info(bundle_digest).get("producer")
+    if producer:
+        with ws.engine.connect() as conn:
+            row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == producer)).first()
+        outs = (row[0] if row is not None else None) or {}
+        digest = outs.get("leaderboard")
+        splits = [str(outs[k]) for k in ("train", "valid") if outs.get(k)]
+        if digest:
+            with contextlib.suppress(NotFound, ValueError):
+                board = json.loads(ws.artifacts.get_bytes(digest))
+    if not board:
+        return EvaluationInputs(notes=["no leaderboard found for this bundle: measured values and baseline unknown"])
+    return EvaluationInputs(measured=measured_from_leaderboard(board, bundle_digest),
+                            baseline_digest=baseline_from_leaderboard(board, bundle_digest),
+                            history_splits=splits if len(splits) == 2 else [])
+
+
 def evaluate_bundle(
     ws: Workspace,
     spec: Spec,
@@ -160,7 +190,11 @@ def evaluate_bundle(
         raise DataError("the test split has no labelled rows to evaluate on")
     ranking_protocol: dict[str, Any] | None = None
     if task == "ranking":
-        test, y, ranking_protocol = _ranking_candidates(spec, test, y, inp.history, notes, say)
+        history = inp.history
+        if history is None and inp.history_splits and spec.evaluation.ranking.protocol != "test_items":
+            history = pa.concat_tables([pq.read_table(ws.artifacts.open_verified(d)) for d in inp.history_splits],
+                                       promote_options="permissive")
+        test, y, ranking_protocol = _ranking_candidates(spec, test, y, history, notes, say)
     say("scoring the test rows")
     matrices: dict[str, Any] = {}
 
@@ -197,14 +231,21 @@ def evaluate_bundle(
                 notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
                              "comparisons with production are skipped")
     base_score = None
+    base_name: str | None = BASELINE_FOR.get(task)
+    base_missing: str | None = None
     if inp.baseline_digest:
         try:
-            base_score = scores_of(load_bundle(ws, inp.baseline_digest))
+            base_bundle = load_bundle(ws, inp.baseline_digest)
+            base_name = str(base_bundle.manifest.get("model_type") or base_name)
+            base_score = scores_of(base_bundle)
             prod_info["baseline"] = inp.baseline_digest
+            prod_info["baseline_model"] = base_name
         except LoopMLError as exc:
-            notes.append(f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}")
-    else:
-        notes.append("no baseline model (prior/mean) in the leaderboard: comparison with the baseline skipped")
+            base_missing = f"baseline bundle {inp.baseline_digest[:12]} cannot score the test table: {exc.message}"
+            notes.append(base_missing)
+    elif bundle.manifest.get("model_type") not in BASELINE_MODELS:
+        base_missing = "no baseline model (prior/mean/most_popular) in the leaderboard"
+        notes.append(base_missing + ": comparison with the baseline skipped")
     slices = {c: _column_values(test, c, "slices") for c in ev.slices}
     sensitive = {c: _column_values(test, c, "fairness.sensitive_columns") for c in ev.fairness.sensitive_columns}
     groups = items = None
@@ -228,8 +269,13 @@ def evaluate_bundle(
     if info.get("note"):
         result.notes.append(str(info["note"]))
     verdicts = check_gates(
-        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable)
+        gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable,
+                                   tolerances={"latency_p99_ms": spec.requirements.constraints.latency_tolerance})
     )
+    cand_type = bundle.manifest.get("model_type")
+    verdicts.append(baseline_gate(result, enabled=ev.baseline_gate, baseline=base_name,
+                                  candidate_model=cand_type if cand_type in BASELINE_MODELS else None,
+                                  unavailable=base_missing))
     model = {
         "bundle": bundle_digest,
         "model_type": bundle.manifest.get("model_type"),
@@ -331,6 +377,14 @@ def _phases(show: bool) -> Iterator[Callable[[str], None]]:
         yield lambda msg: prog.update(task, description=msg)
 
 
+def _record_verdict(ws: Workspace, bundle_digest: str, report: dict[str, Any], report_ref: str) -> None:
+    """A registered bundle's verdict follows this evaluation (history kept in the registry)."""
+    from loopml.registry import Registry
+    from loopml.registry.evidence import record_for_bundle
+
+    record_for_bundle(Registry(ws), bundle_digest, report, report_ref=report_ref, source="evaluate")
+
+
 @register_stage
 class EvaluateStage(BaseStage):
     """Judge the trained model by evidence: metrics with intervals, comparisons, slices, fairness, gates."""
@@ -392,6 +446,7 @@ class EvaluateStage(BaseStage):
                                     meta={"approved": report["approved"]}),
             "html": ctx.put_bytes(html.encode(), kind="html", name="evaluation.html"),
         }
+        _record_verdict(ws, bundle_digest, report, outputs["report"])
         pm = report["primary_metric"]
         m = report["metrics"][pm]
         return StageResult(outputs=outputs, summary={

@@ -64,7 +64,17 @@ class Evaluation(StrictModel):
     gates: list[str] = Field(
         default_factory=list,
         description="Promotion gates, e.g. 'roc_auc >= 0.75', 'roc_auc > production + 0.002', "
-        "'fairness.demographic_parity_difference <= 0.1', 'latency_p99_ms <= requirements'.",
+        "'roc_auc >= production - 0.01', 'fairness.demographic_parity_difference <= 0.1', "
+        "'latency_p99_ms <= requirements'. Gates against `production` or `baseline` are decided on the paired "
+        "bootstrap interval of the difference (at `confidence`, the interval the report shows), never on the point "
+        "estimate; `at NN% confidence` uses the one-sided NN% bound instead.",
+    )
+    baseline_gate: bool = Field(
+        default=True,
+        description="The implicit baseline gate: a model is approved only if the paired bootstrap interval of its "
+        "primary-metric difference against the task's baseline (prior, mean, most_popular) excludes zero in the "
+        "right direction; otherwise the verdict is 'no better than the baseline' and nothing is promoted. false "
+        "turns it off (the report says it was off).",
     )
     threshold: float = Field(
         default=0.5, gt=0, lt=1, description="Decision threshold of a binary classifier (unless a target is set)."

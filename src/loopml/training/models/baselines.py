@@ -12,6 +12,11 @@ from pydantic import Field
 from loopml.errors import ModelError
 from loopml.training.models.base import BaseModel, FitContext, ModelConfig, register_model
 
+#: the baseline of each task: trained beside every spec's candidates, the floor a model must beat
+TASK_BASELINES: dict[str, str] = {"binary": "prior", "multiclass": "prior", "regression": "mean",
+                                  "ranking": "most_popular"}
+BASELINE_MODELS: tuple[str, ...] = ("prior", "mean", "most_popular")
+
 
 def _column(X: Any, j: int) -> np.ndarray:
     """Column ``j`` of a dense or CSR matrix as a dense float array."""
