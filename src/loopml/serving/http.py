@@ -395,10 +395,13 @@ class HttpProtocol(asyncio.Protocol):
         if result.__class__ is tuple:
             if len(result) == 3:
                 code, payload, ctype = result
-                self._write(render(code, payload, ctype, keep_alive), keep_alive)
+                data = render(code, payload, ctype, keep_alive)
             else:  # (status, body, content type, extra header lines)
                 code, payload, ctype, extra = result
-                self._write(render(code, payload, ctype, keep_alive, extra), keep_alive)
+                data = render(code, payload, ctype, keep_alive, extra)
+            if method == b"HEAD":  # the head only (its content-length still says what GET would send)
+                data = data[: len(data) - len(payload)]
+            self._write(data, keep_alive)
             return
         # answered later (admin action, or a large body scored in a worker thread)
         self._busy = self._hold = True
