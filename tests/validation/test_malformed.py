@@ -107,6 +107,22 @@ def test_numbers_with_odd_values_are_typed_numeric_and_odd_rows_quarantined(proj
     assert kept.column("age").type == pa.int64() and kept.num_rows == 38  # typed, not a string column
 
 
+def test_jsonl_numbers_mixed_with_odd_strings_are_quarantined(project: Path) -> None:
+    rows = _rows()
+    rows[3]["age"], rows[17]["age"] = "n/a", "thirty"  # the others stay JSON numbers
+    _write(project, "jsonl", rows)
+    ws = make_ws(project, _spec("jsonl"))
+    rep = run_stages(ws)
+    assert rep.status == "success", rep.outcomes[-1].error
+    assert any("mix JSON numbers and strings" in n for n in rep.outcomes[0].summary["notes"])
+    _accounting(rep.outcomes[1].summary, 40, 38, 2)
+    q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
+    assert [(e["value"], e["location"]) for e in q] == [("n/a", _where(project, "jsonl", 3)),
+                                                        ("thirty", _where(project, "jsonl", 17))]
+    kept = pq.read_table(ws.artifacts.open_verified(rep.outcomes[1].outputs["table"]))
+    assert kept.column("age").type == pa.int64()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_control_bytes_are_quarantined_with_the_byte_shown(project: Path, fmt: str) -> None:
     rows = _rows()
@@ -323,3 +339,14 @@ def test_a_new_file_in_a_glob_is_named_in_its_delta_validation(project: Path) ->
     assert files == {"day0.csv": (20, 20, 0), "day1.csv": (20, 20, 0), "day2.csv": (2, 1, 1)}
     q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
     assert [e["location"] for e in q] == [f"{project / 'in' / 'day2.csv'} line 2"]
+
+
+def test_a_domain_needs_no_one_off_values() -> None:
+    from loopml.spec.data import Verification
+    from loopml.validation.schema import infer_from_table
+
+    common = ["a", "b", "c"] * 200
+    t = pa.table({"steady": common + ["a"] * 10, "rare": common + [f"once{i}" for i in range(10)]})
+    schema, _ = infer_from_table(t, Verification())
+    assert schema.columns["steady"].domain == ["a", "b", "c"]
+    assert schema.columns["rare"].domain is None  # 10 of 610 rows hold a value seen once: more exist

@@ -612,14 +612,29 @@ class JsonlReader:
             try:
                 rel = con.sql(f"SELECT * FROM {scan}")
                 mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
-                if mixed:
-                    raise _json_mixed(con, name, scan, mixed[0], prep)
+                as_text = []
+                for c in mixed:
+                    if not _json_scalars(con, scan, c):
+                        raise _json_mixed(con, name, scan, c, prep)
+                    as_text.append(c)
+                if as_text:  # numbers and strings in one field: text, so that validation types it and
+                    # quarantines the odd values with their line (`39`, `41`, `"n/a"`)
+                    _note(notes, f"source `{name}`: field(s) {', '.join(as_text)} mix JSON numbers and strings: "
+                          "read as text (validation types a field of almost only numbers as numeric)")
+                    rel = con.sql("SELECT " + ", ".join(
+                        f"json_extract_string({_ident(c)}, '$') AS {_ident(c)}" if c in as_text else _ident(c)
+                        for c in rel.columns) + f" FROM {scan}")
                 table = rel.to_arrow_table()
             except duckdb.Error as exc:
-                line_m = re.search(r"line (\d+)", str(exc))
+                bad = _first_bad_json_line(prep.paths)
+                if bad is not None:
+                    raise DataError(
+                        f"source `{name}`: {prep.shown(bad[0])} line {bad[1]}: not valid JSON lines: {bad[2]}",
+                        hint="each line must be one JSON object",
+                    ) from None
                 raise DataError(
                     f"source `{name}`: {prep.shown(prep.paths[0]) if len(files) == 1 else source.path}"
-                    f"{' line ' + line_m.group(1) if line_m else ''}: not valid JSON lines: {str(exc).splitlines()[0]}",
+                    f": not valid JSON lines: {str(exc).splitlines()[0]}",
                     hint="each line must be one JSON object",
                 ) from None
             finally:
@@ -631,6 +646,37 @@ class JsonlReader:
                      for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_scalars(con: duckdb.DuckDBPyConnection, scan: str, column: str) -> bool:
+    """Whether a mixed JSON field holds only numbers, strings, booleans and nulls (no objects or arrays)."""
+    kinds = {r[0] for r in con.execute(
+        f"SELECT DISTINCT json_type({_ident(column)}) FROM {scan} WHERE {_ident(column)} IS NOT NULL").fetchall()}
+    return kinds <= {"UBIGINT", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN", "NULL"}
+
+
+def _first_bad_json_line(paths: Sequence[Path]) -> tuple[Path, int, str] | None:
+    """(file, 1-based line, problem) of the first line that is not one JSON object (the error path only:
+    DuckDB's own line numbers are one off)."""
+    import json
+
+    for p in paths:
+        with open(p, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                text = raw.decode("utf-8", "replace")
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    return p, lineno, f"{exc.msg.removesuffix(' at')} at column {exc.colno} in {text[:120].strip()!r}"
+                if not isinstance(value, dict):
+                    return p, lineno, f"a JSON {type(value).__name__}, not an object"
+    return None
 
 
 _JSON_FAMILY = {"UBIGINT": "number", "BIGINT": "number", "DOUBLE": "number", "VARCHAR": "string",
