@@ -559,7 +559,7 @@ def select_model(
     executor: str | None = None,
     record: Callable[[str, dict[str, Any]], None] | None = None,
     progress: Callable[[str, float], None] | None = None,
-    latency_calls: int = 300,
+    latency_calls: int = 600,
     bootstrap: int | None = None,
 ) -> Selection:
     """Train, tune, measure and choose among the spec's candidates.
