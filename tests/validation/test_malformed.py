@@ -339,3 +339,14 @@ def test_a_new_file_in_a_glob_is_named_in_its_delta_validation(project: Path) ->
     assert files == {"day0.csv": (20, 20, 0), "day1.csv": (20, 20, 0), "day2.csv": (2, 1, 1)}
     q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
     assert [e["location"] for e in q] == [f"{project / 'in' / 'day2.csv'} line 2"]
+
+
+def test_a_domain_needs_no_one_off_values() -> None:
+    from loopml.spec.data import Verification
+    from loopml.validation.schema import infer_from_table
+
+    common = ["a", "b", "c"] * 200
+    t = pa.table({"steady": common + ["a"] * 10, "rare": common + [f"once{i}" for i in range(10)]})
+    schema, _ = infer_from_table(t, Verification())
+    assert schema.columns["steady"].domain == ["a", "b", "c"]
+    assert schema.columns["rare"].domain is None  # 10 of 610 rows hold a value seen once: more exist
