@@ -19,6 +19,11 @@ Rows measured:
 * ``loopml-lag0``: the same server with ``--log-max-lag 0``: the log writer process turns the
   journal into Parquet while the load runs, on the same pinned core (the worst case of the log).
 * ``loopml-nolog``: the same server with the prediction log off (what the durable log costs).
+* ``loopml-durable``: the same server with ``--log-durability before_answer``: a response leaves only once
+  its journal line is fdatasynced (group commit; a crash loses no answered prediction).
+* ``loopml-uvicorn``: the same app (``ServingApp``, log on) behind a well-kept server instead of
+  loopml's own HTTP layer: uvicorn (httptools + uvloop) running a plain ASGI callable, no
+  framework. This row decides whether the hand-written layer stays (ARCHITECTURE.md).
 * ``loopml-bundle``: ``loopml serve --project``: the same trees registered as a bundle (fitted
   FeaturePipeline + model + manifest), so every request also runs schema validation and the
   compiled row transform; the product path after ``loopml run``.
@@ -120,7 +125,7 @@ def bodies_for(system: str, X: np.ndarray, batch: int) -> list[str]:
     out = []
     for i in range(0, len(X) - batch + 1, batch):
         chunk = X[i : i + batch]
-        if system in ("loopml", "loopml-lag0", "loopml-nolog", "loopml-bundle", "fastapi"):
+        if system in ("loopml", "loopml-lag0", "loopml-nolog", "loopml-durable", "loopml-bundle", "loopml-uvicorn", "fastapi"):
             rows = [row_dict(x) for x in chunk]
             out.append(json.dumps(rows[0] if batch == 1 else rows))
         elif system == "loopml+store":
@@ -338,8 +343,16 @@ def start_server(system: str, model: Path, work: Path, port: int, store_dir: Pat
         cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--log-dir",
                str(work / "loopml-lag0-logs"), "--log-max-lag", "0", "--port", str(port)]
         path = "/v1/predict"
+    elif system == "loopml-durable":
+        cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--log-dir",
+               str(work / "loopml-durable-logs"), "--log-durability", "before_answer", "--port", str(port)]
+        path = "/v1/predict"
     elif system == "loopml-nolog":
         cmd = [*pin, sys.executable, "-m", "loopml.cli.main", "serve", "--model-file", str(model), "--port", str(port)]
+        path = "/v1/predict"
+    elif system == "loopml-uvicorn":
+        cmd = [*pin, sys.executable, str(Path(__file__)), "--asgi-server", str(model), str(port),
+               str(work / "loopml-uvicorn-logs")]
         path = "/v1/predict"
     elif system == "loopml-bundle":
         project = make_bundle_project(work, model)
@@ -443,6 +456,53 @@ def store_server(argv: list[str]) -> None:
         lookup=FeatureLookup(store, [EntityTable("entity_codes", ("eid",), tuple(CATEGORICAL))]),
     )
     run_server(app, "127.0.0.1", int(port), poll_seconds=0)
+
+
+def asgi_app(app: Any) -> Any:
+    """A plain ASGI callable over ``ServingApp.handle`` (what a well-kept server would run instead of
+    loopml's own HTTP layer): read the body, call the same handlers, send the same bytes."""
+    wanted = frozenset({b"authorization", b"x-request-id", b"expect", b"content-length", b"content-type"})
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k: v for k, v in scope["headers"] if k in wanted}
+        path = scope["raw_path"] or scope["path"].encode()
+        result = app.handle(scope["method"].encode(), path, headers, body)
+        if result is None:
+            result = await app.handle_admin(path, headers, body)
+        elif result.__class__ is not tuple:
+            result = await result
+        extra = [tuple(line.split(b": ", 1)) for line in result[3].split(b"\r\n") if line] if len(result) > 3 else []
+        await send({"type": "http.response.start", "status": result[0],
+                    "headers": [(b"content-type", result[2]), *extra]})
+        await send({"type": "http.response.body", "body": result[1]})
+
+    return asgi
+
+
+def asgi_server(argv: list[str]) -> None:
+    """``--asgi-server MODEL PORT LOG_DIR``: the loopml app (log on) behind uvicorn (httptools, uvloop)."""
+    import uvicorn
+
+    from loopml.serving.service import app_for_model_file
+    from loopml.spec.deployment import Deployment
+
+    model, port, log_dir = argv
+    app = app_for_model_file(model, log_root=Path(log_dir), deployment=Deployment())
+    app.load_initial()
+    sys.setswitchinterval(0.0005)  # as `loopml serve` does (the journal's flusher thread)
+    try:
+        uvicorn.run(asgi_app(app), host="127.0.0.1", port=int(port), loop="uvloop", http="httptools",
+                    lifespan="off", access_log=False, log_level="warning", backlog=1024)
+    finally:
+        app.close()
 
 
 def fill_store(store_dir: Path, X: np.ndarray) -> None:
@@ -641,6 +701,27 @@ def targets(results: dict[str, Any], batch: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def log_cost(results: dict[str, Any]) -> list[str]:
+    """CPU the log adds per request (incl. writing it), single rows and 100-row bodies; the targets ≤ 10% / ≤ 20%."""
+    out = []
+    for level, name, bound in (("c8", "single row, c=8", 0.10), ("batch100_c8", "100-row body, c=8", 0.20)):
+        off = results.get("loopml-nolog", {}).get(level, {}).get("cpu_ms_per_request")
+        for system in ("loopml", "loopml-durable"):
+            on = results.get(system, {}).get(level, {})
+            cpu = on.get("cpu_ms_per_request_with_log") or on.get("cpu_ms_per_request")
+            if off and cpu:
+                extra = cpu / off - 1
+                out.append(f"- `{system}` log CPU, {name}: {1000 * cpu:.0f} µs/req vs {1000 * off:.0f} µs/req without the "
+                           f"log: {100 * extra:+.0f}% (target ≤ {100 * bound:.0f}%) → {'met' if extra <= bound else 'NOT met'}")
+    fa = results.get("fastapi", {}).get("batch100_c8", {}).get("rps")
+    for system in ("loopml", "loopml-durable"):
+        b = results.get(system, {}).get("batch100_c8", {}).get("rps")
+        if fa and b:
+            out.append(f"- `{system}` 100-row bodies with the log on: {b / fa:.2f}× FastAPI + orjson (target ≥ 1×) → "
+                       f"{'met' if b >= fa else 'NOT met'}")
+    return ["", *out] if out else []
+
+
 def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argparse.Namespace) -> str:
     def f(v: Any, fmt: str = "{:,.0f}") -> str:
         return "–" if v is None else fmt.format(v)
@@ -699,13 +780,14 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
                   "| log | level | req/s | p50 / p99 ms | CPU ms/req during the load | CPU ms/req incl. writing the log | seconds to write the backlog after the load |",
                   "|---|---|---:|---|---:|---:|---:|"]
         for system, name in (("loopml", "journal, Parquet deferred (default)"), ("loopml-lag0", "journal, Parquet during the load"),
-                             ("loopml-nolog", "off")):
-            for level in ("c1", "c8"):
+                             ("loopml-durable", "journal, answer after fdatasync (group commit)"), ("loopml-nolog", "off")):
+            for level in ("c1", "c8", "batch100_c8"):
                 e = results.get(system, {}).get(level)
                 if e:
                     lines.append(f"| {name} | {level.replace('c', 'c=')} | {f(e.get('rps'))} | {f(e.get('p50_ms'), '{:.2f}')} / "
                                  f"{f(e.get('p99_ms'), '{:.2f}')} | {f(e.get('cpu_ms_per_request'), '{:.3f}')} | "
                                  f"{f(e.get('cpu_ms_per_request_with_log'), '{:.3f}')} | {f(e.get('log_drain_s'), '{:.1f}')} |")
+        lines += log_cost(results)
     if batch:
         lines += [
             "",
@@ -739,18 +821,24 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--store-server":
         store_server(argv[1:])
         return 0
+    if argv and argv[0] == "--asgi-server":
+        asgi_server(argv[1:])
+        return 0
     ap = argparse.ArgumentParser(prog="python -m benchmarks serving", description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=20.0, help="Seconds per load level.")
     ap.add_argument("--warmup", type=float, default=5.0, help="Warm-up seconds per server.")
     ap.add_argument("--bodies", type=int, default=10_000, help="Distinct single-row bodies.")
     ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds per level (median reported).")
     ap.add_argument("--peers", default="",
-                    help="Comma-separated subset of loopml,loopml-lag0,loopml-nolog,loopml-bundle,loopml+store,fastapi,mlflow,bentoml.")
+                    help="Comma-separated subset of loopml,loopml-lag0,loopml-nolog,loopml-durable,loopml-uvicorn,"
+                    "loopml-bundle,loopml+store,fastapi,mlflow,bentoml.")
     ap.add_argument("--batch-rows", type=int, default=1_000_000, help="Rows for the batch benchmark (0 skips it).")
     ap.add_argument("--batch-only", action="store_true", help="Only the batch benchmark (keeps the online results).")
     args = ap.parse_args(argv)
     systems = [s for s in (args.peers.split(",") if args.peers
-                           else ["loopml", "loopml-lag0", "loopml-nolog", "loopml-bundle", "loopml+store", "fastapi", "mlflow", "bentoml"]) if s]
+                           else ["loopml", "loopml-lag0", "loopml-nolog", "loopml-durable", "loopml-uvicorn", "loopml-bundle",
+                                 "loopml+store",
+                                 "fastapi", "mlflow", "bentoml"]) if s]
     if not Path(WRK).exists():
         print(f"wrk not found at {WRK} (apt-get install wrk)", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -84,13 +85,12 @@ def test_one_column_whose_name_holds_another_delimiter(tmp_path: Path, delim: st
     assert f"the delimiter looks like `{label}`" in str(err.value) and "semi.csv line 1" in str(err.value)
 
 
-def test_jsonl_mixed_json_types_named_with_line(tmp_path: Path) -> None:
+def test_jsonl_numbers_and_strings_in_one_field_read_as_text_with_a_note(tmp_path: Path) -> None:
     rows = _rows()
     rows[4]["age"] = "n/a"
-    with pytest.raises(DataError) as err:
-        _read(tmp_path, "m.jsonl", _jsonl_text(rows).encode())
-    msg = str(err.value)
-    assert "m.jsonl line 5, column `age`" in msg and "n/a" in msg
+    got = _read(tmp_path, "m.jsonl", _jsonl_text(rows).encode())
+    assert got.table.column("age").to_pylist()[3:6] == ["33", "n/a", "35"]
+    assert any("field(s) age mix JSON numbers and strings" in n for n in got.notes)
 
 
 # -- read correctly, with a note --------------------------------------------------------------------
@@ -177,3 +177,43 @@ def test_a_long_line_later_in_a_file_keeps_its_number(tmp_path: Path) -> None:
     lines[10] = '9,39,"' + "y" * 300_000 + '",40\n'  # long but within the reader's limit
     got = _read(tmp_path, "ok.csv", "".join(lines).encode())
     assert got.provenance.column("line").to_pylist()[9:11] == [11, 12]
+
+
+@pytest.mark.parametrize(("bad", "problem"), [('{"row_id": 10, "age": oops}', "Expecting value at column 23"),
+                                              ('{"row_id": 10, "w": "unclosed}', "at column"),
+                                              ("[1, 2]", "is a array, but earlier values are objects")])
+def test_jsonl_bad_line_has_its_own_number(tmp_path: Path, bad: str, problem: str) -> None:
+    lines = _jsonl_text(_rows()).splitlines(keepends=True)
+    lines[10] = bad + "\n"  # line 11 (DuckDB itself reports line 12)
+    with pytest.raises(DataError) as err:
+        _read(tmp_path, "bad.jsonl", "".join(lines).encode())
+    msg = str(err.value)
+    assert "bad.jsonl line 11" in msg and problem in msg
+
+
+def test_jsonl_five_mib_line_keeps_later_line_numbers(tmp_path: Path) -> None:
+    rows = _rows()
+    rows[10]["workclass"] = "y" * (5 * 1024 * 1024)
+    lines = _jsonl_text(rows).splitlines(keepends=True)
+    lines[14] = '{"row_id": 14, "age": oops}\n'
+    with pytest.raises(DataError, match=r"bad\.jsonl line 15: not valid JSON lines"):
+        _read(tmp_path, "bad.jsonl", "".join(lines).encode())
+
+
+def test_extra_jsonl_fields_of_a_later_file_are_named(tmp_path: Path) -> None:
+    (tmp_path / "1.jsonl").write_text(_jsonl_text(_rows(3)))
+    (tmp_path / "2.jsonl").write_text(_jsonl_text([{**r, "bonus": 1} for r in _rows(2)]))
+    got = read_source_located("s", JsonlSource(type="jsonl", path="*.jsonl"), tmp_path)
+    assert got.table.num_rows == 5 and [f["rows"] for f in got.files] == [3, 2]
+    assert any("2.jsonl has field(s) bonus" in n for n in got.notes)
+
+
+def test_provenance_follows_interleaved_files() -> None:
+    from loopml.data.provenance import provenance_from_files
+
+    files = pa.array(["b", "a", "b", "a", "a"])
+    lines = [np.array([2, 3, 5]), None]  # a.csv: lines known; b.parquet: rows only
+    p = provenance_from_files(files, ["a", "b"], ["a.csv", "b.parquet"], lines)
+    assert p.column("file").to_pylist() == ["b.parquet", "a.csv", "b.parquet", "a.csv", "a.csv"]
+    assert p.column("record").to_pylist() == [1, 1, 2, 2, 3]
+    assert p.column("line").to_pylist() == [None, 2, None, 3, 5]

@@ -52,6 +52,18 @@ def test_demo_runs_the_whole_loop(demo_run):
     versions = {v.version_id: v for v in Registry(ws).list()}
     assert versions["v1"].state == "production" and versions["v1"].approved
     assert versions["v2"].approved and versions["v2"].state != "production"
+    # a promotion is suggested only when v2's evaluation found it significantly better than production
+    from loopml.registry.evidence import latest_evaluation
+
+    vp = latest_evaluation(Registry(ws), "v2").vs_production  # type: ignore[union-attr]
+    assert vp is not None and vp["production"] == "v1"
+    flat = " ".join(out.split())
+    if vp["verdict"] == "better":
+        assert "promote it (" in flat and "loopml models promote v2" in flat
+    else:
+        assert "loopml models promote v2" not in flat
+        assert "not promoting v2: it is " + ("significantly worse" if vp["verdict"] == "worse"
+                                             else "not significantly better") in flat
     # privacy: user ids were hashed before the lake; the key never went into the spec
     facts = collect(ws)
     schema = {f["name"]: f["type"] for f in facts.output_json("ingest", "manifest")["schema"]}

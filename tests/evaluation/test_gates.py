@@ -104,11 +104,18 @@ def test_relative_gate_uses_the_paired_lower_bound(credit: Credit) -> None:
     v = check_gates([
         "roc_auc > production + 0.002 at 95% confidence",
         f"roc_auc > production + {lower + 0.005:.5f} at 95% confidence",  # bound just below the margin → fail
-        f"roc_auc > production + {lower + 0.005:.5f}",  # without confidence the point difference decides → pass
+        # without `at`, the report's two-sided 95% interval decides (its lower end is below the 5% quantile),
+        # not the point difference, which would pass this margin easily
+        f"roc_auc > production + {lower + 0.005:.5f}",
+        f"roc_auc > production + {comp.difference.lower - 0.001:.5f}",  # interval's lower end above the margin
         "roc_auc > baseline + 0.1",
         "brier < baseline",
     ], r)
-    assert [x.passed for x in v] == [True, False, True, True, True]
+    assert comp.difference.value > lower + 0.005  # the point estimate alone would have passed gate 2
+    assert [x.passed for x in v] == [True, False, False, True, True, True]
+    assert v[2].evidence["decided_on"] == "interval"
+    assert v[2].evidence["bound"] == pytest.approx(comp.difference.lower)
+    assert "not significant" in v[2].evidence["why"]
     assert v[0].evidence["bound"] == pytest.approx(lower)
     assert v[0].evidence["reference_value"] == pytest.approx(r.references["production"]["roc_auc"].value)
 
@@ -176,3 +183,72 @@ def test_spec_loading_rejects_a_malformed_gate_with_file_line_and_position(tmp_p
         load_spec(path)
     msg = str(err.value)
     assert f"{path}:" in msg and "evaluation.gates[1] gate `roc_auc >> 0.7`" in msg and "position 10" in msg
+
+
+def _close_rival(credit: Credit):  # type: ignore[no-untyped-def]
+    """A candidate whose ROC-AUC is a hair above production's: positive point gap, interval across 0."""
+    for seed in range(50):
+        noise = np.random.default_rng(seed).normal(0.0, 0.03, credit.y.size)
+        cand = np.clip(credit.score + noise, 0.0, 1.0)
+        r = evaluate_predictions("binary", credit.y, cand, spec_eval=Evaluation(bootstrap_resamples=400),
+                                 production_score=credit.score)
+        d = r.comparisons["production"]["roc_auc"].difference
+        if d.value > 0.001 and d.lower < 0 < d.upper:
+            return r
+    raise AssertionError("no seed gave a candidate slightly above production")
+
+
+def test_relative_gate_fails_when_the_point_passes_but_the_interval_spans_zero(credit: Credit) -> None:
+    from loopml.evaluation.report import build_report, render_html, summary_tables
+
+    r = _close_rival(credit)
+    d = r.comparisons["production"]["roc_auc"].difference
+    (v,) = check_gates(["roc_auc > production"], r)
+    assert d.value > 0 and d.lower < 0  # the point estimate passes, the interval spans zero
+    assert not v.passed
+    assert v.evidence["bound"] == pytest.approx(d.lower) and v.evidence["bound_side"] == "lower"
+    assert "not significant" in v.evidence["why"]
+    report = build_report(r, [v])
+    assert not report["approved"]
+    g = report["gates"][0]
+    assert g["evidence"]["difference"]["lower"] == pytest.approx(d.lower)
+    assert g["evidence"]["difference"]["upper"] == pytest.approx(d.upper)
+    from rich.console import Console
+
+    con = Console(record=True, width=250)
+    for t in summary_tables(report):
+        con.print(t)
+    text = con.export_text()
+    assert f"[{d.lower:.4f}, {d.upper:.4f}]" in text and "not significant" in text and "FAIL" in text
+    html = render_html(report)
+    assert f"[{d.lower:.4f}, {d.upper:.4f}]" in html and "not significant" in html
+
+
+def test_non_inferiority_gate_uses_the_interval(credit: Credit) -> None:
+    r = _close_rival(credit)
+    d = r.comparisons["production"]["roc_auc"].difference
+    loose, tight = d.lower - 0.002, d.lower + 0.002
+    v = check_gates([f"roc_auc >= production - {-loose:.5f}", f"roc_auc >= production - {-tight:.5f}"], r)
+    assert [x.passed for x in v] == [True, False]
+
+
+def test_baseline_gate_needs_a_significant_gain_over_the_baseline(credit: Credit) -> None:
+    from loopml.evaluation import baseline_gate
+
+    prior = np.full(credit.y.size, credit.y.mean())
+    good = _result(credit, baseline_score=prior)
+    v = baseline_gate(good, baseline="prior")
+    assert v.passed and v.evidence["verdict"] == "better than the baseline (prior)"
+    assert v.evidence["difference"]["lower"] > 0
+    noise = np.random.default_rng(7).random(credit.y.size)
+    bad = evaluate_predictions("binary", credit.y, noise, spec_eval=Evaluation(bootstrap_resamples=200),
+                               baseline_score=prior)
+    v = baseline_gate(bad, baseline="prior")
+    assert not v.passed and v.evidence["verdict"] == "no better than the baseline (prior)"
+    assert "includes 0" in v.evidence["why"]
+    off = baseline_gate(bad, enabled=False, baseline="prior")
+    assert off.passed and "baseline gate is off" in off.evidence["skipped"]
+    itself = baseline_gate(good, baseline="prior", candidate_model="prior")
+    assert not itself.passed and "is the baseline model (prior) itself" in itself.evidence["reason"]
+    missing = baseline_gate(_result(credit), baseline="prior")
+    assert not missing.passed and "no baseline model was scored" in missing.evidence["reason"]

@@ -62,7 +62,10 @@ def test_evaluate_pipeline_gates_production_and_bundle_on_table(project: Path, d
     assert "NOT APPROVED" in p.stdout and "worst slices by roc_auc" in p.stdout
     report = json.loads((project / ".loopml" / "reports" / "evaluation.json").read_text())
     assert report["approved"] is False
-    assert [g["passed"] for g in report["gates"]] == [True, False, True]
+    # the implicit baseline gate comes last: LightGBM is significantly better than the prior here
+    assert [g["passed"] for g in report["gates"]] == [True, False, True, True]
+    assert report["gates"][3]["evidence"]["kind"] == "baseline" and report["baseline"]["name"] == "prior"
+    assert report["verdict"] == "not approved: 1 gate(s) failed (roc_auc >= 0.99)"
     lat = report["gates"][2]["evidence"]
     assert lat["budget"] == 500 and 0 < lat["measured"] < 500  # measured by training, budget from the spec
     assert report["model"]["model_type"] == "lightgbm" and report["model"]["production"] is None
@@ -157,7 +160,12 @@ evaluation:
     assert p.returncode == 1, p.stderr
     rep = json.loads(p.stdout)
     assert rep["task"] == "multiclass" and rep["primary_metric"] == "accuracy"
-    assert [g["passed"] for g in rep["gates"]] == [True, False]
+    # macro F1 is significantly above the prior's; accuracy (the primary metric) is not: the implicit
+    # baseline gate fails on its interval and names the baseline
+    assert [g["passed"] for g in rep["gates"]] == [True, False, False]
+    base = rep["gates"][2]["evidence"]
+    assert base["kind"] == "baseline" and base["difference"]["lower"] <= 0
+    assert rep["verdict"] == "no better than the baseline (prior)"
     assert sorted(rep["confusion_matrix"]["labels"]) == ["for free", "own", "rent"]
     assert sum(map(sum, rep["confusion_matrix"]["matrix"])) == rep["rows"]
     assert rep["comparisons"]["baseline"]["roc_auc_ovr"]["reference_value"] == 0.5

@@ -145,7 +145,7 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
 
         history = cli("monitor", "history", "--project", str(project), check=True).stdout
         assert "approved" in history and "v2" in history and "inputs-drifted" in history
-        assert f"{len(rows)} new labelled rows exported" in history and "gates 2/2 passed" in history
+        assert f"{len(rows)} new labelled rows exported" in history and "gates 3/3 passed" in history  # the two declared + the baseline gate
 
         ops = cli("monitor", "ops", "--project", str(project), check=True).stdout
         assert "latency_p99_ms" in ops and "v1" in ops

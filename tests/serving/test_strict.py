@@ -182,3 +182,19 @@ def test_unready_bodies_show_no_server_paths(tmp_path: Path, click: pa.Table) ->
             assert not _ABS.search(text) and str(tmp_path) not in text, (path, text)
     finally:
         server.stop()
+
+
+def test_feedback_can_require_its_own_token(tmp_path: Path, click: pa.Table) -> None:
+    project = make_project(tmp_path / "proj", click)
+    (project / "loopml.yaml").write_text(SPEC + "  feedback_token_env: FEEDBACK_TOKEN\n")
+    server = start_server(["--project", str(project), "--no-log"], tmp_path, env={"FEEDBACK_TOKEN": "fb-secret"})
+    try:
+        rid = _issued(server, click)[0]
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Bearer {TOKEN}"}):
+            status, body, _ = server.request("POST", "/v1/feedback", {"request_id": rid, "label": 1}, headers=headers)
+            assert status == 401 and "feedback token" in body["error"], body
+        status, body, _ = server.request("POST", "/v1/feedback", {"request_id": rid, "label": 1},
+                                         headers={"authorization": "Bearer fb-secret"})
+        assert (status, body) == (200, {"recorded": 1})
+    finally:
+        server.stop()

@@ -107,6 +107,22 @@ def test_numbers_with_odd_values_are_typed_numeric_and_odd_rows_quarantined(proj
     assert kept.column("age").type == pa.int64() and kept.num_rows == 38  # typed, not a string column
 
 
+def test_jsonl_numbers_mixed_with_odd_strings_are_quarantined(project: Path) -> None:
+    rows = _rows()
+    rows[3]["age"], rows[17]["age"] = "n/a", "thirty"  # the others stay JSON numbers
+    _write(project, "jsonl", rows)
+    ws = make_ws(project, _spec("jsonl"))
+    rep = run_stages(ws)
+    assert rep.status == "success", rep.outcomes[-1].error
+    assert any("mix JSON numbers and strings" in n for n in rep.outcomes[0].summary["notes"])
+    _accounting(rep.outcomes[1].summary, 40, 38, 2)
+    q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
+    assert [(e["value"], e["location"]) for e in q] == [("n/a", _where(project, "jsonl", 3)),
+                                                        ("thirty", _where(project, "jsonl", 17))]
+    kept = pq.read_table(ws.artifacts.open_verified(rep.outcomes[1].outputs["table"]))
+    assert kept.column("age").type == pa.int64()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_control_bytes_are_quarantined_with_the_byte_shown(project: Path, fmt: str) -> None:
     rows = _rows()
@@ -270,3 +286,67 @@ def test_cli_read_errors_name_file_and_line(cli, project: Path, name: str, text:
     r = cli("run", "-p", str(project), "--until", "validate")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert expected in " ".join(r.stderr.split()), r.stderr
+
+
+# -- unit level ------------------------------------------------------------------------------------------
+
+
+def test_text_of_only_numbers_stays_text_and_mostly_numbers_becomes_numeric() -> None:
+    from loopml.validation.schema import numbers_from_text
+
+    t = pa.table({"zip": ["02134", "10001", "94105"] * 10, "age": ["39", "41", "n/a"] + ["50"] * 27,
+                  "word": ["a", "b", "3"] * 10, "rate": ["0.5", "1e309", "2.25"] + ["1.0"] * 27})
+    typed = numbers_from_text(t, 0.9)
+    assert set(typed) == {"age", "rate"}  # zip: all numbers, written as text on purpose; word: mostly words
+    assert typed["age"][0] == pa.int64() and "'n/a'" in typed["age"][1]
+    assert typed["rate"][0] == pa.float64() and "not finite" in typed["rate"][1]
+
+
+def test_validate_table_names_file_and_line_and_counts_per_file() -> None:
+    from loopml.spec.data import Verification
+    from loopml.validation.schema import infer_from_table
+    from loopml.validation.validator import validate_table
+
+    t = pa.table({"age": ["30", "31", "n/a", "33", "34", "35"], "w": ["a", "b\x00", "c", "d", "e", "f"]})
+    prov = pa.table({"file": ["a.csv"] * 3 + ["b.parquet"] * 3, "line": pa.array([2, 3, 4, None, None, None],
+                                                                                 pa.int64()),
+                     "record": pa.array([1, 2, 3, 1, 2, 3], pa.int64())})
+    settings = Verification(max_quarantine_rate=0.5, numeric_text_share=0.8)
+    schema, _ = infer_from_table(t, settings)
+    out = validate_table(t, schema, None, settings, provenance=prov)
+    assert out.quarantine.column("location").to_pylist() == ["a.csv line 3", "a.csv line 4"]
+    assert out.report.sources == [{"file": "a.csv", "rows": 3, "kept": 1, "quarantined": 2},
+                                  {"file": "b.parquet", "rows": 3, "kept": 3, "quarantined": 0}]
+    assert out.kept.column("age").to_pylist() == [30, 33, 34, 35]
+
+
+def test_a_new_file_in_a_glob_is_named_in_its_delta_validation(project: Path) -> None:
+    (project / "in").mkdir()
+    for i in range(2):
+        rows = _rows(20)
+        (project / "in" / f"day{i}.csv").write_text(
+            "row_id,age,workclass,hours_per_week\n" + "".join(
+                f"{r['row_id'] + 20 * i},{r['age']},{r['workclass']},{r['hours_per_week']}\n" for r in rows))
+    ws = make_ws(project, "data:\n  sources:\n    people: {type: csv, path: 'in/*.csv'}\n"
+                          "  verification: {max_quarantine_rate: 0.2}\n")
+    assert run_stages(ws).status == "success"
+    (project / "in" / "day2.csv").write_text("row_id,age,workclass,hours_per_week\n40,50,Pri\x00vate,40.0\n"
+                                             "41,51,Private,40.0\n")
+    rep = run_stages(ws)
+    assert rep.status == "success", rep.outcomes[-1].error
+    assert rep.outcomes[0].summary["kind"] == "delta"
+    files = {Path(f["file"]).name: (f["rows"], f["kept"], f["quarantined"]) for f in rep.outcomes[1].summary["files"]}
+    assert files == {"day0.csv": (20, 20, 0), "day1.csv": (20, 20, 0), "day2.csv": (2, 1, 1)}
+    q = _quarantine(project, ws, rep.outcomes[1].summary["snapshot"])
+    assert [e["location"] for e in q] == [f"{project / 'in' / 'day2.csv'} line 2"]
+
+
+def test_a_domain_needs_no_one_off_values() -> None:
+    from loopml.spec.data import Verification
+    from loopml.validation.schema import infer_from_table
+
+    common = ["a", "b", "c"] * 200
+    t = pa.table({"steady": common + ["a"] * 10, "rare": common + [f"once{i}" for i in range(10)]})
+    schema, _ = infer_from_table(t, Verification())
+    assert schema.columns["steady"].domain == ["a", "b", "c"]
+    assert schema.columns["rare"].domain is None  # 10 of 610 rows hold a value seen once: more exist

@@ -105,6 +105,18 @@ def show(
             ],
         )
     )
+    files_read = snap.manifest.get("files_read", {})
+    if files_read:
+        console.print(
+            table(
+                "rows per source file (read = kept + quarantined at ingestion)",
+                ["source", "file", "read", "kept", "quarantined"],
+                [(n, f["file"], f"{f['rows']:,}", "joined" if f.get("kept") is None else f"{f['kept']:,}",
+                  f"{f.get('quarantined', 0):,}") for n, fs in files_read.items() for f in fs],
+            )
+        )
+    for note in snap.manifest.get("notes", []):
+        console.print(f"note: {note}")
 
 
 @app.command("profile")

@@ -85,7 +85,7 @@ def evaluate(
     if bundle is not None or table_ref is not None:
         if bundle is None or table_ref is None:
             raise LoopMLError("--bundle and --table go together: evaluate BUNDLE on TABLE")
-        from loopml.evaluation.stages import EvaluationInputs, evaluate_bundle
+        from loopml.evaluation.stages import evaluate_bundle, inputs_for_bundle
 
         digest = ws.artifact_info(bundle)["digest"]
         table = _read_table(ws, table_ref)
@@ -94,9 +94,17 @@ def evaluate(
                 if status is not None:
                     status.update(f"evaluating: {msg}")
 
-            report = evaluate_bundle(ws, ws.spec, digest, table, EvaluationInputs(), progress=progress)
+            report = evaluate_bundle(ws, ws.spec, digest, table, inputs_for_bundle(ws, digest), progress=progress)
         out = ws.reports / f"evaluation-{digest[:12]}.json"
         out.write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+        from loopml.registry import Registry
+        from loopml.registry.evidence import record_for_bundle
+
+        if record_for_bundle(Registry(ws), digest, report, report_ref=f"{out}@{report.get('created_at')}",
+                             source="loopml evaluate --bundle"):
+            (err_console if as_json else console).print(
+                f"the verdict of the registered version of this bundle is now: {report.get('verdict')}",
+                highlight=False)
         page = render_html(report)
         out.with_suffix(".html").write_text(page, encoding="utf-8")
         if html is not None:

@@ -96,8 +96,15 @@ def run(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
     executor: str = typer.Option("inprocess", "--executor", help="Where stages run: inprocess, process (a local pool) or ray."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Progress to stderr; stdout ends with one JSON object: winner, approved, verdict, "
+        "version, state, primary_metric {name, value, interval}, baseline {name, value}, reasons."),
 ) -> None:
-    """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash."""
+    """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash.
+
+    Examples: `loopml run -p shop`, `loopml run -p shop --from train`, `loopml run -p shop --json | jq .approved`.
+    """
+    from loopml.cli.ui import err_console
     from loopml.pipeline import Runner, StageOutcome, make_executor, pipeline_for
     from loopml.pipeline.preflight import check_against_data
     from loopml.spec import SPEC_FILENAME
@@ -110,25 +117,36 @@ def run(
     upto = names[: names.index(until) + 1] if until in names else names
     model = any(n in upto for n in ("features", "train"))
     check_against_data(ws.spec, ws.project_dir, model=model).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
+    out = err_console if as_json else console
 
     def on_event(kind: str, payload: StageOutcome | str) -> None:
         if kind == "stage_start" and not quiet:
-            console.print(f"[bold]▶ {payload}[/bold] running…")
+            out.print(f"[bold]▶ {payload}[/bold] running…")
         elif kind == "stage_end" and isinstance(payload, StageOutcome):
             style = {"success": "green", "cached": "cyan", "failed": "red"}.get(payload.status, "white")
             label = "cache hit" if payload.status == "cached" else payload.status
-            console.print(f"[{style}]■ {payload.stage}: {label}[/{style}] ({payload.duration_s:.2f}s)")
+            out.print(f"[{style}]■ {payload.stage}: {label}[/{style}] ({payload.duration_s:.2f}s)")
 
     if not stages:
-        console.print("the pipeline has no stages for this spec (declare data sources to start)")
+        out.print("the pipeline has no stages for this spec (declare data sources to start)")
     runner_executor = make_executor(executor)
     try:
         with ws.lock(wait_s=wait):
-            report = Runner(ws, stages, runner_executor, on_event=on_event, show_progress=not quiet).run(
+            report = Runner(ws, stages, runner_executor, on_event=on_event,
+                            show_progress=not (quiet or as_json)).run(
                 until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
             )
     finally:
         runner_executor.shutdown()
+    if as_json:
+        import json
+
+        from loopml.cli.run_result import run_result
+
+        sys.stdout.write(json.dumps(run_result(ws, report), indent=1, default=str) + "\n")
+        sys.stdout.flush()
+        report.raise_for_failure()
+        return
     console.print(
         table(
             f"run {report.run_id}: {report.status}",
@@ -143,7 +161,12 @@ def run(
     report.raise_for_failure()
     evaluated = next((o for o in report.outcomes if o.stage == "evaluate"), None)
     if evaluated is not None:
-        console.print(verdict_line(evaluated.summary))
+        import json
+
+        summary = dict(evaluated.summary)
+        if "report" in evaluated.outputs:  # the report's own one-line verdict is the reason
+            summary["reason"] = json.loads(ws.artifacts.get_bytes(evaluated.outputs["report"])).get("verdict")
+        console.print(verdict_line(summary), highlight=False)
 
 
 def verdict_line(summary: dict[str, object]) -> str:
@@ -156,7 +179,7 @@ def verdict_line(summary: dict[str, object]) -> str:
     failed = summary.get("failed_gates") or []
     reason = summary.get("reason")
     if summary.get("approved"):
-        return f"verdict: APPROVED ({measured}; every gate passed)"
+        return f"verdict: APPROVED ({measured}; every gate passed, the baseline's included)"
     why = str(reason) if reason else (
         "failed gates: " + ", ".join(map(str, failed)) if isinstance(failed, list) and failed else "not approved"
     )

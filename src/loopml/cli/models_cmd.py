@@ -31,6 +31,16 @@ def _metric_text(meta: dict[str, object]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:3])
 
 
+def _primary_text(verdict: dict[str, object]) -> str:
+    pm = verdict.get("primary_metric")
+    if not isinstance(pm, dict) or pm.get("value") is None:
+        return ""
+    iv = pm.get("interval") or [None, None]
+    lo, hi = iv if isinstance(iv, list) and len(iv) == 2 else (None, None)
+    text = f"{pm.get('name')}={pm['value']:.4f}"
+    return text + (f" [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else "")
+
+
 @app.command("list")
 def list_cmd(
     project: Path = PROJECT,
@@ -77,6 +87,15 @@ def show_cmd(
         (g.get("gate"), "yes" if g.get("passed") else "NO", json.dumps(g.get("evidence", {}), default=str)[:100])
         for g in v.verdict.get("gates", [])
     ]))
+    from loopml.registry.evidence import evaluations
+
+    console.print(table("evaluations (the latest decides)", ["#", "when", "approved", "verdict", "primary metric",
+                                                              "vs production", "source"], [
+        (str(e.evaluation_id), fmt_time(e.at), "yes" if e.approved else "no", str(e.verdict.get("verdict") or ""),
+         _primary_text(e.verdict), (lambda vp: "" if vp is None else
+                                    f"{vp.get('verdict')} vs {vp.get('production')}")(e.vs_production), e.source)
+        for e in evaluations(reg, v.version_id)
+    ]))
     console.print(table("lineage", ["what", "value"], [
         (k, (json.dumps(val, default=str)[:100] if not isinstance(val, str) else val)) for k, val in v.lineage.items()
     ]))
@@ -91,19 +110,38 @@ def promote_cmd(
     version: str = typer.Argument(..., help="Version id (v3) or number (3)."),
     to: str = typer.Option("production", "--to", help="Target state: shadow, canary, production or archived."),
     reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
-    force: bool = typer.Option(False, "--force", help="Override failed evaluation gates (recorded as forced)."),
+    force: bool = typer.Option(False, "--force", help="Override failed evaluation gates, or a latest evaluation "
+                               "significantly worse than production (recorded as forced, with the comparison)."),
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
 ) -> None:
-    """Move a version along the lifecycle; refuses a version whose gates failed unless --force."""
+    """Move a version along the lifecycle; refuses without --force a version whose latest evaluation failed its
+    gates or found it significantly worse than production on the primary metric (the comparison is printed)."""
     reg = _registry(project)
     before = reg.production()
+    evidence = _promotion_evidence(reg, version, to)
     _check_servable(reg, version, to)
     v = reg.transition(version, to, actor=actor, reason=reason, force=force)
+    if evidence:
+        console.print(f"[yellow]forced[/yellow] {evidence} (recorded in the history)", highlight=False)
     msg = f"{v.version_id} is now {v.state}"
     if to == "production" and before is not None and before.version_id != v.version_id:
         msg += f" (archived {before.version_id})"
     console.print(msg + "; a running `loopml serve` picks it up within its registry poll interval")
+
+
+def _promotion_evidence(reg, version: str, to: str) -> str | None:  # type: ignore[no-untyped-def]
+    """The latest evaluation's comparison with production when it says the version is significantly worse.
+
+    ``Registry.transition`` refuses such a promotion without --force (the error prints the comparison);
+    with --force this is what the command reports having overridden.
+    """
+    from loopml.registry.evidence import comparison_text, worse_than_production
+
+    if to != "production":
+        return None
+    vp = worse_than_production(reg, version)
+    return None if vp is None else comparison_text(vp)
 
 
 def _check_servable(reg: Any, version: str, to: str) -> None:

@@ -28,13 +28,23 @@ def serve(
         help="Seconds the log writer may keep rows in the durable journal while traffic is heavy before writing "
         "Parquet (default: spec.deployment.log_max_lag_seconds, 60; 0: at once, sharing the core with requests).",
     ),
+    log_durability: str | None = typer.Option(
+        None, "--log-durability",
+        help="window: answer at once, the journal is synced every log_flush_rows/log_flush_seconds; before_answer: "
+        "answer only once the prediction's journal line is on disk (group commit; nothing answered is lost on a "
+        "crash). Default: spec.deployment.log_durability (window).",
+    ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
 ) -> None:
     """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics)."""
     from loopml.serving.service import app_for_model_file, app_for_workspace, http_limits, run_server
     from loopml.spec.deployment import Deployment
 
-    lag = {} if log_max_lag is None else {"log_max_lag_seconds": log_max_lag}
+    lag: dict[str, object] = {} if log_max_lag is None else {"log_max_lag_seconds": log_max_lag}
+    if log_durability is not None:
+        if log_durability not in ("window", "before_answer"):
+            raise LoopMLError(f"--log-durability must be `window` or `before_answer`, not {log_durability!r}")
+        lag["log_durability"] = log_durability
     if model_file is not None:
         dep = Deployment().model_copy(update=lag)
         app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from loopml.cli.ui import console
-from loopml.spec import SPEC_FILENAME, load_spec, render_spec, spec_json_schema
+from loopml.spec import SPEC_FILENAME, Spec, load_spec, render_spec, spec_json_schema
 
 app = typer.Typer(help="Check, render and export the project spec (loopml.yaml).", no_args_is_help=True)
 
@@ -52,6 +52,21 @@ def check(
         f"{n_sources} source(s), {len(spec.training.candidates)} candidate(s), {len(spec.evaluation.gates)} gate(s)"
         + against
     )
+    for warning in gate_warnings(spec):
+        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
+
+
+def gate_warnings(spec: Spec) -> list[str]:
+    """What `spec check` warns about the promotion decision (no gates, baseline gate off)."""
+    out: list[str] = []
+    ev = spec.evaluation
+    if not ev.gates:
+        out.append("evaluation.gates declares no gate: only the implicit baseline gate decides approval"
+                   + ("" if ev.baseline_gate else " – and it is off, so every trained model would be approved")
+                   + " (add e.g. `roc_auc > production` or `roc_auc >= 0.75`)")
+    elif not ev.baseline_gate:
+        out.append("evaluation.baseline_gate is false: a model no better than the baseline can be approved")
+    return out
 
 
 @app.command("schema")

@@ -16,7 +16,11 @@ from loopml.errors import LoopMLError
 def train(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding loopml.yaml."),
     budget: float | None = typer.Option(
-        None, "--budget", help="Tuning budget in seconds (overrides training.tuning.time_budget_s for this run)."
+        None, "--budget", help="Safety cap in seconds on training and tuning (overrides "
+        "training.tuning.time_budget_s for this run); the budget itself is training.tuning.n_trials."
+    ),
+    trials: int | None = typer.Option(
+        None, "--trials", min=1, help="Trials per tuned candidate (overrides training.tuning.n_trials for this run)."
     ),
     executor: str | None = typer.Option(
         None, "--executor", help="Where tuning trials run: inprocess, process or ray (overrides training.executor)."
@@ -33,10 +37,15 @@ def train(
 
     ws = Workspace.open(project)
     spec = ws.spec
-    if budget is not None or executor is not None:
+    if budget is not None or executor is not None or trials is not None:
         changes: dict[str, Any] = {}
+        tuning: dict[str, Any] = {}
         if budget is not None:
-            changes["tuning"] = spec.training.tuning.model_copy(update={"time_budget_s": budget})
+            tuning["time_budget_s"] = budget
+        if trials is not None:
+            tuning["n_trials"] = trials
+        if tuning:
+            changes["tuning"] = spec.training.tuning.model_copy(update=tuning)
         if executor is not None:
             changes["executor"] = executor
         spec = spec.model_copy(update={"training": spec.training.model_copy(update=changes)})

@@ -32,8 +32,8 @@ import duckdb
 import pyarrow as pa
 
 from loopml.data.provenance import (
-    PROVENANCE_SCHEMA,
     long_line,
+    provenance_from_files,
     provenance_table,
     record_lines,
     shown_path,
@@ -326,12 +326,11 @@ class CsvReader:
             headers = self._check_headers(name, source, prep) if source.header else []
             table = self._read_duckdb(name, source, prep.paths, "utf-8", originals=files, prep=prep)
             per_file = _rows_per_file(table.column(_FILE), [str(p) for p in prep.paths])
+            prov = provenance_from_files(
+                table.column(_FILE), [str(p) for p in prep.paths], [prep.shown(p) for p in prep.paths],
+                [record_lines(p, header=source.header, quote=source.quote or None, n=per_file[str(p)])
+                 for p in prep.paths])
             table = table.drop_columns([_FILE])
-            parts = []
-            for p in prep.paths:
-                n = per_file[str(p)]
-                lines = record_lines(p, header=source.header, quote=source.quote or None, n=n)
-                parts.append(provenance_table(prep.shown(p), n, lines))
         if len(headers) > 1:
             first = headers[0][1]
             for shown, names in headers[1:]:
@@ -350,7 +349,6 @@ class CsvReader:
                 f"source `{name}`: {', '.join(map(str, files[:3]))} holds no data rows "
                 f"(columns: {', '.join(table.column_names)})"
             )
-        prov = pa.concat_tables(parts) if parts else PROVENANCE_SCHEMA.empty_table()
         shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, prov, shown_files, notes)
 
@@ -577,8 +575,9 @@ class ParquetReader:
         finally:
             con.close()
         per_file = _rows_per_file(table.column(_FILE), [str(f) for f in files])
+        prov = provenance_from_files(table.column(_FILE), [str(f) for f in files],
+                                     [shown_path(f, project_dir) for f in files], [None] * len(files))
         table = table.drop_columns([_FILE])
-        prov = pa.concat_tables([provenance_table(shown_path(f, project_dir), per_file[str(f)], None) for f in files])
         return SourceRead(table, prov, [{"file": shown_path(f, project_dir), "rows": per_file[str(f)]} for f in files],
                           notes)
 
@@ -612,25 +611,86 @@ class JsonlReader:
             try:
                 rel = con.sql(f"SELECT * FROM {scan}")
                 mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
-                if mixed:
-                    raise _json_mixed(con, name, scan, mixed[0], prep)
+                as_text = []
+                for c in mixed:
+                    if not _json_scalars(con, scan, c):
+                        raise _json_mixed(con, name, scan, c, prep)
+                    as_text.append(c)
+                if as_text:  # numbers and strings in one field: text, so that validation types it and
+                    # quarantines the odd values with their line (`39`, `41`, `"n/a"`)
+                    _note(notes, f"source `{name}`: field(s) {', '.join(as_text)} mix JSON numbers and strings: "
+                          "read as text (validation types a field of almost only numbers as numeric)")
+                    rel = con.sql("SELECT " + ", ".join(
+                        f"json_extract_string({_ident(c)}, '$') AS {_ident(c)}" if c in as_text else _ident(c)
+                        for c in rel.columns) + f" FROM {scan}")
                 table = rel.to_arrow_table()
             except duckdb.Error as exc:
-                line_m = re.search(r"line (\d+)", str(exc))
+                bad = _first_bad_json_line(prep.paths)
+                if bad is not None:
+                    raise DataError(
+                        f"source `{name}`: {prep.shown(bad[0])} line {bad[1]}: not valid JSON lines: {bad[2]}",
+                        hint="each line must be one JSON object",
+                    ) from None
                 raise DataError(
                     f"source `{name}`: {prep.shown(prep.paths[0]) if len(files) == 1 else source.path}"
-                    f"{' line ' + line_m.group(1) if line_m else ''}: not valid JSON lines: {str(exc).splitlines()[0]}",
+                    f": not valid JSON lines: {str(exc).splitlines()[0]}",
                     hint="each line must be one JSON object",
                 ) from None
             finally:
                 con.close()
             per_file = _rows_per_file(table.column("__file"), [str(p) for p in prep.paths])
+            if len(prep.paths) > 1:
+                _note_extra_fields(name, table, prep, notes)
+            prov = provenance_from_files(
+                table.column("__file"), [str(p) for p in prep.paths], [prep.shown(p) for p in prep.paths],
+                [record_lines(p, header=False, quote=None, n=per_file[str(p)]) for p in prep.paths])
             table = table.drop_columns(["__file"])
-            parts = [provenance_table(prep.shown(p), per_file[str(p)],
-                                      record_lines(p, header=False, quote=None, n=per_file[str(p)]))
-                     for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
-        return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+        return SourceRead(table, prov, shown_files, notes)
+
+
+def _note_extra_fields(name: str, table: pa.Table, prep: _Prepared, notes: list[str]) -> None:
+    """Note the fields a later file has that the first file never sets (one grouped count, vectorised)."""
+    cols = [c for c in table.column_names if c != "__file"]
+    counts = table.group_by("__file", use_threads=False).aggregate([(c, "count") for c in cols]).to_pylist()
+    by_file = {r["__file"]: {c for c in cols if r[f"{c}_count"]} for r in counts}
+    first = by_file.get(str(prep.paths[0]), set())
+    for p in prep.paths[1:]:
+        extra = sorted(by_file.get(str(p), set()) - first)
+        if extra:
+            _note(notes, f"source `{name}`: {prep.shown(p)} has field(s) {', '.join(extra)} that "
+                  f"{prep.shown(prep.paths[0])} lacks (rows of the other files get missing values)")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _json_scalars(con: duckdb.DuckDBPyConnection, scan: str, column: str) -> bool:
+    """Whether a mixed JSON field holds only numbers, strings, booleans and nulls (no objects or arrays)."""
+    kinds = {r[0] for r in con.execute(
+        f"SELECT DISTINCT json_type({_ident(column)}) FROM {scan} WHERE {_ident(column)} IS NOT NULL").fetchall()}
+    return kinds <= {"UBIGINT", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN", "NULL"}
+
+
+def _first_bad_json_line(paths: Sequence[Path]) -> tuple[Path, int, str] | None:
+    """(file, 1-based line, problem) of the first line that is not one JSON object (the error path only:
+    DuckDB's own line numbers are one off)."""
+    import json
+
+    for p in paths:
+        with open(p, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                text = raw.decode("utf-8", "replace")
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    return p, lineno, f"{exc.msg.removesuffix(' at')} at column {exc.colno} in {text[:120].strip()!r}"
+                if not isinstance(value, dict):
+                    return p, lineno, f"a JSON {type(value).__name__}, not an object"
+    return None
 
 
 _JSON_FAMILY = {"UBIGINT": "number", "BIGINT": "number", "DOUBLE": "number", "VARCHAR": "string",

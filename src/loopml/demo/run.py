@@ -374,6 +374,19 @@ def _example_row(day: Any, spec: Any) -> dict[str, Any]:
     return request_rows(day, spec)[0]
 
 
+def _print_promotion_advice(console: Console, project: Path, version_id: str) -> None:
+    """Suggest promoting the retrained version only when its evaluation supports it; otherwise say why not."""
+    from loopml.registry import Registry
+    from loopml.registry.evidence import promotion_advice
+
+    ok, why = promotion_advice(Registry(Workspace.open(project)), version_id)
+    if ok:
+        console.print(f"  promote it ({why}): loopml models promote {version_id} -p {project} "
+                      f"--reason 'retrained after drift'", highlight=False)
+    else:
+        console.print(f"  not promoting {version_id}: {why}", highlight=False)
+
+
 def _print_summary(console: Console, result: DemoResult, settings: DemoSettings) -> None:
     board = result.leaderboard or {}
     ev = result.evaluation or {}
@@ -395,8 +408,7 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
         console.print("  drift: monitoring found no drift on the replayed day; no alert fired")
     console.print(f"  retraining: {_decision_text(result.decision)}")
     if result.decision and result.decision.get("version_id") and result.decision.get("status") == "approved":
-        console.print(f"  promote it: loopml models promote {result.decision['version_id']} -p {result.project} "
-                      f"--reason 'retrained after drift'")
+        _print_promotion_advice(console, result.project, str(result.decision["version_id"]))
     if result.url:
         row = json.dumps(result.example_row or {}, separators=(",", ":"))
         if settings.serve:

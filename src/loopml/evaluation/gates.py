@@ -14,9 +14,15 @@ Meaning:
 - ``roc_auc >= 0.75``: the point estimate passes the threshold. With ``at 95% confidence`` the
   one-sided bootstrap bound must pass instead (the lower bound for ``>``/``>=``, the upper bound
   for ``<``/``<=``).
-- ``roc_auc > production + 0.002 at 95% confidence``: the paired difference candidate −
-  production, computed on the same resamples, must exceed 0.002 at its one-sided 95% lower
-  bound. Without a production model there is nothing to beat and the gate passes, saying so.
+- ``roc_auc > production + 0.002``: decided on the paired bootstrap interval of the difference
+  candidate − production (same resamples), never on the point difference: the lower end of the
+  report's two-sided interval (``evaluation.confidence``, the interval shown next to the verdict)
+  must exceed 0.002 (the upper end for ``<``/``<=``; ``==`` asks the interval to contain the
+  bound). ``at 95% confidence`` uses the one-sided 95% bound instead. Without a production model
+  there is nothing to beat and the gate passes, saying so.
+- The baseline gate (:func:`baseline_gate`, on unless ``evaluation.baseline_gate: false``) is
+  implicit: the primary metric must be significantly better than the task's baseline (prior,
+  mean, most popular), the paired interval of the difference excluding zero in the right direction.
 - ``fairness.demographic_parity_difference <= 0.1``: the worst sensitive column must pass
   (``fairness.COLUMN.METRIC`` names one column).
 - ``latency_p99_ms <= requirements``: a measured value (from training) against the budget of the
@@ -99,6 +105,8 @@ class GateContext:
     requirements: dict[str, float] = field(default_factory=dict)
     #: why a reference ("production", "baseline") was not compared, when it exists but was left out
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: relative measurement tolerance of a budget (``latency_p99_ms``: ``constraints.latency_tolerance``)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
 
 _TOKEN = re.compile(
@@ -235,6 +243,10 @@ def evaluate_gate(gate: Gate, result: EvaluationResult, context: GateContext | N
         if value is None:
             ev["reason"] = f"no measured {gate.subject} (training did not report one)"
             return GateVerdict(gate.text, False, ev)
+        tol = ctx.tolerances.get(gate.subject, 0.0)
+        if tol and gate.op in ("<", "<="):
+            ev["tolerance"] = tol
+            budget = budget * (1.0 + tol)
         return GateVerdict(gate.text, _compare(value, gate.op, budget), ev)
     if gate.subject.startswith("fairness."):
         return _fairness_gate(gate, result, ev)
@@ -272,14 +284,102 @@ def evaluate_gate(gate: Gate, result: EvaluationResult, context: GateContext | N
         return GateVerdict(gate.text, True, ev)
     ev.update(candidate=comp.candidate_value, reference_value=comp.reference_value,
               difference=comp.difference.to_json(), p_value=comp.p_value)
+    return _interval_verdict(gate, comp.difference, comp.samples, result.confidence, ev)
+
+
+def _interval_verdict(gate: Gate, diff: Interval, samples: np.ndarray, confidence: float,
+                      ev: dict[str, Any]) -> GateVerdict:
+    """A relative gate decided on the paired interval of the difference (never the point estimate)."""
+    margin = gate.margin
     if gate.confidence is None:
-        return GateVerdict(gate.text, _compare(comp.difference.value, gate.op, gate.margin), ev)
-    bound = one_sided_bound(comp.samples, gate.confidence, _side(gate.op))  # type: ignore[arg-type]
-    ev.update(confidence=gate.confidence, bound=bound, bound_side=_side(gate.op))
-    if not np.isfinite(bound):
-        ev["reason"] = "no bootstrap resamples to bound the difference (evaluation.bootstrap_resamples is 0)"
-        return GateVerdict(gate.text, False, ev)
-    return GateVerdict(gate.text, _compare(bound, gate.op, gate.margin), ev)
+        ev.update(confidence=confidence, decided_on="interval")
+        lo, hi = diff.lower, diff.upper
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            ev["reason"] = "no bootstrap resamples to bound the difference (evaluation.bootstrap_resamples is 0)"
+            return GateVerdict(gate.text, False, ev)
+        if gate.op == "==":
+            passed = bool(lo <= margin <= hi)
+            bound = lo if abs(lo - margin) < abs(hi - margin) else hi
+        else:
+            bound = lo if _side(gate.op) == "lower" else hi
+            passed = _compare(bound, gate.op, margin)
+        ev.update(bound=bound, bound_side=_side(gate.op))
+    else:
+        bound = one_sided_bound(samples, gate.confidence, _side(gate.op))  # type: ignore[arg-type]
+        ev.update(confidence=gate.confidence, bound=bound, bound_side=_side(gate.op), decided_on="one-sided bound")
+        if not np.isfinite(bound):
+            ev["reason"] = "no bootstrap resamples to bound the difference (evaluation.bootstrap_resamples is 0)"
+            return GateVerdict(gate.text, False, ev)
+        passed = _compare(bound, gate.op, margin)
+    if not passed and np.isfinite(diff.value) and _compare(diff.value, gate.op, margin):
+        where = "interval" if gate.confidence is None else f"one-sided {round(100 * gate.confidence)}% bound"
+        ev["why"] = (f"the point difference {diff.value:+.4g} passes but the {where} "
+                     f"({_fmt_interval(diff, ev)}) does not: the difference is not significant")
+    return GateVerdict(gate.text, passed, ev)
+
+
+def _fmt_interval(diff: Interval, ev: dict[str, Any]) -> str:
+    if ev.get("decided_on") == "interval":
+        return f"[{diff.lower:+.4g}, {diff.upper:+.4g}]"
+    return f"{ev.get('bound_side')} bound {ev.get('bound', float('nan')):+.4g}"
+
+
+def baseline_gate(result: EvaluationResult, *, enabled: bool = True, baseline: str | None = None,
+                  candidate_model: str | None = None, unavailable: str | None = None) -> GateVerdict:
+    """The implicit baseline gate: the primary metric is significantly better than the task's baseline.
+
+    The paired bootstrap interval (``result.confidence``) of candidate − baseline on the primary
+    metric must exclude zero in the right direction. Fails (saying why) when the candidate is the
+    baseline itself or no baseline could be scored; passes, saying it was off, when ``enabled``
+    is false (``evaluation.baseline_gate: false``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loopml.evaluation.evaluate import evaluate_predictions
+    >>> from loopml.spec.evaluation import Evaluation
+    >>> rng = np.random.default_rng(0); y = rng.integers(0, 2, 500)
+    >>> r = evaluate_predictions("binary", y, rng.random(500), baseline_score=np.full(500, y.mean()),
+    ...                          spec_eval=Evaluation(bootstrap_resamples=100))
+    >>> v = baseline_gate(r, baseline="prior"); v.passed, v.evidence["verdict"]
+    (False, 'no better than the baseline (prior)')
+    """
+    pm = result.primary_metric
+    name = baseline or "baseline"
+    text = f"{pm} better than the baseline ({name})"
+    ev: dict[str, Any] = {"kind": "baseline", "subject": pm, "reference": "baseline", "baseline": baseline,
+                          "enabled": enabled, "confidence": result.confidence}
+    if not enabled:
+        ev["skipped"] = "the baseline gate is off (evaluation.baseline_gate: false)"
+        return GateVerdict(text, True, ev)
+    no_better = f"no better than the baseline ({name})"
+    if candidate_model is not None and candidate_model == baseline:
+        ev.update(verdict=no_better, reason=f"the candidate is the baseline model ({name}) itself",
+                  candidate_is_baseline=True)
+        return GateVerdict(text, False, ev)
+    comp = result.comparisons.get("baseline", {}).get(pm)
+    if comp is None:
+        ev.update(verdict=no_better, reason=(unavailable or "no baseline model was scored")
+                  + "; a model is approved only against its baseline (evaluation.baseline_gate: false turns this off)")
+        return GateVerdict(text, False, ev)
+    d = comp.difference
+    ev.update(candidate=comp.candidate_value, reference_value=comp.reference_value, difference=d.to_json(),
+              p_value=comp.p_value, higher_is_better=comp.higher_is_better, decided_on="interval",
+              bound_side="lower" if comp.higher_is_better else "upper")
+    if not (np.isfinite(d.lower) and np.isfinite(d.upper)):
+        ev.update(verdict=no_better,
+                  reason="no bootstrap resamples to bound the difference (evaluation.bootstrap_resamples is 0)")
+        return GateVerdict(text, False, ev)
+    passed = bool(d.lower > 0) if comp.higher_is_better else bool(d.upper < 0)
+    ev["bound"] = d.lower if comp.higher_is_better else d.upper
+    if passed:
+        ev["verdict"] = f"better than the baseline ({name})"
+    else:
+        ev["verdict"] = no_better
+        ev["why"] = (f"{pm} {d.value:+.4g} vs {name}, {round(100 * result.confidence)}% paired interval "
+                     f"[{d.lower:+.4g}, {d.upper:+.4g}] "
+                     + ("includes 0" if d.lower <= 0 <= d.upper else "is on the wrong side of 0"))
+    return GateVerdict(text, passed, ev)
 
 
 def _fairness_gate(gate: Gate, result: EvaluationResult, ev: dict[str, Any]) -> GateVerdict:

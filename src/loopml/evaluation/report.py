@@ -43,12 +43,40 @@ def build_report(
         "report_version": REPORT_VERSION,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "approved": approved(verdicts),
+        "verdict": verdict_text(verdicts),
+        "baseline": baseline_summary(result, verdicts),
         "gates": [v.to_json() for v in verdicts],
         "model": model or {},
         "metric_values": {k: m["value"] for k, m in body["metrics"].items()},
         **body,
     })
     return report
+
+
+def verdict_text(verdicts: list[GateVerdict]) -> str:
+    """One line: ``approved``, ``no better than the baseline (prior)`` or which gates failed."""
+    if approved(verdicts):
+        return "approved"
+    base = next((v for v in verdicts if v.evidence.get("kind") == "baseline" and not v.passed), None)
+    if base is not None:
+        return str(base.evidence.get("verdict") or "no better than the baseline")
+    failed = [v.gate for v in verdicts if not v.passed]
+    return f"not approved: {len(failed)} gate(s) failed ({'; '.join(failed)})"
+
+
+def baseline_summary(result: EvaluationResult, verdicts: list[GateVerdict]) -> dict[str, Any]:
+    """The baseline the candidate was judged against: name, primary-metric value, whether the gate was on."""
+    pm = result.primary_metric
+    gate = next((v for v in verdicts if v.evidence.get("kind") == "baseline"), None)
+    ev = gate.evidence if gate is not None else {}
+    ref = result.metrics.get(pm) if ev.get("candidate_is_baseline") else result.references.get("baseline", {}).get(pm)
+    return {
+        "name": ev.get("baseline"),
+        "metric": pm,
+        "value": None if ref is None else ref.value,
+        "gate": "on" if ev.get("enabled", gate is not None) else "off",
+        "passed": None if gate is None else gate.passed,
+    }
 
 
 def clean_json(x: Any) -> Any:
@@ -123,31 +151,46 @@ def summary_tables(report: dict[str, Any], max_slices: int = 8) -> list[Table]:
                       f"{_f(f['equalized_odds_difference']['value'])} {_ci(f['equalized_odds_difference'])}",
                       _f(f["max_calibration_gap"]))
         tables.append(t)
-    t = Table(title="gates: " + ("APPROVED" if report["approved"] else "NOT APPROVED"), header_style="bold")
+    t = Table(title="gates: " + ("APPROVED" if report["approved"] else "NOT APPROVED")
+              + ("" if report["approved"] or not report.get("verdict") else f" – {report['verdict']}"),
+              header_style="bold")
     for c in ("gate", "result", "evidence"):
         t.add_column(c)
     for g in report["gates"]:
         t.add_row(rich_escape(g["gate"]), "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]",
-                  rich_escape(_evidence_text(g["evidence"])))
+                  rich_escape(evidence_text(g["evidence"])))
     if not report["gates"]:
         t.add_row("(no gates declared in evaluation.gates)", "", "")
     tables.append(t)
     return tables
 
 
-def _evidence_text(ev: dict[str, Any]) -> str:
+def evidence_text(ev: dict[str, Any]) -> str:
+    """One line of evidence for a gate verdict (interval, bound, margin, why it failed)."""
     if "reason" in ev:
         return str(ev["reason"])
     if "skipped" in ev:
         return str(ev["skipped"])
     kind = ev.get("kind")
     if kind == "requirement":
-        return f"measured {_f(ev.get('measured'))} vs budget {_f(ev.get('budget'))}"
-    if kind == "relative":
-        s = f"Δ={_f(ev['difference']['value'])}"
-        if ev.get("confidence"):
-            s += f", {ev['bound_side']} bound {_f(ev['bound'])} at {round(100 * ev['confidence'])}%"
-        return s + f" (margin {ev.get('margin')})"
+        s = f"measured {_f(ev.get('measured'))} vs budget {_f(ev.get('budget'))}"
+        if ev.get("tolerance"):
+            s += f" (+{round(100 * ev['tolerance'])}% measurement tolerance)"
+        return s
+    if kind in ("relative", "baseline"):
+        d = ev["difference"]
+        conf = round(100 * (ev.get("confidence") or 0.95))
+        s = f"Δ={_f(d['value'])}"
+        if ev.get("decided_on") == "one-sided bound":
+            s += f", one-sided {ev['bound_side']} bound {_f(ev['bound'])} at {conf}%"
+        else:
+            s += f", {conf}% interval {_ci(d)}"
+        s += f" vs {ev.get('baseline') or ev.get('reference')}"
+        if kind == "relative":
+            s += f" (margin {ev.get('margin')})"
+        if ev.get("why"):
+            s += f": {ev['why']}"
+        return s
     if "columns" in ev:
         return "; ".join(f"{c}: {_f(v['value'])}" for c, v in ev["columns"].items())
     s = f"value {_f(ev.get('value', ev.get('measured')))}"
@@ -187,7 +230,10 @@ def render_html(report: dict[str, Any]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>Evaluation report "
         + ("<span class='badge ok'>APPROVED</span>" if report["approved"] else "<span class='badge no'>NOT APPROVED</span>")
-        + "</h1>",
+        + "</h1>"
+        + ("" if report["approved"] or not report.get("verdict") else f"<p><b>{escape(str(report['verdict']))}</b></p>")
+        + ("<p class='muted'>the baseline gate was off (evaluation.baseline_gate: false)</p>"
+           if (report.get("baseline") or {}).get("gate") == "off" else ""),
         f"<p class='muted'>{escape(report.get('created_at', ''))} · task {escape(report['task'])} · "
         f"{report['rows']:,} test rows · {report['bootstrap']['resamples']} bootstrap resamples "
         f"({escape(report['bootstrap']['method'])}) · {conf}% intervals"
@@ -200,7 +246,7 @@ def render_html(report: dict[str, Any]) -> str:
     out.append("<h2>Gates</h2>")
     out.append(_table(["gate", "result", "evidence"], [
         [escape(g["gate"]), "<span class='pass'>pass</span>" if g["passed"] else "<span class='fail'>FAIL</span>",
-         escape(_evidence_text(g["evidence"]))] for g in report["gates"]
+         escape(evidence_text(g["evidence"]))] for g in report["gates"]
     ] or [["(no gates declared)", "", ""]]))
     out.append("<h2>Metrics</h2>")
     out.append(_table(["metric", "value", f"{conf}% interval", "online metric it stands for", "description"], [

@@ -252,13 +252,16 @@ class Registry:
         return self.get(vid)
 
     def transition(
-        self, version_id: str, to_state: str, *, actor: str | None = None, reason: str, force: bool = False
+        self, version_id: str, to_state: str, *, actor: str | None = None, reason: str, force: bool = False,
+        check_evidence: bool = True,
     ) -> ModelVersion:
         """Move a version along a declared transition, recording who, when and why.
 
         Entering ``production`` archives the version that was there. Entering a serving state
         (shadow, canary, production) with failed gates is refused unless ``force`` is set, and
-        forcing needs a reason.
+        forcing needs a reason. So is entering production when the version's latest evaluation
+        found it significantly worse than production (:func:`loopml.registry.evidence.check_promotion`;
+        ``check_evidence=False`` for a rollback).
         """
         if not reason.strip():
             raise LoopMLError(f"moving {version_id} to {to_state} needs a reason (who reads the history will ask)")
@@ -275,9 +278,16 @@ class Registry:
                 + f"; refusing to move it to {to_state}",
                 hint="pass --force with a --reason to override; the override is recorded",
             )
+        overridden = None
+        if check_evidence:
+            from loopml.registry.evidence import check_promotion, comparison_text
+
+            overridden = check_promotion(self, v.version_id, to_state, force=force)
+            if overridden is not None:
+                reason = f"{reason} [forced although {comparison_text(overridden)}]"
         who = actor or default_actor()
         now = utcnow()
-        forced = force and not v.approved and to_state in SERVING_STATES
+        forced = (force and not v.approved and to_state in SERVING_STATES) or overridden is not None
         with self.ws.engine.begin() as conn:
             # re-read under the write transaction: another process may have moved it meanwhile
             current = conn.execute(
@@ -311,7 +321,7 @@ class Registry:
             )
         return self.transition(
             target.version_id, "production", actor=actor, reason=f"rollback from {current.version_id}: {reason}",
-            force=True,
+            force=True, check_evidence=False,
         )
 
     # -- internals ---------------------------------------------------------------------------

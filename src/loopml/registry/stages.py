@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from loopml.lineage import lineage
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
+from loopml.registry.evidence import record_evaluation, verdict_from_report
 from loopml.registry.registry import Registry
 from loopml.spec import Spec
 from loopml.workspace.metadata import executions
@@ -80,7 +81,7 @@ class RegisterStage(BaseStage):
         report_digest = ctx.input("evaluate", "report")
         report = _json_artifact(ctx, report_digest)
         manifest = _json_artifact(ctx, bundle_digest)
-        verdict = {"approved": bool(report.get("approved", False)), "gates": list(report.get("gates", []))}
+        verdict = verdict_from_report(report, report_digest)
         meta = {
             "task": manifest.get("task", ctx.spec.task.type),
             "model_type": manifest.get("model_type"),
@@ -94,6 +95,9 @@ class RegisterStage(BaseStage):
             bundle_digest, verdict=verdict, lineage=bundle_lineage(ctx, bundle_digest, report_digest), meta=meta,
             actor="pipeline", reason=f"registered by execution {ctx.execution_id}",
         )
+        # the same bundle evaluated again (gates changed...): its verdict follows the new evaluation
+        version = record_evaluation(reg, version.version_id, report, report_ref=report_digest, source="register",
+                                    actor="pipeline")
         promoted = False
         if version.state == "candidate" and version.approved and reg.production() is None:
             # the first approved model of a project goes straight to production so that

@@ -33,3 +33,17 @@ model_transitions = Table(
     Column("reason", Text, nullable=False),
     Column("forced", Boolean, nullable=False, default=False),
 )
+
+#: every evaluation of a registered version (history kept); the latest one is the version's verdict
+model_evaluations = Table(
+    "model_evaluations",
+    METADATA,
+    Column("evaluation_id", Integer, primary_key=True, autoincrement=True),
+    Column("version_id", String(40), ForeignKey("model_versions.version_id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("approved", Boolean, nullable=False),
+    Column("verdict", JSON, nullable=False),  # gates, verdict line, primary metric, baseline, vs production
+    Column("report", String(200)),  # the report artifact digest (or file) it came from
+    Column("source", String(200), nullable=False),  # evaluate stage, register stage, `loopml evaluate --bundle`
+    Column("actor", String(200), nullable=False),
+)

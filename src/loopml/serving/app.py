@@ -347,8 +347,10 @@ class ServingApp:
         if path in self.admin_routes and method == b"POST":
             return None
         known = sorted({p.decode() for (_, p) in self.routes} | {p.decode() for p in self.admin_routes})
-        if any(p == path for (_, p) in self.routes):
-            return _err(405, f"method {method.decode()} not allowed on {path.decode()}")
+        allowed = [m.decode() for (m, p) in self.routes if p == path] or (["POST"] if path in self.admin_routes else [])
+        if allowed:
+            code, payload, ctype = _err(405, f"method {method.decode(errors='replace')} not allowed on {path.decode()}")
+            return code, payload, ctype, b"allow: %s\r\n" % ", ".join(allowed).encode()
         return _err(404, f"no endpoint {path[:200].decode(errors='replace')} (endpoints: {', '.join(known)})")
 
     async def handle_admin(self, path: bytes, headers: dict[bytes, bytes], body: bytes) -> Response:
@@ -761,6 +763,9 @@ class ServingApp:
                 model.schema, title=self.title, version=model.version_id,
                 entity_keys=self.lookup.entity_keys if self.lookup else [],
                 store_fields=sorted(self.lookup.available) if self.lookup else [],
+                task=model.task,
+                admin_bodies={p.decode().rsplit("/", 1)[-1]: body.model_json_schema()
+                              for p, (body, _) in self.admin_routes.items()},
             )
             self._openapi = orjson.dumps(doc)
         return 200, self._openapi, JSON

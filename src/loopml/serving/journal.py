@@ -181,7 +181,8 @@ class Journal:
         self._unsynced = False
         self._io_lock = threading.Lock()  # the file and the queue's writes (held for one write, never a sync)
         self._sync_lock = threading.Lock()  # one fdatasync at a time; rotation and close wait for it
-        self.appended = 0  # records queued by the request loop since start (group-commit tickets)
+        self.appended = 0  # records queued since start (group-commit tickets)
+        self._count_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.written = 0
@@ -208,7 +209,6 @@ class Journal:
         if len(pending) >= self.max_pending or self._closed:
             self.dropped += 1  # (after close: the service answers no request any more; see ServingApp.closing)
             return
-        self.appended += 1
         if self.kind == FEEDBACK:
             pending.append((encode_feedback(record), 1))
         else:
@@ -218,6 +218,9 @@ class Journal:
                 known = self._declare(schema)
             rows = len(record[0]) if record[0].__class__ is list else 1
             pending.append((encode_prediction(record, known[0]), rows))
+        # counted once queued (a sync that starts now covers it); locked: worker threads append too
+        with self._count_lock:
+            self.appended += 1
         if len(pending) >= self.flush_rows:
             # the lock is held only for another thread's write, never for a sync: so at most
             # ``flush_rows`` records are ever only in memory (what a killed process loses)

@@ -122,16 +122,15 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
     """The log rows of records sharing one schema and one payload kind (dict, vector or block)."""
     if kind in ("block", "table"):  # (ids, ts, version, route, scores, preds, matrix | table, schema)
         n = [len(r[0]) for r in records]
+        owner = pa.array(np.repeat(np.arange(len(records)), n))  # row -> its record: per-record values by take()
         cols: dict[str, Any] = {
             "request_id": pa.array([i for r in records for i in r[0]], pa.string()),
             "ts": pa.array(np.repeat([r[1] for r in records], n), pa.int64()).cast(TS),
-            "model_version": pa.array(np.repeat([r[2] for r in records], n).tolist(), pa.string()),
-            "route": pa.array(np.repeat([r[3] for r in records], n).tolist(), pa.string()),
+            "model_version": pa.array([r[2] for r in records], pa.string()).take(owner),
+            "route": pa.array([r[3] for r in records], pa.string()).take(owner),
             "score": pa.array(np.concatenate([r[4] for r in records]).astype(np.float64)),
             "prediction": pa.array(np.concatenate([r[5] for r in records]).astype(np.float64)),
-            "client_request_id": pa.array(
-                [c for r, k in zip(records, n, strict=True) for c in [r[8] if len(r) > 8 else None] * k], pa.string()
-            ),
+            "client_request_id": pa.array([r[8] if len(r) > 8 else None for r in records], pa.string()).take(owner),
         }
     else:
         cols = {
@@ -161,9 +160,10 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
             cols[name] = pa.chunked_array(chunks, want) if chunks else pa.nulls(n_rows, want)
     else:  # raw numeric inputs in schema order: slice columns out of one matrix (NaN = missing)
         matrix = np.vstack([r[6] for r in records]) if kind == "vector" else np.concatenate([r[6] for r in records])
+        columns = np.ascontiguousarray(matrix.T, np.float64)  # one transpose: each column is then contiguous
         for j, name in enumerate(schema.names):
             if name in fields:
-                cols[name] = pa.array(matrix[:, j], pa.float64(), from_pandas=True)
+                cols[name] = pa.array(columns[j], pa.float64(), from_pandas=True)
     return pa.table(cols)
 
 

@@ -17,6 +17,8 @@ Examples
 >>> rid = ids.issue()
 >>> ids.issued(rid), ids.issued(rid[:-1] + ("0" if rid[-1] != "0" else "1")), ids.issued("nope")
 (True, False, False)
+>>> ids.issued("\u00b8" * 20)
+False
 >>> base = ids.issue(rows=3)
 >>> ids.issued(f"{base}-2"), ids.issued(f"{base}-3"), ids.issued(base)
 (True, False, False)
@@ -95,7 +97,7 @@ class RequestIds:
 
     def issued(self, rid: str) -> bool:
         """Did a server of this project issue ``rid`` (one prediction: a single-row id or a row id of a block)?"""
-        if len(rid) > MAX_ID:
+        if len(rid) > MAX_ID or not rid.isascii():  # (compare_digest refuses non-ASCII str: never ours anyway)
             return False
         base, dash, index = rid.partition("-")
         body, tag = base[:-TAG], base[-TAG:]

@@ -218,10 +218,23 @@ class InputSchema:
         return {"type": "object", "properties": props, "required": list(self.names), "additionalProperties": True}
 
 
+#: responses any operation may get from the HTTP layer itself (see :mod:`loopml.serving.http`)
+_COMMON = {"400": "BadRequest", "408": "Timeout", "414": "UriTooLong", "431": "HeadersTooLarge",
+           "500": "Internal", "503": "Unavailable"}
+#: and those an operation with a request body may get
+_WITH_BODY = {"413": "TooLarge", "415": "UnsupportedType", "422": "Invalid"}
+
+
 def openapi_document(
-    schema: InputSchema, *, title: str, version: str, entity_keys: list[str], store_fields: list[str]
+    schema: InputSchema, *, title: str, version: str, entity_keys: list[str], store_fields: list[str],
+    task: str | None = None, admin_bodies: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the service, describing the model's real inputs."""
+    """The OpenAPI 3.1 document of the service, describing the model's real inputs.
+
+    Every status code and content type a handler (or the HTTP layer: limits, timeouts, load
+    shedding) can answer is listed; ``tests/serving/test_contract.py`` runs schemathesis against
+    a real server to keep it so. ``admin_bodies``: JSON Schema of each admin endpoint's body.
+    """
     row = schema.json_schema()
     if store_fields:
         row = {**row, "required": [n for n in row["required"] if n not in set(store_fields)]}
@@ -246,35 +259,65 @@ def openapi_document(
             "score": {"type": "number", "description": "P(positive) for binary, the value for regression"},
             "prediction": {"type": "number", "description": "class or value"},
         },
+        "required": ["request_id", "model_version", "route", "score", "prediction"],
     }
     many = {
         "type": "object",
         "properties": {
             "request_id": {"type": "string"},
-            "request_ids": {"type": "array", "items": {"type": "string"}},
+            "request_ids": {"type": "array", "items": {"type": "string"}, "description": "one per row, for feedback"},
             "model_version": {"type": "string"},
             "route": {"type": "string"},
             "scores": {"type": "array", "items": {"type": "number"}},
             "predictions": {"type": "array", "items": {"type": "number"}},
         },
+        "required": ["request_id", "request_ids", "model_version", "route", "scores", "predictions"],
     }
-
-    def json_ok(s: dict[str, Any]) -> dict[str, Any]:
-        return {"description": "OK", "content": {"application/json": {"schema": s}}}
-
-    err = {
-        "description": "invalid request: each problem names the field, the value and what was expected",
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "array", "items": problem}}}
-            }
-        },
-    }
-    admin_body = {
+    error = {
         "type": "object",
-        "properties": {"version": {"type": "string"}, "reason": {"type": "string"}, "force": {"type": "boolean"}},
+        "properties": {"error": {"type": "string"}, "detail": {"type": "array", "items": problem}},
+        "required": ["error"],
     }
+    ref_error = {"$ref": "#/components/schemas/Error"}
+
+    def json_ok(s: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": s}}}
+
+    def json_error(description: str, **extra: Any) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": ref_error}}, **extra}
+
+    def responses(ok: dict[str, Any], *codes: str, body: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"200": ok}
+        for code, name in {**_COMMON, **(_WITH_BODY if body else {})}.items():
+            out[code] = {"$ref": f"#/components/responses/{name}"}
+        for code in codes:
+            out[code] = {"$ref": f"#/components/responses/{_NAMED[code]}"}
+        return dict(sorted(out.items()))
+
+    label: dict[str, Any] = {"type": "number", "description": "the observed outcome"}
+    if task == "binary":
+        label = {"enum": [0, 1], "description": "the observed outcome (binary task: 0 or 1)"}
+    feedback_item = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                           "description": "an id this service issued: request_id, or one of request_ids, of /v1/predict"},
+            "label": label,
+        },
+        "required": ["request_id", "label"],
+        "additionalProperties": False,
+    }
+    bodies = admin_bodies or {}
     bearer: list[dict[str, list[str]]] = [{"adminToken": []}]
+
+    def admin(summary: str, name: str) -> dict[str, Any]:
+        body = bodies.get(name, {"type": "object"})
+        return {"post": {
+            "summary": summary, "security": bearer,
+            "requestBody": {"required": bool(body.get("required")), "content": {"application/json": {"schema": body}}},
+            "responses": responses(json_ok({"type": "object"}), "401", "404", "409", "412", body=True),
+        }}
+
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -282,6 +325,9 @@ def openapi_document(
             "/v1/predict": {
                 "post": {
                     "summary": "Predict one row (a JSON object) or many (a JSON array, or {\"rows\": [...]})",
+                    "parameters": [{"name": "X-Request-Id", "in": "header", "required": False,
+                                    "description": "the client's own id, logged as client_request_id (1-128 printable ASCII)",
+                                    "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"}}],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -290,39 +336,77 @@ def openapi_document(
                                     "oneOf": [
                                         row,
                                         {"type": "array", "items": row},
-                                        {"type": "object", "properties": {"rows": {"type": "array", "items": row}}, "required": ["rows"]},
+                                        {"type": "object", "properties": {"rows": {"type": "array", "items": row}},
+                                         "required": ["rows"], "additionalProperties": False},
                                     ]
                                 }
                             }
                         },
                     },
-                    "responses": {"200": json_ok({"oneOf": [one, many]}), "422": err},
+                    "responses": responses(json_ok({"oneOf": [one, many]}), "404", body=True),
                 }
             },
             "/v1/feedback": {
                 "post": {
-                    "summary": "Record the outcome (label) of an earlier prediction by its request id",
+                    "summary": "Record the outcome (label) of earlier predictions by their request ids",
                     "requestBody": {
                         "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"request_id": {"type": "string"}, "label": {"type": "number"}},
-                                    "required": ["request_id", "label"],
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            feedback_item, {"type": "array", "items": feedback_item, "maxItems": 10_000},
+                        ]}}},
                     },
-                    "responses": {"200": json_ok({"type": "object"}), "422": err},
+                    "responses": responses(json_ok({"type": "object", "properties": {"recorded": {"type": "integer"}},
+                                                    "required": ["recorded"]}), "401", body=True),
                 }
             },
-            "/health": {"get": {"summary": "The process is alive", "responses": {"200": json_ok({"type": "object"})}}},
-            "/ready": {"get": {"summary": "A model is loaded and serving", "responses": {"200": json_ok({"type": "object"}), "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
-            "/admin/promote": {"post": {"summary": "Promote a version to production and serve it", "security": bearer, "requestBody": {"content": {"application/json": {"schema": admin_body}}}, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
-            "/admin/rollback": {"post": {"summary": "Roll back to the previous production version", "security": bearer, "requestBody": {"content": {"application/json": {"schema": admin_body}}}, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
-            "/admin/reload": {"post": {"summary": "Reload the versions the registry says should serve", "security": bearer, "responses": {"200": json_ok({"type": "object"}), "401": {"description": "missing or wrong token"}}}},
+            "/health": {"get": {"summary": "The process is alive",
+                                "responses": responses(json_ok({"type": "object", "properties": {"status": {"type": "string"}}}))}},
+            "/ready": {"get": {"summary": "A model is loaded and serving, the logs are writable",
+                               "responses": responses(json_ok({"type": "object"}))}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format 0.0.4)", "responses": responses(
+                {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}})}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": responses(json_ok({"type": "object"}))}},
+            "/v1/models": {"get": {"summary": "The loaded versions: state, inputs and task", "responses": responses(json_ok({
+                "type": "object",
+                "properties": {"versions": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"version": {"type": "string"}, "state": {"type": ["string", "null"]},
+                                   "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
+                                   "task": {"type": "string"}},
+                    "required": ["version", "state", "inputs", "task"],
+                }}},
+                "required": ["versions"],
+            }))}},
+            "/admin/promote": admin("Promote a version to production (loaded and checked first) and serve it", "promote"),
+            "/admin/rollback": admin("Roll back to the previous production version", "rollback"),
+            "/admin/reload": admin("Reload the versions the registry says should serve", "reload"),
         },
-        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}, "schemas": {"Row": row}},
+        "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Row": row, "Error": error},
+            "responses": {
+                "BadRequest": json_error("malformed HTTP request"),
+                "Unauthorized": json_error("missing or wrong token"),
+                "NotFound": json_error("no such version, or no precomputed prediction for the key"),
+                "Timeout": json_error("the request's headers or body did not arrive within the timeout; the connection is closed"),
+                "Conflict": json_error("the registry refuses the transition"),
+                "PreconditionFailed": json_error("the version cannot serve (failed gates without force, or failed its checks)"),
+                "TooLarge": json_error("body larger than deployment.limits.max_body_bytes, or more rows than max_rows_per_request"),
+                "UriTooLong": json_error("request line longer than deployment.limits.max_request_line_bytes"),
+                "UnsupportedType": json_error("the body is not `Content-Type: application/json`"),
+                "Invalid": {"description": "invalid request: each problem names the field, the value and what was expected",
+                            "content": {"application/json": {"schema": ref_error}}},
+                "HeadersTooLarge": json_error("more headers, or larger, than deployment.limits allows"),
+                "Internal": json_error("a bug: counted in /metrics and written to the server log"),
+                "Unavailable": json_error(
+                    "not ready (no model loaded), shutting down, too many connections, or overloaded (the queued work "
+                    "exceeds the latency budget: retry after Retry-After seconds)",
+                    headers={"Retry-After": {"description": "seconds to wait before retrying (load shedding)",
+                                             "schema": {"type": "integer"}}},
+                ),
+            },
+        },
     }
+
+
+_NAMED = {"401": "Unauthorized", "404": "NotFound", "409": "Conflict", "412": "PreconditionFailed"}

@@ -102,13 +102,21 @@ class ModelCandidate(StrictModel):
 class Tuning(StrictModel):
     """Hyperparameter search settings."""
 
-    time_budget_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Wall-clock budget in seconds for training and tuning all candidates: fixed candidates are "
-        "fitted first, candidates with `tune: true` share what is left.",
+    n_trials: int = Field(
+        default=20,
+        ge=1,
+        description="The tuning budget: trials per tuned candidate (trial 0 is the spec's own parameters). Trials "
+        "are proposed by a seeded TPE sampler in a fixed order, in batches of the executor's parallelism that are "
+        "told back in trial order, so the same spec, seed and data give the same trials and the same choice "
+        "whether the machine is idle or busy, and with parallel trials.",
     )
-    n_trials: int | None = Field(default=None, ge=1, description="Stop after this many trials.")
+    time_budget_s: float | None = Field(
+        default=1800.0,
+        gt=0,
+        description="Safety cap in seconds (wall clock) on training and tuning all candidates, not the budget: "
+        "fixed candidates are fitted first, tuned ones share what is left. When it stops tuning before n_trials, "
+        "the leaderboard says so (the result then depends on the machine's speed). null: no cap.",
+    )
     metric: str | None = Field(default=None, description="Validation metric to optimise; task default when unset.")
     cv_folds: int | Literal["auto"] = Field(
         default="auto",

@@ -20,13 +20,18 @@ def _row_cells(c: dict[str, Any], winner: str) -> list[str]:
     status = "winner" if c["name"] == winner else ("eligible" if c["eligible"] else "not eligible")
     size = f"{c['size_mb']:.3f}" if c.get("size_mb") is not None else "–"
     trials = f"{c['n_trials']} ({c['n_pruned']} pruned)" if c.get("tuned") else "–"
+    if c.get("tuned") and c.get("tuning_stopped_by") == "time cap":
+        trials = f"{c['n_trials']} of {c.get('trials_planned')} (time cap)"
+    p99 = _num(c.get("latency_p99_ms"), 3)
+    if c.get("latency_p99_spread_ms") is not None and p99 != "–":
+        p99 += f" ±{c['latency_p99_spread_ms']:.3f}"
     return [
-        c["name"], c["model_type"], _num(c["value"]), ci, _num(c.get("latency_p99_ms"), 3), size,
+        c["name"], c["model_type"], _num(c["value"]), ci, p99, size,
         f"{c['train_s']:.2f}", trials, status, "; ".join(c.get("reasons") or []),
     ]
 
 
-COLUMNS = ["candidate", "model", "{metric}", "95% CI", "p99 ms", "size MB", "train s", "trials", "status", "why not"]
+COLUMNS = ["candidate", "model", "{metric}", "95% CI", "CPU p99 ms", "size MB", "train s", "trials", "status", "why not"]
 
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
@@ -110,7 +115,9 @@ tr.out td {{ color: #888; }}
 <p>Metric: <b>{html.escape(board['metric'])}</b> on the validation split
 ({'higher' if board.get('higher_is_better', True) else 'lower'} is better), 95% bootstrap intervals.
 Requirements: {html.escape(budget)}. Latency is the single-row p99 of
-<code>Bundle.predict_row</code> (transform + model) measured on this machine.</p>
+<code>Bundle.predict_row</code> (transform + model) on this machine:
+{html.escape(str((board.get('latency_measurement') or {}).get('method') or 'wall clock'))}
+(± the spread between rounds).</p>
 {_svg_chart(board)}
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <h2>Parameters</h2><table><thead><tr><th>candidate</th><th>parameters</th></tr></thead><tbody>{params}</tbody></table>

@@ -3,7 +3,8 @@
 Every candidate named in ``spec.training.candidates`` is trained (and tuned with Optuna
 when asked) on the training split and scored on the validation split. Each fitted
 candidate is then measured the way it will be served (single-row p99 latency through
-:meth:`Bundle.predict_row`, artifact size); a candidate that breaks
+:meth:`Bundle.predict_row` as CPU time in rounds interleaved across candidates, see
+:mod:`loopml.training.measure`; artifact size); a candidate that breaks
 ``requirements.constraints`` is not eligible, however accurate. The best eligible
 candidate wins, with one line saying why.
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from loopml.errors import DataError, LoopMLError, ModelError, SpecError
 from loopml.spec import Spec
@@ -28,7 +30,13 @@ from loopml.spec.training import ModelCandidate
 from loopml.training.bundle import Bundle, make_manifest
 from loopml.training.imbalance import class_weights, oversample, undersample
 from loopml.training.labels import encode_labels, group_ids
-from loopml.training.measure import Latency, measure_batch_latency, measure_row_latency, request_rows
+from loopml.training.measure import (
+    METHOD,
+    Latency,
+    measure_batch_latency,
+    measure_row_latencies,
+    request_rows,
+)
 from loopml.training.metrics import Metric, bootstrap_ci, metric_for, paired_bootstrap_gap
 from loopml.training.models import BaseModel, FitContext, model_class, validate_config
 from loopml.training.sampling import recalibrate, sample_training_rows
@@ -46,11 +54,11 @@ class TrainingData:
 
     spec: Spec
     transform: FeaturePipeline
-    X_train: np.ndarray
+    X_train: Any  # float64: a dense array, or CSR when a feature is sparse (TF-IDF)
     y_train: np.ndarray
     w_train: np.ndarray | None
     g_train: np.ndarray | None
-    X_valid: np.ndarray
+    X_valid: Any
     y_valid: np.ndarray
     g_valid: np.ndarray | None
     valid_table: pa.Table
@@ -90,6 +98,13 @@ def _labeled(table: pa.Table, spec: Spec, classes: list[Any] | None = None) -> t
     if dropped:
         table = table.filter(pa.array(lab.labeled))
     return table, lab.y[lab.labeled], lab.classes, dropped
+
+
+def _float64(X: Any) -> Any:
+    """A float64 dense array, or a float64 CSR matrix when the features are sparse."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float64)
+    return np.asarray(X, dtype=np.float64)
 
 
 def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampled: bool = False) -> TrainingData:
@@ -136,7 +151,8 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
             notes.append(sample.note)
     transform = FeaturePipeline.from_spec(spec.features, task=task)
     keep = transform.drop_mask(train)  # rows missing an `impute: drop` column are left out of fitting
-    X = transform.fit_transform(train, y)
+    # wide text features (TF-IDF) stay sparse: models that accept it take the CSR matrix, the others densify it
+    X = transform.fit_transform(train, y, sparse=True)
     if not keep.all():
         notes.append(f"{int((~keep).sum())} training row(s) missing a column declared `impute: drop` left out")
         y = y[keep]
@@ -146,7 +162,7 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
     vkeep = transform.drop_mask(valid)
     if not vkeep.all():
         valid, y_valid = valid.filter(pa.array(vkeep)), y_valid[vkeep]
-    X_valid = transform.transform_batch(valid)
+    X_valid = transform.transform_batch(valid, sparse=True)
     g_valid = group_ids(valid, task)
     focal = None
     imb = tr.imbalance
@@ -169,11 +185,11 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
     return TrainingData(
         spec=spec,
         transform=transform,
-        X_train=np.asarray(X, dtype=np.float64),
+        X_train=_float64(X),
         y_train=y,
         w_train=weights,
         g_train=g_train,
-        X_valid=np.asarray(X_valid, dtype=np.float64),
+        X_valid=_float64(X_valid),
         y_valid=y_valid,
         g_valid=g_valid,
         valid_table=valid,
@@ -205,6 +221,8 @@ class CandidateResult:
     tune_s: float = 0.0
     n_trials: int = 0
     n_pruned: int = 0
+    trials_planned: int = 0
+    tuning_stopped_by: str | None = None
     eligible: bool = False
     reasons: list[str] = field(default_factory=list)
     error: str | None = None
@@ -233,12 +251,16 @@ class CandidateResult:
             "latency_p50_ms": lat.p50_ms if lat else None,
             "latency_p99_ms": lat.p99_ms if lat else None,
             "batch_latency_p99_ms": self.batch_latency.p99_ms if self.batch_latency else None,
+            "latency_p99_spread_ms": lat.spread_ms if lat else None,
+            "latency_wall_p99_ms": lat.wall_p99_ms if lat else None,
             "size_bytes": self.size_bytes,
             "size_mb": self.size_mb,
             "train_s": round(self.train_s, 4),
             "tune_s": round(self.tune_s, 4),
             "n_trials": self.n_trials,
             "n_pruned": self.n_pruned,
+            "trials_planned": self.trials_planned,
+            "tuning_stopped_by": self.tuning_stopped_by,
             "eligible": self.eligible,
             "reasons": self.reasons,
             "error": self.error,
@@ -266,6 +288,13 @@ class Selection:
             "winner": self.winner.name,
             "why": self.why,
             "constraints": self.constraints,
+            "latency_measurement": {
+                "method": METHOD,
+                "calls": next((r.latency.n for r in self.results if r.latency), 0),
+                "rounds": next((r.latency.rounds for r in self.results if r.latency), 0),
+                "tolerance": self.constraints.get("latency_tolerance"),
+                "uncertainty": "latency_p99_spread_ms per candidate (max - min of the round p99s)",
+            },
             "notes": self.notes,
             "candidates": [r.to_json() for r in order],
         }
@@ -316,6 +345,28 @@ def validate_candidates(spec: Spec) -> list[tuple[str, type[BaseModel], dict[str
     if problems:
         raise SpecError("invalid training candidates", problems)
     return out
+
+
+def with_baseline(spec: Spec) -> tuple[Spec, str | None]:
+    """The spec with its task's baseline among the candidates (added first when missing), and a note.
+
+    Every model is judged against the baseline (``evaluation.baseline_gate``), so the baseline is
+    always trained beside the spec's candidates. A ranking task without ``task.item_key`` has no
+    most-popular baseline; the note says so and evaluation reports the gate as failed.
+    """
+    from loopml.training.models.baselines import BASELINE_MODELS, TASK_BASELINES
+
+    base = TASK_BASELINES.get(spec.task.type)
+    cands = spec.training.candidates
+    if base is None or any(c.type in BASELINE_MODELS for c in cands):
+        return spec, None
+    if base == "most_popular" and spec.task.item_key is None:
+        return spec, "no most_popular baseline: the task has no task.item_key"
+    if any(candidate_label(i, c) == base for i, c in enumerate(cands)):
+        return spec, f"no {base} baseline added: a candidate is already labelled `{base}`"
+    tr = spec.training.model_copy(update={"candidates": [ModelCandidate(type=base), *cands]})
+    note = f"baseline `{base}` added to the candidates (every model is judged against it)"
+    return spec.model_copy(update={"training": tr}), note
 
 
 def _fit_final(
@@ -415,9 +466,11 @@ def _eligibility(r: CandidateResult, constraints: dict[str, Any]) -> None:
     lat_budget = constraints.get("latency_p99_ms")
     batch = int(constraints.get("latency_batch_size") or 1)
     lat = r.batch_latency if batch > 1 else r.latency
-    if lat_budget is not None and lat is not None and lat.p99_ms > lat_budget:
-        where = "p99" if batch == 1 else f"p99 at batch {batch}"
-        reasons.append(f"{lat.p99_ms / lat_budget:.1f}x over the latency budget ({where} {lat.p99_ms:.2f} ms > {lat_budget:g} ms)")
+    tol = float(constraints.get("latency_tolerance") or 0.0)
+    if lat_budget is not None and lat is not None and lat.p99_ms > lat_budget * (1.0 + tol):
+        where = "CPU p99" if batch == 1 else f"CPU p99 at batch {batch}"
+        reasons.append(f"{lat.p99_ms / lat_budget:.1f}x over the latency budget ({where} {lat.p99_ms:.2f} ms "
+                       f"± {lat.spread_ms:.2f} > {lat_budget:g} ms + {round(100 * tol)}% tolerance)")
     size_budget = constraints.get("max_model_size_mb")
     if size_budget is not None and r.size_mb is not None and r.size_mb > size_budget:
         reasons.append(f"{r.size_mb / size_budget:.1f}x over the size budget ({r.size_mb:.2f} MB > {size_budget:g} MB)")
@@ -425,6 +478,25 @@ def _eligibility(r: CandidateResult, constraints: dict[str, Any]) -> None:
         reasons.append("no validation score")
     r.reasons = reasons
     r.eligible = not reasons
+
+
+def measure_all(results: list[CandidateResult], rows: list[dict[str, Any]], constraints: dict[str, Any],
+                valid: pa.Table, latency_calls: int) -> None:
+    """Measure every fitted candidate's latency in interleaved rounds (see :mod:`loopml.training.measure`)."""
+    fitted = [r for r in results if r.bundle is not None and r.error is None]
+    try:
+        lats = measure_row_latencies([r.bundle for r in fitted if r.bundle is not None], rows, n_calls=latency_calls)
+    except (LoopMLError, ValueError, RuntimeError) as exc:
+        for r in fitted:
+            r.error = f"latency measurement failed: {exc}".splitlines()[0][:300]
+        return
+    for r, lat in zip(fitted, lats):
+        r.latency = lat
+    bsize = int(constraints.get("latency_batch_size") or 1)
+    if bsize > 1:
+        for r in fitted:
+            if r.bundle is not None:
+                r.batch_latency = measure_batch_latency(r.bundle, valid, bsize)
 
 
 def _unscorable_valid(data: TrainingData, metric: str, results: list[CandidateResult]) -> ModelError | None:
@@ -487,7 +559,7 @@ def select_model(
     executor: str | None = None,
     record: Callable[[str, dict[str, Any]], None] | None = None,
     progress: Callable[[str, float], None] | None = None,
-    latency_calls: int = 300,
+    latency_calls: int = 600,
     bootstrap: int | None = None,
 ) -> Selection:
     """Train, tune, measure and choose among the spec's candidates.
@@ -495,16 +567,20 @@ def select_model(
     Parameters
     ----------
     data : from :func:`prepare_training_data`.
-    budget_s : wall-clock budget in seconds for training and tuning every candidate
-        (``training.tuning.time_budget_s`` when unset): fixed candidates are fitted first and
-        the candidates with ``tune: true`` share what they leave.
+    budget_s : safety cap in wall-clock seconds on training and tuning every candidate
+        (``training.tuning.time_budget_s`` when unset; the budget is ``training.tuning.n_trials``):
+        fixed candidates are fitted first and the candidates with ``tune: true`` share what they
+        leave. When it ends a search early, the leaderboard notes say so.
     executor : trial executor name (``training.executor`` when unset).
     record : ``record(kind, row)`` for every trial (kind ``trial``) and final fit (``final``).
     progress : ``progress(message, fraction_done)``.
-    latency_calls : single-row calls timed per candidate.
+    latency_calls : single-row calls timed per candidate (in interleaved rounds, see
+        :mod:`loopml.training.measure`).
     bootstrap : bootstrap resamples for the CI (``evaluation.bootstrap_resamples`` when unset).
     """
-    spec = data.spec
+    spec, base_note = with_baseline(data.spec)
+    if base_note and base_note not in data.notes:
+        data.notes.append(base_note)
     tr = spec.training
     cands = validate_candidates(spec)
     metric = metric_for(data.task, tr.tuning.metric)
@@ -540,8 +616,9 @@ def select_model(
                 res = CandidateResult(label, cls.name, params, cand.tune, metric.name, complexity=cls.complexity)
                 try:
                     if cand.tune and ex is not None:
-                        remaining = max(0.0, budget - (time.time() - t_start))
-                        share = remaining / max(tuned_left, 1)
+                        share = None
+                        if budget is not None:
+                            share = max(0.0, budget - (time.time() - t_start)) / max(tuned_left, 1)
                         tuned_left -= 1
 
                         def on_trial(
@@ -569,6 +646,12 @@ def select_model(
                         )
                         res.params, res.tune_s = tres.best_params, tres.seconds
                         res.n_trials, res.n_pruned = len(tres.trials), tres.n_pruned
+                        res.trials_planned, res.tuning_stopped_by = tres.planned, tres.stopped_by
+                        if tres.cut_short:
+                            data.notes.append(
+                                f"tuning of {label} cut short by the time cap after {len(tres.trials)} of "
+                                f"{tres.planned} trials (training.tuning.time_budget_s = {budget:g} s): "
+                                "a rerun may choose differently; raise the cap or lower training.tuning.n_trials")
                         if cv_k:  # rounds/epochs chosen by the folds; the validation split stays unseen
                             res.params = {**res.params, **tres.fitted_params}
                     model, res.train_s = _fit_final(data, label, cls, res.params,
@@ -586,11 +669,6 @@ def select_model(
                     )
                     res.bundle = Bundle(data.transform, model, manifest)
                     res.size_bytes = res.bundle.size_bytes()
-                    say(f"{label}: measuring latency", (k + 0.9) / len(cands))
-                    res.latency = measure_row_latency(res.bundle, rows, n_calls=latency_calls)
-                    bsize = int(constraints.get("latency_batch_size") or 1)
-                    if bsize > 1:
-                        res.batch_latency = measure_batch_latency(res.bundle, data.valid_table, bsize)
                 except SpecError:
                     raise
                 except (LoopMLError, ValueError, RuntimeError, MemoryError) as exc:
@@ -598,20 +676,23 @@ def select_model(
                     res.error = res.error.splitlines()[0][:300]
                     if not isinstance(exc, LoopMLError):
                         res.error += " | " + traceback.format_exc(limit=2).splitlines()[-1][:200]
-                _eligibility(res, constraints)
                 results.append(res)
-                if record is not None:
-                    record("final", {
-                        "candidate": label, "model_type": cls.name, "number": -1, "params": res.params,
-                        "state": "failed" if res.error else "complete",
-                        "metrics": {metric.name: res.value, "ci_low": res.ci[0], "ci_high": res.ci[1],
-                                    "latency_p99_ms": res.latency.p99_ms if res.latency else None,
-                                    "size_bytes": res.size_bytes},
-                        "intermediate": [], "duration_s": res.train_s, "error": res.error,
-                    })
         finally:
             if ex is not None:
                 ex.shutdown()
+    say("measuring latency (interleaved rounds, CPU time)", 0.95)
+    measure_all(results, rows, constraints, data.valid_table, latency_calls)
+    for res in results:
+        _eligibility(res, constraints)
+        if record is not None:
+            record("final", {
+                "candidate": res.name, "model_type": res.model_type, "number": -1, "params": res.params,
+                "state": "failed" if res.error else "complete",
+                "metrics": {metric.name: res.value, "ci_low": res.ci[0], "ci_high": res.ci[1],
+                            "latency_p99_ms": res.latency.p99_ms if res.latency else None,
+                            "size_bytes": res.size_bytes},
+                "intermediate": [], "duration_s": res.train_s, "error": res.error,
+            })
     results.sort(key=lambda r: [c[0] for c in cands].index(r.name))
     eligible = [r for r in results if r.eligible]
     if not eligible:

@@ -24,7 +24,11 @@ from loopml.pipeline.executors import EXECUTORS, Executor, make_executor
 
 
 class TrialPruned(Exception):
-    """Raised inside a fit when the trial should stop (median rule or time budget)."""
+    """Raised inside a fit when the trial should stop (median rule)."""
+
+
+class TrialCapped(TrialPruned):
+    """Raised inside a fit when the tuning time cap has passed (the result then depends on timing)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,12 @@ class PruneRule:
     n_warmup_steps: int = 20
     deadline: float | None = None  # time.time() after which the trial stops
 
+    def over_time(self) -> bool:
+        """Whether the tuning time cap has passed."""
+        return self.deadline is not None and time.time() > self.deadline
+
     def should_prune(self, step: int, value: float) -> bool:
-        """Whether a trial scoring ``value`` (higher is better) at ``step`` should stop."""
-        if self.deadline is not None and time.time() > self.deadline:
-            return True
+        """Whether a trial scoring ``value`` (higher is better) at ``step`` should stop (median rule)."""
         if step < self.n_warmup_steps:
             return False
         seen = self.curves.get(step)
@@ -71,7 +77,7 @@ class TrialResult:
     """What a trial produced."""
 
     number: int
-    state: str  # complete, pruned, failed
+    state: str  # complete, pruned, capped (by the time cap), failed
     value: float | None
     intermediate: list[tuple[int, float]]
     duration_s: float
@@ -112,6 +118,8 @@ def run_trial(job: TrialJob) -> TrialResult:
 
     def report(step: int, value: float) -> None:
         curve.append((step, value))
+        if job.rule is not None and job.rule.over_time():
+            raise TrialCapped(f"stopped by the time cap at step {step}")
         if job.rule is not None and job.rule.should_prune(step, value):
             raise TrialPruned(f"pruned at step {step}")
 
@@ -146,6 +154,8 @@ def run_trial(job: TrialJob) -> TrialResult:
         value = METRICS[job.metric].fn(d["y_valid"], s, d.get("g_valid"))
         return TrialResult(job.number, "complete", float(value), curve, time.perf_counter() - t0,
                            fitted_params=model.fitted_params())
+    except TrialCapped:
+        return TrialResult(job.number, "capped", None, curve, time.perf_counter() - t0)
     except TrialPruned:
         return TrialResult(job.number, "pruned", None, curve, time.perf_counter() - t0)
     except Exception as exc:

@@ -1,10 +1,16 @@
-"""Hyperparameter tuning with Optuna within a time budget.
+"""Hyperparameter tuning with Optuna: a number of trials, reproducibly, with a time limit only as a cap.
 
 Optuna proposes parameters (TPE sampler with a fixed seed) through its ask/tell interface;
 each proposal runs as a :class:`~loopml.training.trials.TrialJob` on a trial executor, so
 trials can run in parallel worker processes (or on Ray) while the study stays here. The
 candidate's own parameters always run first as trial 0, so tuning never returns something
 worse on validation than the configuration it started from.
+
+Reproducibility: the budget is ``n_trials``. Trials are asked in batches of the executor's
+parallelism; a batch is told back to the study (and joins the pruning snapshot) in trial-number
+order once all of it is done, so the proposals and pruning decisions do not depend on which
+worker finished first or how busy the machine is. The time limit is a safety cap: when it stops
+the search (or prunes a running trial) early, :attr:`TuneResult.stopped_by` says ``time cap``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ class TuneResult:
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
     fitted_params: dict[str, Any] = field(default_factory=dict)
+    #: ``n_trials`` (the budget was used), ``time cap`` (the safety cap stopped it early) or ``no search space``
+    stopped_by: str = "n_trials"
+    planned: int = 0
+
+    @property
+    def cut_short(self) -> bool:
+        """The time cap, not the trial count, ended the search (the result depends on the machine's speed)."""
+        return self.stopped_by == "time cap"
 
     @property
     def n_pruned(self) -> int:
@@ -87,7 +101,7 @@ def tune(
     task: str,
     seed: int,
     metric: Metric,
-    budget_s: float,
+    budget_s: float | None,
     n_trials: int | None,
     focal_gamma: float | None = None,
     item_key: str | None = None,
@@ -104,27 +118,29 @@ def tune(
     search_space : ``space(trial) -> params`` of the model class; ``None`` runs trial 0 only.
     fixed_params : parameters given in the spec; they win over proposed values.
     metric : the validation metric (direction taken from it).
-    budget_s : wall-clock seconds for this candidate's search.
+    budget_s : safety cap in wall-clock seconds on this candidate's search (None: no cap).
+    n_trials : the budget: trials including trial 0 (None: 20).
     on_trial : called with every finished trial (recording, progress).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.time()
-    deadline = t0 + budget_s
+    deadline = t0 + budget_s if budget_s is not None else float("inf")
+    capped = False
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
     )
     records: list[TrialRecord] = []
     pending: dict[cf.Future[TrialResult], tuple[Any, dict[str, Any], int]] = {}
     max_parallel = int(getattr(executor, "max_parallel", 1))
-    limit = n_trials if n_trials is not None else 10**9
+    limit = n_trials if n_trials is not None else 20
     number = 0
 
     def submit(trial: Any, params: dict[str, Any]) -> None:
         nonlocal number
-        rule = PruneRule(curves=_curves(records), deadline=deadline, n_warmup_steps=1 if cv else 20,
-                         n_startup_trials=5 if cv else 3)
+        rule = PruneRule(curves=_curves(records), deadline=None if deadline == float("inf") else deadline,
+                         n_warmup_steps=1 if cv else 20, n_startup_trials=5 if cv else 3)
         job = TrialJob(
             data_path=data_path, candidate=candidate, model_type=model_type, params=params, task=task, seed=seed,
             metric=metric.name, number=number, focal_gamma=focal_gamma, item_key=item_key, rule=rule,
@@ -134,12 +150,15 @@ def tune(
         number += 1
 
     def collect(block: bool) -> None:
+        """Wait for every pending trial, then tell them in trial-number order (not completion order)."""
+        nonlocal capped
         if not pending:
             return
-        done, _ = cf.wait(list(pending), timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
-        for fut in done:
-            trial, params, num = pending.pop(fut)
+        cf.wait(list(pending), timeout=None, return_when=cf.ALL_COMPLETED)
+        for fut in sorted(pending, key=lambda f: pending[f][2]):
+            trial, params, num = pending[fut]
             res = fut.result()
+            capped = capped or res.state == "capped"
             rec = TrialRecord(num, params, res)
             records.append(rec)
             if trial is not None:
@@ -147,12 +166,13 @@ def tune(
                     trial.report(v, step)
                 if res.state == "complete" and res.value is not None and res.value == res.value:
                     study.tell(trial, metric.signed(res.value))
-                elif res.state == "pruned":
+                elif res.state in ("pruned", "capped"):
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
             if on_trial is not None:
                 on_trial(rec)
+        pending.clear()
 
     # trial 0: the configuration given in the spec (no deadline-based pruning on it)
     job0 = TrialJob(
@@ -167,20 +187,23 @@ def tune(
     deadline -= min(records[0].result.duration_s, max(0.0, deadline - time.time()) / 2) if records else 0.0
     if search_space is not None:
         while number < limit and time.time() < deadline:
-            while len(pending) < max_parallel and number < limit and time.time() < deadline:
+            # one batch of the executor's parallelism, asked in order, told in order when all are done
+            while len(pending) < max_parallel and number < limit:
                 trial = study.ask()
                 params = {**search_space(trial), **fixed_params}
                 submit(trial, params)
             collect(block=True)
-        while pending:
-            collect(block=True)
+        if number < limit:
+            capped = True
+    stopped = "no search space" if search_space is None else ("time cap" if capped else "n_trials")
     done = [r for r in records if r.result.state == "complete" and r.result.value is not None
             and r.result.value == r.result.value]
     if not done:
-        return TuneResult(dict(fixed_params), None, sorted(records, key=lambda r: r.number), time.time() - t0)
+        return TuneResult(dict(fixed_params), None, sorted(records, key=lambda r: r.number), time.time() - t0,
+                          stopped_by=stopped, planned=limit)
     best = max(done, key=lambda r: (metric.signed(r.result.value or 0.0), -r.number))
     first = next((r for r in done if r.number == 0), None)
     if first is not None and best is not first and not _beats_by_one_se(metric, best, first):
         best = first
     return TuneResult(best.params, best.result.value, sorted(records, key=lambda r: r.number), time.time() - t0,
-                      dict(best.result.fitted_params))
+                      dict(best.result.fitted_params), stopped_by=stopped, planned=limit)

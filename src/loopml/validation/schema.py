@@ -36,6 +36,9 @@ SCHEMA_VERSION = 1
 #: numeric columns get a domain only with this many distinct values at most (codes such as hour of
 #: day or weather type); beyond, a range is the right constraint (a new month count is not an error)
 NUMERIC_DOMAIN_MAX = 25
+#: first-run inference gives a column a domain only when at most this share of its rows hold a value
+#: seen once (Good–Turing: the chance that the next row brings a value the sample never showed)
+MAX_UNSEEN_SHARE = 0.01
 
 
 class ColumnSchema(StrictModel):
@@ -137,6 +140,7 @@ def infer_schema(
     open_range: list[str] | None = None,
     min_rows: int = 0,
     range_tolerance: float = 0.0,
+    max_unseen_share: float = 1.0,
 ) -> DataSchema:
     """A schema from a reference profile.
 
@@ -167,6 +171,10 @@ def infer_schema(
         missing-rate limit (from a small sample they would reject clean data).
     range_tolerance
         Each inferred range is widened by this share of its width on each side.
+    max_unseen_share
+        A domain is inferred only when the Good–Turing estimate of the chance that a new row holds
+        an unseen value (values seen once / rows) is at most this: a column with many one-off
+        values has more values than the sample shows.
     """
     cols: dict[str, ColumnSchema] = {}
     limits = profile.rows >= min_rows
@@ -186,6 +194,7 @@ def infer_schema(
             and covered == cp.count
             and not is_fractional
             and len(top_values) <= max_domain_size
+            and sum(1 for _, c in cp.top if c == 1) <= max_unseen_share * cp.count
         ):
             domain = sorted(top_values, key=lambda v: (str(type(v)), v))
         ranged = cp.kind in ("numeric", "temporal") and not _open_ended(name, cp, timestamp, open_range)
@@ -288,6 +297,7 @@ def infer_from_table(
         reference_snapshot=reference_snapshot,
         min_rows=settings.min_inference_rows,
         range_tolerance=settings.range_tolerance,
+        max_unseen_share=MAX_UNSEEN_SHARE,
     )
     if schema.inference is not None:
         schema.inference.numbers_from_text = {n: f"{t}: {what}" for n, (t, what) in typed.items()}
