@@ -179,7 +179,7 @@ def verdict_line(summary: dict[str, object]) -> str:
     failed = summary.get("failed_gates") or []
     reason = summary.get("reason")
     if summary.get("approved"):
-        return f"verdict: APPROVED ({measured}; every gate passed, the baseline's included)"
+        return f"verdict: APPROVED ({measured}; every gate passed)"
     why = str(reason) if reason else (
         "failed gates: " + ", ".join(map(str, failed)) if isinstance(failed, list) and failed else "not approved"
     )
