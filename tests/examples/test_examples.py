@@ -61,10 +61,7 @@ def _small_copy(name: str, dest: Path, datasets: Path) -> Path:
     if name in SAMPLES:
         doc["data"]["transform"] = SAMPLES[name]
     if name == "davidson_hate_speech":
-        # Selection times ~900 single-row predictions per candidate (loopml.training.measure); with the
-        # MiniLM encoder in the row path that is minutes on a shared 2-core machine, so the suite runs
-        # this example with TF-IDF text features. The shipped spec (sentence embeddings) is checked above,
-        # and the encoder itself is tested by the features suite.
+        # a smaller vocabulary for the 1,500-tweet sample (the shipped spec keeps up to 50,000 terms)
         for feat in doc["features"]["inputs"]:
             if feat["column"] == "tweet":
                 feat["transforms"] = [{"type": "tfidf", "max_features": 300}]

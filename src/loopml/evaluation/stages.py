@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopml.errors import DataError, LoopMLError, NotFound
-from loopml.evaluation.analysis import largest_loss, native_importance, permutation_importance
+from loopml.evaluation.analysis import input_permutation_importance, largest_loss, native_importance
 from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
 from loopml.evaluation.gates import GateContext, baseline_gate, check_gates, parse_gates
@@ -42,6 +42,10 @@ class EvaluationInputs:
     measured: dict[str, float] = field(default_factory=dict)
     baseline_digest: str | None = None
     notes: list[str] = field(default_factory=list)
+    # ranking: the rows the model could know (train + valid splits); the catalogue protocol excludes
+    # each user's interactions in them and ranks the rest of the catalogue
+    history: pa.Table | None = None
+    history_splits: list[str] = field(default_factory=list)  # or the digests of those splits, read when needed
 
 
 def _column_values(table: pa.Table, name: str, what: str) -> np.ndarray:
@@ -123,14 +127,17 @@ def inputs_for_bundle(ws: Workspace, bundle_digest: str) -> EvaluationInputs:
     if producer:
         with ws.engine.connect() as conn:
             row = conn.execute(select(executions.c.outputs).where(executions.c.execution_id == producer)).first()
-        digest = ((row[0] if row is not None else None) or {}).get("leaderboard")
+        outs = (row[0] if row is not None else None) or {}
+        digest = outs.get("leaderboard")
+        splits = [str(outs[k]) for k in ("train", "valid") if outs.get(k)]
         if digest:
             with contextlib.suppress(NotFound, ValueError):
                 board = json.loads(ws.artifacts.get_bytes(digest))
     if not board:
         return EvaluationInputs(notes=["no leaderboard found for this bundle: measured values and baseline unknown"])
     return EvaluationInputs(measured=measured_from_leaderboard(board, bundle_digest),
-                            baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+                            baseline_digest=baseline_from_leaderboard(board, bundle_digest),
+                            history_splits=splits if len(splits) == 2 else [])
 
 
 def evaluate_bundle(
@@ -181,8 +188,29 @@ def evaluate_bundle(
         y = labels.y
     if test.num_rows == 0:
         raise DataError("the test split has no labelled rows to evaluate on")
+    ranking_protocol: dict[str, Any] | None = None
+    if task == "ranking":
+        history = inp.history
+        if history is None and inp.history_splits and spec.evaluation.ranking.protocol != "test_items":
+            history = pa.concat_tables([pq.read_table(ws.artifacts.open_verified(d)) for d in inp.history_splits],
+                                       promote_options="permissive")
+        test, y, ranking_protocol = _ranking_candidates(spec, test, y, history, notes, say)
     say("scoring the test rows")
-    score = bundle.predict_table(test)
+    matrices: dict[str, Any] = {}
+
+    def scores_of(b: Any) -> np.ndarray:
+        # bundles trained together share one fitted transform (same digest): the test matrix is built once
+        # (sentence embeddings or TF-IDF of a text column cost more than scoring)
+        key = str(b.manifest.get("transform") or id(b))
+        if key not in matrices:
+            matrices[key] = b.matrix(test)
+        return np.asarray(b.predict_matrix(matrices[key]))
+
+    def matrix_of(table: pa.Table) -> Any:
+        key = str(bundle.manifest.get("transform") or id(bundle))
+        return matrices[key] if table is test and key in matrices else bundle.matrix(table)
+
+    score = scores_of(bundle)
     prod_score = None
     prod_info: dict[str, Any] = {}
     unavailable: dict[str, str] = {}
@@ -198,7 +226,7 @@ def evaluate_bundle(
             notes.append(f"the candidate is the production model ({prod.version_id}): not compared with itself")
         else:
             try:
-                prod_score = load_bundle(ws, prod.bundle_digest).predict_table(test)
+                prod_score = scores_of(load_bundle(ws, prod.bundle_digest))
             except LoopMLError as exc:
                 notes.append(f"production model {prod.version_id} cannot score this test table ({exc.message}); "
                              "comparisons with production are skipped")
@@ -209,7 +237,7 @@ def evaluate_bundle(
         try:
             base_bundle = load_bundle(ws, inp.baseline_digest)
             base_name = str(base_bundle.manifest.get("model_type") or base_name)
-            base_score = base_bundle.predict_table(test)
+            base_score = scores_of(base_bundle)
             prod_info["baseline"] = inp.baseline_digest
             prod_info["baseline_model"] = base_name
         except LoopMLError as exc:
@@ -236,7 +264,10 @@ def evaluate_bundle(
     if result.confusion is not None and task == "multiclass" and classes and len(classes) == len(result.confusion["labels"]):
         result.confusion["labels"] = [c if isinstance(c, (int, float, str, bool)) else str(c) for c in classes]
     say("analysis: importance and largest losses")
-    result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec)
+    result.analysis = _analysis(bundle, test, y, score, result.primary_metric, task, spec, matrix=matrix_of, say=say)
+    info = result.analysis.get("importance_info") or {}
+    if info.get("note"):
+        result.notes.append(str(info["note"]))
     verdicts = check_gates(
         gates, result, GateContext(measured=measured, requirements=requirement_budgets(spec), unavailable=unavailable,
                                    tolerances={"latency_p99_ms": spec.requirements.constraints.latency_tolerance})
@@ -250,11 +281,37 @@ def evaluate_bundle(
         "model_type": bundle.manifest.get("model_type"),
         **prod_info,
     }
-    return build_report(result, verdicts, model)
+    report = build_report(result, verdicts, model)
+    if ranking_protocol is not None:
+        report["ranking_protocol"] = ranking_protocol
+    return report
+
+
+def _ranking_candidates(spec: Spec, test: pa.Table, y: np.ndarray, history: pa.Table | None, notes: list[str],
+                        say: Callable[[str], None]) -> tuple[pa.Table, np.ndarray, dict[str, Any]]:
+    """The rows a ranking model is tested on under ``evaluation.ranking`` (see :mod:`loopml.evaluation.catalogue`)."""
+    from loopml.evaluation.catalogue import catalogue_candidates, describe
+
+    rk = spec.evaluation.ranking
+    gk = spec.task.group_key or (spec.task.entity_keys[0] if spec.task.entity_keys else None)
+    if rk.protocol == "test_items":
+        notes.append("ranking protocol test_items: each user re-ranks only the items it interacted with in the test "
+                     "period (optimistic: the catalogue protocols rank every item the user has not seen)")
+        return test, y, {"protocol": "test_items"}
+    if history is None or gk is None or not spec.task.item_key:
+        why = ("no training history was given" if history is None
+               else "it needs task.item_key and task.group_key")
+        notes.append(f"ranking protocol {rk.protocol} not applied ({why}): only the test items are re-ranked")
+        return test, y, {"protocol": "test_items", "requested": rk.protocol, "why_not": why}
+    say(f"ranking protocol {rk.protocol}: building each test user's candidates")
+    cand = catalogue_candidates(history, test, y, gk, spec.task.item_key, spec.task.target, rk, spec.evaluation.seed)
+    notes.append(describe(cand.info))
+    return cand.table, cand.relevance, cand.info
 
 
 def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, primary: str, task: str,
-              spec: Spec) -> dict[str, Any]:
+              spec: Spec, matrix: Callable[[pa.Table], Any] | None = None,
+              say: Callable[[str], None] | None = None) -> dict[str, Any]:
     ev = spec.evaluation
     out: dict[str, Any] = {"importance": {}}
     names = list(bundle.transform.feature_names)
@@ -264,7 +321,7 @@ def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, pri
     if task in ("binary", "multiclass", "regression") and ev.permutation_repeats > 0 and names:
         finish = getattr(bundle, "_finish", lambda s: s)  # the bundle's calibration, as served
 
-        def score_fn(X: np.ndarray) -> np.ndarray:
+        def score_fn(X: Any) -> np.ndarray:
             return np.asarray(finish(bundle.model.score(X)))
 
         n = test.num_rows
@@ -272,12 +329,14 @@ def _analysis(bundle: Any, test: pa.Table, y: np.ndarray, score: np.ndarray, pri
         if n > ev.permutation_max_rows:
             take = np.sort(np.random.default_rng(ev.seed).choice(n, ev.permutation_max_rows, replace=False))
         sub = test.take(pa.array(take))
-        X = bundle.transform.transform_batch(sub)
+        X = matrix(test) if matrix is not None and take.size == n else bundle.matrix(sub)
         data = EvalData(task, y[take], score[take], threshold=ev.threshold, calibration_bins=ev.calibration_bins)
-        out["importance"]["permutation"] = permutation_importance(
-            score_fn, X, data, primary, names, repeats=ev.permutation_repeats, max_rows=ev.permutation_max_rows,
-            seed=ev.seed,
+        rows, info = input_permutation_importance(
+            score_fn, bundle.transform, sub, X, data, primary, repeats=ev.permutation_repeats, seed=ev.seed,
+            budget_s=ev.importance_budget_s, progress=say,
         )
+        out["importance"]["permutation"] = rows
+        out["importance_info"] = info
     if task in ("binary", "multiclass", "regression") and ev.largest_loss_examples > 0:
         data = EvalData(task, y, score, threshold=ev.threshold)
         idx = largest_loss(data, ev.largest_loss_examples)
@@ -368,7 +427,14 @@ class EvaluateStage(BaseStage):
         summary = ctx.upstream_summaries.get("train") or {}
         if "latency_p99_ms" not in measured and summary.get("latency_p99_ms") is not None:
             measured["latency_p99_ms"] = float(summary["latency_p99_ms"])
-        inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest))
+        history = None
+        if spec.task.type == "ranking" and spec.evaluation.ranking.protocol != "test_items":
+            history = pa.concat_tables(
+                [pq.read_table(ws.artifacts.open_verified(ctx.input("train", k))) for k in ("train", "valid")],
+                promote_options="permissive",
+            )
+        inputs = EvaluationInputs(measured=measured, baseline_digest=baseline_from_leaderboard(board, bundle_digest),
+                                  history=history)
         with _phases(ctx.show_progress) as say:
             report = evaluate_bundle(ws, spec, bundle_digest, test, inputs, progress=say)
         data = json.dumps(report, indent=1, allow_nan=False).encode()

@@ -12,6 +12,12 @@
 The batch path (``transform_batch``, a float32 matrix) and the online path (``transform_row``,
 a float32 vector from a dict of raw values) share one fitted state: the row path is compiled
 once into closures over the same constants and lookup tables.
+
+Wide sparse outputs (TF-IDF) stay sparse on request: ``transform_batch(table, sparse=True)``
+returns a float32 scipy CSR matrix when a chain produces one (models that declare
+``accepts_sparse`` take it; the default dense matrix serves every other consumer). The row path
+writes a sparse chain's non-zero weights into a zeroed vector, so a 50,000-term vocabulary costs
+the row its terms, not its width.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from loopml.errors import DataError, SpecError
 from loopml.features import values as V
@@ -174,6 +181,8 @@ class Chain:
                 v = t.transform_cross(v, [V.categorical_batch(table, c) for c in t.other_columns])
             else:
                 v = t.transform(v)
+        if sp.issparse(v):
+            return [sp.csr_matrix(v, dtype=np.float64), *(s[:, None] for s in sides)]
         main = np.asarray(v, dtype=np.float64)
         if main.ndim == 1:
             main = main[:, None]
@@ -190,6 +199,21 @@ class Chain:
         return self._run(table, None, fit=False)
 
     # -- row --------------------------------------------------------------------------------
+    def sparse_row(self) -> Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]] | None:
+        """For a chain that is one sparse-output transform: ``row -> (indices, values)``; else None."""
+        if len(self.links) != 1 or self.links[0].convert_from is not None or not self.links[0].t.sparse_output:
+            return None
+        t = self.links[0].t
+        if t.side_names(self.name):
+            return None
+        col = self.column
+        reader = _ROW_READERS[KIND_STATE[self.feature.kind]]
+        fn = t.row_sparse_fn()  # type: ignore[attr-defined]
+
+        def run(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+            return fn(reader(row[col], col))  # type: ignore[no-any-return]
+        return run
+
     def compile_row(self) -> Callable[[dict[str, Any], list[float]], None]:
         """A closure writing this feature's outputs for one row into a list."""
         col = self.column
@@ -381,11 +405,12 @@ class FeaturePipeline:
                     keep &= cats.map(lambda k: k is not None, dtype=bool)
         return keep
 
-    def fit_transform(self, table: pa.Table, y: np.ndarray | None = None) -> np.ndarray:
+    def fit_transform(self, table: pa.Table, y: np.ndarray | None = None, *, sparse: bool = False) -> Any:
         """Fit on the training table and return its matrix (target encodings out-of-fold).
 
         Rows missing a column declared ``impute: drop`` are left out of fitting; the returned
-        matrix then has only the kept rows (see :meth:`drop_mask`).
+        matrix then has only the kept rows (see :meth:`drop_mask`). ``sparse``: as in
+        :meth:`transform_batch`.
         """
         if self.inferred:
             self.inputs = _infer_inputs(table, self.task)
@@ -403,7 +428,7 @@ class FeaturePipeline:
         self.fitted = True
         self._check_names()
         self._compile()
-        return self._stack(blocks, table.num_rows)
+        return self._stack(blocks, table.num_rows, sparse)
 
     def fit(self, table: pa.Table, y: np.ndarray | None = None) -> FeaturePipeline:
         """Fit every feature on the training table (training split only); returns ``self``."""
@@ -416,22 +441,47 @@ class FeaturePipeline:
             raise SpecError("FeaturePipeline is used before fit() (or from_json())")
 
     @staticmethod
-    def _stack(blocks: list[np.ndarray], n: int) -> np.ndarray:
+    def _stack(blocks: list[Any], n: int, sparse: bool = False) -> Any:
         if not blocks:
             return np.zeros((n, 0), dtype=np.float32)
         with np.errstate(over="ignore"):  # values beyond float32 become ±inf, in both paths
-            return np.concatenate(blocks, axis=1).astype(np.float32)
+            if sparse and any(sp.issparse(b) for b in blocks):
+                out = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr").astype(np.float32)
+                out.sort_indices()
+                return out
+            return np.concatenate([b.toarray() if sp.issparse(b) else b for b in blocks], axis=1).astype(np.float32)
 
-    def transform_batch(self, table: pa.Table) -> np.ndarray:
-        """Matrix (rows × features, float32) for an Arrow table of raw columns."""
+    @property
+    def has_sparse(self) -> bool:
+        """Whether a chain produces a sparse block (``transform_batch(sparse=True)`` then gives CSR)."""
+        return any(ch.links and ch.links[-1].t.sparse_output for ch in self.chains)
+
+    def transform_batch(self, table: pa.Table, *, sparse: bool = False) -> Any:
+        """Matrix (rows × features, float32) for an Arrow table of raw columns.
+
+        ``sparse=True``: a float32 scipy CSR matrix when a chain produces sparse output (TF-IDF),
+        the same values as the dense matrix; a dense array otherwise.
+        """
         self._check_fitted()
-        blocks: list[np.ndarray] = []
+        blocks: list[Any] = []
         for ch in self.chains:
             blocks += ch.transform_batch(table)
-        return self._stack(blocks, table.num_rows)
+        return self._stack(blocks, table.num_rows, sparse)
 
     def _compile(self) -> None:
-        self._runners = [ch.compile_row() for ch in self.chains]
+        runners: list[Callable[[dict[str, Any], list[float]], None]] = []
+        sparse: list[tuple[int, Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]]]] = []
+        dense_pos: list[int] = []
+        for ch, (a, b) in zip(self.chains, self.output_spans()):
+            fn = ch.sparse_row()
+            if fn is None:
+                runners.append(ch.compile_row())
+                dense_pos.extend(range(a, b))
+            else:
+                sparse.append((a, fn))
+        self._runners = runners
+        self._sparse_rows = sparse
+        self._dense_pos = np.asarray(dense_pos, dtype=np.int64)
         self._width = len(self.feature_names)
 
     def transform_row(self, row: dict[str, Any]) -> np.ndarray:
@@ -445,6 +495,15 @@ class FeaturePipeline:
         try:
             for run in runners:
                 run(row, out)
+            if self._sparse_rows:
+                # wide sparse chains (TF-IDF): zeros, then each chain's non-zero weights at its offset
+                with np.errstate(over="ignore"):
+                    vec = np.zeros(self._width, dtype=np.float32)
+                    vec[self._dense_pos] = np.array(out, dtype=np.float32)
+                    for offset, fn in self._sparse_rows:
+                        idx, vals = fn(row)
+                        vec[offset + idx] = vals.astype(np.float32)
+                return vec
         except KeyError as exc:
             raise DataError(f"input row has no column `{exc.args[0]}` (needed: {', '.join(self.input_columns)})",
                             hint="send every input column; use null for a missing value") from None
@@ -497,6 +556,24 @@ class FeaturePipeline:
                 out[pos] = {"vocab_size": last.vocab_size, "dim": last.config.dim}
             pos += len(ch.output_names())
         return out
+
+    def output_spans(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each chain's output columns in the matrix, in chain order."""
+        spans, pos = [], 0
+        for ch in self.chains:
+            width = len(ch.output_names())
+            spans.append((pos, pos + width))
+            pos += width
+        return spans
+
+    def chains_reading(self, column: str) -> list[int]:
+        """Indices of the chains that read the raw ``column`` (as their own column or as a cross partner)."""
+        return [i for i, ch in enumerate(self.chains) if ch.column == column or column in ch.other_columns]
+
+    def transform_chain(self, i: int, table: pa.Table, *, sparse: bool = False) -> Any:
+        """The output columns (float32, rows × width) of chain ``i`` alone, for a batch."""
+        self._check_fitted()
+        return self._stack(self.chains[i].transform_batch(table), table.num_rows, sparse)
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per feature: chain, outputs and fitted statistics."""

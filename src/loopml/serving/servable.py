@@ -29,6 +29,8 @@ ROWWISE_MAX = 24
 ROWWISE_MAX_TRANSFORM = 256
 #: rows per slice when a worker thread builds the inputs of a large request (a few ms of C per slice)
 BLOCK_SLICE = 1024
+#: the batch path scores at most this many matrix cells at once (rows × features; 64 MiB of float32)
+DENSE_SLICE_CELLS = 16_000_000
 
 
 class Servable:
@@ -304,7 +306,16 @@ class Servable:
         return np.column_stack(cols) if cols else np.zeros((table.num_rows, 0))
 
     def predict_table(self, table: pa.Table) -> np.ndarray:
-        """Scores of every row of an Arrow table (batch path: vectorised transform and predictor)."""
+        """Scores of every row of an Arrow table (batch path: vectorised transform and predictor).
+
+        A wide feature matrix (a TF-IDF vocabulary of tens of thousands of terms) is built and scored
+        in slices of rows, so the dense matrix the predictor reads stays within ``DENSE_SLICE_CELLS``.
+        """
+        width = max(int(self._buf.shape[0]), 1)
+        step = max(DENSE_SLICE_CELLS // width, 1)
+        if table.num_rows > step:
+            parts = [self.predict_table(table.slice(i, step)) for i in range(0, table.num_rows, step)]
+            return np.concatenate(parts)
         scores = np.asarray(self._pred.predict_matrix(self.transform_table(table)))
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]

@@ -30,6 +30,29 @@ class Fairness(StrictModel):
     )
 
 
+class RankingProtocol(StrictModel):
+    """How a ranking model is tested: as it is used, ranking the catalogue for each test user."""
+
+    protocol: Literal["auto", "full_catalogue", "sampled", "test_items"] = Field(
+        default="auto",
+        description="full_catalogue: each test user ranks every catalogue item (items of the train, valid and test "
+        "splits) except those the user interacted with in train/valid; relevance is the test label, 0 for items "
+        "the user did not interact with in the test period. sampled: each user's test items plus `sampled_items` "
+        "items drawn uniformly (seeded by evaluation.seed) from the rest of the catalogue the user has not "
+        "interacted with (cheaper on large catalogues; metrics read higher than on the full catalogue). "
+        "test_items: re-rank only the items each user interacted with in the test period (optimistic). "
+        "auto: full_catalogue up to `max_candidate_rows` user-item pairs, else sampled.",
+    )
+    sampled_items: int = Field(
+        default=1000, ge=1, description="Sampled protocol: catalogue items drawn per user besides its test items."
+    )
+    max_candidate_rows: int = Field(
+        default=5_000_000,
+        ge=1,
+        description="auto: the full catalogue is scored when test users × catalogue items is at most this.",
+    )
+
+
 class Evaluation(StrictModel):
     """How a candidate is judged before it may be promoted."""
 
@@ -79,9 +102,20 @@ class Evaluation(StrictModel):
     largest_loss_examples: int = Field(
         default=20, ge=0, description="How many highest-loss test rows the report lists (their input values)."
     )
-    permutation_repeats: int = Field(default=3, ge=0, description="Repeats of permutation importance (0 = off).")
+    permutation_repeats: int = Field(
+        default=3, ge=0, description="Repeats of permutation importance, one shuffle per input column each (0 = off)."
+    )
     permutation_max_rows: int = Field(
         default=20000, ge=100, description="Rows sampled from the test split for permutation importance."
+    )
+    importance_budget_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Time budget in seconds for permutation importance (one shuffle per input column and repeat, "
+        "round-robin); when it runs out the report says how many columns and repeats were measured.",
+    )
+    ranking: RankingProtocol = Field(
+        default_factory=RankingProtocol, description="Ranking tasks: which items each test user ranks."
     )
     target_recall: float | None = Field(default=None, gt=0, le=1, description="Pick the threshold for this recall.")
     target_precision: float | None = Field(

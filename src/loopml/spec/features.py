@@ -118,7 +118,13 @@ class Tfidf(StrictModel):
 
     type: Literal["tfidf"] = Field(description="Transform name.")
     max_features: int = Field(
-        default=256, ge=1, description="Vocabulary size (dense output columns; terms with the highest document frequency)."
+        default=50000,
+        ge=1,
+        description="Largest vocabulary (terms with the highest document frequency); the output is a sparse "
+        "matrix, so tens of thousands of terms cost only their non-zero entries.",
+    )
+    min_df: int = Field(
+        default=2, ge=1, description="Keep only terms found in at least this many training documents."
     )
     ngram_max: int = Field(default=2, ge=1, description="Largest word n-gram.")
 

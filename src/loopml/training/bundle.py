@@ -61,16 +61,24 @@ class Bundle:
             return recalibrate(s, self._negative_rate)
         return s
 
-    def predict_table(self, table: pa.Table) -> np.ndarray:
-        """Scores for every row of an Arrow table holding (at least) the input columns."""
+    def matrix(self, table: pa.Table) -> Any:
+        """The model's input matrix for an Arrow table holding (at least) the input columns."""
         missing = [c for c in self._inputs if c not in table.column_names]
         if missing:
             raise DataError(
                 f"input table is missing column(s) {', '.join(f'`{c}`' for c in missing)} "
                 f"(model `{self.model.name}` needs: {', '.join(self._inputs)})"
             )
-        X = self.transform.transform_batch(table)
+        # sparse (CSR) features go to a model that takes them as they are; the others get a dense matrix
+        return self.transform.transform_batch(table, sparse=self.model.accepts_sparse)
+
+    def predict_matrix(self, X: Any) -> np.ndarray:
+        """Scores of a matrix made by :meth:`matrix` (this bundle's or an identical transform's)."""
         return self._finish(self.model.score(X))
+
+    def predict_table(self, table: pa.Table) -> np.ndarray:
+        """Scores for every row of an Arrow table holding (at least) the input columns."""
+        return self.predict_matrix(self.matrix(table))
 
     def predict_row(self, row: dict[str, Any]) -> float | np.ndarray:
         """Score of one row given as ``{column: value}`` (what an online request holds)."""

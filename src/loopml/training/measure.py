@@ -7,8 +7,11 @@ Other processes must not be able to move a candidate across a budget, so what de
 **CPU time of the measuring thread** (``time.thread_time_ns``: time the thread is descheduled
 does not count; prediction runs on this one thread), collected in ``rounds`` rounds that are
 **interleaved across candidates** (round 1 of every candidate, then round 2...) so that a busy
-spell hits every candidate alike. Each candidate's p99 is the **minimum over rounds** of the
-per-round p99; the spread of the per-round p99s is the stated uncertainty. Wall-clock p99 is
+spell hits every candidate alike; every round sends the same request rows. Calls during which
+the scheduler switched the thread out (``getrusage(RUSAGE_THREAD)`` context-switch counts) are
+left out (they pay for other processes in cold caches), and Python's garbage collector is paused
+while measuring. A row's cost is the **minimum over rounds** of its CPU time; the p99 is taken
+over rows; the spread of the per-round p99s is the stated uncertainty. Wall-clock p99 is
 recorded beside it for information. The budget is applied with a tolerance
 (``requirements.constraints.latency_tolerance``). Batch latency uses the CPU time of the whole
 process (a batch may use Arrow's threads).
@@ -16,6 +19,8 @@ process (a batch may use Arrow's threads).
 
 from __future__ import annotations
 
+import gc
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +31,16 @@ import pyarrow as pa
 
 from loopml.training.bundle import Bundle
 
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+#: untimed calls at the start of each round (the caches still hold the previous candidate)
+ROUND_WARMUP = 5
+
 #: how the latency in a leaderboard was measured (recorded in it)
-METHOD = ("CPU time of the measuring thread (time.thread_time_ns) per Bundle.predict_row call; p99 per round; "
-          "the minimum over rounds interleaved across candidates; spread of the round p99s = uncertainty; "
-          "wall-clock p99 kept for information")
+METHOD = ("CPU time of the measuring thread (time.thread_time_ns) per Bundle.predict_row call, Python's GC paused, "
+          "calls during which the thread was switched out (getrusage RUSAGE_THREAD) left out; the same request rows "
+          "in every round, rounds interleaved across candidates; per row the minimum over rounds, p99 over rows; "
+          "spread of the round p99s = uncertainty; "
+          "wall-clock p99 of every call kept for information")
 
 
 @dataclass
@@ -47,6 +58,8 @@ class Latency:
     #: wall-clock p99 over every call (informational: other processes move it)
     wall_p99_ms: float | None = None
     clock: str = "thread_cpu"
+    #: calls left out because the scheduler switched the thread out during them
+    switched_out: int = 0
 
 
 def request_rows(table: pa.Table, columns: list[str], n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -60,23 +73,41 @@ def request_rows(table: pa.Table, columns: list[str], n: int, seed: int = 0) -> 
     return rows
 
 
-def _row_round(bundle: Bundle, rows: list[dict[str, Any]], start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _switches() -> int:
+    """Context switches of this thread so far (voluntary + involuntary; 0 where the OS does not say)."""
+    if _RUSAGE_THREAD is None:
+        return 0
+    ru = resource.getrusage(_RUSAGE_THREAD)
+    return int(ru.ru_nivcsw + ru.ru_nvcsw)
+
+
+def _row_round(bundle: Bundle, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """CPU ms of every row's call (NaN when the thread was switched out during it) and wall ms."""
+    n = len(rows)
     cpu = np.empty(n)
     wall = np.empty(n)
     tcpu, twall = time.thread_time_ns, time.perf_counter_ns
-    for i in range(n):
-        row = rows[(start + i) % len(rows)]
+    for row in rows[-ROUND_WARMUP:]:  # the previous round ran another bundle: warm the caches again, untimed
+        bundle.predict_row(row)
+    for i, row in enumerate(rows):
+        s0 = _switches()
         w0, c0 = twall(), tcpu()
         bundle.predict_row(row)
-        cpu[i] = tcpu() - c0
-        wall[i] = twall() - w0
-    return cpu / 1e6, wall / 1e6
+        c1, w1 = tcpu(), twall()
+        # a call the scheduler switched out pays for other processes (cold caches on return): left out
+        cpu[i] = (c1 - c0) / 1e6 if _switches() == s0 else np.nan
+        wall[i] = (w1 - w0) / 1e6
+    return cpu, wall
 
 
 def measure_row_latencies(
-    bundles: Sequence[Bundle], rows: list[dict[str, Any]], n_calls: int = 300, warmup: int = 20, rounds: int = 5
+    bundles: Sequence[Bundle], rows: list[dict[str, Any]], n_calls: int = 600, warmup: int = 20, rounds: int = 9
 ) -> list[Latency]:
     """Single-row latency of several bundles, measured in interleaved rounds (see the module docstring).
+
+    Each round calls every bundle on the same ``n_calls / rounds`` request rows; a row's cost is
+    the minimum over rounds of its CPU time (what other processes added is gone), and the p99 is
+    taken over rows, so an expensive kind of request still shows.
 
     Examples
     --------
@@ -90,9 +121,9 @@ def measure_row_latencies(
     >>> X = fp.fit_transform(t, t["y"].to_numpy())
     >>> m = make_model("prior", task="binary").fit(X, t["y"].to_numpy())
     >>> b = Bundle(fp, m, make_manifest(fp, m, schema=t.schema, classes=[0, 1]))
-    >>> (lat,) = measure_row_latencies([b], t.select(["x"]).to_pylist(), n_calls=50, rounds=5)
+    >>> (lat,) = measure_row_latencies([b], t.select(["x"]).to_pylist(), n_calls=20, rounds=5)
     >>> lat.rounds, lat.n, lat.p99_ms < 50
-    (5, 50, True)
+    (5, 20, True)
     """
     if not rows:
         return [Latency(float("nan"), float("nan"), float("nan"), 0) for _ in bundles]
@@ -100,31 +131,42 @@ def measure_row_latencies(
         for i in range(warmup):
             b.predict_row(rows[i % len(rows)])
     rounds = max(1, min(rounds, n_calls))
-    per = [len(p) for p in np.array_split(np.arange(n_calls), rounds)]
-    cpu: list[list[np.ndarray]] = [[] for _ in bundles]
-    wall: list[list[np.ndarray]] = [[] for _ in bundles]
-    start = 0
-    for n in per:
-        for k, b in enumerate(bundles):
-            c, w = _row_round(b, rows, start, n)
-            cpu[k].append(c)
-            wall[k].append(w)
-        start += n
+    per_round = max(1, n_calls // rounds)
+    chosen = [rows[i % len(rows)] for i in range(per_round)]
+    cpu = [np.empty((rounds, per_round)) for _ in bundles]
+    wall = [np.empty((rounds, per_round)) for _ in bundles]
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # a collection pass is the process's heap, not the model: it is not the model's latency
+    try:
+        for r in range(rounds):
+            for k, b in enumerate(bundles):
+                cpu[k][r], wall[k][r] = _row_round(b, chosen)
+    finally:
+        if was_enabled:
+            gc.enable()
     out = []
     for k in range(len(bundles)):
-        p99s = np.asarray([float(np.percentile(c, 99)) for c in cpu[k]])
-        p50s = np.asarray([float(np.median(c)) for c in cpu[k]])
-        allc = np.concatenate(cpu[k])
+        c = cpu[k]
+        switched = int(np.isnan(c).sum())
+        clean = np.where(np.isnan(c).all(axis=0, keepdims=True), np.inf, c)  # every repeat switched: use them all
+        per_row = np.nanmin(np.where(np.isnan(clean), np.inf, clean), axis=0)
+        if np.isinf(per_row).any():
+            per_row = np.where(np.isinf(per_row), np.nanmin(np.where(np.isnan(c), np.inf, c), axis=0), per_row)
+        round_p99 = np.asarray([float(np.nanpercentile(c[r], 99)) if np.isfinite(c[r]).any() else np.nan
+                                for r in range(rounds)])
+        finite = round_p99[np.isfinite(round_p99)]
         out.append(Latency(
-            p50_ms=float(p50s.min()), p99_ms=float(p99s.min()), mean_ms=float(allc.mean()), n=n_calls,
-            spread_ms=float(p99s.max() - p99s.min()), rounds=rounds,
-            wall_p99_ms=float(np.percentile(np.concatenate(wall[k]), 99)),
+            p50_ms=float(np.median(per_row)), p99_ms=float(np.percentile(per_row, 99)),
+            mean_ms=float(np.nanmean(c)) if np.isfinite(c).any() else float("nan"), n=rounds * per_round,
+            spread_ms=float(finite.max() - finite.min()) if finite.size else 0.0, rounds=rounds,
+            wall_p99_ms=float(np.percentile(wall[k], 99)), switched_out=switched,
         ))
     return out
 
 
 def measure_row_latency(
-    bundle: Bundle, rows: list[dict[str, Any]], n_calls: int = 300, warmup: int = 20, rounds: int = 5
+    bundle: Bundle, rows: list[dict[str, Any]], n_calls: int = 600, warmup: int = 20, rounds: int = 9
 ) -> Latency:
     """p50/p99 of ``bundle.predict_row`` (thread CPU time, minimum over ``rounds`` rounds)."""
     return measure_row_latencies([bundle], rows, n_calls, warmup, rounds)[0]

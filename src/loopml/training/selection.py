@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from loopml.errors import DataError, LoopMLError, ModelError, SpecError
 from loopml.spec import Spec
@@ -53,11 +54,11 @@ class TrainingData:
 
     spec: Spec
     transform: FeaturePipeline
-    X_train: np.ndarray
+    X_train: Any  # float64: a dense array, or CSR when a feature is sparse (TF-IDF)
     y_train: np.ndarray
     w_train: np.ndarray | None
     g_train: np.ndarray | None
-    X_valid: np.ndarray
+    X_valid: Any
     y_valid: np.ndarray
     g_valid: np.ndarray | None
     valid_table: pa.Table
@@ -97,6 +98,13 @@ def _labeled(table: pa.Table, spec: Spec, classes: list[Any] | None = None) -> t
     if dropped:
         table = table.filter(pa.array(lab.labeled))
     return table, lab.y[lab.labeled], lab.classes, dropped
+
+
+def _float64(X: Any) -> Any:
+    """A float64 dense array, or a float64 CSR matrix when the features are sparse."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float64)
+    return np.asarray(X, dtype=np.float64)
 
 
 def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampled: bool = False) -> TrainingData:
@@ -143,7 +151,8 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
             notes.append(sample.note)
     transform = FeaturePipeline.from_spec(spec.features, task=task)
     keep = transform.drop_mask(train)  # rows missing an `impute: drop` column are left out of fitting
-    X = transform.fit_transform(train, y)
+    # wide text features (TF-IDF) stay sparse: models that accept it take the CSR matrix, the others densify it
+    X = transform.fit_transform(train, y, sparse=True)
     if not keep.all():
         notes.append(f"{int((~keep).sum())} training row(s) missing a column declared `impute: drop` left out")
         y = y[keep]
@@ -153,7 +162,7 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
     vkeep = transform.drop_mask(valid)
     if not vkeep.all():
         valid, y_valid = valid.filter(pa.array(vkeep)), y_valid[vkeep]
-    X_valid = transform.transform_batch(valid)
+    X_valid = transform.transform_batch(valid, sparse=True)
     g_valid = group_ids(valid, task)
     focal = None
     imb = tr.imbalance
@@ -176,11 +185,11 @@ def prepare_training_data(spec: Spec, train: pa.Table, valid: pa.Table, *, sampl
     return TrainingData(
         spec=spec,
         transform=transform,
-        X_train=np.asarray(X, dtype=np.float64),
+        X_train=_float64(X),
         y_train=y,
         w_train=weights,
         g_train=g_train,
-        X_valid=np.asarray(X_valid, dtype=np.float64),
+        X_valid=_float64(X_valid),
         y_valid=y_valid,
         g_valid=g_valid,
         valid_table=valid,
@@ -550,7 +559,7 @@ def select_model(
     executor: str | None = None,
     record: Callable[[str, dict[str, Any]], None] | None = None,
     progress: Callable[[str, float], None] | None = None,
-    latency_calls: int = 300,
+    latency_calls: int = 600,
     bootstrap: int | None = None,
 ) -> Selection:
     """Train, tune, measure and choose among the spec's candidates.

@@ -47,6 +47,9 @@ class Transform:
     accepts: ClassVar[frozenset[str]] = frozenset()
     produces: ClassVar[str | None] = None  # None: the same kind it received
     categorical_output: ClassVar[bool] = False  # output holds integer category codes
+    # the batch output is a scipy CSR matrix (wide and mostly zeros, e.g. TF-IDF); the row path then
+    # gives (indices, values) through ``row_sparse_fn`` besides the dense ``row_fn``
+    sparse_output: ClassVar[bool] = False
     needs_target: ClassVar[bool] = False
     exact_row_parity: ClassVar[bool] = True
     parity_reason: ClassVar[str] = ""

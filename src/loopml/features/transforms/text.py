@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from loopml.errors import ModelError
 from loopml.features.transforms.base import COLUMNS, TEXT, Transform, register_transform
@@ -33,10 +34,12 @@ def terms(doc: str | None, ngram_max: int) -> list[str]:
 
 @register_transform
 class TfidfTransform(Transform):
-    """TF-IDF over the ``max_features`` terms of highest document frequency; rows are L2-normalised.
+    """TF-IDF over the ``max_features`` terms of highest document frequency (at least ``min_df``
+    documents); rows are L2-normalised.
 
     idf = ln((1 + n) / (1 + df)) + 1 (smoothed, as scikit-learn). One function vectorises a
-    document for both the row and the batch path.
+    document for both the row and the batch path. The batch output is a scipy CSR matrix (only
+    the non-zero weights are stored); the row path gives the same weights as (indices, values).
     """
 
     name = "tfidf"
@@ -46,6 +49,7 @@ class TfidfTransform(Transform):
     Config = Tfidf
     accepts = frozenset({TEXT})
     produces = COLUMNS
+    sparse_output = True
     on_missing = "an all-zero row (an empty document)"
     on_unseen = "terms outside the vocabulary are ignored"
     config: Tfidf
@@ -55,7 +59,8 @@ class TfidfTransform(Transform):
         for doc in values:
             df.update(set(terms(doc, self.config.ngram_max)))
         n = len(values)
-        top = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.max_features]
+        kept = [kv for kv in df.items() if kv[1] >= self.config.min_df]
+        top = sorted(kept, key=lambda kv: (-kv[1], kv[0]))[: self.config.max_features]
         self.vocabulary_ = [t for t, _ in top]
         self.idf_ = [math.log((1 + n) / (1 + c)) + 1.0 for _, c in top]
         self._index()
@@ -76,11 +81,29 @@ class TfidfTransform(Transform):
 
     def transform(self, values: Any) -> Any:
         self.check_fitted()
-        out = np.zeros((len(values), len(self.vocabulary_)), dtype=np.float64)
-        for r, doc in enumerate(values):
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        for doc in values:
             for i, w in self._vectorize(doc):
-                out[r, i] = w
-        return out
+                indices.append(i)
+                data.append(w)
+            indptr.append(len(indices))
+        return sp.csr_matrix(
+            (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(values), len(self.vocabulary_)),
+        )
+
+    def row_sparse_fn(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        """``doc -> (indices, values)``: the row's non-zero weights, as the batch stores them."""
+        self.check_fitted()
+        vec = self._vectorize
+
+        def f(doc: str | None) -> tuple[np.ndarray, np.ndarray]:
+            pairs = vec(doc)
+            return (np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs)),
+                    np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs)))
+        return f
 
     def row_fn(self) -> Callable[[Any], Any]:
         self.check_fitted()

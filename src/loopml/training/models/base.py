@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel as PydanticModel
 from pydantic import ConfigDict, ValidationError
 
@@ -34,6 +35,8 @@ from loopml.errors import ModelError, NotFound, SpecError
 
 TASKS = frozenset({"binary", "multiclass", "regression", "ranking"})
 FORMAT = "loopml-model/1"
+#: a sparse matrix is densified for a model without ``accepts_sparse`` only up to this many cells
+DENSE_CELLS_MAX = 200_000_000
 
 
 class ModelConfig(PydanticModel):
@@ -156,6 +159,9 @@ class BaseModel:
     supports_proba: ClassVar[bool] = True
     supports_sample_weight: ClassVar[bool] = True
     supports_focal_loss: ClassVar[bool] = False
+    # Takes a scipy CSR matrix as is (wide sparse features such as TF-IDF); other models get it densified
+    # (refused with a clear error beyond DENSE_CELLS_MAX cells).
+    accepts_sparse: ClassVar[bool] = False
     needs_group: ClassVar[bool] = False
     description: ClassVar[str] = ""
     # How complex the model family is (0 baselines, 1 linear, ... 7 stacking): among candidates whose
@@ -185,7 +191,28 @@ class BaseModel:
         return f"{type(self).__name__}({self.config!r}, task={self.task!r})"
 
     # -- input checks ---------------------------------------------------------------------
-    def _check_X(self, X: np.ndarray, *, fitting: bool = False) -> np.ndarray:
+    def _check_X(self, X: Any, *, fitting: bool = False) -> Any:
+        if sp.issparse(X):
+            if not self.accepts_sparse:
+                cells = int(X.shape[0]) * int(X.shape[1])
+                if cells > DENSE_CELLS_MAX:
+                    raise ModelError(
+                        f"model `{self.name}` takes dense input only (accepts_sparse is false) and the sparse "
+                        f"{X.shape[0]:,} × {X.shape[1]:,} feature matrix would need {cells * 8 / 1e9:.1f} GB dense",
+                        hint="use a model that takes sparse input (lightgbm, logistic, linear, linear_svm, "
+                        "bagging/stacking over them) or lower the tfidf max_features",
+                    )
+                X = X.toarray()
+            else:
+                if not fitting:
+                    if self.n_features_in_ is None:
+                        raise ModelError(f"model `{self.name}` is not fitted; call fit() first")
+                    if X.shape[1] != self.n_features_in_:
+                        raise ModelError(
+                            f"model `{self.name}` was fitted on {self.n_features_in_} feature column(s) "
+                            f"but got {X.shape[1]}"
+                        )
+                return sp.csr_matrix(X, dtype=np.float64)
         X = np.asarray(X)
         if X.ndim != 2:
             raise ModelError(f"model `{self.name}`: X must be a 2-D matrix, got {X.ndim} dimension(s)")

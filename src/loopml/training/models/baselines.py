@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from loopml.errors import ModelError
@@ -15,6 +16,13 @@ from loopml.training.models.base import BaseModel, FitContext, ModelConfig, regi
 TASK_BASELINES: dict[str, str] = {"binary": "prior", "multiclass": "prior", "regression": "mean",
                                   "ranking": "most_popular"}
 BASELINE_MODELS: tuple[str, ...] = ("prior", "mean", "most_popular")
+
+
+def _column(X: Any, j: int) -> np.ndarray:
+    """Column ``j`` of a dense or CSR matrix as a dense float array."""
+    if sp.issparse(X):
+        return np.asarray(X[:, [j]].toarray()[:, 0], dtype=np.float64)
+    return np.asarray(X[:, j])
 
 
 @register_model
@@ -30,6 +38,7 @@ class PriorModel(BaseModel):
     name: ClassVar[str] = "prior"
     complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Class prior (majority class); the floor for classifiers."
+    accepts_sparse: ClassVar[bool] = True  # reads only the number of rows
     task_types: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass"})
 
     class Config(ModelConfig):
@@ -61,6 +70,7 @@ class MeanModel(BaseModel):
     name: ClassVar[str] = "mean"
     complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Mean or median of the target; the floor for regression."
+    accepts_sparse: ClassVar[bool] = True  # reads only the number of rows
     task_types: ClassVar[frozenset[str]] = frozenset({"regression"})
     supports_proba: ClassVar[bool] = False
 
@@ -101,6 +111,7 @@ class MostPopularModel(BaseModel):
     complexity: ClassVar[int] = 0
     contract_params: ClassVar[dict[str, Any]] = {"item_feature": "item_id"}
     description: ClassVar[str] = "Item popularity in training; the floor for ranking and recommendation."
+    accepts_sparse: ClassVar[bool] = True  # reads one column
     task_types: ClassVar[frozenset[str]] = frozenset({"ranking"})
     supports_proba: ClassVar[bool] = False
 
@@ -135,7 +146,7 @@ class MostPopularModel(BaseModel):
         if j >= X.shape[1]:
             raise ModelError(f"model `most_popular`: item column index {j} is outside 0..{X.shape[1] - 1}")
         self.item_col_ = j
-        items = X[:, j]
+        items = _column(X, j)
         ok = np.isfinite(items)
         vals = np.ones(len(y)) if self.config.popularity == "count" else y.astype(np.float64)  # type: ignore[attr-defined]
         if w is not None:
@@ -147,7 +158,7 @@ class MostPopularModel(BaseModel):
         self.pop_ = pop / scale
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        col = X[:, self.item_col_]
+        col = _column(X, self.item_col_)
         if self.items_.size == 0:
             return np.zeros(X.shape[0])
         pos = np.clip(np.searchsorted(self.items_, col), 0, self.items_.size - 1)

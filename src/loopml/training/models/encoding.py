@@ -4,13 +4,25 @@ Numeric columns are standardised with statistics from the training rows (missing
 become the mean, i.e. 0 after standardising); categorical columns (integer codes) keep
 their most frequent levels and map every other level, unseen or missing, to index 0.
 The same arrays encode one row or a batch.
+
+Fitted on a sparse (CSR) matrix, the numeric columns that are mostly zeros (TF-IDF terms) pass
+through unscaled and stay sparse (``passthrough``); centring them would make them dense.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+
+
+def _columns(X: Any, idx: np.ndarray) -> np.ndarray:
+    """Columns ``idx`` of a dense or CSR matrix as a dense float array."""
+    if sp.issparse(X):
+        return np.asarray(X[:, idx].toarray(), dtype=np.float64)
+    return np.asarray(X[:, idx])
 
 
 @dataclass
@@ -30,13 +42,20 @@ class InputEncoder:
     std: np.ndarray
     categorical: np.ndarray
     vocab: list[np.ndarray]
+    passthrough: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
-    def fit(cls, X: np.ndarray, categorical: list[int], max_levels: int, w: np.ndarray | None = None) -> InputEncoder:
+    def fit(cls, X: Any, categorical: list[int], max_levels: int, w: np.ndarray | None = None) -> InputEncoder:
         """Learn statistics from ``X``; keep at most ``max_levels`` levels per categorical column."""
         cats = np.asarray(sorted(categorical), dtype=np.int64)
         num = np.asarray([j for j in range(X.shape[1]) if j not in set(cats.tolist())], dtype=np.int64)
-        Xn = X[:, num]
+        passthrough = np.zeros(0, dtype=np.int64)
+        if sp.issparse(X):
+            # mostly-zero numeric columns (TF-IDF terms) stay sparse and unscaled
+            nnz = np.diff(sp.csc_matrix(X).indptr)
+            sparse_cols = nnz[num] < 0.5 * max(X.shape[0], 1)
+            passthrough, num = num[sparse_cols], num[~sparse_cols]
+        Xn = _columns(X, num)
         with np.errstate(all="ignore"):
             mean = np.nanmean(Xn, axis=0) if Xn.shape[0] else np.zeros(len(num))
             std = np.nanstd(Xn, axis=0) if Xn.shape[0] else np.ones(len(num))
@@ -44,7 +63,7 @@ class InputEncoder:
         std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
         vocab = []
         for j in cats:
-            col = X[:, j]
+            col = _columns(X, np.asarray([j]))[:, 0]
             col = col[np.isfinite(col)]
             if col.size == 0:
                 vocab.append(np.zeros(0))
@@ -54,16 +73,16 @@ class InputEncoder:
                 keep = np.argsort(-counts, kind="stable")[:max_levels]
                 levels = np.sort(levels[keep])
             vocab.append(levels.astype(np.float64))
-        return cls(num, mean, std, cats, vocab)
+        return cls(num, mean, std, cats, vocab, passthrough)
 
     @property
     def cardinalities(self) -> list[int]:
         """Embedding table sizes (kept levels + the index 0 for other/unknown)."""
         return [len(v) + 1 for v in self.vocab]
 
-    def numeric_matrix(self, X: np.ndarray) -> np.ndarray:
+    def numeric_matrix(self, X: Any) -> np.ndarray:
         """Standardised numeric columns; missing values become 0 (the training mean)."""
-        Z = (X[:, self.numeric] - self.mean) / self.std
+        Z = (_columns(X, self.numeric) - self.mean) / self.std
         return np.where(np.isfinite(Z), Z, 0.0)
 
     def category_indices(self, X: np.ndarray) -> np.ndarray:
@@ -72,14 +91,32 @@ class InputEncoder:
         for k, (j, levels) in enumerate(zip(self.categorical, self.vocab)):
             if levels.size == 0:
                 continue
-            col = X[:, j]
+            col = _columns(X, np.asarray([j]))[:, 0]
             pos = np.clip(np.searchsorted(levels, col), 0, levels.size - 1)
             hit = levels[pos] == col
             out[:, k] = np.where(hit, pos + 1, 0)
         return out
 
-    def dense(self, X: np.ndarray) -> np.ndarray:
-        """Standardised numerics followed by one-hot columns of the kept levels."""
+    def sparse_part(self, X: Any) -> Any:
+        """The pass-through columns as CSR (float64, non-finite values as 0), or None when there are none.
+
+        A dense row and a CSR batch give the same stored entries in the same order, so products
+        with them sum the same terms in the same order (row == batch, bit for bit).
+        """
+        if self.passthrough.size == 0:
+            return None
+        if sp.issparse(X):
+            Z = sp.csr_matrix(X[:, self.passthrough], dtype=np.float64)
+        else:
+            Z = sp.csr_matrix(np.asarray(X[:, self.passthrough], dtype=np.float64))
+        Z.data[~np.isfinite(Z.data)] = 0.0
+        Z.eliminate_zeros()
+        Z.sort_indices()
+        return Z
+
+    def dense(self, X: Any) -> np.ndarray:
+        """Standardised numerics followed by one-hot columns of the kept levels (pass-through columns
+        not included: see :meth:`sparse_part`)."""
         parts = [self.numeric_matrix(X)]
         if len(self.categorical):
             idx = self.category_indices(X)
@@ -97,6 +134,7 @@ class InputEncoder:
             f"{prefix}mean": self.mean,
             f"{prefix}std": self.std,
             f"{prefix}categorical": self.categorical,
+            f"{prefix}passthrough": self.passthrough,
         }
         for k, v in enumerate(self.vocab):
             out[f"{prefix}vocab_{k}"] = v
@@ -107,6 +145,8 @@ class InputEncoder:
         """Inverse of :meth:`to_arrays`."""
         cats = arrays[f"{prefix}categorical"].astype(np.int64)
         vocab = [arrays[f"{prefix}vocab_{k}"] for k in range(len(cats))]
+        passthrough = arrays.get(f"{prefix}passthrough", np.zeros(0, dtype=np.int64)).astype(np.int64)
         return cls(
-            arrays[f"{prefix}numeric"].astype(np.int64), arrays[f"{prefix}mean"], arrays[f"{prefix}std"], cats, vocab
+            arrays[f"{prefix}numeric"].astype(np.int64), arrays[f"{prefix}mean"], arrays[f"{prefix}std"], cats, vocab,
+            passthrough,
         )

@@ -54,6 +54,8 @@ def _sub_context(ctx: FitContext, rows: np.ndarray | None) -> FitContext:
 
 
 class _Ensemble(BaseModel):
+    # sparse input goes through to the members; each densifies it when it cannot take it
+    accepts_sparse: ClassVar[bool] = True
     members_: list[BaseModel]
 
     def _save_members(self, path: Path) -> None:

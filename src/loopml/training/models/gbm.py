@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from loopml.errors import ModelError
@@ -46,6 +47,7 @@ class LightGBMModel(BaseModel):
     complexity: ClassVar[int] = 4
     description: ClassVar[str] = "LightGBM gradient boosting (log loss, cross-entropy, L2, LambdaRank, focal)."
     supports_focal_loss: ClassVar[bool] = True
+    accepts_sparse: ClassVar[bool] = True  # a CSR matrix goes to LightGBM as is (TF-IDF stays sparse)
 
     class Config(ModelConfig):
         """Hyperparameters of LightGBM (names as in LightGBM's scikit-learn API)."""
@@ -186,7 +188,8 @@ class LightGBMModel(BaseModel):
             ey = ey.astype(np.int64) if self.task in ("binary", "multiclass") else ey.astype(np.float64)
             eg = ctx.eval_group if self.task == "ranking" else None
             if self.task != "ranking" or eg is not None:
-                valid_sets.append(dataset(np.asarray(ctx.eval_X, dtype=np.float64), ey, None, eg, ref=train))
+                eX = ctx.eval_X if sp.issparse(ctx.eval_X) else np.asarray(ctx.eval_X, dtype=np.float64)
+                valid_sets.append(dataset(eX, ey, None, eg, ref=train))
         if valid_sets and cfg.early_stopping_rounds:  # type: ignore[attr-defined]
             callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False))  # type: ignore[attr-defined]
         if valid_sets and ctx.report is not None:

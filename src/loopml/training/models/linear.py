@@ -2,7 +2,8 @@
 
 Fitted with scikit-learn on standardised numerics plus one-hot categorical levels
 (:class:`~loopml.training.models.encoding.InputEncoder`); saved as arrays and scored with
-numpy, so a single row and a batch run the same few lines.
+numpy, so a single row and a batch run the same few lines. They take sparse input (TF-IDF):
+the mostly-zero columns stay sparse, unscaled, through fitting and scoring.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from loopml.training.models.base import (
@@ -31,17 +33,25 @@ from loopml.training.models.encoding import InputEncoder
 class _LinearBase(BaseModel):
     """Shared encoder, linear scores and persistence."""
 
+    accepts_sparse: ClassVar[bool] = True
     coef_: np.ndarray
     intercept_: np.ndarray
     encoder_: InputEncoder
 
-    def _design(self, X: np.ndarray, cats: list[int], w: np.ndarray | None) -> np.ndarray:
+    def _design(self, X: Any, cats: list[int], w: np.ndarray | None) -> Any:
         self.encoder_ = InputEncoder.fit(X, cats, self.config.max_levels, w)  # type: ignore[attr-defined]
-        return self.encoder_.dense(X)
-
-    def _linear(self, X: np.ndarray) -> np.ndarray:
         Z = self.encoder_.dense(X)
-        return rowdot(Z, self.coef_) + self.intercept_  # type: ignore[no-any-return]
+        S = self.encoder_.sparse_part(X)
+        return Z if S is None else sp.hstack([sp.csr_matrix(Z), S], format="csr")
+
+    def _linear(self, X: Any) -> np.ndarray:
+        Z = self.encoder_.dense(X)
+        d = Z.shape[1]
+        out = rowdot(Z, self.coef_[:, :d])
+        S = self.encoder_.sparse_part(X)
+        if S is not None:  # row by row over the stored entries: the same sums for a row and a batch
+            out = out + np.asarray(S @ np.ascontiguousarray(self.coef_[:, d:].T))
+        return out + self.intercept_  # type: ignore[no-any-return]
 
     def _state(self, path: Path) -> dict[str, Any]:
         save_arrays(path, "linear.npz", coef=self.coef_, intercept=self.intercept_, **self.encoder_.to_arrays())
