@@ -144,16 +144,21 @@ class ServerState:
     """What the connections of one server share: the limits, the open connections, a coarse clock
     and the load estimate.
 
-    ``iteration`` is the duration of the last event-loop iteration's I/O work, measured by a pair
-    of ``call_soon`` callbacks: a request that arrives now waits for the rest of the current
-    iteration and its turn in the next, so ``2 * iteration`` estimates the wait of an inline
-    request. While it exceeds the latency budget ``shedding`` is on and work requests get 503.
+    ``iteration`` is the duration of an event-loop iteration's I/O work and ``handled`` counts the
+    requests answered, both measured by a pair of ``call_soon`` callbacks around one iteration. With
+    N requests in an iteration of T seconds, a request that arrives now waits for the rest of the
+    current iteration and for the others before it in the next: ``wait = 2 T (N - 1) / N`` (0 for a
+    lone request, however slow: nobody queues behind it). While the smoothed wait exceeds the
+    latency budget ``shedding`` is on and work requests get 503.
     """
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
         self.iteration = 0.0
+        self.wait = 0.0
+        self.handled = 0
+        self._handled_a = 0
         self.shedding = False
         self.alert = False  # shedding or draining: the one flag the hot path reads
         self.shed = 0
@@ -184,12 +189,15 @@ class ServerState:
     def _probe_a(self) -> None:
         # runs in the idle phase of this iteration, before its I/O; _probe_b runs after it
         self._probe_start = time.monotonic()
+        self._handled_a = self.handled
         self._loop.call_soon(self._probe_b)
 
     def _probe_b(self) -> None:
-        it = time.monotonic() - self._probe_start
-        self.iteration = it = 0.5 * self.iteration + 0.5 * it
-        self.shedding = 2 * it > self.limits.queue_delay_seconds
+        self.iteration = it = time.monotonic() - self._probe_start
+        n = self.handled - self._handled_a
+        wait = 2 * it * (n - 1) / n if n > 1 else 0.0
+        self.wait = wait = 0.5 * self.wait + 0.5 * wait
+        self.shedding = wait > self.limits.queue_delay_seconds
         self.alert = self.shedding or self.draining
 
     def drain(self) -> None:
@@ -393,8 +401,9 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------------
     def _dispatch(self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
         app = self.app
-        if self.server.alert:  # draining, or shedding load
-            server = self.server
+        server = self.server
+        server.handled += 1
+        if server.alert:  # draining, or shedding load
             if server.draining:
                 keep_alive = False
             if server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
