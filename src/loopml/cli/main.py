@@ -166,7 +166,7 @@ def run(
         summary = dict(evaluated.summary)
         if "report" in evaluated.outputs:  # the report's own one-line verdict is the reason
             summary["reason"] = json.loads(ws.artifacts.get_bytes(evaluated.outputs["report"])).get("verdict")
-        console.print(verdict_line(summary), highlight=False)
+        console.print(verdict_line(summary), highlight=False, soft_wrap=True)
 
 
 def verdict_line(summary: dict[str, object]) -> str:
