@@ -8,6 +8,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -197,3 +198,22 @@ def test_jsonl_five_mib_line_keeps_later_line_numbers(tmp_path: Path) -> None:
     lines[14] = '{"row_id": 14, "age": oops}\n'
     with pytest.raises(DataError, match=r"bad\.jsonl line 15: not valid JSON lines"):
         _read(tmp_path, "bad.jsonl", "".join(lines).encode())
+
+
+def test_extra_jsonl_fields_of_a_later_file_are_named(tmp_path: Path) -> None:
+    (tmp_path / "1.jsonl").write_text(_jsonl_text(_rows(3)))
+    (tmp_path / "2.jsonl").write_text(_jsonl_text([{**r, "bonus": 1} for r in _rows(2)]))
+    got = read_source_located("s", JsonlSource(type="jsonl", path="*.jsonl"), tmp_path)
+    assert got.table.num_rows == 5 and [f["rows"] for f in got.files] == [3, 2]
+    assert any("2.jsonl has field(s) bonus" in n for n in got.notes)
+
+
+def test_provenance_follows_interleaved_files() -> None:
+    from loopml.data.provenance import provenance_from_files
+
+    files = pa.array(["b", "a", "b", "a", "a"])
+    lines = [np.array([2, 3, 5]), None]  # a.csv: lines known; b.parquet: rows only
+    p = provenance_from_files(files, ["a", "b"], ["a.csv", "b.parquet"], lines)
+    assert p.column("file").to_pylist() == ["b.parquet", "a.csv", "b.parquet", "a.csv", "a.csv"]
+    assert p.column("record").to_pylist() == [1, 1, 2, 2, 3]
+    assert p.column("line").to_pylist() == [None, 2, None, 3, 5]

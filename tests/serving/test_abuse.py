@@ -324,3 +324,26 @@ def test_overload_sheds_with_503_and_recovers(server: Server, click: pa.Table) -
     assert server.request("POST", "/v1/predict", rows[0])[0] == 200
     status, text, _ = server.request("GET", "/metrics")
     assert status == 200 and 'kind="overloaded"' in text
+
+
+def test_connections_beyond_the_limit_get_503(tmp_path_factory: pytest.TempPathFactory, click: pa.Table) -> None:
+    root = make_project(tmp_path_factory.mktemp("conns") / "proj", click)
+    (root / "loopml.yaml").write_text(SPEC + "  limits: {max_connections: 20}\n")
+    server = start_server(["--project", str(root), "--no-log"], tmp_path_factory.mktemp("srv"))
+    held = []
+    try:
+        for _ in range(20):
+            s = connect(server)
+            s.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+            assert read_status(s)[0] == 200  # kept alive: each holds a slot
+            held.append(s)
+        with connect(server) as extra:
+            status, head = read_status(extra)
+            assert status == 503 and b"retry-after: 1" in head.lower()
+        held.pop().close()
+        time.sleep(0.3)
+        assert server.request("GET", "/health")[0] == 200  # a freed slot is usable again
+    finally:
+        for s in held:
+            s.close()
+        server.stop()

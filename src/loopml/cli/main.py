@@ -106,10 +106,17 @@ def run(
     """
     from loopml.cli.ui import err_console
     from loopml.pipeline import Runner, StageOutcome, make_executor, pipeline_for
+    from loopml.pipeline.preflight import check_against_data
+    from loopml.spec import SPEC_FILENAME
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
     stages = pipeline_for(ws.spec)
+    # the spec against a sample of its data first: a wrong target fails here, before any stage runs
+    names = [s.name for s in stages]
+    upto = names[: names.index(until) + 1] if until in names else names
+    model = any(n in upto for n in ("features", "train"))
+    check_against_data(ws.spec, ws.project_dir, model=model).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
     out = err_console if as_json else console
 
     def on_event(kind: str, payload: StageOutcome | str) -> None:
@@ -138,9 +145,7 @@ def run(
 
         sys.stdout.write(json.dumps(run_result(ws, report), indent=1, default=str) + "\n")
         sys.stdout.flush()
-        failed = [o for o in report.outcomes if o.status == "failed"]
-        if failed:
-            raise LoopMLError(failed[0].error or f"stage {failed[0].stage} failed")
+        report.raise_for_failure()
         return
     console.print(
         table(
@@ -156,7 +161,12 @@ def run(
     report.raise_for_failure()
     evaluated = next((o for o in report.outcomes if o.stage == "evaluate"), None)
     if evaluated is not None:
-        console.print(verdict_line(evaluated.summary))
+        import json
+
+        summary = dict(evaluated.summary)
+        if "report" in evaluated.outputs:  # the report's own one-line verdict is the reason
+            summary["reason"] = json.loads(ws.artifacts.get_bytes(evaluated.outputs["report"])).get("verdict")
+        console.print(verdict_line(summary), highlight=False)
 
 
 def verdict_line(summary: dict[str, object]) -> str:

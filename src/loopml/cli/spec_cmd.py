@@ -16,14 +16,41 @@ app = typer.Typer(help="Check, render and export the project spec (loopml.yaml).
 @app.command("check")
 def check(
     path: Path = typer.Argument(Path("."), help="Spec file or project folder holding loopml.yaml."),
+    data: bool = typer.Option(
+        True, "--data/--no-data",
+        help="Also check the spec against a sample of its data (target and inputs exist, kinds fit the "
+        "transforms, the task fits the target's values) when the sources are readable.",
+    ),
 ) -> None:
-    """Validate the spec and report every problem at once (file, line, key path, allowed values)."""
+    """Validate the spec and report every problem at once (file, line, key path, allowed values).
+
+    With the data (default) it reads a sample of each source and checks that the target and the
+    inputs exist (with "did you mean" suggestions), that each input's values fit its kind and
+    transforms, and that the task fits the target's values. Nothing runs and nothing is written.
+
+    Examples:
+
+      loopml spec check               # the project in the current folder
+      loopml spec check proj/         # another project folder
+      loopml spec check --no-data     # the spec file only
+    """
+    from loopml.pipeline.preflight import check_against_data
+
     spec = load_spec(path)
     target = path / SPEC_FILENAME if path.is_dir() else path
     n_sources = len(spec.data.sources)
+    against = ""
+    if data:
+        result = check_against_data(spec, target.resolve().parent)
+        result.raise_for_problems(str(target))
+        for note in result.notes:
+            console.print(f"[yellow]note[/yellow] {note}")
+        if result.checked:
+            against = f"; fits its data (a sample of {result.rows:,} example rows, {len(result.columns)} columns)"
     console.print(
         f"[green]ok[/green] {target}: task {spec.task.type} on `{spec.task.target}`, "
         f"{n_sources} source(s), {len(spec.training.candidates)} candidate(s), {len(spec.evaluation.gates)} gate(s)"
+        + against
     )
     for warning in gate_warnings(spec):
         console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from loopml.data.labels import apply_label_rule, ident, join_hand_labels
 from loopml.data.privacy import apply_privacy
 from loopml.data.provenance import PROVENANCE_SCHEMA, provenance_table
-from loopml.data.sources import duck_connect, read_source_located
+from loopml.data.sources import SourceRead, duck_connect, read_source_located
 from loopml.errors import DataError
 from loopml.spec import Spec
 from loopml.spec.data import ClickWithinWindow
@@ -64,6 +64,7 @@ def build_examples(
     files: Mapping[str, Sequence[Path]] | None = None,
     only: Sequence[str] | None = None,
     progress: Callable[[list[tuple[str, Any]]], Iterable[tuple[str, Any]]] | None = None,
+    read: Callable[[str, Any, Path, Sequence[Path] | None], SourceRead] = read_source_located,
 ) -> EtlResult:
     """Read the sources and build the example table.
 
@@ -79,6 +80,9 @@ def build_examples(
         Read only these sources (the others are not needed, e.g. an incremental delta of the base).
     progress
         Wraps the list of (name, source) being read, e.g. with a progress bar.
+    read
+        Reads one source with its provenance (``read_source_located``; ``loopml spec check`` passes a
+        reader of a sample).
     """
     data = spec.data
     if not data.sources:
@@ -90,7 +94,7 @@ def build_examples(
     try:
         todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
         for name, source in progress(todo) if progress is not None else todo:
-            got = read_source_located(name, source, project_dir, (files or {}).get(name))
+            got = read(name, source, project_dir, (files or {}).get(name))
             t = got.table
             result.source_rows[name] = t.num_rows
             result.files[name] = got.files

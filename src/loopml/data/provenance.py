@@ -98,10 +98,47 @@ def provenance_table(file: str, n: int, lines: np.ndarray | None) -> pa.Table:
     )
 
 
+def provenance_from_files(
+    files: pa.ChunkedArray | pa.Array, paths: list[str], shown: list[str], lines: list[np.ndarray | None]
+) -> pa.Table:
+    """Provenance from a reader's per-row file name column: the record number is the row's rank among
+    its file's rows (files may interleave), its line looked up in that file's record lines."""
+    import pyarrow.compute as pc
+
+    idx = pc.index_in(files, value_set=pa.array(paths, pa.string()))
+    codes = np.asarray(pc.fill_null(idx, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    n = codes.size
+    counts = np.bincount(codes, minlength=len(paths))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if n == 0 or bool(np.all(codes[1:] >= codes[:-1])):
+        rank = np.arange(n, dtype=np.int64) - starts[codes]
+    else:
+        order = np.argsort(codes, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n, dtype=np.int64) - starts[codes[order]]
+    line = np.zeros(n, dtype=np.int64)
+    has_line = np.zeros(n, dtype=bool)
+    for k, file_lines in enumerate(lines):
+        if file_lines is None:
+            continue
+        m = codes == k
+        line[m] = file_lines[rank[m]]
+        has_line |= m
+    return pa.table(
+        {
+            "file": pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(shown, pa.string()))
+            .cast(pa.string()),
+            "line": pa.array(line, pa.int64(), mask=~has_line),
+            "record": pa.array(rank + 1, pa.int64()),
+        },
+        schema=PROVENANCE_SCHEMA,
+    )
+
+
 def shown_path(path: Path, project_dir: Path) -> str:
     """A file as messages name it: the path the source resolved to (as every reader error does)."""
     return str(path)
 
 
-__all__ = ["PROVENANCE_SCHEMA", "line_breaks", "long_line", "provenance_table", "record_lines", "shown_path",
-           "unclosed_quote"]
+__all__ = ["PROVENANCE_SCHEMA", "line_breaks", "long_line", "provenance_from_files", "provenance_table",
+           "record_lines", "shown_path", "unclosed_quote"]

@@ -32,8 +32,8 @@ import duckdb
 import pyarrow as pa
 
 from loopml.data.provenance import (
-    PROVENANCE_SCHEMA,
     long_line,
+    provenance_from_files,
     provenance_table,
     record_lines,
     shown_path,
@@ -326,12 +326,11 @@ class CsvReader:
             headers = self._check_headers(name, source, prep) if source.header else []
             table = self._read_duckdb(name, source, prep.paths, "utf-8", originals=files, prep=prep)
             per_file = _rows_per_file(table.column(_FILE), [str(p) for p in prep.paths])
+            prov = provenance_from_files(
+                table.column(_FILE), [str(p) for p in prep.paths], [prep.shown(p) for p in prep.paths],
+                [record_lines(p, header=source.header, quote=source.quote or None, n=per_file[str(p)])
+                 for p in prep.paths])
             table = table.drop_columns([_FILE])
-            parts = []
-            for p in prep.paths:
-                n = per_file[str(p)]
-                lines = record_lines(p, header=source.header, quote=source.quote or None, n=n)
-                parts.append(provenance_table(prep.shown(p), n, lines))
         if len(headers) > 1:
             first = headers[0][1]
             for shown, names in headers[1:]:
@@ -350,7 +349,6 @@ class CsvReader:
                 f"source `{name}`: {', '.join(map(str, files[:3]))} holds no data rows "
                 f"(columns: {', '.join(table.column_names)})"
             )
-        prov = pa.concat_tables(parts) if parts else PROVENANCE_SCHEMA.empty_table()
         shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
         return SourceRead(table, prov, shown_files, notes)
 
@@ -577,8 +575,9 @@ class ParquetReader:
         finally:
             con.close()
         per_file = _rows_per_file(table.column(_FILE), [str(f) for f in files])
+        prov = provenance_from_files(table.column(_FILE), [str(f) for f in files],
+                                     [shown_path(f, project_dir) for f in files], [None] * len(files))
         table = table.drop_columns([_FILE])
-        prov = pa.concat_tables([provenance_table(shown_path(f, project_dir), per_file[str(f)], None) for f in files])
         return SourceRead(table, prov, [{"file": shown_path(f, project_dir), "rows": per_file[str(f)]} for f in files],
                           notes)
 
@@ -640,12 +639,27 @@ class JsonlReader:
             finally:
                 con.close()
             per_file = _rows_per_file(table.column("__file"), [str(p) for p in prep.paths])
+            if len(prep.paths) > 1:
+                _note_extra_fields(name, table, prep, notes)
+            prov = provenance_from_files(
+                table.column("__file"), [str(p) for p in prep.paths], [prep.shown(p) for p in prep.paths],
+                [record_lines(p, header=False, quote=None, n=per_file[str(p)]) for p in prep.paths])
             table = table.drop_columns(["__file"])
-            parts = [provenance_table(prep.shown(p), per_file[str(p)],
-                                      record_lines(p, header=False, quote=None, n=per_file[str(p)]))
-                     for p in prep.paths]
             shown_files = [{"file": prep.shown(p), "rows": per_file[str(p)]} for p in prep.paths]
-        return SourceRead(table, pa.concat_tables(parts), shown_files, notes)
+        return SourceRead(table, prov, shown_files, notes)
+
+
+def _note_extra_fields(name: str, table: pa.Table, prep: _Prepared, notes: list[str]) -> None:
+    """Note the fields a later file has that the first file never sets (one grouped count, vectorised)."""
+    cols = [c for c in table.column_names if c != "__file"]
+    counts = table.group_by("__file", use_threads=False).aggregate([(c, "count") for c in cols]).to_pylist()
+    by_file = {r["__file"]: {c for c in cols if r[f"{c}_count"]} for r in counts}
+    first = by_file.get(str(prep.paths[0]), set())
+    for p in prep.paths[1:]:
+        extra = sorted(by_file.get(str(p), set()) - first)
+        if extra:
+            _note(notes, f"source `{name}`: {prep.shown(p)} has field(s) {', '.join(extra)} that "
+                  f"{prep.shown(prep.paths[0])} lacks (rows of the other files get missing values)")
 
 
 def _ident(name: str) -> str:

@@ -50,8 +50,16 @@ class Decision:
     error: str | None = None
 
     def message(self) -> str:
-        """One line for the terminal."""
+        """One line for the terminal (and a note when the export changed the data schema)."""
         why = "; ".join(t.detail for t in self.triggers) or "no trigger"
+        relaxed = (self.evidence.get("exported") or {}).get("schema_allows_missing") or []
+        note = (
+            f"\n  note: the data schema now allows missing values in {', '.join(f'`{c}`' for c in relaxed)} "
+            "(not in the prediction log; the exported feedback rows leave them empty)"
+        ) if relaxed else ""
+        return self._message(why) + note
+
+    def _message(self, why: str) -> str:
         if self.action == "skip":
             return f"retraining skipped ({self.evidence.get('reason', why)})"
         if self.status == "approved":
@@ -139,12 +147,55 @@ def _source_schema(ws: Workspace, folder: Path) -> pa.Schema | None:
     return None
 
 
+def allow_missing(ws: Workspace, columns: list[str]) -> list[str]:
+    """Let the data schema file accept missing values in ``columns`` (those the prediction log does not carry).
+
+    Exported feedback rows stay in the source folder, so every later run validates them: a column
+    the service never receives (an id, a column no feature reads) is missing in those rows by
+    construction, not by a broken feed. The file is edited in place (round trip: the user's comments
+    and other edits stay); each changed column gets ``nullable: true``, no missing-rate limit and a
+    comment saying why. Returns the columns changed (empty when there is no schema file yet: the first
+    validation infers it from the rows as they are).
+    """
+    from ruamel.yaml import YAML
+
+    path = ws.resolve(ws.spec.data.verification.schema_path)
+    if not columns or not path.exists():
+        return []
+    y = YAML(typ="rt")
+    y.width = 4096
+    doc = y.load(path.read_text(encoding="utf-8"))
+    entries = doc.get("columns") if hasattr(doc, "get") else None
+    if entries is None:
+        return []
+    changed = []
+    for name in columns:
+        entry = entries.get(name)
+        if entry is None or (entry.get("nullable", True) and entry.get("max_missing_rate") is None):
+            continue
+        entry["nullable"] = True
+        if "max_missing_rate" in entry:
+            del entry["max_missing_rate"]
+        entries.yaml_add_eol_comment("not in the prediction log: exported feedback rows leave it empty", name)
+        changed.append(name)
+    if changed:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            y.dump(doc, fh)
+        os.replace(tmp, path)
+    return changed
+
+
 def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
     """Write the predictions labelled since ``since`` as training rows into ``retraining.export_path``.
 
-    Columns follow the Parquet source that globs the folder when there is one (same names and
-    types; the label becomes the target, the prediction time the task's timestamp), else the
-    logged inputs plus the target.
+    Columns follow the Parquet source that globs the folder when there is one: its names and types
+    (the logged inputs cast to them; the label becomes the target, the prediction time the task's
+    timestamp), so the file reads back as one more file of that source; else the logged inputs plus
+    the target. A source column the prediction log does not carry (one the model does not read, such
+    as an id) cannot be recovered: it is left empty (a nullable field), and :func:`allow_missing`
+    records in the data schema that it may be missing, so that the retraining run (and every later
+    run over the same folder) validates without a hand edit.
     """
     target = ws.spec.monitoring.retraining.export_path
     if not target:
@@ -161,6 +212,7 @@ def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
     task = ws.spec.task
     schema = _source_schema(ws, folder)
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+    not_logged: list[str] = []
     if schema is None:
         for c in logs.input_columns(labelled):
             cols[c] = labelled.column(c)
@@ -177,7 +229,13 @@ def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
                 cols[fld.name] = pc.cast(labelled.column("ts"), fld.type, safe=False)
             else:
                 cols[fld.name] = pa.nulls(labelled.num_rows, fld.type)
-    table = pa.table(cols)
+                not_logged.append(fld.name)
+    if schema is not None:
+        # the source's own field types; a field that holds missing values here is nullable
+        fields = [f.with_nullable(True) if cols[f.name].null_count else f for f in schema]
+        table = pa.table(cols, schema=pa.schema(fields))
+    else:
+        table = pa.table(cols)
     name = f"feedback-{utcnow().strftime('%Y%m%dT%H%M%S%f')}.parquet"
     tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp)
@@ -185,6 +243,7 @@ def export_labelled(ws: Workspace, since: dt.datetime | None) -> dict[str, Any]:
     return {
         "rows": table.num_rows, "path": str(folder / name), "columns": table.column_names,
         "max_label_ts": watermark.isoformat() if watermark else None,
+        "not_logged": not_logged, "schema_allows_missing": allow_missing(ws, not_logged),
     }
 
 

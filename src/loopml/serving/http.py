@@ -62,10 +62,11 @@ _WANTED = frozenset({b"authorization", b"x-request-id", b"expect", b"content-len
 _TASKS: set[asyncio.Future[Any]] = set()  # keeps admin / offload tasks referenced until done
 _JSON = b"application/json"
 _IDLE, _HEAD, _BODY, _BUSY = 0, 1, 2, 3
-_NEVER = float("inf")
 #: endpoints whose requests are work (shed under overload); the operational ones always answer
 SHEDDABLE = frozenset({b"/v1/predict", b"/v1/feedback"})
 TICK_SECONDS = 0.01
+#: the coarse monotonic clock of the connections (set by the servers' timer every TICK_SECONDS)
+_now = time.monotonic()
 #: after a refusal, input is discarded this long before the connection is dropped (see HttpProtocol._linger)
 LINGER_SECONDS = 2.0
 
@@ -107,7 +108,7 @@ def render(code: int, body: bytes, ctype: bytes, keep_alive: bool, extra: bytes 
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpLimits:
     """The connection-level limits (``deployment.limits``; see :class:`loopml.spec.deployment.Limits`)."""
 
@@ -143,18 +144,23 @@ class ServerState:
     """What the connections of one server share: the limits, the open connections, a coarse clock
     and the load estimate.
 
-    ``iteration`` is the duration of the last event-loop iteration's I/O work, measured by a pair
-    of ``call_soon`` callbacks: a request that arrives now waits for the rest of the current
-    iteration and its turn in the next, so ``2 * iteration`` estimates the wait of an inline
-    request. While it exceeds the latency budget ``shedding`` is on and work requests get 503.
+    ``iteration`` is the duration of an event-loop iteration's I/O work and ``handled`` counts the
+    requests answered, both measured by a pair of ``call_soon`` callbacks around one iteration. With
+    N requests in an iteration of T seconds, a request that arrives now waits for the rest of the
+    current iteration and for the others before it in the next: ``wait = 2 T (N - 1) / N`` (0 for a
+    lone request, however slow: nobody queues behind it). While the smoothed wait exceeds the
+    latency budget ``shedding`` is on and work requests get 503.
     """
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
-        self.now = time.monotonic()
         self.iteration = 0.0
+        self.wait = 0.0
+        self.handled = 0
+        self._handled_a = 0
         self.shedding = False
+        self.alert = False  # shedding or draining: the one flag the hot path reads
         self.shed = 0
         self.timeouts = 0
         self.refused_connections = 0
@@ -170,7 +176,8 @@ class ServerState:
         self._tick()
 
     def _tick(self) -> None:
-        now = self.now = time.monotonic()
+        global _now
+        now = _now = time.monotonic()
         loop = self._loop
         if self.limits.queue_delay_seconds > 0:
             loop.call_soon(self._probe_a)
@@ -182,33 +189,54 @@ class ServerState:
     def _probe_a(self) -> None:
         # runs in the idle phase of this iteration, before its I/O; _probe_b runs after it
         self._probe_start = time.monotonic()
+        self._handled_a = self.handled
         self._loop.call_soon(self._probe_b)
 
     def _probe_b(self) -> None:
-        it = time.monotonic() - self._probe_start
-        self.iteration = it = 0.5 * self.iteration + 0.5 * it
-        self.shedding = 2 * it > self.limits.queue_delay_seconds
+        self.iteration = it = time.monotonic() - self._probe_start
+        n = self.handled - self._handled_a
+        wait = 2 * it * (n - 1) / n if n > 1 else 0.0
+        self.wait = wait = 0.5 * self.wait + 0.5 * wait
+        self.shedding = wait > self.limits.queue_delay_seconds
+        self.alert = self.shedding or self.draining
 
     def drain(self) -> None:
         """From now on every response closes its connection; idle connections close at once."""
-        self.draining = True
+        self.draining = self.alert = True
         for conn in list(self.connections):
             if conn.idle and conn.transport is not None:
                 conn._close()
 
     def sweep(self, now: float) -> None:
-        """Close the connections whose deadline passed."""
-        for conn in [c for c in self.connections if c._deadline < now]:
+        """Close the connections whose time in their current state ran out."""
+        limits = self.limits
+        header, body, idle = limits.header_timeout_seconds, limits.body_timeout_seconds, limits.keep_alive_seconds
+        expired = []
+        for c in self.connections:
+            if c._lingering:
+                over = now - c._since > LINGER_SECONDS
+            elif c._wpaused:
+                over = now - c._wsince > limits.write_timeout_seconds
+            elif c._busy:
+                continue  # an answer is being computed: the client waits for us
+            else:
+                phase = c._phase
+                over = now - c._since > (header if phase == _HEAD else body if phase == _BODY else idle)
+            if over:
+                expired.append(c)
+        for c in expired:
             self.timeouts += 1
-            conn.timed_out()
+            c.timed_out()
 
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
-        "_body", "_busy", "_dead", "_deadline", "_head", "_headers", "_hold", "_lingering", "_nheaders", "_pending",
-        "_phase", "_queue", "_seq", "_size", "_url", "_wpaused", "app", "limits", "parser", "server", "transport",
+        "_body", "_busy", "_dead", "_head", "_headers", "_hold", "_lim_body", "_lim_hbytes", "_lim_headers",
+        "_lim_url", "_lingering", "_maxcl", "_nheaders", "_pending",
+        "_phase", "_queue", "_since", "_size", "_url", "_wpaused", "_wsince", "app", "limits", "parser",
+        "server", "transport",
     )
 
     def __init__(self, app: ServingApp, server: ServerState) -> None:
@@ -224,9 +252,13 @@ class HttpProtocol(asyncio.Protocol):
         self._head = 0  # bytes of the current request's headers seen so far
         self._pending = 0  # bytes received in reads that ended inside the current request's head
         self._nheaders = 0
-        self._seq = 0  # requests begun on this connection
         self._phase = _IDLE
-        self._deadline = _NEVER
+        self._since = _now  # when the current phase began (the sweep compares it with the phase's timeout)
+        self._wsince = _now  # when writing was paused
+        limits = self.limits
+        self._lim_url, self._lim_headers = limits.max_request_line_bytes, limits.max_headers
+        self._lim_hbytes, self._lim_body = limits.max_header_bytes, limits.max_body_bytes
+        self._maxcl = len(str(limits.max_body_bytes))  # digits of the largest acceptable Content-Length
         self._hold = False  # answers wait: busy, write-paused, or requests queued
         self._busy = False  # an answer is being computed asynchronously
         self._wpaused = False
@@ -258,12 +290,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         server.connections.add(self)
         transport.set_write_buffer_limits(high=self.limits.max_unsent_bytes)
-        self._deadline = server.now + self.limits.keep_alive_seconds
+        self._since = _now
 
     def data_received(self, data: bytes) -> None:
         if self._dead:
             return
-        phase, seq = self._phase, self._seq
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -276,9 +307,13 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(400, b'{"error":"malformed HTTP request: %s"}' % str(exc).encode().replace(b'"', b"'"))
             return
-        if phase == _HEAD and self._phase == _HEAD and seq == self._seq:
-            # a whole read inside one request's head: httptools buffers a header until it is
-            # complete, so count what arrives (a lower bound of the head's size: no false refusal)
+        if self._phase == _HEAD:
+            # the read ended inside a request's head. httptools buffers a header until it is complete,
+            # so count the reads that come after the one where the request began (all head bytes: a
+            # lower bound of its size, so no false refusal; at most one read too late)
+            if self._pending < 0:
+                self._pending = 0
+                return
             self._pending += len(data)
             if self._pending > self.limits.max_request_line_bytes + self.limits.max_header_bytes:
                 self._fail(431, b'{"error":"request headers larger than %d bytes"}' % self.limits.max_header_bytes)
@@ -293,7 +328,7 @@ class HttpProtocol(asyncio.Protocol):
         # the transport holds more than max_unsent_bytes for this client: stop answering and reading
         self._wpaused = True
         self._hold = True
-        self._deadline = self.server.now + self.limits.write_timeout_seconds
+        self._wsince = _now
         if self.transport is not None:
             self.transport.pause_reading()
 
@@ -301,68 +336,63 @@ class HttpProtocol(asyncio.Protocol):
         self._wpaused = False
         if self._phase == _BUSY and not self._busy:
             self._phase = _IDLE
-        self._set_deadline()
+        self._since = _now
         self._drain()
 
     # -- httptools callbacks -------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
-        self._body = []
         self._size = 0
         self._head = 0
-        self._pending = 0
+        self._pending = -1  # "began in this read" (see data_received)
         self._nheaders = 0
-        self._seq += 1
         self._phase = _HEAD
-        if not self._hold:
-            self._deadline = self.server.now + self.limits.header_timeout_seconds
+        self._since = _now
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_request_line_bytes:
-            self._reject(414, b'{"error":"request line longer than %d bytes"}' % self.limits.max_request_line_bytes)
+        u = self._url = self._url + url
+        if len(u) > self._lim_url:
+            self._reject(414, b'{"error":"request line longer than %d bytes"}' % self._lim_url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._nheaders += 1
-        self._head += len(name) + len(value) + 4
-        if self._nheaders > self.limits.max_headers:
-            self._reject(431, b'{"error":"more than %d request headers"}' % self.limits.max_headers)
-        if self._head > self.limits.max_header_bytes:
-            self._reject(431, b'{"error":"request headers larger than %d bytes"}' % self.limits.max_header_bytes)
+        k = self._nheaders = self._nheaders + 1
+        h = self._head = self._head + len(name) + len(value) + 4
+        if k > self._lim_headers or h > self._lim_hbytes:
+            if k > self._lim_headers:
+                self._reject(431, b'{"error":"more than %d request headers"}' % self._lim_headers)
+            self._reject(431, b'{"error":"request headers larger than %d bytes"}' % self._lim_hbytes)
         n = name.lower()
         if n in _WANTED:
             self._headers[n] = value
 
     def on_headers_complete(self) -> None:
-        limits = self.limits
         self._phase = _BODY
-        if not self._hold:
-            self._deadline = self.server.now + limits.body_timeout_seconds
+        self._since = _now
         cl = self._headers.get(b"content-length")
-        if cl is not None and cl.isdigit() and (len(cl) > 18 or int(cl) > limits.max_body_bytes):
+        # (llhttp has checked it is digits; only a number as long as the limit needs converting)
+        if cl is not None and len(cl) >= self._maxcl and (len(cl) > self._maxcl or int(cl) > self._lim_body):
             self._reject(413, b'{"error":"request body of %s bytes is larger than the limit of %d bytes"}'
-                         % (cl, limits.max_body_bytes))
+                         % (cl[:40], self._lim_body))
         # curl and others wait for this before sending a large body
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self.limits.max_body_bytes:
+        size = self._size = self._size + len(body)
+        if size > self._lim_body:
             self._body = []
-            self._reject(413, b'{"error":"request body larger than the limit of %d bytes"}'
-                         % self.limits.max_body_bytes)
+            self._reject(413, b'{"error":"request body larger than the limit of %d bytes"}' % self._lim_body)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._dead:
             return
-        self._phase = _BUSY
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         if self._hold:  # an earlier answer is pending: keep order, stop reading
+            self._phase = _BUSY
             self._queue.append((parser.get_method(), self._url, self._headers, body, parser.should_keep_alive()))
             self.transport.pause_reading()
             return
@@ -370,22 +400,25 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- answering -----------------------------------------------------------------------------
     def _dispatch(self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
-        transport = self.transport
+        app = self.app
         server = self.server
-        if server.draining:
-            keep_alive = False
-        if server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
-            self.server.shed += 1
-            self.app.metrics.error(url.split(b"?", 1)[0].decode(), "overloaded")
-            self._write(render(503, b'{"error":"overloaded: the queued work exceeds the latency budget; retry later"}',
-                               _JSON, keep_alive, b"retry-after: 1\r\n"), keep_alive)
-            return
-        commit = self.app.commit
-        before = commit.ticket() if commit is not None else 0
+        server.handled += 1
+        if server.alert:  # draining, or shedding load
+            if server.draining:
+                keep_alive = False
+            if server.shedding and url.split(b"?", 1)[0] in SHEDDABLE:
+                server.shed += 1
+                app.metrics.error(url.split(b"?", 1)[0].decode(), "overloaded")
+                self._write(render(503, b'{"error":"overloaded: the queued work exceeds the latency budget; retry '
+                                        b'later"}', _JSON, keep_alive, b"retry-after: 1\r\n"), keep_alive)
+                return
+        commit = app.commit
+        if commit is not None:
+            before = commit.ticket()
         try:
-            result: Any = self.app.handle(method, url, headers, body)
+            result: Any = app.handle(method, url, headers, body)
         except Exception as exc:  # a bug must not kill the connection loop; it is counted and logged
-            self.app.metrics.error(url.decode(errors="replace"), "internal")
+            app.metrics.error(url.decode(errors="replace"), "internal")
             sys.stderr.write(f"loopml serve: internal error on {url!r}: {type(exc).__name__}: {exc}\n")
             result = (500, b'{"error":"internal error; see the server log"}', _JSON)
         committed = False
@@ -401,12 +434,16 @@ class HttpProtocol(asyncio.Protocol):
                 data = render(code, payload, ctype, keep_alive, extra)
             if method == b"HEAD":  # the head only (its content-length still says what GET would send)
                 data = data[: len(data) - len(payload)]
-            self._write(data, keep_alive)
+            self.transport.write(data)  # may call pause_writing()
+            if not keep_alive:  # (also while draining: see above)
+                self._close()
+            elif not self._hold:
+                self._phase = _IDLE
+                self._since = _now
             return
         # answered later (admin action, or a large body scored in a worker thread)
         self._busy = self._hold = True
-        self._deadline = _NEVER
-        transport.pause_reading()
+        self.transport.pause_reading()
         if result is None:
             path = url.split(b"?", 1)[0]
             result = self.app.handle_admin(path, dict(headers), body)
@@ -455,7 +492,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not self._hold:
             self._phase = _IDLE
-            self._deadline = self.server.now + self.limits.keep_alive_seconds
+            self._since = _now
 
     def _drain(self) -> None:
         """Answer queued requests while nothing holds them; read again once the queue is empty."""
@@ -474,22 +511,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.server.draining and self._phase == _IDLE:
             self._close()
             return
-        self._set_deadline()
+        self._since = _now
         if not self._dead:
             self.transport.resume_reading()
-
-    def _set_deadline(self) -> None:
-        now, limits = self.server.now, self.limits
-        if self._wpaused:
-            self._deadline = now + limits.write_timeout_seconds
-        elif self._busy:
-            self._deadline = _NEVER
-        elif self._phase == _HEAD:
-            self._deadline = now + limits.header_timeout_seconds
-        elif self._phase == _BODY:
-            self._deadline = now + limits.body_timeout_seconds
-        else:
-            self._deadline = now + limits.keep_alive_seconds
 
     # -- refusals ------------------------------------------------------------------------------
     def _reject(self, code: int, body: bytes) -> None:
@@ -524,7 +548,7 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         self._hold = True
         self._lingering = True
-        self._deadline = self.server.now + LINGER_SECONDS
+        self._since = _now
         if transport.can_write_eof():
             transport.write_eof()
         transport.resume_reading()

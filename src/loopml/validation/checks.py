@@ -517,8 +517,12 @@ class PsiCheck(_DatasetCheck):
                 continue
             if ref.kind != cp.kind:
                 continue
-            e = list(ref.psi_bins["counts"]) + ([ref.psi_bins.get("missing", 0)] if "edges" in ref.psi_bins else [])
-            a = list(cp.psi_bins["counts"]) + ([cp.psi_bins.get("missing", 0)] if "edges" in cp.psi_bins else [])
+            # a column the schema lets be missing without limit (e.g. one the prediction log does not carry,
+            # left empty in exported feedback rows) is compared on its present values only
+            cs = ctx.schema.columns.get(n)
+            free = cs is not None and cs.nullable and cs.max_missing_rate is None
+            e = list(ref.psi_bins["counts"]) + ([ref.psi_bins.get("missing", 0)] if "edges" in ref.psi_bins and not free else [])
+            a = list(cp.psi_bins["counts"]) + ([cp.psi_bins.get("missing", 0)] if "edges" in cp.psi_bins and not free else [])
             if len(e) != len(a):
                 continue
             value = psi(e, a)
