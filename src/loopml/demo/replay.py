@@ -123,6 +123,11 @@ def replay_day(
         ]
         for start in range(0, len(feedback), 2000):
             status, body = client.post("/v1/feedback", feedback[start:start + 2000])
+            for attempt in range(20):  # 503: the service shed the request under load; it asks to retry later
+                if status != 503:
+                    break
+                time.sleep(0.25 * (attempt + 1))
+                status, body = client.post("/v1/feedback", feedback[start:start + 2000])
             if status != 200:
                 raise LoopMLError(f"the service refused feedback: HTTP {status} {str(body)[:300]}")
     finally:
