@@ -38,6 +38,7 @@ class ReplayStats:
     observed_ctr: float
     model_versions: list[str]
     cold_start_retries: int = 0
+    shed_retries: int = 0  # requests the service shed (503 + Retry-After) and the replay sent again
 
     def to_json(self) -> dict[str, Any]:
         """Plain data."""
@@ -148,6 +149,7 @@ def replay_day(
         observed_ctr=round(float(labels.mean()), 5) if labels.size else float("nan"),
         model_versions=sorted(versions),
         cold_start_retries=cold_start,
+        shed_retries=client.retries,
     )
 
 

@@ -284,7 +284,8 @@ def _closed_loop(
     result.replay = stats
     # the production logging system lands the day's event logs in the lake's source folders
     traffic.land(ws.project_dir / "data")
-    steps.done(f"{stats.rows:,} predictions in {stats.requests} requests, {stats.errors} errors, "
+    shed = f" ({stats.shed_retries} shed with 503 + Retry-After and resent)" if stats.shed_retries else ""
+    steps.done(f"{stats.rows:,} predictions in {stats.requests} requests, {stats.errors} errors{shed}, "
                f"p50 {stats.p50_ms:.1f} ms / p99 {stats.p99_ms:.1f} ms per {stats.rows_per_request}-row request; "
                f"mean score {stats.mean_score:.3f} vs observed CTR {stats.observed_ctr:.3f}")
     result.example_row = _example_row(traffic.seen, spec)  # a day the feature store has seen

@@ -75,16 +75,35 @@ class ServiceProcess:
 class Client:
     """A keep-alive JSON client over one HTTP/1.1 connection (stdlib only)."""
 
-    def __init__(self, host: str, port: int, timeout_s: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, timeout_s: float = 30.0, max_retries: int = 8,
+                 max_retry_wait_s: float = 2.0) -> None:
         self.conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        self.max_retries = max_retries
+        self.max_retry_wait_s = max_retry_wait_s
+        self.retries = 0  # requests the service shed (503 + Retry-After) and this client sent again
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Send a request; returns (status, parsed JSON or text)."""
+        """Send a request; returns (status, parsed JSON or text).
+
+        A 503 with ``Retry-After`` is the service shedding load: the request was not served (nor
+        logged), so it is sent again after the advised wait (capped at ``max_retry_wait_s``), at
+        most ``max_retries`` times, as a well-behaved client does.
+        """
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        self.conn.request(method, path, body=data, headers=headers)
-        resp = self.conn.getresponse()
-        raw = resp.read()
+        for attempt in range(self.max_retries + 1):
+            self.conn.request(method, path, body=data, headers=headers)
+            resp = self.conn.getresponse()
+            raw = resp.read()
+            retry_after = resp.getheader("Retry-After")
+            if resp.status != 503 or retry_after is None or attempt == self.max_retries:
+                break
+            self.retries += 1
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                wait = 1.0
+            time.sleep(min(max(wait, 0.05), self.max_retry_wait_s))
         try:
             return resp.status, json.loads(raw)
         except ValueError:
