@@ -123,12 +123,8 @@ def replay_day(
             {"request_id": rid, "label": int(y)} for rid, y in zip(request_ids, labels.tolist()) if rid is not None
         ]
         for start in range(0, len(feedback), 2000):
+            # a request shed under load (503 + Retry-After) is resent by the client itself
             status, body = client.post("/v1/feedback", feedback[start:start + 2000])
-            for attempt in range(20):  # 503: the service shed the request under load; it asks to retry later
-                if status != 503:
-                    break
-                time.sleep(0.25 * (attempt + 1))
-                status, body = client.post("/v1/feedback", feedback[start:start + 2000])
             if status != 200:
                 raise LoopMLError(f"the service refused feedback: HTTP {status} {str(body)[:300]}")
     finally:
