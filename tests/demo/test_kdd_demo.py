@@ -12,6 +12,7 @@ import pytest
 from loopml.demo.project import template_text
 from loopml.registry import Registry
 from loopml.reporting import collect
+from loopml.reporting.sections import fmt
 from loopml.workspace import Workspace
 
 KDD_FILE = "kdd2012_click_small/Click_prediction_small.csv"
@@ -85,7 +86,8 @@ def test_the_design_document_holds_the_measured_figures_and_the_import_note(kdd_
     m = facts.output_json("evaluate", "report")["metrics"]["roc_auc"]
     assert f"{m['value']:.4f}" in md and f"[{m['lower']:.4f}, {m['upper']:.4f}]" in md
     demo = json.loads((proj / ".loopml" / "demo.json").read_text())
-    assert f"p99 {demo['replay']['p99_ms']:.2f} ms" in md
+    # the document's own number format (thousands separators, no decimals from 1,000 ms on)
+    assert f"p99 {fmt(demo['replay']['p99_ms'], 2)} ms" in md
     assert "imported from the real KDD Cup 2012 click log" in md and "sha256 2d95fded9f897852" in md
     assert "in effect a random split" in md and "| held out, replayed |" in md
     assert f"{ROWS - HELD_OUT + 1:,}–{ROWS:,}" in md  # the file rows of the replayed day
