@@ -220,20 +220,7 @@ class Servable:
             arr = np.asarray(out, dtype=np.float64)
             return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
         if self._transform_row is None:
-            names = self._names
-            x: np.ndarray | None = None
-            try:
-                vals = [[r[n] for n in names] for r in rows]
-                # one pass over the value types (numpy would silently parse "1.5" and True)
-                if {v.__class__ for row in vals for v in row} <= _NUM:
-                    x = np.array(vals, dtype=np.float64)
-                    if not np.isfinite(x).all():
-                        x = None
-            except (KeyError, TypeError, ValueError):
-                x = None
-            if x is None:
-                self.schema.raise_for(rows, many=True)
-                x = np.array([[math.nan if r[n] is None else r[n] for n in names] for r in rows], dtype=np.float64)
+            x = self._matrix(rows, rows)
             self.last_matrix = x
             scores = self._pred.predict_matrix(x)
         else:
@@ -244,6 +231,25 @@ class Servable:
             self.last_table = table
             scores = self.predict_table(table)
         return self._split(np.asarray(scores))
+
+    def _matrix(self, part: list[Any], rows: list[Any]) -> np.ndarray:
+        """The float64 input matrix of ``part`` (a slice of ``rows``) for a model without a transform;
+        any invalid value raises the schema's error over all ``rows``."""
+        names = self._names
+        x: np.ndarray | None = None
+        try:
+            vals = [[r[n] for n in names] for r in part]
+            # one pass over the value types (numpy would silently parse "1.5" and True)
+            if {v.__class__ for row in vals for v in row} <= _NUM:
+                x = np.array(vals, dtype=np.float64)
+                if not np.isfinite(x).all():
+                    x = None
+        except (KeyError, TypeError, ValueError):
+            x = None
+        if x is None:
+            self.schema.raise_for(rows, many=True)
+            x = np.array([[math.nan if r[n] is None else r[n] for n in names] for r in part], dtype=np.float64)
+        return x
 
     def predict_block(self, rows: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | pa.Table | None]:
         """Scores, predictions and the raw inputs (a float matrix, or the Arrow table the transform
@@ -256,24 +262,8 @@ class Servable:
         """
         if not rows:
             return np.zeros(0), np.zeros(0), None
-        names = self._names
         if self._transform_row is None:
-            parts = []
-            for i in range(0, len(rows), BLOCK_SLICE):
-                part = rows[i : i + BLOCK_SLICE]
-                x: np.ndarray | None = None
-                try:
-                    vals = [[r[n] for n in names] for r in part]
-                    if {v.__class__ for row in vals for v in row} <= _NUM:
-                        x = np.array(vals, dtype=np.float64)
-                        if not np.isfinite(x).all():
-                            x = None
-                except (KeyError, TypeError, ValueError):
-                    x = None
-                if x is None:
-                    self.schema.raise_for(rows, many=True)
-                    x = np.array([[math.nan if r[n] is None else r[n] for n in names] for r in part], dtype=np.float64)
-                parts.append(x)
+            parts = [self._matrix(rows[i : i + BLOCK_SLICE], rows) for i in range(0, len(rows), BLOCK_SLICE)]
             matrix = parts[0] if len(parts) == 1 else np.concatenate(parts)
             return (*self._split(np.asarray(self._pred.predict_matrix(matrix))), matrix)
         valid = self.schema.valid
