@@ -7,9 +7,12 @@ written under a temporary name and renamed, so only complete ``*.parquet`` files
 
 The log writer compacts segments while monitoring reads them: it publishes the merged segment
 (which names its sources in its metadata) and then deletes the sources. A reader therefore
-(1) drops every listed segment that a listed compacted segment already holds, so a listing taken
-between the two steps counts no row twice, and (2) lists again and retries when a file it listed
-is gone by the time DuckDB opens it (:func:`_consistent`).
+(1) lists and opens the segments under the folder's shared segment lock, which compaction holds
+exclusively only while it swaps segments, so no listed file is gone before it is opened; DuckDB
+then reads the open descriptors (``/proc/self/fd/N``), which stay readable after the name is
+removed; (2) drops every listed segment that a listed compacted segment already holds, so a listing
+taken by a reader that could not lock counts no row twice; (3) without ``/proc`` (not Linux) lists
+again and retries when a file it listed is gone by the time DuckDB opens it (:func:`_consistent`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import desc, select
 
 from loopml.errors import DataError, NotFound
-from loopml.serving.logs import SegmentStore
+from loopml.serving.logs import SegmentStore, segment_lock
 from loopml.workspace import Workspace
 from loopml.workspace.metadata import executions
 
@@ -112,8 +115,13 @@ def _consistent(folders: list[Path], run: Callable[[list[list[str]]], Any]) -> A
     pinning = _FD_DIR.is_dir()
     for attempt in range(_RETRIES):
         last = attempt == _RETRIES - 1
-        lists = [segments(f) for f in folders]
-        pinned = _pin(lists) if pinning else (lists, [])
+        with contextlib.ExitStack() as locks:
+            if pinning:
+                for f in folders:
+                    if f.is_dir():
+                        locks.enter_context(segment_lock(f, shared=True))
+            lists = [segments(f) for f in folders]
+            pinned = _pin(lists) if pinning else (lists, [])
         if pinned is None or (pinning and not last and not _complete(folders, lists)):
             if pinned is not None:
                 for fd in pinned[1]:

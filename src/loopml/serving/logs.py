@@ -18,13 +18,14 @@ Read with DuckDB ``read_parquet('<dir>/*.parquet', union_by_name=true)``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +37,38 @@ from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, STRING, InputSchema
 
 TS = pa.timestamp("us", tz="UTC")
 _SOURCES_KEY = b"loopml.compacted_from"
+LOCK_NAME = ".segments.lock"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: readers fall back to listing again and retrying
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def segment_lock(directory: Path, *, shared: bool) -> Iterator[None]:
+    """Hold the folder's segment lock (``flock`` on ``<folder>/.segments.lock``, across processes).
+
+    Compaction holds it exclusively only while it swaps segments (publishes the merged one and
+    removes its sources); a reader holds it shared while it lists and opens the segments. A reader
+    therefore never lists a segment that is deleted before it opens it. Appending a new segment
+    takes no lock (a reader sees it or not; either set is consistent).
+    """
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(Path(directory) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not shared:
+            raise
+        yield  # a read-only folder has no writer compacting it
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -291,9 +324,10 @@ class SegmentStore:
                 cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
                         for f in schema]
                 writer.write_table(pa.Table.from_arrays(cols, schema=meta_schema))
-        self.publish(tmp, name)
-        for p in own:
-            p.unlink(missing_ok=True)
+        with segment_lock(self.directory, shared=False):
+            self.publish(tmp, name)
+            for p in own:
+                p.unlink(missing_ok=True)
         _fsync_dir(self.directory)
         self._own = []
         return len(own)
@@ -310,12 +344,13 @@ class SegmentStore:
     def recover(self) -> int:
         """Remove segments that a compacted segment already holds (left by a crash mid-compaction)."""
         n = 0
-        for p in self.directory.glob("*-compact-*.parquet"):
-            for name in self.sources_of(p):
-                src = self.directory / name
-                if src.exists() and src != p:
-                    src.unlink()
-                    n += 1
+        with segment_lock(self.directory, shared=False):
+            for p in self.directory.glob("*-compact-*.parquet"):
+                for name in self.sources_of(p):
+                    src = self.directory / name
+                    if src.exists() and src != p:
+                        src.unlink()
+                        n += 1
         return n
 
     @staticmethod
