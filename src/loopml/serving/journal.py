@@ -58,6 +58,7 @@ from loopml.serving.schema import Field, InputSchema
 JOURNAL_DIR = ".journal"
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_F64 = np.dtype(np.float64)
 _RANGE = re.compile(r"^(?P<stem>.+)\.(?P<a>\d{12})-(?P<b>\d{12})\.parquet$")
 _SCHEMA_PREFIX = b'{"schema"'
 _BLOCK_PREFIX = b'{"blk":'
@@ -145,12 +146,16 @@ class _Rows:
         self.xs: list[np.ndarray] = []
         self.cids: list[str | None] | None = None
 
+    def add_cid(self, cid: str | None) -> None:
+        """Record the client id of the row about to be added (the column exists once one row has one)."""
+        if self.cids is None:
+            self.cids = [None] * len(self.ids)
+        self.cids.append(cid)
+
     def add(self, record: Any) -> None:
         cid = record[8] if len(record) > 8 else None
         if cid is not None or self.cids is not None:
-            if self.cids is None:
-                self.cids = [None] * len(self.ids)
-            self.cids.append(cid)
+            self.add_cid(cid)
         self.ids.append(record[0])
         self.ts.append(record[1])
         self.scores.append(record[4])
@@ -259,7 +264,8 @@ class Journal:
         self._pending: deque[tuple[list[Any], int]] = deque()  # (buffers of one record, rows)
         self._rows: dict[tuple[int, str, str], _Rows] = {}  # single raw rows by (schema, version, route)
         self._queued = 0  # records in the queue and in _rows
-        self._schemas: dict[int, tuple[int, InputSchema, bytes]] = {}  # id(schema) -> (k, schema kept alive, line)
+        # id(schema) -> (k, schema kept alive, its declaration line, the shape of a raw row)
+        self._schemas: dict[int, tuple[int, InputSchema, bytes, tuple[int]]] = {}
         self._token = f"{os.getpid()}-{os.urandom(3).hex()}"
         self._seq = itertools.count(1)
         self._fd: int | None = None
@@ -300,6 +306,34 @@ class Journal:
         if self._queued >= self.max_pending or self._closed:
             self.dropped += 1  # (after close: the service answers no request any more; see ServingApp.closing)
             return
+        x = record[6]
+        if x.__class__ is np.ndarray and record[0].__class__ is str and self.kind is PREDICTIONS:
+            # the hot path: one row's raw inputs (a copy of a servable's row buffer)
+            known = self._schemas.get(id(record[7]))
+            if (known is not None and x.dtype is _F64 and x.shape == known[3]
+                    and x.flags.c_contiguous):
+                cid = record[8] if len(record) > 8 else None
+                key = (known[0], record[2], record[3])
+                with self._lock:
+                    rows = self._rows.get(key)
+                    if rows is None:
+                        rows = self._rows[key] = _Rows(*key)
+                    if cid is not None or rows.cids is not None:
+                        rows.add_cid(cid)
+                    rows.ids.append(record[0])
+                    rows.ts.append(record[1])
+                    rows.scores.append(record[4])
+                    rows.preds.append(record[5])
+                    rows.xs.append(x)
+                    self._queued += 1
+                    self.appended += 1
+                    full = self._queued >= self.flush_rows
+                if full:
+                    self._write_now()
+                return
+        self._append(record)
+
+    def _append(self, record: Any) -> None:
         key: tuple[int, str, str] | None = None
         if self.kind == FEEDBACK:
             item: tuple[list[Any], int] | None = ([encode_feedback(record)], 1)
@@ -334,21 +368,24 @@ class Journal:
             self.appended += 1
             full = self._queued >= self.flush_rows
         if full:
-            # the lock is held only for another thread's write, never for a sync: so at most
-            # ``flush_rows`` records are ever only in memory (what a killed process loses)
-            with self._io_lock:
-                try:
-                    self._write_pending()
-                except OSError as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-            self._wake.set()
+            self._write_now()
 
-    def _declare(self, schema: InputSchema) -> tuple[int, InputSchema, bytes]:
+    def _write_now(self) -> None:
+        # the lock is held only for another thread's write, never for a sync: so at most
+        # ``flush_rows`` records are ever only in memory (what a killed process loses)
+        with self._io_lock:
+            try:
+                self._write_pending()
+            except OSError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+        self._wake.set()
+
+    def _declare(self, schema: InputSchema) -> tuple[int, InputSchema, bytes, tuple[int]]:
         with self._lock:
             known = self._schemas.get(id(schema))
             if known is None:
                 k = len(self._schemas)
-                known = (k, schema, _schema_line(k, schema))
+                known = (k, schema, _schema_line(k, schema), (len(schema.names),))
                 self._schemas[id(schema)] = known
                 self._pending.append(([known[2]], 0))
         return known
@@ -413,7 +450,7 @@ class Journal:
         path = self.journal_dir / f"{stamp}-{self._token}-{next(self._seq):04d}.jnl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)  # "still being written": the writer deletes it only once released
-        header = b"".join(line for _, _, line in sorted(self._schemas.values(), key=lambda s: s[0]))
+        header = b"".join(known[2] for known in sorted(self._schemas.values(), key=lambda s: s[0]))
         if header:  # every journal file declares the schemas it may use (lines may follow in the queue too)
             os.write(fd, header)
         self._fd, self._path, self._size = fd, path, len(header)
@@ -600,7 +637,8 @@ class _Segment:
 
     def _flush(self) -> None:
         if self._buffer:
-            self._writer.write_table(pa.concat_tables(self._buffer))
+            # one chunk per column: a Parquet writer fed many small chunks pays per chunk
+            self._writer.write_table(pa.concat_tables(self._buffer).combine_chunks())
             self._buffer, self._buffered = [], 0
 
     def close(self, end: int) -> None:
@@ -850,7 +888,7 @@ class JournalWriter:
             return feedback_table(recs) if recs else None
         schemas = self._schemas.setdefault(stem, {})
         records: list[Any] = []
-        tables: list[pa.Table] = []
+        blocks: dict[tuple[int, str, str], list[tuple[Any, ...]]] = {}
         for n, (at, rec) in enumerate(items):
             if n % 64 == 63:
                 os.sched_yield()  # a preemption point for the request loop (see the class docstring)
@@ -860,9 +898,11 @@ class JournalWriter:
                     if one is not None:
                         records.append(one)
                 else:
-                    tables.append(_block(rec[0], rec[1], schemas))
+                    block = _block(rec[0], rec[1], schemas)
+                    blocks.setdefault(block[0], []).append(block)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, pa.ArrowException) as exc:
                 self._quarantine(stem, offset + at, _shown(rec), f"{type(exc).__name__}: {exc}")
+        tables = [_blocks_table(group, schemas[key[0]]) for key, group in blocks.items()]
         if records:
             tables.insert(0, prediction_table(self._vectors(records)))
         if not tables:
@@ -980,34 +1020,51 @@ def _shown(rec: Any) -> bytes:
     return rec[1] if isinstance(head, Exception) else orjson.dumps(head)
 
 
-def _block(head: Any, payload: Any, schemas: dict[int, InputSchema]) -> pa.Table:
-    """The log rows of one block record (:func:`encode_block`), column by column."""
+def _block(head: Any, payload: Any, schemas: dict[int, InputSchema]) -> tuple[Any, ...]:
+    """The checked columns of one block record (:func:`encode_block`) as numpy views:
+    ``((schema k, version, route), ids bytes, id lengths, ts, scores, predictions, inputs, client ids)``."""
     if isinstance(head, Exception):
         raise ValueError(f"unreadable block header: {head}")
-    schema = schemas.get(head["k"])
+    k = head["k"]
+    schema = schemas.get(k)
     if schema is None:
-        raise ValueError(f"schema {head['k']} is used but was never declared")
+        raise ValueError(f"schema {k} is used but was never declared")
     n, width = int(head["blk"]), len(schema.names)
     sz = [int(x) for x in head["sz"]]
     want = [4 * n, 8 * n, 8 * n, 8 * n, 8 * n * width]
     if len(sz) != 6 or sz[1:] != want:
         raise ValueError(f"a block of {n} rows has parts of {sz[1:]} bytes, expected {want} "
                          f"(float64 for each of {width} inputs)")
-    cut = np.cumsum([0, *sz])
+    cut = np.cumsum([0, *sz]).tolist()
     part = [payload[cut[i] : cut[i + 1]] for i in range(6)]
     lens = np.frombuffer(part[1], np.int32)
     if (lens < 0).any() or int(lens.sum()) != sz[0]:
         raise ValueError(f"the request id lengths of a block add up to {int(lens.sum())}, not {sz[0]} bytes")
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(lens, out=offsets[1:])
-    ids = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(bytes(part[0])))
-    ids.validate(full=True)
     cids = head.get("c")
     if cids is not None and (cids.__class__ is not list or len(cids) != n):
         raise ValueError(f"a block of {n} rows has {len(cids) if cids.__class__ is list else 'no list of'} client ids")
-    return block_table(ids, np.frombuffer(part[2], np.int64), str(head["v"]), str(head["o"]),
-                       np.frombuffer(part[3], np.float64), np.frombuffer(part[4], np.float64), cids,
-                       np.frombuffer(part[5], np.float64).reshape(n, width), schema)
+    return ((k, str(head["v"]), str(head["o"])), part[0], lens, np.frombuffer(part[2], np.int64),
+            np.frombuffer(part[3], np.float64), np.frombuffer(part[4], np.float64),
+            np.frombuffer(part[5], np.float64).reshape(n, width), cids)
+
+
+def _blocks_table(blocks: list[tuple[Any, ...]], schema: InputSchema) -> pa.Table:
+    """One table of the blocks of one schema, version and route (their columns concatenated)."""
+    (_, version, route) = blocks[0][0]
+    lens = np.concatenate([b[2] for b in blocks]) if len(blocks) > 1 else blocks[0][2]
+    n = len(lens)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    ids = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b"".join([b[1] for b in blocks])))
+    ids.validate(full=True)  # UTF-8
+
+    def cat(i: int) -> np.ndarray:
+        return np.concatenate([b[i] for b in blocks]) if len(blocks) > 1 else blocks[0][i]
+
+    cids = None
+    if any(b[7] is not None for b in blocks):
+        cids = [c for b in blocks for c in (b[7] if b[7] is not None else [None] * len(b[2]))]
+    return block_table(ids, cat(3), version, route, cat(4), cat(5), cids, cat(6), schema)
 
 
 def consumed_offsets(directory: Path) -> dict[str, int]:
