@@ -256,6 +256,7 @@ class Journal:
             raise ValueError(f"journal kind must be {PREDICTIONS!r} or {FEEDBACK!r}, not {kind!r}")
         self.directory = Path(directory)
         self.kind = kind
+        self._predictions = kind == PREDICTIONS
         self.journal_dir = self.directory / JOURNAL_DIR
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         self.flush_rows, self.flush_seconds, self.max_pending = flush_rows, flush_seconds, max_pending
@@ -306,8 +307,8 @@ class Journal:
         if self._queued >= self.max_pending or self._closed:
             self.dropped += 1  # (after close: the service answers no request any more; see ServingApp.closing)
             return
-        x = record[6]
-        if x.__class__ is np.ndarray and record[0].__class__ is str and self.kind is PREDICTIONS:
+        x = record[6] if self._predictions else None
+        if x.__class__ is np.ndarray and record[0].__class__ is str:
             # the hot path: one row's raw inputs (a copy of a servable's row buffer)
             known = self._schemas.get(id(record[7]))
             if (known is not None and x.dtype is _F64 and x.shape == known[3]
