@@ -156,7 +156,7 @@ def test_shadow_then_canary_through_the_cli(tmp_path: Path, click: pa.Table, cli
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the server follows the registry: wait for the shadow to load
             _send(server, rows[:1])
-            status, metrics, _ = server.request("GET", "/metrics")
+            _status, metrics, _ = server.request("GET", "/metrics")
             if 'version="v2"' in metrics:
                 break
             time.sleep(0.2)
