@@ -20,6 +20,7 @@ from loopml.cli import (
     serve_cmd,
     spec_cmd,
     train_cmd,
+    webui_cmd,
 )
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
@@ -40,6 +41,7 @@ app.add_typer(monitor_cmd.app, name="monitor")
 train_cmd.register(app)
 evaluate_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
+webui_cmd.register(app)
 
 _STATE = {"debug": False}
 
