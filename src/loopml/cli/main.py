@@ -69,24 +69,61 @@ def example_names() -> list[str]:
 
 @app.command("init")
 def init(
-    directory: Path = typer.Argument(..., help="Project folder to create (may exist if it has no loopml.yaml)."),
+    directory: Path | None = typer.Argument(None, help="Project folder to create (may exist if it has no loopml.yaml)."),
     example: str = typer.Option("minimal", "--example", "-e", help="Template to start from (see --list)."),
+    from_file: Path | None = typer.Option(
+        None, "--from", help="Write the spec from this data file (CSV/TSV, Parquet, JSON lines) instead of a "
+        "template: task, inputs, ids, timestamps, baseline and candidates inferred from a sample."),
+    target: str | None = typer.Option(None, "--target", help="With --from: the column to predict."),
+    group_key: str | None = typer.Option(
+        None, "--group-key", help="With --from: the column grouping rows into ranked lists (makes it a ranking task)."),
+    list_: bool = typer.Option(False, "--list", help="List the templates and exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing loopml.yaml."),
 ) -> None:
-    """Create a project folder holding a commented loopml.yaml."""
+    """Create a project folder holding a commented loopml.yaml, from a template or from your data.
+
+    Examples:
+
+      loopml init shop                                   # the `minimal` template
+      loopml init --list                                 # the templates
+      loopml init credit --from credit.csv --target default
+      loopml init search --from clicks.parquet --target clicked --group-key query_id
+    """
     names = example_names()
-    if example not in names:
+    if list_:
+        for n in names:
+            first = (resources.files("loopml") / "examples" / f"{n}.yaml").read_text(encoding="utf-8")
+            desc = next((ln.split("description:", 1)[1].strip() for ln in first.splitlines()
+                         if ln.strip().startswith("description:")), "")
+            typer.echo(f"{n:<12} {desc}")
+        return
+    if directory is None:
+        raise SpecError("init needs the project folder to create", hint="e.g. `loopml init my-project`")
+    if from_file is None and (target or group_key):
+        raise SpecError("--target and --group-key go with --from FILE (a data file to infer the spec from)")
+    if from_file is not None and not target:
+        raise SpecError("--from needs --target COLUMN: the column to predict")
+    if from_file is None and example not in names:
         raise NotFound(f"example `{example}` does not exist (available: {', '.join(names)})")
-    target = directory / "loopml.yaml"
-    if target.exists() and not force:
-        raise SpecError(f"{target} already exists", hint="pass --force to overwrite it")
+    spec_file = directory / "loopml.yaml"
+    if spec_file.exists() and not force:
+        raise SpecError(f"{spec_file} already exists", hint="pass --force to overwrite it")
+    if from_file is not None and target is not None:
+        from loopml.spec.scaffold import scaffold_from_data
+
+        made = scaffold_from_data(from_file, target, project_dir=directory, group_key=group_key)
+        text, origin = made.text, f"{from_file} ({made.task} on `{target}`, {len(made.inputs)} inputs"
+        origin += (f"; left out: {', '.join(made.ids + made.timestamps)})" if made.ids or made.timestamps else ")")
+    else:
+        text = (resources.files("loopml") / "examples" / f"{example}.yaml").read_text(encoding="utf-8")
+        origin = f"example `{example}`"
     directory.mkdir(parents=True, exist_ok=True)
-    text = (resources.files("loopml") / "examples" / f"{example}.yaml").read_text(encoding="utf-8")
-    target.write_text(text, encoding="utf-8")
+    spec_file.write_text(text, encoding="utf-8")
     gi = directory / ".gitignore"
     if not gi.exists():
         gi.write_text(".loopml/\n", encoding="utf-8")
-    console.print(f"created {target} from example `{example}`; next: `loopml spec check {directory}`")
+    console.print(f"created {spec_file} from {origin}; next: `loopml spec check {directory}`",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("run")

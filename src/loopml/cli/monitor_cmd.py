@@ -134,7 +134,7 @@ def monitor(
 def ops_cmd(
     project: Path = PROJECT,
     window: str = typer.Option("1h", "--window", "-w", help="Summary window, e.g. 5m, 1h, 1d."),
-    url: str | None = typer.Option(None, "--url", help="Metrics endpoint (default: from the spec's deployment)."),
+    url: str | None = typer.Option(None, "--url", help="Metrics endpoint (default: monitoring.ops.metrics_url, else where the running `loopml serve` bound, else the spec's deployment)."),
 ) -> None:
     """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory."""
     from loopml.monitoring.ops import scrape, window_summary

@@ -50,10 +50,12 @@ def serve(
         app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)
         poll = 0.0
         budget_ms = None
+        workspace_root = None
     else:
         from loopml.workspace import Workspace
 
         ws = Workspace.open(project)
+        workspace_root = ws.root
         dep = ws.spec.deployment.model_copy(update=lag)
         app = app_for_workspace(ws, logs=not no_log, deployment=dep)
         poll = dep.registry_poll_seconds
@@ -65,6 +67,10 @@ def serve(
                       + ("" if app.auth.enabled else f"; admin actions stay disabled until ${dep.token_env} is set"))
 
     def announce(bound: tuple[str, int]) -> None:
+        if workspace_root is not None:  # `loopml monitor` finds /metrics here (port 0 or --port)
+            from loopml.serving.address import record_address
+
+            record_address(workspace_root, bound[0], bound[1])
         state = app.state
         served = ", ".join(f"{v} ({s})" for v, s in state.states.items()) or f"nothing yet: {state.error}"
         console.print(f"loopml serve: http://{bound[0]}:{bound[1]}  serving {served}", highlight=False)

@@ -182,10 +182,15 @@ def summarize(
 
 
 def metrics_url(ws: Workspace) -> str:
-    """The service's Prometheus endpoint from the spec."""
+    """The service's Prometheus endpoint: the spec's, else where `loopml serve` bound, else the spec's port."""
+    from loopml.serving.address import bound_address
+
     url = ws.spec.monitoring.ops.metrics_url
     if url:
         return url
+    bound = bound_address(ws.root)
+    if bound is not None:
+        return f"http://{_scrape_host(str(bound['host']))}:{bound['port']}/metrics"
     return f"http://{_scrape_host(ws.spec.deployment.host)}:{ws.spec.deployment.port}/metrics"
 
 
