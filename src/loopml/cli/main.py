@@ -14,6 +14,7 @@ from loopml.cli import (
     data_cmd,
     demo_cmd,
     evaluate_cmd,
+    export_cmd,
     features_cmd,
     models_cmd,
     monitor_cmd,
@@ -40,6 +41,7 @@ serve_cmd.register(app)
 app.add_typer(monitor_cmd.app, name="monitor")
 train_cmd.register(app)
 evaluate_cmd.register(app)
+export_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
 webui_cmd.register(app)
 
