@@ -107,11 +107,12 @@ def encode_prediction(record: Any, k: int) -> bytes:
 
 
 def encode_block(k: int, version: str, route: str, ids: list[str], ts_us: Any, scores: Any, predictions: Any,
-                 matrix: Any, client_ids: list[str | None] | None = None) -> list[Any]:
+                 matrix: Any, client_ids: list[str | None] | None = None, experiment: str | None = None,
+                 propensity: float | None = None) -> list[Any]:
     """One block record of raw numeric rows: a JSON header line, the columns' raw bytes, a newline.
 
     The header ``{"blk": rows, "k": schema, "v": version, "o": route, "sz": [bytes of each part]
-    [, "c": client ids]}`` is followed by the parts: the request ids (UTF-8, concatenated), their
+    [, "c": client ids][, "e": experiment, "q": propensity]}`` is followed by the parts: the request ids (UTF-8, concatenated), their
     byte lengths (int32), ts (int64 µs), scores, predictions (float64) and the inputs (float64,
     ``rows x inputs``, schema order), then ``\n``. Returned as a list of buffers (written with
     one ``writev``, never copied in Python); ``matrix`` may be one buffer or a list of row buffers.
@@ -127,6 +128,8 @@ def encode_block(k: int, version: str, route: str, ids: list[str], ts_us: Any, s
                             "sz": [len(idb), 4 * n, 8 * n, 8 * n, 8 * n, xbytes]}
     if client_ids is not None:
         head["c"] = client_ids
+    if experiment is not None:
+        head["e"], head["q"] = experiment, propensity
     return [orjson.dumps(head, option=_OPTS), idb, lens, np.ascontiguousarray(ts_us, np.int64),
             np.ascontiguousarray(scores, np.float64), np.ascontiguousarray(predictions, np.float64), *parts, b"\n"]
 
@@ -138,10 +141,12 @@ class _Rows:
     (:func:`encode_block`) when the queue is written.
     """
 
-    __slots__ = ("cids", "ids", "k", "preds", "route", "scores", "ts", "version", "xs")
+    __slots__ = ("cids", "experiment", "ids", "k", "preds", "propensity", "route", "scores", "ts", "version", "xs")
 
-    def __init__(self, k: int, version: str, route: str) -> None:
+    def __init__(self, k: int, version: str, route: str, experiment: str | None = None,
+                 propensity: float | None = None) -> None:
         self.k, self.version, self.route = k, version, route
+        self.experiment, self.propensity = experiment, propensity
         self.ids: list[str] = []
         self.ts: list[int] = []
         self.scores: list[float] = []
@@ -167,7 +172,8 @@ class _Rows:
 
     def encode(self) -> list[Any]:
         return encode_block(self.k, self.version, self.route, self.ids, np.array(self.ts, np.int64),
-                            np.array(self.scores, np.float64), np.array(self.preds, np.float64), self.xs, self.cids)
+                            np.array(self.scores, np.float64), np.array(self.preds, np.float64), self.xs, self.cids,
+                            self.experiment, self.propensity)
 
 
 def _raw(payload: Any, schema: InputSchema, rows: int) -> bool:
@@ -266,7 +272,8 @@ class Journal:
         self.rotate_bytes = rotate_bytes
         self.max_lag_seconds = max_lag_seconds
         self._pending: deque[tuple[list[Any], int]] = deque()  # (buffers of one record, rows)
-        self._rows: dict[tuple[int, str, str], _Rows] = {}  # single raw rows by (schema, version, route)
+        # single raw rows by (schema, version, route, experiment, propensity)
+        self._rows: dict[tuple[int, str, str, str | None, float | None], _Rows] = {}
         self._queued = 0  # records in the queue and in _rows
         # id(schema) -> (k, schema kept alive, its declaration line, the shape of a raw row)
         self._schemas: dict[int, tuple[int, InputSchema, bytes, tuple[int]]] = {}
@@ -316,8 +323,9 @@ class Journal:
             known = self._schemas.get(id(record[7]))
             if (known is not None and x.dtype is _F64 and x.shape == known[3]
                     and x.flags.c_contiguous):
-                cid = record[8] if len(record) > 8 else None
-                key = (known[0], record[2], record[3])
+                n = len(record)
+                cid = record[8] if n > 8 else None
+                key = (known[0], record[2], record[3], record[9] if n > 9 else None, record[10] if n > 10 else None)
                 with self._lock:
                     rows = self._rows.get(key)
                     if rows is None:
@@ -338,7 +346,7 @@ class Journal:
         self._append(record)
 
     def _append(self, record: Any) -> None:
-        key: tuple[int, str, str] | None = None
+        key: tuple[int, str, str, str | None, float | None] | None = None
         if self.kind == FEEDBACK:
             item: tuple[list[Any], int] | None = ([encode_feedback(record)], 1)
         else:
@@ -351,12 +359,14 @@ class Journal:
                 if _raw(payload, schema, len(ids)):
                     item = (encode_block(known[0], record[2], record[3], ids, np.full(len(ids), record[1], np.int64),
                                          record[4], record[5], payload,
-                                         None if len(record) <= 8 or record[8] is None else [record[8]] * len(ids)),
+                                         None if len(record) <= 8 or record[8] is None else [record[8]] * len(ids),
+                                         record[9] if len(record) > 9 else None, record[10] if len(record) > 10 else None),
                             len(ids))
                 else:
                     item = ([encode_prediction(record, known[0])], len(ids))
             elif _raw(payload, schema, 0):
-                item, key = None, (known[0], record[2], record[3])
+                item, key = None, (known[0], record[2], record[3], record[9] if len(record) > 9 else None,
+                                   record[10] if len(record) > 10 else None)
             else:
                 item = ([encode_prediction(record, known[0])], 1)
         with self._lock:
@@ -892,7 +902,7 @@ class JournalWriter:
             return feedback_table(recs) if recs else None
         schemas = self._schemas.setdefault(stem, {})
         records: list[Any] = []
-        blocks: dict[tuple[int, str, str], list[tuple[Any, ...]]] = {}
+        blocks: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for n, (at, rec) in enumerate(items):
             if n % 64 == 63:
                 os.sched_yield()  # a preemption point for the request loop (see the class docstring)
@@ -1027,7 +1037,8 @@ def _shown(rec: Any) -> bytes:
 
 def _block(head: Any, payload: Any, schemas: dict[int, InputSchema]) -> tuple[Any, ...]:
     """The checked columns of one block record (:func:`encode_block`) as numpy views:
-    ``((schema k, version, route), ids bytes, id lengths, ts, scores, predictions, inputs, client ids)``."""
+    ``((schema k, version, route, experiment, propensity), ids bytes, id lengths, ts, scores, predictions,
+    inputs, client ids)``."""
     if isinstance(head, Exception):
         raise ValueError(f"unreadable block header: {head}")
     k = head["k"]
@@ -1048,14 +1059,17 @@ def _block(head: Any, payload: Any, schemas: dict[int, InputSchema]) -> tuple[An
     cids = head.get("c")
     if cids is not None and (cids.__class__ is not list or len(cids) != n):
         raise ValueError(f"a block of {n} rows has {len(cids) if cids.__class__ is list else 'no list of'} client ids")
-    return ((k, str(head["v"]), str(head["o"])), part[0], lens, np.frombuffer(part[2], np.int64),
+    experiment, propensity = head.get("e"), head.get("q")
+    if experiment is not None:
+        experiment, propensity = str(experiment), None if propensity is None else float(propensity)
+    return ((k, str(head["v"]), str(head["o"]), experiment, propensity), part[0], lens, np.frombuffer(part[2], np.int64),
             np.frombuffer(part[3], np.float64), np.frombuffer(part[4], np.float64),
             np.frombuffer(part[5], np.float64).reshape(n, width), cids)
 
 
 def _blocks_table(blocks: list[tuple[Any, ...]], schema: InputSchema) -> pa.Table:
     """One table of the blocks of one schema, version and route (their columns concatenated)."""
-    (_, version, route) = blocks[0][0]
+    (_, version, route, experiment, propensity) = blocks[0][0]
     lens = np.concatenate([b[2] for b in blocks]) if len(blocks) > 1 else blocks[0][2]
     n = len(lens)
     offsets = np.zeros(n + 1, np.int32)
@@ -1069,7 +1083,7 @@ def _blocks_table(blocks: list[tuple[Any, ...]], schema: InputSchema) -> pa.Tabl
     cids = None
     if any(b[7] is not None for b in blocks):
         cids = [c for b in blocks for c in (b[7] if b[7] is not None else [None] * len(b[2]))]
-    return block_table(ids, cat(3), version, route, cat(4), cat(5), cids, cat(6), schema)
+    return block_table(ids, cat(3), version, route, cat(4), cat(5), cids, cat(6), schema, experiment, propensity)
 
 
 def consumed_offsets(directory: Path) -> dict[str, int]:
