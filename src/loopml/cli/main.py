@@ -14,6 +14,7 @@ from loopml.cli import (
     data_cmd,
     demo_cmd,
     evaluate_cmd,
+    experiment_cmd,
     export_cmd,
     features_cmd,
     models_cmd,
@@ -43,6 +44,7 @@ train_cmd.register(app)
 evaluate_cmd.register(app)
 export_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
+app.add_typer(experiment_cmd.app, name="experiment")
 webui_cmd.register(app)
 
 _STATE = {"debug": False}
