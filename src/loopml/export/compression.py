@@ -130,12 +130,24 @@ def fp16_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
 
 def int8_dynamic(model_bytes: bytes) -> bytes:
     """``quantize_dynamic`` with int8 weights for ``MatMul`` and ``Gather`` (embedding tables)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing suggestion on every call
+    try:
+        return _quantize(model_bytes, quantize_dynamic, QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(model_bytes: bytes, quantize_dynamic: Any, qint8: Any) -> bytes:
     with tempfile.TemporaryDirectory(prefix="loopml-q-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(model_bytes)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+        quantize_dynamic(str(src), str(dst), weight_type=qint8, op_types_to_quantize=["MatMul", "Gather"])
         return dst.read_bytes()
 
 
@@ -158,7 +170,7 @@ def refit(bundle: Bundle, data: FitData, name: str, params: dict[str, Any], *, s
     m = make_model(name, task=data.task, seed=seed, **params)
     ctx = FitContext(eval_X=data.X_valid, eval_y=data.y_valid)
     m.fit(data.X if X is None else X, data.y if y is None else y, weight, categorical=data.categorical, context=ctx)
-    return Bundle(bundle.transform, m, {k: v for k, v in bundle.manifest.items() if k != "calibration"})
+    return Bundle(bundle.transform, m, dict(bundle.manifest))
 
 
 def prune_mlp(bundle: Bundle, data: FitData, sparsity: float = 0.7, epochs: int = 2, seed: int = 0) -> Bundle:
