@@ -23,12 +23,15 @@ node: tools/onnx-node/node_modules/.package-lock.json
 tools/onnx-node/node_modules/.package-lock.json: tools/onnx-node/package-lock.json
 	cd tools/onnx-node && npm ci --no-audit --no-fund
 
-# Debian packages the service tests and benchmarks use (PostgreSQL, Redis, wrk); installed when missing.
+# Debian packages the service tests and benchmarks use (PostgreSQL, Redis, wrk; Chromium + its WebDriver for the
+# web UI's browser tests); installed when missing.
 services:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	test -x "$$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)" || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

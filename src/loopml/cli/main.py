@@ -14,6 +14,7 @@ from loopml.cli import (
     data_cmd,
     demo_cmd,
     evaluate_cmd,
+    experiment_cmd,
     export_cmd,
     features_cmd,
     models_cmd,
@@ -21,6 +22,7 @@ from loopml.cli import (
     serve_cmd,
     spec_cmd,
     train_cmd,
+    webui_cmd,
 )
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
@@ -42,6 +44,8 @@ train_cmd.register(app)
 evaluate_cmd.register(app)
 export_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
+app.add_typer(experiment_cmd.app, name="experiment")
+webui_cmd.register(app)
 
 _STATE = {"debug": False}
 
