@@ -32,7 +32,7 @@ def train(
 ) -> None:
     """Run the pipeline up to the train stage and print the leaderboard (quality, CI, latency, size, why)."""
     from loopml.pipeline import Runner, StageOutcome, pipeline_for
-    from loopml.training.leaderboard import leaderboard_table
+    from loopml.training.leaderboard import device_table, leaderboard_table
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
@@ -70,6 +70,9 @@ def train(
     outcome = next(o for o in report.outcomes if o.stage == "train")
     board = json.loads(ws.artifacts.get_bytes(outcome.outputs["leaderboard"]))
     console.print(leaderboard_table(board))
+    dev = device_table(board)
+    if dev is not None:
+        console.print(dev)
     console.print(f"bundle {outcome.outputs['bundle'][:12]} ({board['winner']})")
     if html:
         console.print(f"HTML leaderboard: {ws.reports / 'leaderboard.html'}")

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -127,6 +127,14 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
             return page(request, "run.html", "runs", **views.run_detail(ws, request.path_params["run_id"]))
         except LoopMLError as exc:
             return error_page(request, exc)
+
+    async def run_report(request: Request) -> Response:
+        try:
+            path = views.report_file(ws, request.path_params["run_id"], request.path_params["name"])
+        except LoopMLError as exc:
+            return error_page(request, exc)
+        media = {".html": "text/html; charset=utf-8", ".json": "application/json", ".md": "text/markdown"}
+        return FileResponse(path, media_type=media.get(path.suffix, "application/octet-stream"))
 
     async def artifact(request: Request) -> Response:
         try:
@@ -258,6 +266,7 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         Route("/favicon.ico", favicon),
         Route("/runs", runs_list),
         Route("/runs/{run_id}", run_detail),
+        Route("/runs/{run_id}/reports/{name}", run_report),
         Route("/artifacts/{digest}", artifact),
         Route("/data", data),
         Route("/data/{ref}", snapshot),

@@ -85,10 +85,23 @@ def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
         exs = [dict(r) for r in conn.execute(
             select(executions).where(executions.c.run_id == run_id).order_by(executions.c.started_at)
         ).mappings().all()]
+    folder = ws.reports / run_id
+    reports = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
     longest = max([e["duration_s"] or 0.0 for e in exs] + [1e-9])
     for e in exs:
         e["share"] = (e["duration_s"] or 0.0) / longest
-    return {"run": dict(run), "executions": exs}
+    return {"run": dict(run), "executions": exs, "reports": reports}
+
+
+def report_file(ws: Workspace, run_id: str, name: str) -> Any:
+    """The path of a report kept for a run (``reports/<run_id>/<name>``); NotFound for anything else."""
+    folder = (ws.reports / run_id).resolve()
+    path = (folder / name).resolve()
+    if "/" in name or name.startswith(".") or path.parent != folder or not path.is_file() \
+            or folder.parent != ws.reports.resolve():
+        raise NotFound(f"report `{name}` of run `{run_id}` not found")
+    return path
 
 
 def artifact_detail(ws: Workspace, ref: str) -> dict[str, Any]:
