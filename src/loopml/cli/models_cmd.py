@@ -87,7 +87,13 @@ def show_cmd(
     project: Path = PROJECT,
     as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
 ) -> None:
-    """Show one version: state, verdict with every gate, lineage and transitions."""
+    """Show one version: state, verdict with every gate, lineage and transitions.
+
+    Examples:
+
+      loopml models show v3 -p shop
+      loopml models show 3 -p shop --json | jq .verdict
+    """
     reg = _registry(project)
     v = reg.get(version)
     if as_json:
@@ -132,7 +138,13 @@ def promote_cmd(
     project: Path = PROJECT,
 ) -> None:
     """Move a version along the lifecycle; refuses without --force a version whose latest evaluation failed its
-    gates or found it significantly worse than production on the primary metric (the comparison is printed)."""
+    gates or found it significantly worse than production on the primary metric (the comparison is printed).
+
+    Examples:
+
+      loopml models promote v3 -p shop -r "beats v2 on last week's data"
+      loopml models promote v4 -p shop --to canary -r "try on 5% of traffic"
+    """
     reg = _registry(project)
     before = reg.production()
     evidence = _promotion_evidence(reg, version, to)
@@ -175,7 +187,12 @@ def rollback_cmd(
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
 ) -> None:
-    """Archive the production version and restore the one that served before it."""
+    """Archive the production version and restore the one that served before it.
+
+    Examples:
+
+      loopml models rollback -p shop -r "error rate up since v4"
+    """
     reg = _registry(project)
     before = reg.production()
     v = reg.rollback(actor=actor, reason=reason)

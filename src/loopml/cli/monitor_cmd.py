@@ -16,7 +16,11 @@ from loopml.errors import LoopMLError, SpecError
 
 app = typer.Typer(
     help="Watch the served model: operations, drift, delayed-label quality, alerts, and retraining. "
-    "Without a subcommand, evaluates every rule once (or every --every) and retrains when a rule says so.",
+    "Without a subcommand, evaluates every rule once (or every --every) and retrains when a rule says so.\n\n"
+    "Examples:\n\n"
+    "  loopml monitor -p shop                 # every rule once\n"
+    "  loopml monitor -p shop --every 5m      # keep watching until Ctrl-C\n"
+    "  loopml monitor drift -p shop -w 1d     # one signal: see the subcommands",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -96,7 +100,14 @@ def monitor(
     """Evaluate every alert rule once (or every --every); retrain and register an approved candidate when a
     retraining rule fires. Metrics: drift.share, drift.count, drift.max_psi, drift.feature.<col>.<stat>,
     drift.prediction.psi, drift.multivariate.auc, quality.<metric>, cbpe.<metric>, labels.new,
-    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb."""
+    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb.
+
+    Examples:
+
+      loopml monitor -p shop                          # every rule once
+      loopml monitor -p shop --every 5m               # keep watching until Ctrl-C
+      loopml monitor -p shop --no-retrain --fail-on critical
+    """
     if ctx.invoked_subcommand is not None:
         return
     from loopml.monitoring.loop import run_cycle
@@ -138,7 +149,13 @@ def ops_cmd(
     as_json: bool = typer.Option(False, "--json", help=json_help("monitor ops")),
     url: str | None = typer.Option(None, "--url", help="Metrics endpoint (default: monitoring.ops.metrics_url, else where the running `loopml serve` bound, else the spec's deployment)."),
 ) -> None:
-    """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory."""
+    """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory.
+
+    Examples:
+
+      loopml monitor ops -p shop                 # finds the running `loopml serve`
+      loopml monitor ops -p shop -w 5m --json
+    """
     from loopml.monitoring.ops import scrape, window_summary
     from loopml.monitoring.windows import parse_duration
 
@@ -174,7 +191,13 @@ def drift_cmd(
                                  "missing_current, reason."),
 ) -> None:
     """Drift of the latest window of the prediction log (or of a file) against the training reference, worst
-    feature first."""
+    feature first.
+
+    Examples:
+
+      loopml monitor drift -p shop -w 1d
+      loopml monitor drift -p shop --current new_rows.parquet --json
+    """
     from loopml.errors import NotFound
     from loopml.monitoring import logs
     from loopml.monitoring.drift import DriftEngine
@@ -225,7 +248,12 @@ def quality_cmd(
     window: str = typer.Option("1d", "--window", "-w", help="Bucket width of the time series, e.g. 1h, 1d."),
     since: str | None = typer.Option(None, "--since", help="Only predictions newer than this (e.g. 7d)."),
 ) -> None:
-    """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions."""
+    """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions.
+
+    Examples:
+
+      loopml monitor quality -p shop -w 1d --since 30d
+    """
     from loopml.monitoring import logs
     from loopml.monitoring.quality import cbpe_by_window, quality_by_window
     from loopml.monitoring.signals import fit_cbpe_calibrator
@@ -319,7 +347,13 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="HTML path (default: .loopml/reports/monitoring.html)."),
 ) -> None:
     """Write the monitoring report: HTML (time series per feature, metric and model version, alert markers,
-    drift table worst first) and JSON beside it."""
+    drift table worst first) and JSON beside it.
+
+    Examples:
+
+      loopml monitor report -p shop
+      loopml monitor report -p shop -w 1h -o monitoring.html
+    """
     from loopml.monitoring.report import write_report
 
     ws = _workspace(project)

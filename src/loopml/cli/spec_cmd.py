@@ -106,14 +106,41 @@ def gate_warnings(spec: Spec) -> list[str]:
 
 
 @app.command("schema")
-def schema() -> None:
-    """Print the JSON Schema of loopml.yaml."""
-    typer.echo(json.dumps(spec_json_schema(), indent=2))
+def schema(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the schema to this file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of loopml.yaml.
+
+    Examples:
+
+      loopml spec schema > loopml.schema.json
+      loopml spec schema -o loopml.schema.json
+    """
+    text = json.dumps(spec_json_schema(), indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+        console.print(f"JSON Schema of loopml.yaml written to {out}", highlight=False)
+        return
+    typer.echo(text)
 
 
 @app.command("render")
 def render(
     path: Path = typer.Argument(Path("."), help="Spec file or project folder holding loopml.yaml."),
+    project: Path | None = typer.Option(
+        None, "--project", "-p", help="Project folder holding loopml.yaml (same as the PATH argument)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rendered spec to this file instead of stdout."),
 ) -> None:
-    """Print the full spec with every default filled in."""
-    typer.echo(render_spec(load_spec(path)), nl=False)
+    """Print the full spec with every default filled in.
+
+    Examples:
+
+      loopml spec render                      # the project in the current folder
+      loopml spec render -p shop | less       # every field with its default
+    """
+    text = render_spec(load_spec(project if project is not None else path))
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"full spec written to {out}", highlight=False)
+        return
+    typer.echo(text, nl=False)
