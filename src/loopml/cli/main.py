@@ -178,7 +178,7 @@ def run(
     try:
         with ws.lock(wait_s=wait), progress:
             report = Runner(ws, stages, runner_executor, on_event=progress.on_event,
-                            show_progress=not (quiet or as_json) and out.is_terminal).run(
+                            show_progress=not (quiet or as_json)).run(
                 until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
             )
     finally:

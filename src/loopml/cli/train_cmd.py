@@ -71,7 +71,7 @@ def train(
     progress = StageProgress(out, quiet=quiet)
     with ws.lock(wait_s=wait), progress:
         report = Runner(ws, stages, on_event=progress.on_event,
-                        show_progress=not (quiet or as_json) and out.is_terminal).run(
+                        show_progress=not (quiet or as_json)).run(
             until="train", start_from="train" if force else None, command=" ".join(["loopml", *sys.argv[1:]])
         )
     report.raise_for_failure()
