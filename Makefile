@@ -6,23 +6,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest bench clean services
+.PHONY: setup demo test lint typecheck pytest bench clean services node
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,deep,scale]"
+	$(BIN)/pip install -q -e ".[dev,deep,scale,onnx]"
 	touch $(STAMP)
 
-setup: $(STAMP) services
+setup: $(STAMP) services node
 
-# Debian packages the service tests and benchmarks use (PostgreSQL, Redis, wrk); installed when missing.
+# ONNX Runtime for Node.js (tests/export run the exported ONNX graphs in it), pinned by the package-lock.
+node: tools/onnx-node/node_modules/.package-lock.json
+
+tools/onnx-node/node_modules/.package-lock.json: tools/onnx-node/package-lock.json
+	cd tools/onnx-node && npm ci --no-audit --no-fund
+
+# Debian packages the service tests and benchmarks use (PostgreSQL, Redis, wrk; Chromium + its WebDriver for the
+# web UI's browser tests); installed when missing.
 services:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	test -x "$$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1)" || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import desc, select
+from sqlalchemy import desc, func, select
 
 from loopml.workspace import Workspace
 from loopml.workspace.metadata import artifacts, executions, runs
@@ -27,13 +27,30 @@ class LineageStep:
     ended_at: Any
 
 
-def list_runs(ws: Workspace, limit: int = 20) -> list[dict[str, Any]]:
-    """Recent runs, newest first."""
+def list_runs(ws: Workspace, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+    """Recent runs, newest first (``offset`` skips that many: pages of a long history)."""
+    q = select(runs).order_by(desc(runs.c.started_at)).limit(limit).offset(offset)
     with ws.engine.connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(select(runs).order_by(desc(runs.c.started_at)).limit(limit)).mappings().all()
-        ]
+        return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def count_runs(ws: Workspace) -> int:
+    """How many runs the workspace recorded."""
+    with ws.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(runs)).scalar() or 0)
+
+
+def stage_counts(ws: Workspace, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per run: how many of its stage executions ended in each status (success, cached, failed, ...)."""
+    if not run_ids:
+        return {}
+    q = (select(executions.c.run_id, executions.c.status, func.count())
+         .where(executions.c.run_id.in_(run_ids)).group_by(executions.c.run_id, executions.c.status))
+    out: dict[str, dict[str, int]] = {}
+    with ws.engine.connect() as conn:
+        for run_id, status, n in conn.execute(q).all():
+            out.setdefault(str(run_id), {})[str(status)] = int(n)
+    return out
 
 
 def list_executions(ws: Workspace, run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -14,12 +14,15 @@ from loopml.cli import (
     data_cmd,
     demo_cmd,
     evaluate_cmd,
+    experiment_cmd,
+    export_cmd,
     features_cmd,
     models_cmd,
     monitor_cmd,
     serve_cmd,
     spec_cmd,
     train_cmd,
+    webui_cmd,
 )
 from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
@@ -40,7 +43,10 @@ serve_cmd.register(app)
 app.add_typer(monitor_cmd.app, name="monitor")
 train_cmd.register(app)
 evaluate_cmd.register(app)
+export_cmd.register(app)
 app.add_typer(features_cmd.app, name="features")
+app.add_typer(experiment_cmd.app, name="experiment")
+webui_cmd.register(app)
 
 _STATE = {"debug": False}
 

@@ -132,7 +132,8 @@ def zoo(
         if task is not None and task not in cls.task_types:
             continue
         flags = [f for f, on in (("proba", cls.supports_proba), ("focal", cls.supports_focal_loss),
-                                 ("tunable", hasattr(cls, "search_space"))) if on]
+                                 ("tunable", hasattr(cls, "search_space")),
+                                 ("onnx", cls.exports_onnx)) if on]
         rows2.append((name, ", ".join(sorted(cls.task_types)), ", ".join(flags), ", ".join(cls.Config.model_fields),
                       cls.description))
     if as_json:

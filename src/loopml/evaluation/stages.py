@@ -439,8 +439,8 @@ class EvaluateStage(BaseStage):
             report = evaluate_bundle(ws, spec, bundle_digest, test, inputs, progress=say)
         data = json.dumps(report, indent=1, allow_nan=False).encode()
         html = render_html(report)
-        (ws.reports / "evaluation.json").write_bytes(data)
-        (ws.reports / "evaluation.html").write_text(html, encoding="utf-8")
+        ws.publish_report("evaluation.json", data, execution_id=ctx.execution_id)
+        ws.publish_report("evaluation.html", html, execution_id=ctx.execution_id)
         outputs = {
             "report": ctx.put_bytes(data, kind="evaluation-report", name="evaluation.json",
                                     meta={"approved": report["approved"]}),

@@ -150,19 +150,20 @@ def heatmap(matrix: Sequence[Sequence[float]], labels: Sequence[str], *, title: 
     k = max(len(labels), 1)
     cell = min(48, 220 // k)
     left, top = 70, 40
-    vmax = max([max(r) for r in matrix] + [1])
+    cells = [[_num(v) for v in r] for r in matrix]  # an undefined cell is drawn empty, marked "–"
+    vmax = max([v for r in cells for v in r if v is not None] + [1.0])
     parts = [f'<text x="{left + k * cell / 2}" y="14" font-size="12" text-anchor="middle" font-weight="bold">'
              f"{escape(title)}</text>",
              f'<text x="{left + k * cell / 2}" y="{top - 8}" font-size="10" text-anchor="middle">predicted</text>',
              f'<text x="12" y="{top + k * cell / 2}" font-size="10" transform="rotate(-90 12 {top + k * cell / 2})" '
              'text-anchor="middle">true</text>']
-    for i, r in enumerate(matrix):
+    for i, r in enumerate(cells):
         for j, v in enumerate(r):
-            shade = int(255 - 180 * (v / vmax))
+            shade = 255 if v is None else int(255 - 180 * max(0.0, v / vmax))
             parts.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell}" height="{cell}" '
                          f'fill="rgb({shade},{shade},255)" stroke="#fff"/>'
                          f'<text x="{left + j * cell + cell / 2}" y="{top + i * cell + cell / 2 + 4}" font-size="10" '
-                         f'text-anchor="middle">{int(v)}</text>')
+                         f'text-anchor="middle">{"–" if v is None else int(v)}</text>')
     for i, lab in enumerate(labels):
         parts.append(f'<text x="{left - 4}" y="{top + i * cell + cell / 2 + 4}" font-size="10" text-anchor="end">'
                      f"{escape(str(lab))}</text>"

@@ -36,7 +36,8 @@ from loopml.serving.logs import SegmentStore, segment_lock
 from loopml.workspace import Workspace
 from loopml.workspace.metadata import executions
 
-LOG_COLUMNS = ("request_id", "ts", "model_version", "route", "score", "prediction", "client_request_id")
+LOG_COLUMNS = ("request_id", "ts", "model_version", "route", "score", "prediction", "client_request_id", "experiment",
+               "propensity")
 _RETRIES = 8
 
 

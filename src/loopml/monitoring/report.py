@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from loopml.errors import LoopMLError
 from loopml.monitoring import logs
-from loopml.monitoring.drift import DriftEngine, FeatureDrift
+from loopml.monitoring.drift import DriftEngine, FeatureDrift, NumericProfile, ReferenceProfile
 from loopml.monitoring.ops import ops_series
 from loopml.monitoring.quality import cbpe_by_window, quality_by_window
 from loopml.monitoring.records import ensure_tables, monitor_alerts, monitor_decisions, recent
@@ -146,6 +146,7 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
     starts = (ts // w_us) * w_us
     versions = np.asarray(table.column("model_version").to_pylist(), dtype=object)
     latest: list[FeatureDrift] | None = None
+    last_cur: pa.Table | None = None
     for s in np.unique(starts):
         mask = starts == s
         idx = np.flatnonzero(mask)
@@ -159,7 +160,7 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
             if PREDICTION in profile.columns and "score" in win.column_names:
                 cur = cur.append_column(PREDICTION, win.column("score"))
             rep = engine.compare(profile, cur)
-            latest = rep.features
+            latest, last_cur = rep.features, cur
             entry["features"] = {
                 f.name: {"psi": f.psi, "effect": f.effect, "p_value": f.p_value, "js": f.js, "drifted": f.drifted}
                 for f in rep.features
@@ -168,6 +169,8 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
         data["windows"].append(entry)
     if latest is not None:
         data["drift_latest"] = [f.__dict__ for f in latest]
+    if profile is not None and last_cur is not None:
+        data["distributions"] = distributions(profile, last_cur)
     task = ws.spec.task.type
     data["quality"] = _jsonable(quality_by_window(logs.read_labelled(ws, start, None), task, width))
     if task in ("binary", "multiclass"):
@@ -179,6 +182,42 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
             data["cbpe"] = _jsonable(cbpe_by_window(table, fitted[0], width))
             data["notes"].append(f"CBPE calibrated on {fitted[1]}")
     return data
+
+
+def distributions(profile: ReferenceProfile, current: pa.Table) -> dict[str, dict[str, Any]]:
+    """Reference vs current share per bin of each watched column: the reference deciles of a numeric
+    column (its ``psi_edges``), the reference categories of a categorical one (plus "other")."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, prof in profile.columns.items():
+        if name not in current.column_names:
+            continue
+        col = current.column(name)
+        if isinstance(prof, NumericProfile):
+            x = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            x = x[np.isfinite(x)]
+            edges = list(prof.psi_edges)
+            idx = np.searchsorted(np.asarray(edges, dtype=np.float64), x, side="right")
+            counts = np.bincount(idx, minlength=len(edges) + 1)
+            bounds = [-math.inf, *edges, math.inf]
+            labels = [f"{_short(bounds[i])}..{_short(bounds[i + 1])}" for i in range(len(edges) + 1)]
+            ref = list(prof.psi_shares)
+        else:
+            cats = list(prof.categories)[:30]
+            total_ref = max(1, sum(prof.counts))
+            ref = [c / total_ref for c in list(prof.counts)[:30]]
+            vc = pc.value_counts(pc.cast(col, pa.string())).to_pylist()
+            seen = {str(d["values"]): int(d["counts"]) for d in vc if d["values"] is not None}
+            counts = np.asarray([seen.get(c, 0) for c in cats] + [sum(seen.values()) - sum(seen.get(c, 0) for c in cats)])
+            labels = [*cats, "other"]
+            ref = [*ref, max(0.0, 1.0 - sum(ref))]
+        n = max(1, int(counts.sum()))
+        out[name] = {"kind": prof.kind, "labels": labels, "reference": [float(r) for r in ref],
+                     "current": [float(c) / n for c in counts], "rows": int(counts.sum())}
+    return out
+
+
+def _short(v: float) -> str:
+    return "" if not math.isfinite(v) else f"{v:.3g}"
 
 
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -101,14 +101,19 @@ class DesignDocument:
             for k, v in self.glance:
                 parts.append(f"<div><span>{html.escape(k)}</span><b>{html.escape(v)}</b></div>")
             parts.append("</div>")
-        parts.append("<nav><ol>")
+        parts.append(self.body_html())
+        parts.append("</main></body></html>")
+        return "".join(parts)
+
+    def body_html(self) -> str:
+        """The table of contents and the sections as HTML (what the web UI embeds)."""
+        parts = ["<nav><ol>"]
         parts += [f"<li><a href='#{s.key}'>{html.escape(s.title)}</a></li>" for s in self.sections]
         parts.append("</ol></nav>")
         for s in self.sections:
             parts.append(f"<section id='{s.key}'><h2>{html.escape(s.title)}</h2>")
             parts += [_html_block(b) for b in s.blocks]
             parts.append("</section>")
-        parts.append("</main></body></html>")
         return "".join(parts)
 
 

@@ -33,7 +33,7 @@ from loopml.serving.logs import Log, now_us
 from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
 from loopml.serving.request_ids import MAX_CLIENT_ID, MAX_ID, RequestIds, client_id
-from loopml.serving.routing import RoutingPolicy, make_policy
+from loopml.serving.routing import Route, RoutingPolicy, make_policy
 from loopml.serving.schema import RequestInvalid, openapi_document
 from loopml.serving.servable import Servable
 from loopml.serving.sources import ModelSource, describe_error
@@ -463,11 +463,11 @@ class ServingApp:
             if data.__class__ is dict:
                 if single:
                     if threaded:  # the single-row path shares the model's row buffer with the loop
-                        resp = self._predict_many(rid, route.name, model, [data], True, one=True, cid=cid)
+                        resp = self._predict_many(rid, route, model, [data], True, one=True, cid=cid)
                     else:
-                        resp = self._predict_one(rid, route.name, model, data, cid)
+                        resp = self._predict_one(rid, route, model, data, cid)
                     if route.shadows:
-                        self._later(self._shadow, rid, [data], False, route.shadows, cid)
+                        self._later(self._shadow, rid, [data], False, route.shadows, cid, route.experiment)
                     metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, 1)
                     return resp
                 if rows.__class__ is not list:
@@ -483,9 +483,9 @@ class ServingApp:
                 return _err(413, f"{len(rows)} rows in one request; the limit is {self.max_rows} "
                                  "(deployment.limits.max_rows_per_request): send them in several requests "
                                  "or use `loopml predict --batch`")
-            resp = self._predict_many(rid, route.name, model, rows, threaded, cid=cid)
+            resp = self._predict_many(rid, route, model, rows, threaded, cid=cid)
             if route.shadows:
-                self._later(self._shadow, rid, rows, True, route.shadows, cid)
+                self._later(self._shadow, rid, rows, True, route.shadows, cid, route.experiment)
             metrics.observe("/v1/predict", model.version_id, route.name, 200, time.perf_counter() - t0, len(rows))
             return resp
         except RequestInvalid as exc:
@@ -497,8 +497,9 @@ class ServingApp:
             metrics.observe("/v1/predict", model.version_id, route.name, exc.status, time.perf_counter() - t0, 0)
             return _err(exc.status, str(exc))
 
-    def _predict_one(self, rid: str, route_name: str, model: Servable, row: dict[str, Any],
+    def _predict_one(self, rid: str, route: Route, model: Servable, row: dict[str, Any],
                      cid: str | None = None) -> Response:
+        route_name = route.name
         if self.precomputed is not None and (self.mode == "batch" or self.precomputed.only_keys(row)):
             return self._precomputed(rid, route_name, model, [row], many=False)
         if self.lookup is not None:
@@ -508,13 +509,15 @@ class ServingApp:
         log = self.prediction_log
         if log is not None:
             log.append((rid, now_us(), vid, route_name, score, pred,
-                        model.raw_copy() if model.raw_numeric else row, model.schema, cid))
+                        model.raw_copy() if model.raw_numeric else row, model.schema, cid, route.experiment,
+                        route.propensity))
         return 200, orjson.dumps(
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON
 
-    def _predict_many(self, rid: str, route_name: str, model: Servable, rows: list[Any], threaded: bool = False,
+    def _predict_many(self, rid: str, route: Route, model: Servable, rows: list[Any], threaded: bool = False,
                       one: bool = False, cid: str | None = None) -> Response:
+        route_name, exp, prop = route.name, route.experiment, route.propensity
         if self.precomputed is not None and rows and (
             self.mode == "batch" or all(isinstance(r, dict) and self.precomputed.only_keys(r) for r in rows)
         ):
@@ -531,7 +534,7 @@ class ServingApp:
             score, pred = float(scores[0]), float(preds[0])
             if self.prediction_log is not None:
                 self.prediction_log.append((rid, now_us(), model.version_id, route_name, score, pred, rows[0], model.schema,
-                                            cid))
+                                            cid, exp, prop))
             return 200, orjson.dumps({"request_id": rid, "model_version": model.version_id, "route": route_name,
                                       "score": score, "prediction": pred}), JSON
         ids = [f"{rid}-{i}" for i in range(len(rows))]
@@ -541,10 +544,11 @@ class ServingApp:
             vid = model.version_id
             schema = model.schema
             if raw is not None:  # one block record: the log takes the columns of the matrix / table
-                log.append((ids, ts, vid, route_name, scores, preds, raw, schema, cid))
+                log.append((ids, ts, vid, route_name, scores, preds, raw, schema, cid, exp, prop))
             else:
                 for i, row in enumerate(rows):
-                    log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema, cid))
+                    log.append((ids[i], ts, vid, route_name, float(scores[i]), float(preds[i]), row, schema, cid, exp,
+                                prop))
         return 200, orjson.dumps(
             {
                 "request_id": rid,
@@ -596,8 +600,9 @@ class ServingApp:
                 fn(*args)
 
     def _shadow(self, rid: str, rows: list[Any], many: bool, shadows: tuple[Servable, ...],
-                cid: str | None = None) -> None:
-        """Score shadow arms off the request path and log them with route ``shadow``."""
+                cid: str | None = None, exp: str | None = None) -> None:
+        """Score shadow arms off the request path and log them with route ``shadow`` (propensity 1: every request)."""
+        prop = 1.0 if exp is not None else None
         log = self.prediction_log
         for m in shadows:
             t0 = time.perf_counter()
@@ -615,14 +620,14 @@ class ServingApp:
             ts = now_us()
             if not many:
                 log.append((rid, ts, m.version_id, "shadow", s1, p1, m.raw_copy() if m.raw_numeric else rows[0], m.schema,
-                            cid))
+                            cid, exp, prop))
             elif m.last_matrix is not None or m.last_table is not None:
                 log.append(([f"{rid}-{i}" for i in range(len(rows))], ts, m.version_id, "shadow", scores, preds,
-                            m.last_matrix if m.last_matrix is not None else m.last_table, m.schema, cid))
+                            m.last_matrix if m.last_matrix is not None else m.last_table, m.schema, cid, exp, prop))
             else:
                 for i, row in enumerate(rows):
                     log.append((f"{rid}-{i}", ts, m.version_id, "shadow", float(scores[i]), float(preds[i]), row, m.schema,
-                                cid))
+                                cid, exp, prop))
 
     # -- feedback ----------------------------------------------------------------------------
     def feedback(self, headers: dict[bytes, bytes], body: bytes) -> Response:

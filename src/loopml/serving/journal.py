@@ -26,7 +26,8 @@ Journal lines::
     {"schema": k, "fields": [[name, kind, type name, nullable], ...]}       declares schema k
     {"k": k, "i": id, "t": ts_us, "v": version, "o": route, "s": score, "p": prediction,
      "x": {row} | {"__table__": {column: [values]}}   or   "xb": base64 of the raw float64 inputs,
-     "c": the client's X-Request-Id (only when sent)}
+     "c": the client's X-Request-Id (only when sent),
+     "e", "q": the experiment and propensity of the route (only for a route in an experiment)}
     (a many-row request: "i" is a list and "sb", "pb" hold the scores and predictions as base64)
     {"i": id, "t": ts_us, "l": label}                                        (feedback)
 """
@@ -88,6 +89,8 @@ def encode_prediction(record: Any, k: int) -> bytes:
     line: dict[str, Any] = {"k": k, "i": ids, "t": record[1], "v": record[2], "o": record[3]}
     if len(record) > 8 and record[8] is not None:
         line["c"] = record[8]  # the client's X-Request-Id
+    if len(record) > 9 and record[9] is not None:
+        line["e"], line["q"] = record[9], record[10]  # experiment and propensity of the route
     if ids.__class__ is list:
         line["sb"], line["pb"] = _b64(np.asarray(score)), _b64(np.asarray(pred))
     else:
@@ -784,14 +787,15 @@ class JournalWriter:
                 raise ValueError(f"block inputs must be base64 floats or a table, got {type(x).__name__}")
             if len(s) != len(ids) or len(p) != len(ids) or len(x) != len(ids):
                 raise ValueError(f"a block of {len(ids)} ids has {len(s)} scores and {len(x)} input rows")
-            return (ids, o["t"], o["v"], o["o"], s, p, x, schema, o.get("c"))
+            return (ids, o["t"], o["v"], o["o"], s, p, x, schema, o.get("c"), o.get("e"), o.get("q"))
         if x.__class__ is bytes:  # raw inputs in schema order (one matrix made in _vectors)
             if len(x) != 8 * len(schema.names):
                 raise ValueError(f"a raw input row has {len(x)} bytes, expected {8 * len(schema.names)} "
                                  f"(float64 for each of {len(schema.names)} inputs)")
         elif x.__class__ is not dict:
             raise ValueError(f"inputs must be an object or base64 floats, got {type(x).__name__}")
-        return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema, o.get("c"))
+        return (ids, o["t"], o["v"], o["o"], float(o["s"]), float(o["p"]), x, schema, o.get("c"), o.get("e"),
+                o.get("q"))
 
     def close(self) -> None:
         """Release the claims (the journals stay for the next writer)."""

@@ -10,7 +10,8 @@ per flush). Layout (the contract with monitoring)::
 
     <workspace>/logs/predictions/*.parquet  request_id, ts, model_version, route, score,
                                             prediction, client_request_id (the client's X-Request-Id
-                                            or null), <one column per raw input>
+                                            or null), experiment, propensity (of the route's arm;
+                                            null outside an experiment), <one column per raw input>
     <workspace>/logs/feedback/*.parquet     request_id, ts, label
 
 Read with DuckDB ``read_parquet('<dir>/*.parquet', union_by_name=true)``.
@@ -78,8 +79,9 @@ def _fsync_dir(directory: Path) -> None:
     finally:
         os.close(fd)
 
-#: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema[, client id]), or
-#: for a many-row request (request_ids, ts_us, model_version, route, scores, predictions, raw matrix, schema[, client id])
+#: (request_id, ts_us, model_version, route, score, prediction, row dict | raw vector, schema[, client id
+#: [, experiment, propensity]]), or for a many-row request (request_ids, ts_us, model_version, route, scores,
+#: predictions, raw matrix, schema[, client id[, experiment, propensity]])
 PredictionRecord = tuple[Any, int, str, str, Any, Any, Any, InputSchema]
 #: (request_id, ts_us, label)
 FeedbackRecord = tuple[str, int, float]
@@ -164,6 +166,8 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
             "score": pa.array(np.concatenate([r[4] for r in records]).astype(np.float64)),
             "prediction": pa.array(np.concatenate([r[5] for r in records]).astype(np.float64)),
             "client_request_id": pa.array([r[8] if len(r) > 8 else None for r in records], pa.string()).take(owner),
+            "experiment": pa.array([r[9] if len(r) > 9 else None for r in records], pa.string()).take(owner),
+            "propensity": pa.array([r[10] if len(r) > 10 else None for r in records], pa.float64()).take(owner),
         }
     else:
         cols = {
@@ -174,6 +178,8 @@ def _part(records: Sequence[Any], schema: InputSchema, kind: str) -> pa.Table:
             "score": pa.array([r[4] for r in records], pa.float64()),
             "prediction": pa.array([r[5] for r in records], pa.float64()),
             "client_request_id": pa.array([r[8] if len(r) > 8 else None for r in records], pa.string()),
+            "experiment": pa.array([r[9] if len(r) > 9 else None for r in records], pa.string()),
+            "propensity": pa.array([r[10] if len(r) > 10 else None for r in records], pa.float64()),
         }
     fields = {f.name: f.kind for f in schema.fields if f.name not in cols and f.kind != ANY}
     if kind == "dict":

@@ -3,16 +3,26 @@
 A policy sees the loaded versions and the registry states once, when the service (re)loads,
 and precomputes whatever it needs; per request the server calls :meth:`RoutingPolicy.route`,
 which returns a :class:`Route` (the arm that answers, plus optional shadow arms scored off the
-hot path). New policies (shadow, canary, A/B, bandit) register here by name with their own
-config and never touch the server's request loop.
+hot path). Policies register here by name with their own config and never touch the server's
+request loop. Built in:
+
+    production   every request to the version in production
+    shadow       production answers; each version in state `shadow` scores a copy off the hot path
+    canary       a share of requests (hash of the request id) to the version in state `canary`
+    ab           sticky A/B: a unit key of the request (e.g. `user_id`) hashed with a salt picks
+                 control (production) or treatment (the version in state `canary`)
+
+Every route carries the experiment it belongs to and its propensity (the probability that a
+request gets this arm), which the prediction log records with the arm.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.errors import NotFound
 from loopml.serving.servable import Servable
@@ -25,6 +35,8 @@ class Route:
     name: str
     model: Servable
     shadows: tuple[Servable, ...] = field(default_factory=tuple)
+    experiment: str | None = None  #: the experiment this route belongs to (logged with the prediction)
+    propensity: float | None = None  #: probability that a request gets this arm (logged)
 
 class RoutingPolicy(Protocol):
     """Chooses the arm for a request. Required: ``name``, ``Config`` and ``route``."""
@@ -65,7 +77,136 @@ class ProductionPolicy:
         """Always the production route."""
         return self._route
 
-ROUTING_POLICIES: dict[str, type[Any]] = {"production": ProductionPolicy}
+def _production(models: dict[str, Servable], states: dict[str, str]) -> Servable:
+    prod = [v for v, s in states.items() if s == "production" and v in models]
+    if not prod:
+        raise NotFound("no model version is in production; promote one with `loopml models promote VERSION`")
+    return models[prod[-1]]
+
+
+def _challenger(models: dict[str, Servable], states: dict[str, str], policy: str) -> Servable | None:
+    found = [v for v, s in states.items() if s == "canary" and v in models]
+    if len(found) > 1:
+        raise NotFound(f"routing policy `{policy}` needs one version in state `canary`; found {', '.join(found)}",
+                       hint="move the others back with `loopml models transition VERSION archived`")
+    return models[found[0]] if found else None
+
+
+def bucket(key: bytes, salt_crc: int) -> float:
+    """A stable number in [0, 1) for ``key`` under a salt (CRC-32 continued from the salt's CRC).
+
+    >>> bucket(b"user-1", zlib.crc32(b"exp1:")) == bucket(b"user-1", zlib.crc32(b"exp1:"))
+    True
+    """
+    return zlib.crc32(key, salt_crc) / 4294967296.0
+
+
+class ShadowConfig(BaseModel):
+    """Options of the shadow policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    experiment: str | None = Field(default=None, description="Experiment name logged with each prediction.")
+
+
+class ShadowPolicy:
+    """Production answers every request; every version in state `shadow` scores a copy after the response.
+
+    The shadow scores are logged with route `shadow` and their model version (the server's
+    ``_shadow``), so agreement, latency and errors of the candidate are queries over the log.
+    """
+
+    name: ClassVar[str] = "shadow"
+    Config: ClassVar[type[BaseModel]] = ShadowConfig
+
+    def __init__(self, models: dict[str, Servable], states: dict[str, str], config: BaseModel | None = None) -> None:
+        cfg = config if isinstance(config, ShadowConfig) else ShadowConfig()
+        shadows = tuple(models[v] for v, s in states.items() if s == "shadow" and v in models)
+        exp = cfg.experiment or ("shadow-" + "-".join(m.version_id for m in shadows) if shadows else None)
+        self._route = Route("production", _production(models, states), shadows, exp, 1.0)
+
+    def route(self, request_id: str, row: Any) -> Route:
+        """Always production, with the shadows attached."""
+        return self._route
+
+
+class SplitConfig(BaseModel):
+    """Options of the canary and A/B policies."""
+
+    model_config = ConfigDict(extra="forbid")
+    fraction: float = Field(default=0.05, ge=0, le=1, description="Share of traffic sent to the challenger.")
+    experiment: str | None = Field(default=None, description="Experiment name logged with each prediction.")
+    unit_key: str | None = Field(default=None, description="A/B: request field whose value assigns the arm.")
+    salt: str = Field(default="", description="A/B: salt of the assignment hash (a new salt reshuffles units).")
+
+
+class CanaryPolicy:
+    """A share ``fraction`` of requests (by a hash of the request id) goes to the version in state `canary`.
+
+    Without a canary version every request goes to production (outside any experiment).
+    """
+
+    name: ClassVar[str] = "canary"
+    Config: ClassVar[type[BaseModel]] = SplitConfig
+    arms: ClassVar[tuple[str, str]] = ("production", "canary")
+
+    def __init__(self, models: dict[str, Servable], states: dict[str, str], config: BaseModel | None = None) -> None:
+        cfg = config if isinstance(config, SplitConfig) else SplitConfig()
+        prod = _production(models, states)
+        cand = _challenger(models, states, self.name)
+        self.fraction = cfg.fraction if cand is not None else 0.0
+        exp = (cfg.experiment or f"{self.name}-{cand.version_id}") if cand is not None else None
+        control, treatment = self.arms
+        self._control = Route(control, prod, (), exp, 1.0 - self.fraction) if exp else Route("production", prod)
+        self._treatment = Route(treatment, cand, (), exp, self.fraction) if cand is not None else self._control
+        self._salt = zlib.crc32(f"{exp}:".encode())
+        self._threshold = self.fraction
+
+    def route(self, request_id: str, row: Any) -> Route:
+        """The canary route for the hashed share of request ids, else production."""
+        if bucket(request_id.encode(), self._salt) < self._threshold:
+            return self._treatment
+        return self._control
+
+
+class ABPolicy(CanaryPolicy):
+    """Sticky A/B: the unit key's value (e.g. the user id) hashed with the salt picks the arm.
+
+    A request without the unit key (or a many-row request whose first row lacks it) goes to
+    production outside the experiment; a many-row request is assigned by its first row.
+    """
+
+    name: ClassVar[str] = "ab"
+    arms: ClassVar[tuple[str, str]] = ("control", "treatment")
+
+    def __init__(self, models: dict[str, Servable], states: dict[str, str], config: BaseModel | None = None) -> None:
+        cfg = config if isinstance(config, SplitConfig) else SplitConfig()
+        if not cfg.unit_key:
+            raise NotFound("routing policy `ab` needs a unit key", hint="set spec.deployment.routing.unit_key, "
+                           "e.g. user_id: the request field that keeps a unit in one arm")
+        super().__init__(models, states, cfg)
+        self.unit_key = cfg.unit_key
+        self._outside = Route("production", self._control.model)
+        self._salt = zlib.crc32(f"{cfg.salt}:".encode())
+
+    def route(self, request_id: str, row: Any) -> Route:
+        """The arm of the request's unit."""
+        if row.__class__ is dict:
+            rows = row.get("rows")
+            if rows.__class__ is list and rows and len(row) == 1:
+                row = rows[0]
+        elif row.__class__ is list and row:
+            row = row[0]
+        unit = row.get(self.unit_key) if row.__class__ is dict else None
+        if unit is None:
+            return self._outside
+        if bucket(str(unit).encode(), self._salt) < self._threshold:
+            return self._treatment
+        return self._control
+
+
+ROUTING_POLICIES: dict[str, type[Any]] = {
+    "production": ProductionPolicy, "shadow": ShadowPolicy, "canary": CanaryPolicy, "ab": ABPolicy,
+}
 
 def register_policy(cls: type[Any]) -> type[Any]:
     """Class decorator: make a routing policy available by its ``name``."""
@@ -86,5 +227,8 @@ def make_policy(
     policy: RoutingPolicy = cls(models, states, config)
     return policy
 
-__all__ = ["ROUTING_POLICIES", "ProductionPolicy", "Route", "RoutingPolicy", "make_policy", "register_policy"]
+__all__ = [
+    "ROUTING_POLICIES", "ABPolicy", "CanaryPolicy", "ProductionPolicy", "Route", "RoutingPolicy", "ShadowPolicy",
+    "bucket", "make_policy", "register_policy",
+]
 

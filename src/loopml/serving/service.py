@@ -53,6 +53,7 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
         feedback_auth=feedback_auth(dep),
         request_ids=RequestIds(load_key(ws.root / "serving" / "request_id.key")),
         routing=dep.routing.type,
+        routing_options=dep.routing.options(),
         lookup=lookup,
         precomputed=precomputed,
         mode=dep.mode,

@@ -4,18 +4,61 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from loopml.spec.base import StrictModel
 
+#: routing types once listed in the spec but never served; an old spec naming one gets this message
+_NOT_SERVED = {"bandit", "interleaving"}
+
 
 class Routing(StrictModel):
-    """Which model version answers a request."""
+    """Which model version answers a request (`loopml.serving.routing`)."""
 
-    type: Literal["production", "shadow", "canary", "ab", "bandit", "interleaving"] = Field(
-        default="production", description="Routing policy."
+    type: Literal["production", "shadow", "canary", "ab"] = Field(
+        default="production",
+        description="Routing policy: `production` (every request to the production version), `shadow` (production "
+        "answers; versions in state shadow score a copy off the hot path, logged with route `shadow`), `canary` "
+        "(`fraction` of requests, by request id, to the version in state canary), `ab` (sticky: the request's "
+        "`unit_key` hashed with `salt` assigns control = production or treatment = the version in state canary).",
     )
     fraction: float = Field(default=0.05, ge=0, le=1, description="Traffic share of the challenger (canary/ab).")
+    unit_key: str | None = Field(
+        default=None, min_length=1,
+        description="ab: the request field whose value keeps a unit (e.g. user_id) in one arm; required for ab.",
+    )
+    salt: str = Field(default="", description="ab: salt of the assignment hash (a new salt reshuffles the units).")
+    experiment: str | None = Field(
+        default=None, min_length=1,
+        description="Experiment name logged with each prediction (default: `<type>-<challenger version>`).",
+    )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _not_served(cls, value: object) -> object:
+        if value in _NOT_SERVED:
+            raise ValueError(
+                f"routing type `{value}` is not served by loopml (it was listed but never implemented); use "
+                "production, shadow, canary or ab (offline bandit and interleaving statistics live in "
+                "loopml.experiments)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ab_needs_a_unit(self) -> Routing:
+        if self.type == "ab" and not self.unit_key:
+            raise ValueError("routing type `ab` needs `unit_key`: the request field (e.g. user_id) whose value "
+                             "keeps a unit in one arm")
+        return self
+
+    def options(self) -> dict[str, object]:
+        """The options of the chosen policy (its own config model validates them)."""
+        if self.type == "production":
+            return {}
+        if self.type == "shadow":
+            return {"experiment": self.experiment}
+        return {"fraction": self.fraction, "experiment": self.experiment, "unit_key": self.unit_key,
+                "salt": self.salt}
 
 
 class Limits(StrictModel):

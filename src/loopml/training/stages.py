@@ -132,7 +132,7 @@ class TrainStage(BaseStage):
             json.dumps(board, indent=1, default=str).encode(), kind="leaderboard", name="leaderboard"
         )
         page = leaderboard_html(board, title=f"{spec.project.name}: leaderboard")
-        (ws.reports / "leaderboard.html").write_text(page, encoding="utf-8")
+        ws.publish_report("leaderboard.html", page, execution_id=ctx.execution_id)
         outputs["leaderboard_html"] = ctx.put_bytes(page.encode(), kind="html", name="leaderboard.html")
         if selection.winner.bundle_digest is None:
             raise StageError(f"train: the winner `{selection.winner.name}` has no saved bundle")

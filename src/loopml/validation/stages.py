@@ -118,6 +118,8 @@ class ValidateStage(BaseStage):
         n_q, n_db, q_path = store_quarantine(ws, outcome, execution_id=ctx.execution_id, snapshot_id=snapshot)
         stem = f"validation-{snapshot or ctx.execution_id}"
         json_path, html_path = write_reports(report, ws.reports, stem)
+        for written in (json_path, html_path):  # a copy kept with the run's other reports
+            ws.publish_report(written.name, written.read_bytes(), execution_id=ctx.execution_id)
         failed_checks = [c for c in report.checks if not c.passed]
         if ctx.show_progress:  # the terminal report: failing checks first, then rows per source file
             from rich.console import Console

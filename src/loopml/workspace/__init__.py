@@ -73,6 +73,32 @@ class Workspace:
         p = Path(path)
         return p if p.is_absolute() else self.project_dir / p
 
+    # -- reports -----------------------------------------------------------------------------
+    def publish_report(self, name: str, content: str | bytes, *, execution_id: str | None = None) -> Path:
+        """Write a report of the run that ``execution_id`` belongs to as ``reports/<run_id>/<name>`` (kept: later
+        runs never overwrite it) and as ``reports/<name>`` (the latest). Returns the per-run path (the latest
+        path when the execution is unknown, e.g. a report made outside a run)."""
+        from sqlalchemy import select as _select
+
+        from loopml.workspace.metadata import executions
+
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        run_id = None
+        if execution_id:
+            with self.engine.connect() as conn:
+                run_id = conn.execute(
+                    _select(executions.c.run_id).where(executions.c.execution_id == execution_id)
+                ).scalar()
+        targets = [self.reports / name]
+        if run_id:
+            targets.insert(0, self.reports / str(run_id) / name)
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return targets[0]
+
     # -- artifacts ---------------------------------------------------------------------------
     def _record(self, digest: str, size: int, kind: str, name: str, producer: str | None, meta: dict[str, Any]) -> None:
         with self.engine.begin() as conn:

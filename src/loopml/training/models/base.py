@@ -162,6 +162,8 @@ class BaseModel:
     # Takes a scipy CSR matrix as is (wide sparse features such as TF-IDF); other models get it densified
     # (refused with a clear error beyond DENSE_CELLS_MAX cells).
     accepts_sparse: ClassVar[bool] = False
+    # `loopml export --format onnx` can write this model as ONNX operators (loopml.export.model_onnx).
+    exports_onnx: ClassVar[bool] = False
     needs_group: ClassVar[bool] = False
     description: ClassVar[str] = ""
     # How complex the model family is (0 baselines, 1 linear, ... 7 stacking): among candidates whose

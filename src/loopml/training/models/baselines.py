@@ -36,6 +36,7 @@ class PriorModel(BaseModel):
     """
 
     name: ClassVar[str] = "prior"
+    exports_onnx: ClassVar[bool] = True  # written as one ONNX graph by `loopml export` (loopml.export)
     complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Class prior (majority class); the floor for classifiers."
     accepts_sparse: ClassVar[bool] = True  # reads only the number of rows
@@ -68,6 +69,7 @@ class MeanModel(BaseModel):
     """Predicts the training mean (or median) of the target for every row."""
 
     name: ClassVar[str] = "mean"
+    exports_onnx: ClassVar[bool] = True  # written as one ONNX graph by `loopml export` (loopml.export)
     complexity: ClassVar[int] = 0
     description: ClassVar[str] = "Mean or median of the target; the floor for regression."
     accepts_sparse: ClassVar[bool] = True  # reads only the number of rows

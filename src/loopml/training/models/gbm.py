@@ -44,6 +44,7 @@ class LightGBMModel(BaseModel):
     """
 
     name: ClassVar[str] = "lightgbm"
+    exports_onnx: ClassVar[bool] = True  # through onnxmltools (binary, multiclass, regression; not focal)
     complexity: ClassVar[int] = 4
     description: ClassVar[str] = "LightGBM gradient boosting (log loss, cross-entropy, L2, LambdaRank, focal)."
     supports_focal_loss: ClassVar[bool] = True

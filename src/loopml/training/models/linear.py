@@ -35,6 +35,7 @@ class _LinearBase(BaseModel):
 
     accepts_sparse: ClassVar[bool] = True
     coef_: np.ndarray
+    exports_onnx: ClassVar[bool] = True  # written as one ONNX graph by `loopml export` (loopml.export)
     intercept_: np.ndarray
     encoder_: InputEncoder
 

@@ -56,6 +56,7 @@ class _TorchModel(BaseModel):
 
     supports_focal_loss: ClassVar[bool] = True
     encoder_: InputEncoder
+    exports_onnx: ClassVar[bool] = True  # written as one ONNX graph by `loopml export` (loopml.export)
     weights_: dict[str, np.ndarray]
 
     def _out_dim(self) -> int:

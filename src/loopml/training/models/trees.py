@@ -117,6 +117,7 @@ class TreeArrays:
 
 class _TreeBase(BaseModel):
     trees_: TreeArrays
+    exports_onnx: ClassVar[bool] = True  # written as one ONNX graph by `loopml export` (loopml.export)
     task_types: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass", "regression", "ranking"})
 
     def _classifier(self) -> bool:

@@ -1,0 +1,163 @@
+"""An online experiment read from the prediction and feedback logs: arms, SRM, guardrails, the A/B test.
+
+Every logged prediction carries its ``experiment``, ``route`` (the arm) and ``propensity``
+(:mod:`loopml.serving.routing`), so the analysis of an experiment is a query over the log:
+
+- **arms**: requests, model version, mean and spread of the scores, planned share;
+- **sample-ratio mismatch** of the traffic arms against their propensities (shadows mirror all traffic);
+- **shadow agreement**: score correlation and decision flips of each shadow against the answering arm,
+  paired by request id;
+- **guardrail**: the challenger's score distribution against the incumbent's (two-sample KS, with a floor
+  on the effect size so huge samples do not alarm on nothing); a constant-score challenger breaches;
+- **online metric**: the labelled rows (feedback) per traffic arm and the always-valid mSPRT of the
+  challenger against the incumbent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats
+
+from loopml.errors import NotFound
+from loopml.experiments.sequential import SequentialTest
+from loopml.experiments.srm import srm_check
+
+#: answering arm first, then the challenger, per routing type
+INCUMBENT = ("production", "control")
+CHALLENGER = ("canary", "treatment")
+SHADOW = "shadow"
+
+
+@dataclass
+class ExperimentAnalysis:
+    """What the log says about one experiment."""
+
+    experiment: str
+    arms: list[dict[str, Any]]
+    srm: dict[str, Any] | None = None
+    shadow: list[dict[str, Any]] = field(default_factory=list)
+    guardrail: dict[str, Any] | None = None
+    online: dict[str, Any] | None = None
+
+    @property
+    def breached(self) -> bool:
+        """Whether a guardrail or the SRM check failed (the challenger should not get more traffic)."""
+        return bool((self.guardrail and self.guardrail["breached"]) or (self.srm and self.srm["mismatch"]))
+
+    def reasons(self) -> list[str]:
+        """One line per failed check, with its evidence."""
+        out = []
+        if self.guardrail and self.guardrail["breached"]:
+            out.append(self.guardrail["reason"])
+        if self.srm and self.srm["mismatch"]:
+            out.append(f"sample-ratio mismatch: counts {self.srm['counts']} vs planned shares "
+                       f"{[round(s, 4) for s in self.srm['expected_shares']]} (chi2 {self.srm['chi2']:.1f}, "
+                       f"p {self.srm['p_value']:.2g})")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"experiment": self.experiment, "arms": self.arms, "srm": self.srm, "shadow": self.shadow,
+                "guardrail": self.guardrail, "online": self.online, "breached": self.breached,
+                "reasons": self.reasons()}
+
+
+def experiments_in(log: pa.Table) -> list[str]:
+    """The experiments named in a prediction log, in order of first appearance."""
+    if log.num_rows == 0 or "experiment" not in log.column_names:
+        return []
+    seen: dict[str, None] = {}
+    for e in log.column("experiment").to_pylist():
+        if e is not None:
+            seen.setdefault(e, None)
+    return list(seen)
+
+
+def _scores(t: pa.Table, route: str) -> np.ndarray:
+    return np.asarray(t.filter(pc.equal(t.column("route"), route)).column("score").to_numpy(zero_copy_only=False),
+                      dtype=float)
+
+
+def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | None = None, *,
+            alpha: float = 0.05, tau: float = 0.01, min_effect: float = 0.1) -> ExperimentAnalysis:
+    """Analyse ``experiment`` (default: the latest in the log) from the prediction log and its labelled rows.
+
+    ``tau``: mixture standard deviation of the sequential test (near the smallest effect worth
+    detecting on the online metric); ``min_effect``: smallest KS distance counted as a guardrail breach.
+    """
+    names = experiments_in(log)
+    if not names:
+        raise NotFound("no experiment in the prediction log: serve with deployment.routing.type shadow, canary "
+                       "or ab and send traffic first")
+    name = experiment or names[-1]
+    if name not in names:
+        raise NotFound(f"experiment `{name}` is not in the prediction log (found: {', '.join(names)})")
+    t = log.filter(pc.equal(log.column("experiment"), name))
+    routes = t.column("route").to_pylist()
+    versions = t.column("model_version").to_pylist()
+    props = t.column("propensity").to_pylist()
+    arms: list[dict[str, Any]] = []
+    for route in dict.fromkeys(routes):
+        s = _scores(t, route)
+        i = routes.index(route)
+        arms.append({"route": route, "model_version": versions[i], "requests": int(s.size),
+                     "planned_share": props[i], "score_mean": float(s.mean()), "score_sd": float(s.std())})
+    res = ExperimentAnalysis(name, arms)
+    traffic = [a for a in arms if a["route"] != SHADOW]
+    if len(traffic) >= 2 and all(a["planned_share"] for a in traffic):
+        shares = np.array([a["planned_share"] for a in traffic], dtype=float)
+        res.srm = srm_check([a["requests"] for a in traffic], list(shares / shares.sum())).__dict__
+    incumbent = next((a for a in arms if a["route"] in INCUMBENT), None)
+    challenger = next((a for a in arms if a["route"] in (*CHALLENGER, SHADOW)), None)
+    if incumbent is not None:
+        ids = t.column("request_id").to_pylist()
+        scores = t.column("score").to_pylist()
+        preds = t.column("prediction").to_pylist()
+        answer = {ids[i]: (scores[i], preds[i]) for i in range(len(ids)) if routes[i] in INCUMBENT}
+        pairs = [(answer[ids[i]], (scores[i], preds[i])) for i in range(len(ids))
+                 if routes[i] == SHADOW and ids[i] in answer]
+        if pairs:
+            a = np.array([p[0][0] for p in pairs])
+            b = np.array([p[1][0] for p in pairs])
+            corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+            flips = float(np.mean([p[0][1] != p[1][1] for p in pairs]))
+            res.shadow.append({"pairs": len(pairs), "score_correlation": corr, "decision_flips": flips,
+                               "mean_abs_score_diff": float(np.mean(np.abs(a - b)))})
+    if incumbent is not None and challenger is not None:
+        x, y = _scores(t, incumbent["route"]), _scores(t, challenger["route"])
+        if x.size >= 20 and y.size >= 20:
+            ks = stats.ks_2samp(x, y)
+            constant = bool(np.ptp(y) <= 1e-12 and np.ptp(x) > 1e-12)
+            breached = constant or bool(ks.pvalue < alpha and ks.statistic >= min_effect)
+            why = (f"{challenger['model_version']} ({challenger['route']}) gives constant scores "
+                   f"({y[0]:.4g} on {y.size} requests) while {incumbent['model_version']} varies (sd {x.std():.3g})"
+                   if constant else
+                   f"{challenger['model_version']} ({challenger['route']}) score distribution differs from "
+                   f"{incumbent['model_version']}: KS D {ks.statistic:.3f} (floor {min_effect}), p {ks.pvalue:.2g}, "
+                   f"means {y.mean():.4f} vs {x.mean():.4f}, n {y.size} vs {x.size}")
+            res.guardrail = {"check": "score distribution vs incumbent (KS)", "ks_d": float(ks.statistic),
+                             "p_value": float(ks.pvalue), "constant_scores": constant, "breached": breached,
+                             "reason": why}
+    if labelled is not None and labelled.num_rows and "experiment" in labelled.column_names and incumbent \
+            and challenger and challenger["route"] != SHADOW:
+        lt = labelled.filter(pc.equal(labelled.column("experiment"), name))
+        lab = {r: np.asarray(lt.filter(pc.equal(lt.column("route"), r)).column("label").to_numpy(
+            zero_copy_only=False), dtype=float) for r in (incumbent["route"], challenger["route"])}
+        c, tr = lab[incumbent["route"]], lab[challenger["route"]]
+        if c.size and tr.size:
+            test = SequentialTest(alpha, tau)
+            r = test.update_means(float(c.mean()), float(c.var()) or 1e-12, c.size, float(tr.mean()),
+                                  float(tr.var()) or 1e-12, tr.size)
+            res.online = {"metric": "mean label (e.g. CTR)", "test": "mSPRT (always valid)", **r.as_dict()}
+            if not math.isfinite(res.online["relative_lift"]):
+                res.online["relative_lift"] = None
+    return res
+
+
+__all__ = ["ExperimentAnalysis", "analyse", "experiments_in"]

@@ -1,0 +1,301 @@
+"""The web UI's ASGI application (Starlette routes, Jinja2 templates, uPlot charts served from the package).
+
+Read-only unless the admin token is configured: the same tokens as ``loopml serve``
+(``$<deployment.token_env>`` and ``deployment.admin_tokens``, checked by
+:class:`loopml.serving.auth.AdminAuth`). A promotion or rollback shows the comparison first and
+asks for the token in the form; the actor recorded in the registry is the token's name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from loopml.errors import LoopMLError
+from loopml.serving.auth import AdminAuth
+from loopml.webui import views
+from loopml.workspace import Workspace
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+NAV = [("runs", "Runs", "/runs"), ("data", "Data", "/data"), ("models", "Models", "/models"),
+       ("monitoring", "Monitoring", "/monitoring"), ("design", "Design", "/design")]
+_FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" '
+            b'fill="#1f77b4"/></svg>')
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe data for the charts: NaN/inf become null, timestamps ISO strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _tojson(obj: Any) -> Markup:
+    text = json.dumps(_clean(obj), default=str, allow_nan=False)
+    # safe inside <script type="application/json">: no "<", ">" or "&" can close or confuse the element
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+class MonitoringCache:
+    """The monitoring report's data per window width, recomputed only when the logs or checks change."""
+
+    def __init__(self) -> None:
+        self._key: dict[str, tuple[Any, ...]] = {}
+        self._data: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def fingerprint(ws: Workspace) -> tuple[Any, ...]:
+        from loopml.monitoring import logs
+        from loopml.monitoring.records import monitor_alerts, monitor_checks
+
+        parts: list[Any] = []
+        for folder in (logs.predictions_dir(ws), logs.feedback_dir(ws)):
+            try:
+                parts.append(tuple(sorted((e.name, e.stat().st_size) for e in os.scandir(folder)
+                                          if e.name.endswith(".parquet"))))
+            except OSError:
+                parts.append(())
+        parts.append(views.count_rows(ws, monitor_checks))
+        parts.append(views.count_rows(ws, monitor_alerts))
+        return tuple(parts)
+
+    def get(self, ws: Workspace, window: str) -> dict[str, Any]:
+        from loopml.monitoring.report import build_report
+
+        key = self.fingerprint(ws)
+        if self._key.get(window) != key:
+            self._data[window] = build_report(ws, window)
+            self._key[window] = key
+        return self._data[window]
+
+
+def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlette:
+    """The UI of the project in ``project``. ``auth`` defaults to the spec's admin tokens from the environment."""
+    ws = Workspace.open(project)
+    if auth is None:
+        from loopml.serving.service import admin_auth
+
+        auth = admin_auth(ws.spec.deployment)
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    env = templates.env
+    env.filters["fmt"] = views.fmt
+    env.filters["when"] = views.when
+    env.filters["tojson_safe"] = _tojson
+    env.globals["nav"] = NAV
+    env.globals["project"] = ws.spec.project.name
+    env.globals["actions_enabled"] = auth.enabled
+    env.globals["token_env"] = auth.token_env
+    monitoring_cache = MonitoringCache()
+
+    def page(request: Request, name: str, section: str, status: int = 200, **ctx: Any) -> Response:
+        return templates.TemplateResponse(request, name, {"section": section, **ctx}, status_code=status)
+
+    def error_page(request: Request, exc: LoopMLError) -> Response:
+        return page(request, "error.html", "", status=exc.status if 400 <= exc.status < 600 else 500,
+                    message=exc.message, hint=exc.hint)
+
+    async def index(request: Request) -> Response:
+        return RedirectResponse("/runs", status_code=302)
+
+    async def favicon(request: Request) -> Response:
+        return Response(_FAVICON, media_type="image/svg+xml")
+
+    async def runs_list(request: Request) -> Response:
+        page_no = _int(request.query_params.get("page"), 1)
+        return page(request, "runs.html", "runs", **views.runs_page(ws, page_no))
+
+    async def run_detail(request: Request) -> Response:
+        try:
+            return page(request, "run.html", "runs", **views.run_detail(ws, request.path_params["run_id"]))
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def run_report(request: Request) -> Response:
+        try:
+            path = views.report_file(ws, request.path_params["run_id"], request.path_params["name"])
+        except LoopMLError as exc:
+            return error_page(request, exc)
+        media = {".html": "text/html; charset=utf-8", ".json": "application/json", ".md": "text/markdown"}
+        return FileResponse(path, media_type=media.get(path.suffix, "application/octet-stream"))
+
+    async def artifact(request: Request) -> Response:
+        try:
+            return page(request, "artifact.html", "runs", **views.artifact_detail(ws, request.path_params["digest"]))
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def data(request: Request) -> Response:
+        return page(request, "data.html", "data", **views.data_page(ws))
+
+    async def snapshot(request: Request) -> Response:
+        tab = request.query_params.get("tab", "validation")
+        if tab not in ("validation", "profile", "quarantine"):
+            tab = "validation"
+        try:
+            return page(request, "snapshot.html", "data", tab=tab, **views.snapshot_detail(ws, request.path_params["ref"]))
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def models(request: Request) -> Response:
+        return page(request, "models.html", "models", **views.models_page(ws))
+
+    async def version(request: Request) -> Response:
+        try:
+            return page(request, "version.html", "models", **views.version_detail(ws, request.path_params["version"]))
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def compare(request: Request) -> Response:
+        a, b = request.query_params.get("a"), request.query_params.get("b")
+        try:
+            if not a or not b:
+                vs = views.models_page(ws)["versions"]
+                if len(vs) < 2:
+                    raise LoopMLError("comparing needs two registered versions")
+                return RedirectResponse("/models/compare?" + urlencode({"a": vs[-2].version_id, "b": vs[-1].version_id}))
+            cmp = views.compare(ws, a, b)
+            return page(request, "compare.html", "models", cmp=cmp, **cmp)
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def promote(request: Request) -> Response:
+        from loopml.registry import Registry
+
+        version_id = request.path_params["version"]
+        message = None
+        status = 200
+        try:
+            reg = Registry(ws)
+            if request.method == "POST":
+                form = _form(await request.body())
+                to = form.get("to", "production")
+                try:
+                    actor = auth.check(f"Bearer {form.get('token', '')}".encode())
+                    reason = form.get("reason", "").strip()
+                    if not reason:
+                        raise LoopMLError("give a reason (recorded in the history)")
+                    if to not in ("production", "canary", "shadow", "archived"):
+                        raise LoopMLError(f"target state must be production, canary, shadow or archived, not {to!r}")
+                    from loopml.serving.promotion import SERVING, verify_servable
+
+                    if to in SERVING:
+                        verify_servable(ws, version_id)
+                    reg.transition(version_id, to, actor=actor, reason=reason, force=form.get("force") == "on")
+                    return RedirectResponse(f"/models/{version_id}?done=promoted", status_code=303)
+                except LoopMLError as exc:
+                    message, status = exc.message, exc.status if 400 <= exc.status < 600 else 500
+            v = reg.get(version_id)
+            prod = reg.production()
+            comparison = views.compare(ws, prod.version_id, v.version_id) if prod and prod.version_id != v.version_id \
+                else None
+            return page(request, "promote.html", "models", status=status, version=v, production=prod,
+                        cmp=comparison, message=message, action="promote")
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def rollback(request: Request) -> Response:
+        from loopml.registry import Registry
+
+        reg = Registry(ws)
+        message = None
+        status = 200
+        try:
+            if request.method == "POST":
+                form = _form(await request.body())
+                try:
+                    actor = auth.check(f"Bearer {form.get('token', '')}".encode())
+                    reason = form.get("reason", "").strip()
+                    if not reason:
+                        raise LoopMLError("give a reason (recorded in the history)")
+                    reg.rollback(actor=actor, reason=reason)
+                    return RedirectResponse("/models?done=rolled-back", status_code=303)
+                except LoopMLError as exc:
+                    message, status = exc.message, exc.status if 400 <= exc.status < 600 else 500
+            prod = reg.production()
+            periods = reg.serving_periods()
+            previous = next((p.version_id for p in reversed(periods)
+                             if prod is None or p.version_id != prod.version_id), None)
+            comparison = views.compare(ws, previous, prod.version_id) if prod and previous else None
+            return page(request, "rollback.html", "models", status=status, production=prod, previous=previous,
+                        cmp=comparison, message=message)
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    async def monitoring(request: Request) -> Response:
+        window = request.query_params.get("window") or ws.spec.monitoring.drift.window
+        try:
+            data = monitoring_cache.get(ws, window)
+        except LoopMLError as exc:
+            return error_page(request, exc)
+        feature = request.query_params.get("feature")
+        dists = data.get("distributions") or {}
+        if feature not in dists:
+            worst = sorted(data.get("drift_latest") or [], key=lambda f: -(f.get("psi") or 0.0))
+            feature = next((f["name"] for f in worst if f["name"] in dists), next(iter(dists), None))
+        dist = dists.get(feature) if feature else None
+        return page(request, "monitoring.html", "monitoring", data=data, feature=feature, window=window, dist=dist,
+                    charts=views.monitoring_charts(data, ws.spec.monitoring.drift.psi_threshold),
+                    dist_chart=views.distribution_chart(feature, dist) if feature and dist else None)
+
+    async def design(request: Request) -> Response:
+        from loopml.reporting import build_design
+
+        doc = build_design(ws)
+        return page(request, "design.html", "design", doc=doc, body=doc.body_html())
+
+    routes = [
+        Route("/", index),
+        Route("/favicon.ico", favicon),
+        Route("/runs", runs_list),
+        Route("/runs/{run_id}", run_detail),
+        Route("/runs/{run_id}/reports/{name}", run_report),
+        Route("/artifacts/{digest}", artifact),
+        Route("/data", data),
+        Route("/data/{ref}", snapshot),
+        Route("/models", models),
+        Route("/models/compare", compare),
+        Route("/models/rollback", rollback, methods=["GET", "POST"]),
+        Route("/models/{version}", version),
+        Route("/models/{version}/promote", promote, methods=["GET", "POST"]),
+        Route("/monitoring", monitoring),
+        Route("/design", design),
+        Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return page(request, "error.html", "", status=404, message=f"no page at {request.url.path}", hint=None)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found})
+    app.state.workspace = ws
+    app.state.auth_enabled = auth.enabled
+    return app
+
+
+def _int(v: str | None, default: int) -> int:
+    try:
+        return int(v) if v is not None else default
+    except ValueError:
+        return default
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the UI's forms send nothing else)."""
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}

@@ -1,0 +1,96 @@
+"""`loopml experiment`: a canary read from the log, rolled back by its guardrail with the reason in the registry.
+
+Real bundles, a real `loopml serve`, real feedback; the broken candidate is the `prior` model (one
+constant score for every request).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from helpers import click_spec, rows_of, train_bundle
+
+from conftest import PASSED, make_project, start_server
+from loopml.experiments.analysis import analyse
+from loopml.registry import Registry
+from loopml.workspace import Workspace
+
+
+def constant_bundle(ws: Workspace, table: pa.Table) -> str:
+    """A bundle whose model answers the training click rate for every request."""
+    from loopml.features import FeaturePipeline
+    from loopml.training.bundle import Bundle, make_manifest, save_bundle
+    from loopml.training.models.base import make_model
+
+    y = np.asarray(table.column("click").to_numpy(), dtype=np.float64)
+    pipe = FeaturePipeline.from_spec(ws.spec.features, task=ws.spec.task).fit(table, y)
+    model = make_model("prior", task="binary").fit(pipe.transform_batch(table), y)
+    return save_bundle(ws, Bundle(transform=pipe, model=model, manifest=make_manifest(pipe, model, schema=table.schema)),
+                       producer=None)
+
+
+def serve_canary(tmp_path: Path, project: Path, rows: list[dict[str, object]], labels: list[int]) -> None:
+    server = start_server(["--project", str(project)], tmp_path)
+    try:
+        for row, label in zip(rows, labels, strict=True):
+            status, body, _ = server.request("POST", "/v1/predict", row)
+            assert status == 200, body
+            status, _, _ = server.request("POST", "/v1/feedback", {"request_id": body["request_id"], "label": label})
+            assert status == 200
+    finally:
+        assert "logs flushed" in server.stop()
+
+
+def test_broken_canary_is_rolled_back_with_the_reason_in_history(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+    project = make_project(tmp_path / "proj", click)
+    spec = (project / "loopml.yaml").read_text()
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.3}\n")
+    ws = Workspace.open(project)
+    v3 = Registry(ws).register(constant_bundle(ws, click), verdict=PASSED, lineage={"note": "broken"})
+    cli("models", "promote", v3.version_id, "--to", "canary", "-r", "canary of v3", "-p", str(project), check=True)
+    rows = rows_of(click, 300)
+    serve_canary(tmp_path, project, rows, click.column("click").to_pylist()[:300])
+
+    out = cli("experiment", "status", "--json", "-p", str(project), check=True).stdout
+    res = json.loads(out)
+    arms = {a["route"]: a for a in res["arms"]}
+    assert arms["canary"]["model_version"] == "v3" and arms["production"]["model_version"] == "v1"
+    assert arms["canary"]["score_sd"] < 1e-9 and res["guardrail"]["constant_scores"] and res["breached"]
+    assert res["srm"]["mismatch"] is False
+    assert res["online"]["n_control"] + res["online"]["n_treatment"] == 300  # feedback joined per arm
+
+    done = cli("experiment", "status", "--rollback-on-breach", "-p", str(project))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "rolled back" in done.stdout
+    last = Registry(ws).history()[-1]
+    assert (last.version_id, last.from_state, last.to_state) == ("v3", "canary", "archived")
+    assert "constant scores" in last.reason and "canary-v3" in last.reason and last.actor == "loopml experiment"
+    assert "constant scores" in cli("models", "history", "-p", str(project), check=True).stdout
+    rep = cli("experiment", "report", "-p", str(project), check=True).stdout
+    assert "wrote" in rep and (ws.reports / "experiment-canary-v3.json").is_file()
+
+
+def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) -> None:
+    ws = Workspace.open(tmp_path / "p", click_spec())
+    d1, d2 = train_bundle(ws, click, n_estimators=20, seed=0), train_bundle(ws, click, n_estimators=20, seed=1)
+    from loopml.serving import Servable
+    from loopml.training.bundle import load_bundle
+
+    a, b = (Servable.from_bundle(v, load_bundle(ws, d), d) for v, d in (("v1", d1), ("v2", d2)))
+    rows = rows_of(click, 400)
+    sa, sb = a.predict_many(rows)[0], b.predict_many(rows)[0]
+    ids = [f"r{i}" for i in range(len(rows))]
+    log = pa.table({"request_id": ids * 2, "model_version": ["v1"] * 400 + ["v2"] * 400,
+                    "route": ["production"] * 400 + ["shadow"] * 400, "experiment": ["shadow-v2"] * 800,
+                    "propensity": [1.0] * 800, "score": np.concatenate([sa, sb]),
+                    "prediction": np.concatenate([sa > 0.5, sb > 0.5]).astype(float)})
+    res = analyse(log)
+    assert res.experiment == "shadow-v2" and not res.breached, res.as_dict()
+    assert res.shadow[0]["pairs"] == 400 and res.shadow[0]["score_correlation"] > 0.8
+    assert res.srm is None  # a shadow mirrors all traffic: no split to check
+    with pytest.raises(Exception, match="not in the prediction log"):
+        analyse(log, experiment="nope")

@@ -1,0 +1,99 @@
+"""Reports keep their history per run; the monitoring report and page with several windows draw lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from tests.webui.conftest import UIProcess, copy_project
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_runs_report_stays_readable_after_later_runs(demo_project):
+    from loopml.lineage import list_executions, list_runs
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(demo_project)
+    runs = list_runs(ws)[::-1]  # oldest first: the demo's initial training, then the retraining
+    assert len(runs) == 2
+    kept = {}
+    for run in runs:
+        folder = ws.reports / run["run_id"]
+        evaluate = next(e for e in list_executions(ws, run["run_id"]) if e["stage"] == "evaluate")
+        # the first run's report is still there, byte for byte what its evaluate stage stored as an artifact
+        kept_json = (folder / "evaluation.json").read_bytes()
+        assert kept_json == ws.artifacts.get_bytes(evaluate["outputs"]["report"])
+        assert (folder / "evaluation.html").read_text().lower().startswith("<!doctype html")
+        assert (folder / "leaderboard.html").exists()
+        assert list(folder.glob("validation-*.html"))
+        kept[run["run_id"]] = kept_json
+    first, last = (r["run_id"] for r in runs)
+    assert kept[first] != kept[last]  # the retraining did not overwrite the first run's report
+    assert json.loads(kept[first])["model"] != json.loads(kept[last])["model"] or \
+        json.loads(kept[first])["created_at"] != json.loads(kept[last])["created_at"]
+    # the latest stays where it always was
+    assert (ws.reports / "evaluation.json").read_bytes() == kept[last]
+
+
+@pytest.fixture(scope="module")
+def several_windows(demo_project, tmp_path_factory):
+    """A copy of the demo project whose prediction log spans three daily windows: the replayed day's log
+    segment written again through the log's segment store, moved back one and two days."""
+    from loopml.monitoring.logs import predictions_dir
+    from loopml.serving.logs import SegmentStore
+    from loopml.workspace import Workspace
+
+    proj = copy_project(demo_project, tmp_path_factory.mktemp("windows") / "p")
+    folder = predictions_dir(Workspace.open(proj))
+    table = pa.concat_tables([pa.parquet.read_table(p) for p in sorted(folder.glob("*.parquet"))])
+    store = SegmentStore(folder)
+    ts = table.column("ts")
+    for days in (1, 2):
+        shifted = pc.subtract(ts, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
+        part = table.set_column(table.schema.get_field_index("ts"), "ts", shifted.cast(ts.type))
+        store.write(part, store.next_name(f"-back{days}d"))
+    return proj
+
+
+def test_the_monitoring_report_with_several_windows_draws_lines(several_windows):
+    from loopml.monitoring.report import write_report
+    from loopml.workspace import Workspace
+
+    html_path, json_path = write_report(Workspace.open(several_windows))
+    data = json.loads(json_path.read_text())
+    assert len(data["windows"]) == 3
+    page = html_path.read_text()
+    # every drift chart of a feature is a polyline through the three windows, not a lone dot
+    lines = re.findall(r'<polyline [^>]*points="([^"]+)"', page)
+    assert lines and max(len(p.split()) for p in lines) == 3
+
+
+def test_the_monitoring_page_with_several_windows_draws_lines(several_windows, browser, screenshots):
+    server = UIProcess(several_windows, token=None)
+    try:
+        browser.get(server.url + "/monitoring")
+        charts = browser.execute_script(
+            "return window.loopmlCharts.map(c => ({id: c.id, x: c.data[0].length,"
+            " points: c.data.slice(1).map(s => s.filter(v => v !== null).length)}));")
+        drift = next(c for c in charts if c["id"] == "chart-drift")
+        assert drift["x"] == 3 and max(drift["points"]) == 3  # three windows joined by a line per feature
+        browser.save_screenshot(str(screenshots / "monitoring_three_windows.png"))
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        server.stop()
+
+
+def test_evaluation_charts_draw_with_missing_values():
+    from loopml.evaluation.svg import bar_chart, heatmap, line_chart
+
+    line = line_chart([("a", [0.0, 0.5, None, 1.0], [0.1, float("nan"), 0.3, 0.9])], title="t", xlabel="x", ylabel="y")
+    assert line.count(",") >= 2 and "nan" not in line.lower()
+    assert "<rect" in bar_chart(["a", "b"], [None, 0.5], title="t", xlabel="x", errors=[(None, None), (0.4, 0.6)])
+    cells = heatmap([[3, None], [float("nan"), 5]], ["0", "1"], title="confusion")  # type: ignore[list-item]
+    assert ">3<" in cells and ">5<" in cells and cells.count(">–<") == 2
