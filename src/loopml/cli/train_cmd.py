@@ -44,7 +44,7 @@ def train(
     from loopml.cli.project import open_project
     from loopml.cli.ui import StageProgress, Whole, err_console
     from loopml.pipeline import Runner, pipeline_for
-    from loopml.training.leaderboard import leaderboard_table
+    from loopml.training.leaderboard import device_table, leaderboard_table
     from loopml.workspace import Workspace
 
     ws = open_project(project)
@@ -88,6 +88,9 @@ def train(
                        "reports": result["reports"]})
         return
     console.print(Whole(leaderboard_table(board)))
+    dev = device_table(board)
+    if dev is not None:
+        console.print(Whole(dev))
     console.print(f"bundle {outcome.outputs['bundle'][:12]} ({board['winner']})")
     if html:
         console.print(f"HTML leaderboard: {ws.reports / 'leaderboard.html'}")
