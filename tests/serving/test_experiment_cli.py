@@ -108,3 +108,35 @@ def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) ->
     assert res.srm is None  # a shadow mirrors all traffic: no split to check
     with pytest.raises(Exception, match="not in the prediction log"):
         analyse(log, experiment="nope")
+
+
+def test_experiment_start_and_stop_are_recorded(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+    from loopml.experiments.records import get
+
+    project = make_project(tmp_path / "proj", click)
+    p = str(project)
+    refused = cli("experiment", "start", "v2", "-r", "try", "-p", p)
+    assert refused.returncode != 0 and "routing.type is `production`" in refused.stdout + refused.stderr
+    spec = (project / "loopml.yaml").read_text()
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.1}\n")
+    out = cli("experiment", "start", "v2", "-r", "retrained", "--baseline", "0.05", "--mde", "0.1", "-p", p,
+              check=True).stdout
+    assert "planned sample size" in out and "canary-v2" in out
+    ws = Workspace.open(project)
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "running" and rec["plan"]["per_arm"] > rec["plan"]["fixed_horizon_per_arm"]
+    assert Registry(ws).get("v2").state == "canary"
+    again = cli("experiment", "start", "v2", "-r", "twice", "-p", p)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    bad = cli("experiment", "stop", "-d", "maybe", "-r", "x", "-p", p)
+    assert bad.returncode != 0 and "promote or rollback" in bad.stdout + bad.stderr
+    cli("experiment", "stop", "-d", "promote", "-r", "won", "-p", p, check=True)
+    reg = Registry(ws)
+    assert reg.get("v2").state == "production" and reg.get("v1").state == "archived"
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "promoted" and "won" in rec["decision_reason"]
+    reasons = [t.reason for t in reg.history("v2")]
+    assert any("experiment canary-v2 started: retrained" in r for r in reasons)
+    assert any("experiment canary-v2 promoted: won" in r for r in reasons)
+    ended = cli("experiment", "stop", "-d", "rollback", "-r", "late", "-p", p)
+    assert ended.returncode != 0 and "already ended" in ended.stdout + ended.stderr
