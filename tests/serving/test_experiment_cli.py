@@ -59,7 +59,8 @@ def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, cli
     server = start_server(["--project", str(project)], tmp_path)
     try:
         send(server, rows[:300], labels[:300])
-        out = cli("experiment", "status", "--json", "-p", str(project), check=True).stdout
+        out = cli("experiment", "status", "--json", "--metrics-url", f"http://{server.host}:{server.port}/metrics",
+                  "-p", str(project), check=True).stdout
         done = cli("experiment", "status", "--rollback-on-breach", "-p", str(project))
         assert done.returncode == 3, done.stdout + done.stderr
         time.sleep(1.0)  # the server follows the registry (registry_poll_seconds 0.3)
@@ -78,6 +79,7 @@ def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, cli
     assert arms["canary"]["model_version"] == "v3" and arms["production"]["model_version"] == "v1"
     assert arms["canary"]["score_sd"] < 1e-9 and res["guardrail"]["constant_scores"] and res["breached"]
     assert res["srm"]["mismatch"] is False
+    assert res["slo"]["versions"]["v3"]["requests"] > 0 and res["slo"]["versions"]["v3"]["errors"] == 0
     assert res["online"]["n_control"] + res["online"]["n_treatment"] == 300  # feedback joined per arm
     assert "rolled back" in done.stdout
     last = Registry(ws).history()[-1]
@@ -108,3 +110,35 @@ def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) ->
     assert res.srm is None  # a shadow mirrors all traffic: no split to check
     with pytest.raises(Exception, match="not in the prediction log"):
         analyse(log, experiment="nope")
+
+
+def test_experiment_start_and_stop_are_recorded(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+    from loopml.experiments.records import get
+
+    project = make_project(tmp_path / "proj", click)
+    p = str(project)
+    refused = cli("experiment", "start", "v2", "-r", "try", "-p", p)
+    assert refused.returncode != 0 and "routing.type is `production`" in refused.stdout + refused.stderr
+    spec = (project / "loopml.yaml").read_text()
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.1}\n")
+    out = cli("experiment", "start", "v2", "-r", "retrained", "--baseline", "0.05", "--mde", "0.1", "-p", p,
+              check=True).stdout
+    assert "planned sample size" in out and "canary-v2" in out
+    ws = Workspace.open(project)
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "running" and rec["plan"]["per_arm"] > rec["plan"]["fixed_horizon_per_arm"]
+    assert Registry(ws).get("v2").state == "canary"
+    again = cli("experiment", "start", "v2", "-r", "twice", "-p", p)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    bad = cli("experiment", "stop", "-d", "maybe", "-r", "x", "-p", p)
+    assert bad.returncode != 0 and "promote or rollback" in bad.stdout + bad.stderr
+    cli("experiment", "stop", "-d", "promote", "-r", "won", "-p", p, check=True)
+    reg = Registry(ws)
+    assert reg.get("v2").state == "production" and reg.get("v1").state == "archived"
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "promoted" and "won" in rec["decision_reason"]
+    reasons = [t.reason for t in reg.history("v2")]
+    assert any("experiment canary-v2 started: retrained" in r for r in reasons)
+    assert any("experiment canary-v2 promoted: won" in r for r in reasons)
+    ended = cli("experiment", "stop", "-d", "rollback", "-r", "late", "-p", p)
+    assert ended.returncode != 0 and "already ended" in ended.stdout + ended.stderr
