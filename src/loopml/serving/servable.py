@@ -9,7 +9,9 @@ vectorised predictor over an Arrow table. Both give the same scores for the same
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,16 @@ from loopml.serving.predictor import GenericPredictor, LightGBMFastPredictor
 from loopml.serving.schema import InputSchema
 
 _NUM = frozenset({int, float})
+
+
+def _row_getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """``row -> tuple of its values in schema order`` (``operator.itemgetter``; a 1-tuple for one name)."""
+    if not names:
+        return lambda row: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda row: (row[name],)
+    return operator.itemgetter(*names)
 
 #: up to this many rows a request is scored row by row on the single-row fast path. Measured here
 #: (200 trees, 25 inputs): with a transform, row by row beats Arrow table + batch transform + matrix
@@ -76,6 +88,7 @@ class Servable:
         self._pred = predictor
         self._buf = predictor.buffer
         self._names = schema.names
+        self._getter = _row_getter(schema.names)
         self._transform_row = transform_row
         self._transform_batch = transform_batch
         self._binary = task == "binary"
@@ -238,9 +251,9 @@ class Servable:
         names = self._names
         x: np.ndarray | None = None
         try:
-            vals = [[r[n] for n in names] for r in part]
+            vals = list(map(self._getter, part))  # tuples in schema order (C loops, no bytecode per value)
             # one pass over the value types (numpy would silently parse "1.5" and True)
-            if {v.__class__ for row in vals for v in row} <= _NUM:
+            if set(map(type, chain.from_iterable(vals))) <= _NUM:
                 x = np.array(vals, dtype=np.float64)
                 if not np.isfinite(x).all():
                     x = None
