@@ -769,9 +769,10 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
                   f"p50 {lp.get('p50_ms')} → {ls.get('p50_ms')} ms at c=8 (5 of 25 features fetched from SQLite by key)."]
     if results.get("loopml", {}).get("c8") and (results.get("loopml-lag0") or results.get("loopml-nolog")):
         lines += ["", "## What the durable prediction log costs", "",
-                  "The request loop appends one JSON line per prediction to a journal (one `write` + `fdatasync` per "
-                  "1,000 rows); a separate writer process at idle priority turns journals into the Parquet segments "
-                  "monitoring reads. It yields the core every 64 lines, and while requests flow fast it waits (the rows "
+                  "The request loop keeps each prediction's raw inputs column by column and appends them to a journal "
+                  "as one binary block record per 1,000 rows (one `writev` + `fdatasync`; a 100-row request is one "
+                  "block); a separate writer process at idle priority turns journals into the Parquet segments "
+                  "monitoring reads, column by column. It yields the core every 64 records, and while requests flow fast it waits (the rows "
                   "are already durable in the journal) for at most `deployment.log_max_lag_seconds`. This kernel "
                   "(PREEMPT_NONE, 250 Hz) lets any busy process on the pinned core delay the loop's wake-up by up to a "
                   "4 ms tick, which is what the `--log-max-lag 0` row shows. CPU counts the server's whole process tree "

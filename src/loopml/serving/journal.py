@@ -1,9 +1,11 @@
 """The service's prediction and feedback logs, split in two halves over two processes.
 
-The request loop's half (:class:`Journal`) turns each record into one JSON line (orjson, about
-a microsecond) and queues it; a small flusher thread appends what has accumulated to a journal
-file every ``flush_rows`` rows or ``flush_seconds`` seconds (one ``write`` and one
-``fdatasync``: almost no CPU). Everything expensive (decoding, building Arrow tables, zstd,
+The request loop's half (:class:`Journal`) keeps the raw numeric inputs of a model without a
+transform (the hot case) column by column: a single row is a few list appends, a many-row
+request one block record of its arrays; other records become one JSON line each (orjson). Every
+``flush_rows`` records, or ``flush_seconds`` seconds (the flusher thread), the queue is appended
+to a journal file (one ``writev`` of the columns' own buffers, then one ``fdatasync``: almost no
+CPU). Everything expensive (decoding, building Arrow tables, zstd,
 Parquet, fsync of segments, compaction) happens in a separate, lower-priority writer process
 (:class:`JournalWriter`, ``python -m loopml.serving.journal``). The request loop therefore never
 waits for the GIL or shares its interpreter with the log, which is what kept the service's p99
@@ -11,17 +13,18 @@ above 2 ms when the segments were written by a thread of the serving process.
 
 On disk, beside the Parquet segments monitoring reads::
 
-    <log dir>/.journal/<stamp>-<pid>-<token>-<seq>.jnl        JSON lines, append-only
+    <log dir>/.journal/<stamp>-<pid>-<token>-<seq>.jnl        records (below), append-only
     <log dir>/<journal stem>.<start>-<end>.parquet             the rows of bytes [start, end)
 
 A segment's name says which bytes of which journal it holds, so a writer that starts after a
 crash (of the service, of the writer, or of both) resumes each journal exactly where the last
 durable segment ends: no row is lost (up to the service's last flush) and none is written twice.
 A journal is deleted once its service has closed it (the service holds a shared ``flock`` on it
-while appending) and every complete line of it is in a segment. A line cut short by a crash is
-kept in ``.journal/<stem>.torn`` with the byte offset, never silently dropped.
+while appending) and every complete record of it is in a segment. A record cut short by a crash
+is kept in ``.journal/<stem>.torn`` with the byte offset (a binary block as base64), never
+silently dropped; an undecodable one goes to ``.journal/<stem>.bad``.
 
-Journal lines::
+Journal records (JSON lines, and binary blocks framed by a JSON header line that gives their size)::
 
     {"schema": k, "fields": [[name, kind, type name, nullable], ...]}       declares schema k
     {"k": k, "i": id, "t": ts_us, "v": version, "o": route, "s": score, "p": prediction,
@@ -29,7 +32,14 @@ Journal lines::
      "c": the client's X-Request-Id (only when sent),
      "e", "q": the experiment and propensity of the route (only for a route in an experiment)}
     (a many-row request: "i" is a list and "sb", "pb" hold the scores and predictions as base64)
+    {"blk": rows, "k": k, "v": version, "o": route, "sz": [bytes of each part], "c": [client ids],
+     "e": experiment, "q": propensity}  then the raw parts: request ids (UTF-8, concatenated), their
+     lengths (int32), ts (int64), scores, predictions (float64), inputs (float64, rows x inputs), "\n"
+                                                                          (raw numeric rows: encode_block)
     {"i": id, "t": ts_us, "l": label}                                        (feedback)
+
+The writer decodes a block without Python per row (numpy views of the parts, one Arrow string
+array from the id lengths), merging the blocks of one slice that share schema, version and route.
 """
 
 from __future__ import annotations
