@@ -7,8 +7,10 @@ constant score for every request).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -33,38 +35,50 @@ def constant_bundle(ws: Workspace, table: pa.Table) -> str:
                        producer=None)
 
 
-def serve_canary(tmp_path: Path, project: Path, rows: list[dict[str, object]], labels: list[int]) -> None:
-    server = start_server(["--project", str(project)], tmp_path)
-    try:
-        for row, label in zip(rows, labels, strict=True):
-            status, body, _ = server.request("POST", "/v1/predict", row)
-            assert status == 200, body
-            status, _, _ = server.request("POST", "/v1/feedback", {"request_id": body["request_id"], "label": label})
-            assert status == 200
-    finally:
-        assert "logs flushed" in server.stop()
+def send(server, rows: list[dict[str, object]], labels: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
+    versions = []
+    for row, label in zip(rows, labels, strict=True):
+        status, body, _ = server.request("POST", "/v1/predict", row)
+        assert status == 200, body
+        versions.append(body["model_version"])
+        status, _, _ = server.request("POST", "/v1/feedback", {"request_id": body["request_id"], "label": label})
+        assert status == 200
+    return versions
 
 
-def test_broken_canary_is_rolled_back_with_the_reason_in_history(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
     project = make_project(tmp_path / "proj", click)
     spec = (project / "loopml.yaml").read_text()
-    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.3}\n")
+    # steps 30% then 100%; the second step would start 120 s after the server loads the canary
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, steps: [0.3, 1.0], hold_seconds: 120}\n")
     ws = Workspace.open(project)
     v3 = Registry(ws).register(constant_bundle(ws, click), verdict=PASSED, lineage={"note": "broken"})
     cli("models", "promote", v3.version_id, "--to", "canary", "-r", "canary of v3", "-p", str(project), check=True)
-    rows = rows_of(click, 300)
-    serve_canary(tmp_path, project, rows, click.column("click").to_pylist()[:300])
+    rows = rows_of(click, 400)
+    labels = click.column("click").to_pylist()[:400]
+    server = start_server(["--project", str(project)], tmp_path)
+    try:
+        send(server, rows[:300], labels[:300])
+        out = cli("experiment", "status", "--json", "-p", str(project), check=True).stdout
+        done = cli("experiment", "status", "--rollback-on-breach", "-p", str(project))
+        assert done.returncode == 3, done.stdout + done.stderr
+        time.sleep(1.0)  # the server follows the registry (registry_poll_seconds 0.3)
+        after = send(server, rows[300:], labels[300:])
+    finally:
+        assert "logs flushed" in server.stop()
+    assert set(after) == {"v1"}  # rolled back: production answers everything again
+    canary_shares = {r[0] for r in duckdb.sql(
+        f"select distinct round(propensity, 6) from read_parquet('{project}/.loopml/logs/predictions/*.parquet', "
+        "union_by_name=true) where route = 'canary'").fetchall()}
+    assert canary_shares == {0.3}  # every canary request was served in the first step
 
-    out = cli("experiment", "status", "--json", "-p", str(project), check=True).stdout
+    res = json.loads(out)
     res = json.loads(out)
     arms = {a["route"]: a for a in res["arms"]}
     assert arms["canary"]["model_version"] == "v3" and arms["production"]["model_version"] == "v1"
     assert arms["canary"]["score_sd"] < 1e-9 and res["guardrail"]["constant_scores"] and res["breached"]
     assert res["srm"]["mismatch"] is False
     assert res["online"]["n_control"] + res["online"]["n_treatment"] == 300  # feedback joined per arm
-
-    done = cli("experiment", "status", "--rollback-on-breach", "-p", str(project))
-    assert done.returncode == 3, done.stdout + done.stderr
     assert "rolled back" in done.stdout
     last = Registry(ws).history()[-1]
     assert (last.version_id, last.from_state, last.to_state) == ("v3", "canary", "archived")
@@ -94,3 +108,35 @@ def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) ->
     assert res.srm is None  # a shadow mirrors all traffic: no split to check
     with pytest.raises(Exception, match="not in the prediction log"):
         analyse(log, experiment="nope")
+
+
+def test_experiment_start_and_stop_are_recorded(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
+    from loopml.experiments.records import get
+
+    project = make_project(tmp_path / "proj", click)
+    p = str(project)
+    refused = cli("experiment", "start", "v2", "-r", "try", "-p", p)
+    assert refused.returncode != 0 and "routing.type is `production`" in refused.stdout + refused.stderr
+    spec = (project / "loopml.yaml").read_text()
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.1}\n")
+    out = cli("experiment", "start", "v2", "-r", "retrained", "--baseline", "0.05", "--mde", "0.1", "-p", p,
+              check=True).stdout
+    assert "planned sample size" in out and "canary-v2" in out
+    ws = Workspace.open(project)
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "running" and rec["plan"]["per_arm"] > rec["plan"]["fixed_horizon_per_arm"]
+    assert Registry(ws).get("v2").state == "canary"
+    again = cli("experiment", "start", "v2", "-r", "twice", "-p", p)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    bad = cli("experiment", "stop", "-d", "maybe", "-r", "x", "-p", p)
+    assert bad.returncode != 0 and "promote or rollback" in bad.stdout + bad.stderr
+    cli("experiment", "stop", "-d", "promote", "-r", "won", "-p", p, check=True)
+    reg = Registry(ws)
+    assert reg.get("v2").state == "production" and reg.get("v1").state == "archived"
+    rec = get(ws, "canary-v2")
+    assert rec is not None and rec["status"] == "promoted" and "won" in rec["decision_reason"]
+    reasons = [t.reason for t in reg.history("v2")]
+    assert any("experiment canary-v2 started: retrained" in r for r in reasons)
+    assert any("experiment canary-v2 promoted: won" in r for r in reasons)
+    ended = cli("experiment", "stop", "-d", "rollback", "-r", "late", "-p", p)
+    assert ended.returncode != 0 and "already ended" in ended.stdout + ended.stderr

@@ -179,3 +179,19 @@ def test_shadow_then_canary_through_the_cli(tmp_path: Path, click: pa.Table, cli
     assert ("v1", "production", "canary-1", 0.5) in logged and ("v2", "canary", "canary-1", 0.5) in logged
     hist = cli("models", "history", "-p", str(project), check=True).stdout
     assert "canary" in hist and "shadow" in hist
+
+
+def test_canary_steps_follow_their_schedule(servables: dict[str, Servable]) -> None:
+    m = {"v1": servables["v1"], "v2": servables["v2"]}
+    cfg = SplitConfig(steps=[0.1, 0.5, 1.0], hold_seconds=0.2, experiment=f"steps-{time.monotonic_ns()}")
+    policy = CanaryPolicy(m, {"v1": "production", "v2": "canary"}, cfg)
+    assert policy.step == 0 and policy.route("r", {}).propensity in (0.1, pytest.approx(0.9))
+    again = CanaryPolicy(m, {"v1": "production", "v2": "canary"}, cfg)  # a reload keeps the schedule
+    time.sleep(0.45)
+    policy.route("r", {})
+    assert policy.step == 2 and {policy.route(f"r{i}", {}).name for i in range(50)} == {"canary"}
+    again.route("r", {})
+    assert again.step == 2
+    with pytest.raises(ValidationError, match="increasing traffic shares"):
+        Spec.model_validate({"task": {"type": "binary", "target": "y"},
+                             "deployment": {"routing": {"type": "canary", "steps": [0.5, 0.1]}}})

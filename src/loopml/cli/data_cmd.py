@@ -29,7 +29,13 @@ def snapshots(
     limit: int = typer.Option(20, "--limit", help="How many snapshots to list (newest first)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per snapshot (its manifest)."),
 ) -> None:
-    """List the lake's snapshots, newest first: id, kind, parent, rows, columns, sha256."""
+    """List the lake's snapshots, newest first: id, kind, parent, rows, columns, sha256.
+
+    Examples:
+
+      loopml data snapshots -p shop
+      loopml data snapshots -p shop --json
+    """
     from loopml.data.snapshots import list_snapshots
 
     snaps = list_snapshots(_ws(project), limit)
@@ -60,7 +66,13 @@ def show(
     head: int = typer.Option(5, "--head", "-n", help="How many first rows to print."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of tables."),
 ) -> None:
-    """Show one snapshot: manifest, schema with missing counts, the first rows and its sources."""
+    """Show one snapshot: manifest, schema with missing counts, the first rows and its sources.
+
+    Examples:
+
+      loopml data show latest -p shop -n 10
+      loopml data show v3 -p shop --json
+    """
     from loopml.data.snapshots import chain, get_snapshot, read_snapshot
 
     ws = _ws(project)
@@ -125,7 +137,13 @@ def profile(
     project: Path = PROJECT,
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON."),
 ) -> None:
-    """Profile a snapshot: type, missing rate, distinct count, min/max/mean/std and top values per column."""
+    """Profile a snapshot: type, missing rate, distinct count, min/max/mean/std and top values per column.
+
+    Examples:
+
+      loopml data profile -p shop
+      loopml data profile v2 -p shop --json
+    """
     from loopml.data.snapshots import get_snapshot, read_snapshot
     from loopml.validation.profile import profile_table
     from loopml.validation.report import profile_table_view
@@ -148,7 +166,13 @@ def infer_schema_cmd(
     project: Path = PROJECT,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing schema file."),
 ) -> None:
-    """Infer the schema file (data.verification.schema_path) and reference profile from a snapshot."""
+    """Infer the schema file (data.verification.schema_path) and reference profile from a snapshot.
+
+    Examples:
+
+      loopml data infer-schema -p shop            # writes schema.yaml
+      loopml data infer-schema v3 -p shop --force
+    """
     from loopml.data.snapshots import get_snapshot, read_snapshot
     from loopml.errors import SpecError
     from loopml.validation.schema import infer_from_table, open_range_columns, profile_path, save_schema
@@ -180,7 +204,13 @@ def validate(
         False, "--quarantine", help="Also record failing rows in the quarantine table (the pipeline always does)."
     ),
 ) -> None:
-    """Validate a snapshot against the schema file and reference profile; exits non-zero when it fails."""
+    """Validate a snapshot against the schema file and reference profile; exits non-zero when it fails.
+
+    Examples:
+
+      loopml data validate -p shop
+      loopml data validate latest -p shop --json
+    """
     from loopml.data.snapshots import get_snapshot, read_provenance, read_snapshot
     from loopml.errors import ValidationFailed
     from loopml.validation.quarantine import store_quarantine
@@ -223,7 +253,13 @@ def quarantine_cmd(
     limit: int = typer.Option(50, "--limit", help="How many rows to list (newest first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON lines."),
 ) -> None:
-    """List quarantined rows: snapshot, row, check, column, value and reason (with counts per check)."""
+    """List quarantined rows: snapshot, row, check, column, value and reason (with counts per check).
+
+    Examples:
+
+      loopml data quarantine -p shop
+      loopml data quarantine -p shop -c nullability --json
+    """
     from loopml.validation.quarantine import list_quarantine, quarantine_counts
 
     ws = _ws(project)

@@ -36,6 +36,11 @@ def simulate_cmd(
 
     The market and the click model are calibrated on the KDD Cup 2012 sample; see
     `loopml.simulator.calibration`.
+
+    Examples:
+
+      loopml simulate -o traffic --days 7
+      loopml simulate -o traffic --days 3 --start-day 7 --drift new_ads --format csv
     """
     from loopml.errors import SpecError
     from loopml.simulator import DRIFTS, SimulatorConfig, TrafficSimulator, simulate
@@ -116,6 +121,11 @@ def import_kdd_cmd(
     Then `loopml run` on the ad_clicks template (`loopml init DIR --example ad_clicks`) runs on it:
 
         loopml import-kdd Click_prediction_small.csv --out DIR/data && loopml run -p DIR
+
+    Examples:
+
+      loopml import-kdd Click_prediction_small.csv -o data --days 7
+      loopml import-kdd clicks.parquet -o data --rows 100000
     """
     from loopml.errors import SpecError
     from loopml.simulator import import_kdd
@@ -149,6 +159,11 @@ def report_cmd(
 
     The seven steps are filled from the spec and from measured results in the workspace; a step
     whose stage has not run says so.
+
+    Examples:
+
+      loopml report -p shop                  # .loopml/reports/design.md and .html
+      loopml report -p shop -o docs/
     """
     from loopml.reporting import build_design, write_design
     from loopml.workspace import Workspace
@@ -203,6 +218,12 @@ def demo_cmd(
 
     With --data the same spec runs on the real KDD Cup 2012 click log: its last day is held out
     and replayed; the drift alert and retraining happen only if monitoring finds drift.
+
+    Examples:
+
+      loopml demo                              # simulate, train, serve, drift, retrain
+      loopml demo --drift new_ads --no-serve   # exit when the loop is done
+      loopml demo --data Click_prediction_small.csv --rows 200000
     """
     from loopml.demo import DemoSettings, run_demo, serve_forever
     from loopml.errors import SpecError

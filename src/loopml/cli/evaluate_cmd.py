@@ -68,7 +68,8 @@ def evaluate(
         None, "--table", help="With --bundle: the rows to evaluate on (Parquet or CSV file, or a table artifact "
         "digest) holding the target and the model's input columns."),
     as_json: bool = typer.Option(False, "--json", help="Print the report JSON instead of the tables."),
-    html: Path | None = typer.Option(None, "--html", help="Also write the HTML report to this file."),
+    html: Path | None = typer.Option(None, "--out", "-o", help="Also write the HTML report to this file."),
+    html_old: Path | None = typer.Option(None, "--html", hidden=True, help="Old spelling of -o/--out."),
     force: bool = typer.Option(False, "--force", help="Re-run the evaluation even if its inputs are unchanged."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -77,10 +78,17 @@ def evaluate(
 
     Runs the pipeline until `evaluate` (or evaluates --bundle on --table) and prints metrics with
     bootstrap intervals, the comparison with production and the baseline, slices, fairness and gates.
+
+    Examples:
+
+      loopml evaluate -p shop
+      loopml evaluate -p shop --bundle 25d224717b98 --table holdout.parquet -o holdout.html
+      loopml evaluate -p shop --json | jq .approved
     """
     from loopml.evaluation.report import render_html
     from loopml.workspace import Workspace
 
+    html = html or html_old
     ws = Workspace.open(project)
     if bundle is not None or table_ref is not None:
         if bundle is None or table_ref is None:

@@ -71,8 +71,13 @@ def _rollback(ws: Any, res: Any) -> str | None:
     version = reg.get(challenger["model_version"])
     if version.state not in ("canary", "shadow"):
         return None
+    from loopml.experiments.records import get, record_stop
+
     reason = f"experiment {res.experiment} rolled back: " + "; ".join(res.reasons())
     reg.transition(version.version_id, "archived", actor="loopml experiment", reason=reason)
+    rec = get(ws, res.experiment, missing_ok=True)
+    if rec is not None and rec["status"] == "running":
+        record_stop(ws, res.experiment, "rolled_back", "loopml experiment", reason, res.as_dict())
     return f"{version.version_id}: {version.state} -> archived ({reason})"
 
 
@@ -89,11 +94,19 @@ def status(
     tau: float = TAU,
 ) -> None:
     """Arms, sample ratio, shadow agreement, guardrail and the sequential A/B test of one experiment."""
+    from loopml.experiments.records import get
+
     ws, res = _analyse(project, experiment, alpha, tau)
+    rec = get(ws, res.experiment, missing_ok=True)
     if as_json:
-        console.print_json(json.dumps(res.as_dict()))
+        console.print_json(json.dumps({**res.as_dict(), "record": rec}, default=str))
     else:
         _print(res)
+        if rec is not None:
+            plan = rec["plan"]
+            n = min(res.online["n_control"], res.online["n_treatment"]) if res.online else 0
+            console.print(f"started {rec['started_at']} by {rec['started_by']}, {rec['status']}"
+                          + (f"; labelled per arm {n:,} of the planned {plan['per_arm']:,}" if plan else ""))
     if res.breached and rollback_on_breach:
         done = _rollback(ws, res)
         if done:
@@ -114,3 +127,117 @@ def report(
     out = ws.reports / f"experiment-{res.experiment}.json"
     out.write_text(json.dumps(res.as_dict(), indent=2, default=str))
     console.print(f"wrote {out}")
+
+
+def _actor(actor: str | None) -> str:
+    import getpass
+    import os
+
+    return actor or os.environ.get("LOOPML_ACTOR") or getpass.getuser()
+
+
+@app.command("start")
+def start(
+    version: str = typer.Argument(..., help="The challenger: version id (v3) or number (3)."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
+    baseline: float | None = typer.Option(None, "--baseline", min=1e-9, max=0.999999,
+                                          help="Current rate of the online metric (e.g. CTR 0.04), for the plan."),
+    mde: float | None = typer.Option(None, "--mde", help="Minimum detectable effect, relative (0.05 = +5%), "
+                                     "for the plan; needs --baseline."),
+    power: float = typer.Option(0.8, "--power", min=0.5, max=0.99, help="Power of the planned test."),
+    alpha: float = ALPHA,
+    actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
+    project: Path = PROJECT,
+) -> None:
+    """Put a version into the spec's experiment (state shadow for `shadow` routing, canary for canary/ab),
+    recorded in the metadata database and the registry history, with the planned sample size.
+
+    Example: loopml experiment start v3 -r "retrained on May data" --baseline 0.04 --mde 0.05
+    """
+    from loopml.cli.models_cmd import _check_servable
+    from loopml.errors import LoopMLError
+    from loopml.experiments.planning import plan_sample_size
+    from loopml.experiments.records import record_start
+    from loopml.registry import Registry
+    from loopml.workspace import Workspace
+
+    ws = Workspace.open(project)
+    routing = ws.spec.deployment.routing
+    if routing.type == "production":
+        raise LoopMLError("deployment.routing.type is `production`: no experiment would get traffic",
+                          hint="set it to shadow, canary or ab in loopml.yaml and restart `loopml serve`")
+    if (mde is None) != (baseline is None):
+        raise LoopMLError("--mde and --baseline go together: the plan needs the current rate and the effect")
+    plan = None
+    if mde is not None and baseline is not None:
+        p = plan_sample_size(baseline, mde, alpha=alpha, power=power)
+        plan = p.__dict__
+        console.print(p.describe())
+    reg = Registry(ws)
+    v = reg.get(version)
+    name = routing.experiment or f"{routing.type}-{v.version_id}"
+    state = "shadow" if routing.type == "shadow" else "canary"
+    who = _actor(actor)
+    _check_servable(reg, v.version_id, state)
+    record_start(ws, name, routing.type, v.version_id, who, plan)
+    reg.transition(v.version_id, state, actor=who, reason=f"experiment {name} started: {reason}")
+    console.print(f"experiment {name}: {v.version_id} is now {state}; a running `loopml serve` routes to it within "
+                  "its registry poll interval")
+
+
+@app.command("stop")
+def stop(
+    decision: str = typer.Option(..., "--decision", "-d", help="promote (the challenger to production) or rollback "
+                                 "(archive it)."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded with the evidence)."),
+    experiment: str | None = EXPERIMENT,
+    force: bool = typer.Option(False, "--force", help="Promote although a guardrail breached or the online metric is "
+                               "significantly worse (recorded)."),
+    actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
+    alpha: float = ALPHA,
+    tau: float = TAU,
+    project: Path = PROJECT,
+) -> None:
+    """End an experiment: promote or roll back its challenger, with the log's analysis as evidence.
+
+    Example: loopml experiment stop -d rollback -r "guardrail breach"
+    """
+    from loopml.cli.models_cmd import _check_servable
+    from loopml.errors import LoopMLError, NotFound
+    from loopml.experiments.analysis import analyse
+    from loopml.experiments.records import get, record_stop
+    from loopml.monitoring.logs import read_labelled, read_predictions
+    from loopml.registry import Registry
+    from loopml.workspace import Workspace
+
+    if decision not in ("promote", "rollback"):
+        raise LoopMLError(f"--decision must be promote or rollback, got `{decision}`")
+    ws = Workspace.open(project)
+    rec = get(ws, experiment)
+    if rec is None:
+        raise NotFound("no experiment started in this project")
+    if rec["status"] != "running":
+        raise LoopMLError(f"experiment `{rec['name']}` already ended ({rec['status']})")
+    try:
+        res = analyse(read_predictions(ws), read_labelled(ws), rec["name"], alpha=alpha, tau=tau)
+        evidence: dict[str, Any] | None = res.as_dict()
+    except NotFound:
+        res, evidence = None, None
+    who = _actor(actor)
+    reg = Registry(ws)
+    if decision == "promote":
+        worse = res is not None and res.online is not None and res.online["significant"] and res.online["lift"] < 0
+        if res is not None and (res.breached or worse) and not force:
+            why = "; ".join(res.reasons()) or "the online metric is significantly worse"
+            raise LoopMLError(f"refusing to promote {rec['version_id']}: {why}", hint="--force overrides (recorded)")
+        _check_servable(reg, rec["version_id"], "production")
+        text = f"experiment {rec['name']} promoted{' (forced)' if force else ''}: {reason}"
+        reg.transition(rec["version_id"], "production", actor=who, reason=text, force=force)
+        record_stop(ws, rec["name"], "promoted", who, text, evidence)
+    else:
+        text = f"experiment {rec['name']} rolled back: {reason}"
+        if res is not None and res.reasons():
+            text += " (" + "; ".join(res.reasons()) + ")"
+        reg.transition(rec["version_id"], "archived", actor=who, reason=text)
+        record_stop(ws, rec["name"], "rolled_back", who, text, evidence)
+    console.print(text)

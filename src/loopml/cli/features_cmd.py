@@ -33,7 +33,13 @@ def show(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON instead of a table."),
 ) -> None:
-    """List every feature: its raw column, transform chain, output columns and fitted statistics."""
+    """List every feature: its raw column, transform chain, output columns and fitted statistics.
+
+    Examples:
+
+      loopml features show -p shop
+      loopml features show -p shop -t 3fa2c1 --json
+    """
     from loopml.features import FeaturePipeline
     from loopml.features.registry_view import latest_features_table, latest_transform
     from loopml.workspace import Workspace
@@ -85,7 +91,13 @@ def materialize_cmd(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     as_of: str | None = typer.Option(None, "--as-of", help="Only values available at this ISO time (default: all)."),
 ) -> None:
-    """Write each entity's latest feature values from the newest offline tables into the online store."""
+    """Write each entity's latest feature values from the newest offline tables into the online store.
+
+    Examples:
+
+      loopml features materialize -p shop
+      loopml features materialize -p shop --as-of 2026-11-30T00:00:00
+    """
     from rich.progress import track
 
     from loopml.features.materialize import materialize
@@ -130,6 +142,11 @@ def parity_cmd(
     Model inputs (when a fitted transform exists): example rows enriched from the online store and passed
     through the row path, against the same rows joined point-in-time offline and passed through the batch
     path. Exits with status 1 when any value differs (train/serve skew).
+
+    Examples:
+
+      loopml features parity -p shop -n 200
+      loopml features parity -p shop --json
     """
     from loopml.features.parity import check_parity
     from loopml.features.registry_view import latest_features_manifest, manifest_tables
@@ -200,7 +217,12 @@ def lookup(
     keys: list[str] = typer.Argument(..., help="Entity keys; for multi-column entities join parts with commas."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
 ) -> None:
-    """Read entities' feature values from the online store (as serving does)."""
+    """Read entities' feature values from the online store (as serving does).
+
+    Examples:
+
+      loopml features lookup user_stats 42 17 -p shop
+    """
     import time
 
     from loopml.features.store import open_online_store

@@ -24,6 +24,7 @@ from loopml.cli import (
     train_cmd,
     webui_cmd,
 )
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, NotFound, SpecError
 
@@ -139,56 +140,60 @@ def run(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
     executor: str = typer.Option("inprocess", "--executor", help="Where stages run: inprocess, process (a local pool) or ray."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Progress to stderr; stdout ends with one JSON object: winner, approved, verdict, "
-        "version, state, primary_metric {name, value, interval}, baseline {name, value}, reasons."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit non-zero (4) when the run ends without an approved model, not only on errors."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("run") + " primary_metric is {name, value, "
+                                 "interval}, baseline {name, value, gate}, reports {name: path}."),
 ) -> None:
     """Run the pipeline stages in order; unchanged stages are cache hits; resumes after a crash.
 
-    Examples: `loopml run -p shop`, `loopml run -p shop --from train`, `loopml run -p shop --json | jq .approved`.
+    Ends with a summary: the winner, the primary metric with its interval, the verdict, the
+    registered version and its state, and the report files. Exits 1 when a stage fails, 2 for a
+    spec with nothing to run, 1 for a project folder that does not exist, and with --strict 4 when
+    no model was approved. Not on a terminal, progress is one plain line per stage start and end,
+    and a line every 30 s ($LOOPML_PROGRESS_SECONDS) while a stage runs.
+
+    Examples:
+
+      loopml run -p shop                      # every stage, unchanged ones from the cache
+      loopml run -p shop --from train         # retrain and re-evaluate
+      loopml run -p shop --until validate     # only ingest and validate
+      loopml run -p shop --json | jq .approved
+      loopml run -p shop --strict && deploy   # a CI step that fails without an approved model
     """
-    from loopml.cli.ui import err_console
-    from loopml.pipeline import Runner, StageOutcome, make_executor, pipeline_for
+    from loopml.cli.project import open_project
+    from loopml.cli.run_result import run_result
+    from loopml.cli.ui import StageProgress, err_console
+    from loopml.pipeline import Runner, make_executor, pipeline_for
     from loopml.pipeline.preflight import check_against_data
     from loopml.spec import SPEC_FILENAME
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     stages = pipeline_for(ws.spec)
+    if not stages:
+        raise SpecError(f"nothing to run: the spec {project / SPEC_FILENAME} gives the pipeline no stages",
+                        hint="declare data.sources (e.g. `loopml init DIR --from data.csv --target COLUMN`)")
     # the spec against a sample of its data first: a wrong target fails here, before any stage runs
     names = [s.name for s in stages]
     upto = names[: names.index(until) + 1] if until in names else names
     model = any(n in upto for n in ("features", "train"))
     check_against_data(ws.spec, ws.project_dir, model=model).raise_for_problems(str(ws.project_dir / SPEC_FILENAME))
     out = err_console if as_json else console
-
-    def on_event(kind: str, payload: StageOutcome | str) -> None:
-        if kind == "stage_start" and not quiet:
-            out.print(f"[bold]▶ {payload}[/bold] running…")
-        elif kind == "stage_end" and isinstance(payload, StageOutcome):
-            style = {"success": "green", "cached": "cyan", "failed": "red"}.get(payload.status, "white")
-            label = "cache hit" if payload.status == "cached" else payload.status
-            out.print(f"[{style}]■ {payload.stage}: {label}[/{style}] ({payload.duration_s:.2f}s)")
-
-    if not stages:
-        out.print("the pipeline has no stages for this spec (declare data sources to start)")
+    progress = StageProgress(out, quiet=quiet)
     runner_executor = make_executor(executor)
     try:
-        with ws.lock(wait_s=wait):
-            report = Runner(ws, stages, runner_executor, on_event=on_event,
+        with ws.lock(wait_s=wait), progress:
+            report = Runner(ws, stages, runner_executor, on_event=progress.on_event,
                             show_progress=not (quiet or as_json)).run(
                 until=until, start_from=start_from, force=force, command=" ".join(["loopml", *sys.argv[1:]])
             )
     finally:
         runner_executor.shutdown()
+    result = run_result(ws, report)
     if as_json:
-        import json
-
-        from loopml.cli.run_result import run_result
-
-        sys.stdout.write(json.dumps(run_result(ws, report), indent=1, default=str) + "\n")
-        sys.stdout.flush()
+        emit("run", result)
         report.raise_for_failure()
+        _strict_exit(strict, result)
         return
     console.print(
         table(
@@ -210,6 +215,37 @@ def run(
         if "report" in evaluated.outputs:  # the report's own one-line verdict is the reason
             summary["reason"] = json.loads(ws.artifacts.get_bytes(evaluated.outputs["report"])).get("verdict")
         console.print(verdict_line(summary), highlight=False, soft_wrap=True)
+    for line in summary_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+    _strict_exit(strict, result)
+
+
+def _strict_exit(strict: bool, result: dict[str, object]) -> None:
+    if strict and result.get("approved") is not True:
+        sys.stderr.write("error: --strict: the run ended without an approved model\n")
+        raise typer.Exit(code=4)
+
+
+def summary_lines(result: dict[str, object]) -> list[str]:
+    """The end-of-run summary for people: winner, primary metric with its interval, version, reports."""
+    lines: list[str] = []
+    pm = result.get("primary_metric")
+    if result.get("winner"):
+        metric = ""
+        if isinstance(pm, dict) and isinstance(pm.get("value"), int | float):
+            lo, hi = (pm.get("interval") or [None, None])[:2]
+            metric = f"; {pm['name']} {pm['value']:.4f}" + (
+                f" [{lo:.4f}, {hi:.4f}]" if isinstance(lo, int | float) and isinstance(hi, int | float) else "")
+        lines.append(f"winner: {result['winner']}{metric}")
+    if result.get("version"):
+        lines.append(f"model version: {result['version']} ({result.get('state')})")
+    elif result.get("verdict") is not None:
+        lines.append("model version: none registered")
+    reports = result.get("reports")
+    if isinstance(reports, dict):
+        for name, path in reports.items():
+            lines.append(f"report {name}: {path}")
+    return lines
 
 
 def verdict_line(summary: dict[str, object]) -> str:
@@ -234,12 +270,28 @@ def runs_cmd(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     run_id: str | None = typer.Option(None, "--run", help="Show the stage executions of this run."),
     limit: int = typer.Option(20, "--limit", help="How many rows."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("runs")),
 ) -> None:
-    """List recent runs, or the stage executions of one run."""
-    from loopml.lineage import list_executions, list_runs
-    from loopml.workspace import Workspace
+    """List recent runs, or the stage executions of one run.
 
-    ws = Workspace.open(project)
+    Examples:
+
+      loopml runs -p shop
+      loopml runs -p shop --run 7b0e835237d4a1f2     # the stages of one run
+      loopml runs -p shop --json | jq -r '.runs[0].run_id'
+    """
+    from loopml.cli.project import open_project
+    from loopml.lineage import list_executions, list_runs
+
+    ws = open_project(project, need_spec=False)
+    runs = list_runs(ws, limit) if run_id is None else []
+    rows = list_executions(ws, run_id, limit)
+    if as_json:
+        run_keys = ("run_id", "status", "started_at", "ended_at", "command", "error")
+        ex_keys = ("execution_id", "run_id", "stage", "status", "config_hash", "code_version", "duration_s", "outputs")
+        emit("runs", {"runs": [{k: r[k] for k in run_keys} for r in runs],
+                      "executions": [{k: e[k] for k in ex_keys} for e in rows]})
+        return
     if run_id is None:
         console.print(
             table(
@@ -248,11 +300,10 @@ def runs_cmd(
                 [
                     (r["run_id"], r["status"], fmt_time(r["started_at"]), fmt_time(r["ended_at"]), r["command"],
                      (r["error"] or "")[:80])
-                    for r in list_runs(ws, limit)
+                    for r in runs
                 ],
             )
         )
-    rows = list_executions(ws, run_id, limit)
     console.print(
         table(
             "stage executions",
@@ -272,13 +323,25 @@ def runs_cmd(
 def lineage_cmd(
     artifact: str = typer.Argument(..., help="Artifact digest or a unique prefix (6+ characters)."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("lineage")),
 ) -> None:
-    """Show the chain of stage executions and artifacts that produced an artifact."""
-    from loopml.lineage import lineage
-    from loopml.workspace import Workspace
+    """Show the chain of stage executions and artifacts that produced an artifact.
 
-    ws = Workspace.open(project)
+    Examples:
+
+      loopml lineage 25d224717b98 -p shop            # a bundle digest (see `loopml models show`)
+      loopml lineage 25d224717b98 -p shop --json
+    """
+    from loopml.cli.project import open_project
+    from loopml.lineage import lineage
+
+    ws = open_project(project, need_spec=False)
     steps = lineage(ws, artifact)
+    if as_json:
+        keys = ("depth", "digest", "name", "kind", "stage", "execution_id", "status", "config_hash", "code_version",
+                "ended_at")
+        emit("lineage", {"artifact": steps[0].digest, "steps": [{k: getattr(s, k) for k in keys} for s in steps]})
+        return
     console.print(
         table(
             f"lineage of {steps[0].digest[:12]}",

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError
 
@@ -18,10 +19,10 @@ PROJECT = typer.Option(Path("."), "--project", "-p", help="Project folder.")
 
 
 def _registry(project: Path):  # type: ignore[no-untyped-def]
+    from loopml.cli.project import open_project
     from loopml.registry import Registry
-    from loopml.workspace import Workspace
 
-    return Registry(Workspace.open(project))
+    return Registry(open_project(project, need_spec=False))
 
 
 def _metric_text(meta: dict[str, object]) -> str:
@@ -45,18 +46,33 @@ def _primary_text(verdict: dict[str, object]) -> str:
 def list_cmd(
     project: Path = PROJECT,
     state: str | None = typer.Option(None, "--state", help="Only versions in this state (candidate, shadow, canary, production, archived)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("models list")),
 ) -> None:
-    """List registered model versions with their state, gate verdict and headline metrics."""
+    """List registered model versions with their state, gate verdict and primary metric (with its interval).
+
+    Examples:
+
+      loopml models list -p shop
+      loopml models list -p shop --state production
+      loopml models list -p shop --json | jq '.versions[] | {version_id, state}'
+    """
     reg = _registry(project)
     versions = reg.list(state)
+    if as_json:
+        emit("models list", {"versions": [
+            {"version_id": v.version_id, "state": v.state, "approved": v.approved, "failed_gates": v.failed_gates(),
+             "created_at": v.created_at, "created_by": v.created_by, "model": v.meta.get("model_type"),
+             "primary_metric": v.verdict.get("primary_metric"), "bundle": v.bundle_digest}
+            for v in versions]})
+        return
     console.print(
         table(
             "model versions",
-            ["version", "state", "approved", "created", "by", "model", "metrics", "bundle"],
+            ["version", "state", "approved", "created", "by", "model", "primary metric", "bundle"],
             [
                 (v.version_id, v.state, "yes" if v.approved else f"no ({', '.join(v.failed_gates()) or 'not approved'})",
-                 fmt_time(v.created_at), v.created_by, v.meta.get("model_type") or "", _metric_text(v.meta),
-                 v.bundle_digest[:12])
+                 fmt_time(v.created_at), v.created_by, v.meta.get("model_type") or "",
+                 _primary_text(v.verdict) or _metric_text(v.meta), v.bundle_digest[:12])
                 for v in versions
             ],
         )
@@ -71,7 +87,13 @@ def show_cmd(
     project: Path = PROJECT,
     as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
 ) -> None:
-    """Show one version: state, verdict with every gate, lineage and transitions."""
+    """Show one version: state, verdict with every gate, lineage and transitions.
+
+    Examples:
+
+      loopml models show v3 -p shop
+      loopml models show 3 -p shop --json | jq .verdict
+    """
     reg = _registry(project)
     v = reg.get(version)
     if as_json:
@@ -116,7 +138,13 @@ def promote_cmd(
     project: Path = PROJECT,
 ) -> None:
     """Move a version along the lifecycle; refuses without --force a version whose latest evaluation failed its
-    gates or found it significantly worse than production on the primary metric (the comparison is printed)."""
+    gates or found it significantly worse than production on the primary metric (the comparison is printed).
+
+    Examples:
+
+      loopml models promote v3 -p shop -r "beats v2 on last week's data"
+      loopml models promote v4 -p shop --to canary -r "try on 5% of traffic"
+    """
     reg = _registry(project)
     before = reg.production()
     evidence = _promotion_evidence(reg, version, to)
@@ -159,7 +187,12 @@ def rollback_cmd(
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
 ) -> None:
-    """Archive the production version and restore the one that served before it."""
+    """Archive the production version and restore the one that served before it.
+
+    Examples:
+
+      loopml models rollback -p shop -r "error rate up since v4"
+    """
     reg = _registry(project)
     before = reg.production()
     v = reg.rollback(actor=actor, reason=reason)
@@ -171,9 +204,25 @@ def history_cmd(
     project: Path = PROJECT,
     version: str | None = typer.Option(None, "--version", help="Only this version's transitions."),
     at: str | None = typer.Option(None, "--at", help="Which version served at this time (ISO 8601, UTC if no zone)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("models history") + " (without --at)"),
 ) -> None:
-    """Which version served when: production periods and every recorded transition."""
+    """Which version served when: production periods and every recorded transition.
+
+    Examples:
+
+      loopml models history -p shop
+      loopml models history -p shop --version v3
+      loopml models history -p shop --at 2026-11-26T08:00:00
+    """
     reg = _registry(project)
+    if as_json and at is None:
+        emit("models history", {
+            "periods": [{"version_id": p.version_id, "since": p.since, "until": p.until}
+                        for p in (reg.serving_periods() if version is None else [])],
+            "transitions": [{"transition_id": t.transition_id, "at": t.at, "version_id": t.version_id,
+                             "from_state": t.from_state, "to_state": t.to_state, "actor": t.actor, "reason": t.reason,
+                             "forced": t.forced} for t in reg.history(version)]})
+        return
     if at is not None:
         try:
             when = dt.datetime.fromisoformat(at)

@@ -10,12 +10,17 @@ from typing import Any
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, SpecError
 
 app = typer.Typer(
     help="Watch the served model: operations, drift, delayed-label quality, alerts, and retraining. "
-    "Without a subcommand, evaluates every rule once (or every --every) and retrains when a rule says so.",
+    "Without a subcommand, evaluates every rule once (or every --every) and retrains when a rule says so.\n\n"
+    "Examples:\n\n"
+    "  loopml monitor -p shop                 # every rule once\n"
+    "  loopml monitor -p shop --every 5m      # keep watching until Ctrl-C\n"
+    "  loopml monitor drift -p shop -w 1d     # one signal: see the subcommands",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -95,7 +100,14 @@ def monitor(
     """Evaluate every alert rule once (or every --every); retrain and register an approved candidate when a
     retraining rule fires. Metrics: drift.share, drift.count, drift.max_psi, drift.feature.<col>.<stat>,
     drift.prediction.psi, drift.multivariate.auc, quality.<metric>, cbpe.<metric>, labels.new,
-    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb."""
+    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb.
+
+    Examples:
+
+      loopml monitor -p shop                          # every rule once
+      loopml monitor -p shop --every 5m               # keep watching until Ctrl-C
+      loopml monitor -p shop --no-retrain --fail-on critical
+    """
     if ctx.invoked_subcommand is not None:
         return
     from loopml.monitoring.loop import run_cycle
@@ -134,15 +146,26 @@ def monitor(
 def ops_cmd(
     project: Path = PROJECT,
     window: str = typer.Option("1h", "--window", "-w", help="Summary window, e.g. 5m, 1h, 1d."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("monitor ops")),
     url: str | None = typer.Option(None, "--url", help="Metrics endpoint (default: monitoring.ops.metrics_url, else where the running `loopml serve` bound, else the spec's deployment)."),
 ) -> None:
-    """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory."""
+    """Scrape the service's Prometheus metrics and summarise the window: throughput, errors, latency, CPU, memory.
+
+    Examples:
+
+      loopml monitor ops -p shop                 # finds the running `loopml serve`
+      loopml monitor ops -p shop -w 5m --json
+    """
     from loopml.monitoring.ops import scrape, window_summary
     from loopml.monitoring.windows import parse_duration
 
     ws = _workspace(project)
     snap = scrape(ws, url)
     s = window_summary(ws, parse_duration(window, field="--window"), latest=snap)
+    if as_json:
+        emit("monitor ops", {"window": window, "summary": {k: v for k, v in s.items() if k != "by_version"},
+                             "by_version": s.get("by_version") or {}})
+        return
     rows = [(k, _fmt(s.get(k))) for k in (
         "requests", "requests_per_s", "errors", "error_rate", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
         "cpu_percent", "memory_mb")]
@@ -163,9 +186,18 @@ def drift_cmd(
     current: Path | None = typer.Option(
         None, "--current", help="Compare this Parquet/CSV file with the reference instead of the prediction log."
     ),
+    as_json: bool = typer.Option(False, "--json", help=json_help("monitor drift") + " Each feature: name, kind, "
+                                 "drifted, test, p_value, effect, psi, js, wasserstein, missing_reference, "
+                                 "missing_current, reason."),
 ) -> None:
     """Drift of the latest window of the prediction log (or of a file) against the training reference, worst
-    feature first."""
+    feature first.
+
+    Examples:
+
+      loopml monitor drift -p shop -w 1d
+      loopml monitor drift -p shop --current new_rows.parquet --json
+    """
     from loopml.errors import NotFound
     from loopml.monitoring import logs
     from loopml.monitoring.drift import DriftEngine
@@ -186,11 +218,18 @@ def drift_cmd(
     else:
         rows = logs.read_predictions(ws, sig.start, sig.end)
     drift_signals(ws, engine, ReferenceCache(ws, engine), rows, sig)
-    for n in sig.notes:
+    for n in sig.notes if not as_json else []:
         console.print(f"[dim]note: {n}[/dim]")
     if sig.drift is None:
         raise NotFound(f"no drift result for the last {w}: " + "; ".join(sig.notes))
     rep = sig.drift
+    if as_json:
+        keys = ("name", "kind", "drifted", "test", "p_value", "effect", "psi", "js", "wasserstein",
+                "missing_reference", "missing_current", "reason")
+        emit("monitor drift", {"window": w, "n_current": rep.n_current, "n_reference": rep.n_reference,
+                               "drifted": list(rep.drifted), "notes": list(sig.notes),
+                               "features": [{k: getattr(f, k, None) for k in keys} for f in rep.features[:limit]]})
+        return
     console.print(table(
         f"drift, {'last ' if current is None else ''}{w}: {len(rep.drifted)} of {len(rep.features)} drifted ({rep.n_current} rows vs {rep.n_reference})",
         ["feature", "kind", "drifted", "test", "p-value", "effect", "PSI", "JS", "Wasserstein", "missing ref→cur", "why"],
@@ -209,7 +248,12 @@ def quality_cmd(
     window: str = typer.Option("1d", "--window", "-w", help="Bucket width of the time series, e.g. 1h, 1d."),
     since: str | None = typer.Option(None, "--since", help="Only predictions newer than this (e.g. 7d)."),
 ) -> None:
-    """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions."""
+    """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions.
+
+    Examples:
+
+      loopml monitor quality -p shop -w 1d --since 30d
+    """
     from loopml.monitoring import logs
     from loopml.monitoring.quality import cbpe_by_window, quality_by_window
     from loopml.monitoring.signals import fit_cbpe_calibrator
@@ -247,11 +291,23 @@ def quality_cmd(
 def history_cmd(
     project: Path = PROJECT,
     limit: int = typer.Option(20, "--limit", help="Rows per table."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("monitor history")),
 ) -> None:
-    """Recent checks, alerts and retraining decisions (with their verdicts and registered versions)."""
+    """Recent checks, alerts and retraining decisions (with their verdicts and registered versions).
+
+    Examples:
+
+      loopml monitor history -p shop
+      loopml monitor history -p shop --json | jq '.alerts | length'
+    """
     from loopml.monitoring.records import monitor_alerts, monitor_checks, monitor_decisions, recent
 
     ws = _workspace(project)
+    if as_json:
+        emit("monitor history", {"decisions": recent(ws, monitor_decisions, "decided_at", limit),
+                                 "alerts": recent(ws, monitor_alerts, "fired_at", limit),
+                                 "checks": recent(ws, monitor_checks, "started_at", limit)})
+        return
     console.print(table("retraining decisions", ["decided", "action", "status", "triggers", "run", "version", "evidence"], [
         (fmt_time(d["decided_at"]), d["action"], d["status"], "; ".join(t.get("detail", "") for t in d["triggers"] or []),
          d["run_id"] or "", d["version_id"] or "", _decision_evidence(d))
@@ -291,7 +347,13 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="HTML path (default: .loopml/reports/monitoring.html)."),
 ) -> None:
     """Write the monitoring report: HTML (time series per feature, metric and model version, alert markers,
-    drift table worst first) and JSON beside it."""
+    drift table worst first) and JSON beside it.
+
+    Examples:
+
+      loopml monitor report -p shop
+      loopml monitor report -p shop -w 1h -o monitoring.html
+    """
     from loopml.monitoring.report import write_report
 
     ws = _workspace(project)

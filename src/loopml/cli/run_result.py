@@ -1,7 +1,8 @@
 """The machine-readable outcome of ``loopml run --json``: one JSON object a script can act on.
 
 ``{"run_id", "status", "winner", "approved", "verdict", "version", "state", "promoted",
-"primary_metric": {"name", "value", "interval"}, "baseline": {"name", "value"}, "reasons": [...]}``
+"primary_metric": {"name", "value", "interval"}, "baseline": {"name", "value"}, "reasons": [...],
+"reports": {"leaderboard_html" | "evaluation_html" | "evaluation_json": path}}``
 — read from the ``train`` leaderboard, the ``evaluate`` report and the ``register`` output of the run
 (cached stages included). Keys whose stage did not run are ``null``.
 """
@@ -68,4 +69,12 @@ def run_result(ws: Workspace, run: RunReport) -> dict[str, Any]:
         "baseline": None if not base else {"name": base.get("name"), "value": base.get("value"),
                                            "gate": base.get("gate")},
         "reasons": reasons,
+        "reports": _reports(ws, by),
     }
+
+
+def _reports(ws: Workspace, by: dict[str, Any]) -> dict[str, str]:
+    """The report files the run's train and evaluate stages wrote (or wrote before, when cached)."""
+    files = {"leaderboard_html": ("train", "leaderboard.html"), "evaluation_html": ("evaluate", "evaluation.html"),
+             "evaluation_json": ("evaluate", "evaluation.json")}
+    return {name: str(ws.reports / f) for name, (stage, f) in files.items() if stage in by and (ws.reports / f).exists()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.shapes import json_help
 from loopml.cli.ui import console, table
 from loopml.errors import LoopMLError, NotFound
 
@@ -36,7 +37,17 @@ def serve(
     ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
 ) -> None:
-    """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics)."""
+    """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics).
+
+    The address it bound (with --port 0: a free port) is recorded in .loopml/serving/address.json,
+    where `loopml monitor` finds it.
+
+    Examples:
+
+      loopml serve -p shop                     # the production version on spec.deployment.port
+      loopml serve -p shop --port 0            # a free port, printed and recorded
+      curl -s localhost:8000/v1/predict -d '{"age": 41, "city": "Lyon"}'
+    """
     from loopml.serving.service import app_for_model_file, app_for_workspace, http_limits, run_server
     from loopml.spec.deployment import Deployment
 
@@ -85,8 +96,10 @@ def predict(
     ),
     row: str | None = typer.Option(None, "--row", help="Score one row given as a JSON object (prints the prediction)."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Predictions Parquet file (default: .loopml/predictions/<version>-<time>.parquet)."
+        None, "--out", "-o", help="Predictions Parquet file (default: .loopml/predictions/<version>-<time>.parquet)."
     ),
+    output_old: Path | None = typer.Option(None, "--output", hidden=True, help="Old spelling of --out."),
+    as_json: bool = typer.Option(False, "--json", help="With --batch: " + json_help("predict")),
     version: str | None = typer.Option(None, "--version", help="Model version (default: the production version)."),
     chunk_rows: int | None = typer.Option(None, "--chunk-rows", help="Rows per chunk (default: spec.deployment.batch_chunk_rows)."),
     keep: list[str] = typer.Option([], "--keep", help="Input columns to copy into the predictions table (repeatable)."),
@@ -94,7 +107,14 @@ def predict(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Score rows with a registered model: a whole file/snapshot in chunks (--batch) or one row (--row)."""
+    """Score rows with a registered model: a whole file/snapshot in chunks (--batch) or one row (--row).
+
+    Examples:
+
+      loopml predict -p shop --batch new_rows.csv -o scored.parquet
+      loopml predict -p shop --batch snapshot:latest --version v3 --keep user_id
+      loopml predict -p shop --row '{"age": 41, "city": "Lyon"}'
+    """
     from loopml.registry import Registry
     from loopml.serving.sources import load_version
     from loopml.workspace import Workspace
@@ -115,11 +135,11 @@ def predict(
         score, pred = servable.predict_one(data)
         typer.echo(json.dumps({"model_version": v.version_id, "score": score, "prediction": pred}))
         return
-    _predict_batch(ws, servable, str(batch), output, chunk_rows, keep, online, quiet)
+    _predict_batch(ws, servable, str(batch), output or output_old, chunk_rows, keep, online, quiet or as_json, as_json)
 
 
 def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: int | None,  # type: ignore[no-untyped-def]
-                   keep: list[str], online: bool, quiet: bool) -> None:
+                   keep: list[str], online: bool, quiet: bool, as_json: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from loopml.serving.batch import predict_batch, resolve_input
@@ -139,6 +159,13 @@ def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: in
             keep_columns=[k for k in keep if k not in keys], online_writer=writer,
             progress=lambda n: bar.advance(task, n), on_total=lambda t: bar.update(task, total=t),
         )
+    if as_json:
+        from loopml.cli.shapes import emit
+
+        emit("predict", {"model_version": res.model_version, "rows": res.rows, "seconds": res.seconds,
+                         "rows_per_second": res.rows_per_second, "output": str(res.output),
+                         "online_rows": res.online_rows})
+        return
     console.print(table("batch prediction", ["version", "rows", "seconds", "rows/s", "output", "online store rows"], [
         (res.model_version, res.rows, f"{res.seconds:.2f}", f"{res.rows_per_second:,.0f}", str(res.output), res.online_rows)
     ]))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console
 from loopml.spec import SPEC_FILENAME, Spec, load_spec, render_spec, spec_json_schema
 
@@ -21,6 +22,10 @@ def check(
         help="Also check the spec against a sample of its data (target and inputs exist, kinds fit the "
         "transforms, the task fits the target's values) when the sources are readable.",
     ),
+    project: Path | None = typer.Option(
+        None, "--project", "-p", help="Project folder holding loopml.yaml (same as the PATH argument)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("spec check") + " A failing spec prints ok=false "
+                                 "with its problems and exits 2."),
 ) -> None:
     """Validate the spec and report every problem at once (file, line, key path, allowed values).
 
@@ -33,11 +38,17 @@ def check(
       loopml spec check               # the project in the current folder
       loopml spec check proj/         # another project folder
       loopml spec check --no-data     # the spec file only
+      loopml spec check -p proj --json | jq .ok
     """
     from loopml.pipeline.preflight import check_against_data
 
-    spec = load_spec(path)
+    if project is not None:
+        path = project
     target = path / SPEC_FILENAME if path.is_dir() else path
+    if as_json:
+        _check_json(target, data)
+        return
+    spec = load_spec(path)
     n_sources = len(spec.data.sources)
     against = ""
     if data:
@@ -56,6 +67,31 @@ def check(
         console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
 
 
+def _check_json(target: Path, data: bool) -> None:
+    from loopml.errors import LoopMLError
+    from loopml.pipeline.preflight import check_against_data
+
+    out: dict[str, object] = {"ok": False, "spec": str(target), "task": None, "target": None, "sources": None,
+                              "candidates": None, "gates": None, "data_checked": False, "rows": None, "columns": None,
+                              "notes": [], "warnings": [], "problems": []}
+    try:
+        spec = load_spec(target)
+        out.update(task=spec.task.type, target=spec.task.target, sources=sorted(spec.data.sources),
+                   candidates=[c.name or c.type for c in spec.training.candidates], gates=list(spec.evaluation.gates),
+                   warnings=gate_warnings(spec))
+        if data:
+            result = check_against_data(spec, target.resolve().parent)
+            out.update(data_checked=bool(result.checked), rows=result.rows if result.checked else None,
+                       columns=list(result.columns) if result.checked else None, notes=list(result.notes))
+            result.raise_for_problems(str(target))
+        out["ok"] = True
+    except LoopMLError as exc:
+        out["problems"] = list(getattr(exc, "problems", None) or []) or [exc.message]
+    emit("spec check", out)
+    if not out["ok"]:
+        raise typer.Exit(code=2)
+
+
 def gate_warnings(spec: Spec) -> list[str]:
     """What `spec check` warns about the promotion decision (no gates, baseline gate off)."""
     out: list[str] = []
@@ -70,14 +106,41 @@ def gate_warnings(spec: Spec) -> list[str]:
 
 
 @app.command("schema")
-def schema() -> None:
-    """Print the JSON Schema of loopml.yaml."""
-    typer.echo(json.dumps(spec_json_schema(), indent=2))
+def schema(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the schema to this file instead of stdout."),
+) -> None:
+    """Print the JSON Schema of loopml.yaml.
+
+    Examples:
+
+      loopml spec schema > loopml.schema.json
+      loopml spec schema -o loopml.schema.json
+    """
+    text = json.dumps(spec_json_schema(), indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+        console.print(f"JSON Schema of loopml.yaml written to {out}", highlight=False)
+        return
+    typer.echo(text)
 
 
 @app.command("render")
 def render(
     path: Path = typer.Argument(Path("."), help="Spec file or project folder holding loopml.yaml."),
+    project: Path | None = typer.Option(
+        None, "--project", "-p", help="Project folder holding loopml.yaml (same as the PATH argument)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rendered spec to this file instead of stdout."),
 ) -> None:
-    """Print the full spec with every default filled in."""
-    typer.echo(render_spec(load_spec(path)), nl=False)
+    """Print the full spec with every default filled in.
+
+    Examples:
+
+      loopml spec render                      # the project in the current folder
+      loopml spec render -p shop | less       # every field with its default
+    """
+    text = render_spec(load_spec(project if project is not None else path))
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"full spec written to {out}", highlight=False)
+        return
+    typer.echo(text, nl=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, table
 from loopml.errors import LoopMLError
 
@@ -29,13 +30,24 @@ def train(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),
     html: bool = typer.Option(True, "--html/--no-html", help="Print where the HTML leaderboard was written."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("train") + " leaderboard is the stored leaderboard "
+                                 "(winner, metric, candidates with intervals, why)."),
 ) -> None:
-    """Run the pipeline up to the train stage and print the leaderboard (quality, CI, latency, size, why)."""
-    from loopml.pipeline import Runner, StageOutcome, pipeline_for
-    from loopml.training.leaderboard import leaderboard_table
+    """Run the pipeline up to the train stage and print the leaderboard (quality, CI, latency, size, why).
+
+    Examples:
+
+      loopml train -p shop
+      loopml train -p shop --force --trials 50       # retrain with a larger tuning budget
+      loopml train -p shop --json | jq .winner
+    """
+    from loopml.cli.project import open_project
+    from loopml.cli.ui import StageProgress, Whole, err_console
+    from loopml.pipeline import Runner, pipeline_for
+    from loopml.training.leaderboard import device_table, leaderboard_table
     from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     spec = ws.spec
     if budget is not None or executor is not None or trials is not None:
         changes: dict[str, Any] = {}
@@ -55,31 +67,56 @@ def train(
     if "train" not in [s.name for s in stages]:
         raise LoopMLError("this pipeline has no `train` stage", hint="declare data sources in loopml.yaml first")
 
-    def on_event(kind: str, payload: StageOutcome | str) -> None:
-        if kind == "stage_start" and not quiet:
-            console.print(f"[bold]▶ {payload}[/bold] running…")
-        elif kind == "stage_end" and isinstance(payload, StageOutcome):
-            label = "cache hit" if payload.status == "cached" else payload.status
-            console.print(f"■ {payload.stage}: {label} ({payload.duration_s:.2f}s)")
-
-    with ws.lock(wait_s=wait):
-        report = Runner(ws, stages, on_event=on_event, show_progress=not quiet).run(
+    out = err_console if as_json else console
+    progress = StageProgress(out, quiet=quiet)
+    with ws.lock(wait_s=wait), progress:
+        report = Runner(ws, stages, on_event=progress.on_event,
+                        show_progress=not (quiet or as_json)).run(
             until="train", start_from="train" if force else None, command=" ".join(["loopml", *sys.argv[1:]])
         )
     report.raise_for_failure()
     outcome = next(o for o in report.outcomes if o.stage == "train")
     board = json.loads(ws.artifacts.get_bytes(outcome.outputs["leaderboard"]))
-    console.print(leaderboard_table(board))
+    if as_json:
+        from loopml.cli.run_result import run_result
+
+        result = run_result(ws, report)
+        winner = next((c for c in board.get("candidates") or [] if c.get("name") == board.get("winner")), None)
+        emit("train", {"run_id": report.run_id, "status": report.status, "winner": board.get("winner"),
+                       "bundle": outcome.outputs.get("bundle"),
+                       "primary_metric": _validation_metric(board, winner), "leaderboard": board,
+                       "reports": result["reports"]})
+        return
+    console.print(Whole(leaderboard_table(board)))
+    dev = device_table(board)
+    if dev is not None:
+        console.print(Whole(dev))
     console.print(f"bundle {outcome.outputs['bundle'][:12]} ({board['winner']})")
     if html:
         console.print(f"HTML leaderboard: {ws.reports / 'leaderboard.html'}")
 
 
+def _validation_metric(board: dict[str, Any], winner: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The winner's validation score as {name, value, interval} (from the leaderboard record)."""
+    if winner is None:
+        return None
+    return {"name": board.get("metric"), "value": winner.get("value"),
+            "interval": [winner.get("ci_low"), winner.get("ci_high")]}
+
+
 def zoo(
     model: str | None = typer.Argument(None, help="Show the config fields of this model only."),
     task: str | None = typer.Option(None, "--task", help="Only models handling this task (binary, multiclass, ...)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("zoo")),
 ) -> None:
-    """List the registered models, the tasks they handle and their config fields."""
+    """List the registered models, the tasks they handle and their config fields.
+
+    Examples:
+
+      loopml zoo                  # every model
+      loopml zoo --task ranking   # the models for a task
+      loopml zoo lightgbm         # one model's config fields
+    """
     from loopml.training.models import MODELS, load_builtin_models, model_class
 
     load_builtin_models()
@@ -102,6 +139,11 @@ def zoo(
                                  ("onnx", cls.exports_onnx)) if on]
         rows2.append((name, ", ".join(sorted(cls.task_types)), ", ".join(flags), ", ".join(cls.Config.model_fields),
                       cls.description))
+    if as_json:
+        emit("zoo", {"models": [dict(zip(("model", "tasks", "capabilities", "config_fields", "description"),
+                                         (r[0], r[1].split(", "), [f for f in r[2].split(", ") if f],
+                                          r[3].split(", "), r[4]), strict=True)) for r in rows2]})
+        return
     console.print(table("model zoo", ["model", "tasks", "capabilities", "config fields", "description"], rows2))
 
 

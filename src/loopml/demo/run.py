@@ -143,9 +143,10 @@ def _ensure_production(ws: Workspace, console: Console) -> str:
 def _print_leaderboard(console: Console, board: dict[str, Any] | None) -> None:
     if board is None:
         return
+    from loopml.cli.ui import Whole
     from loopml.training.leaderboard import leaderboard_table
 
-    console.print(leaderboard_table(board))
+    console.print(Whole(leaderboard_table(board)))
 
 
 def _print_verdict(console: Console, report: dict[str, Any] | None) -> None:

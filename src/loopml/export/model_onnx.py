@@ -54,8 +54,16 @@ def _level_index(b: GraphBuilder, X: str, j: int, levels: np.ndarray) -> str:
     if levels.size == 0:
         zero = _rows(b, X, np.zeros(1, dtype=F32))
         return b.op("Cast", [b.op("Reshape", [zero, b.const([-1], np.int64)])], to=INT64)
-    eq = _level_match(b, X, j, levels)
-    idx = b.op("MatMul", [eq, b.const(np.arange(1, levels.size + 1, dtype=F32)[:, None], F32)])
+    lo = float(levels[0])
+    if np.array_equal(levels, lo + np.arange(levels.size)) and lo.is_integer():
+        # contiguous integer codes (the usual case: the transform's codes 0..V): a range check, no table
+        col = b.column(X, j)
+        inside = b.op("And", [b.op("GreaterOrEqual", [col, b.const(lo, F32)]),
+                              b.op("LessOrEqual", [col, b.const(lo + levels.size - 1, F32)])])
+        idx = b.op("Where", [inside, b.op("Add", [col, b.const(1.0 - lo, F32)]), b.const(0.0, F32)])
+    else:
+        eq = _level_match(b, X, j, levels)
+        idx = b.op("MatMul", [eq, b.const(np.arange(1, levels.size + 1, dtype=F32)[:, None], F32)])
     return b.op("Cast", [b.op("Reshape", [idx, b.const([-1], np.int64)])], to=INT64)
 
 

@@ -59,6 +59,16 @@ def bundle_to_onnx(bundle: Any) -> Any:
     return m
 
 
+def model_to_onnx(bundle: Any) -> Any:
+    """The model alone as ONNX on the float32 feature matrix (input ``features``): its own size, e.g. after int8."""
+    b = GraphBuilder()
+    n = len(bundle.transform.feature_names)
+    X = b.input("features", FLOAT, ["N", n])
+    score = write_model(b, X, bundle.model, n)
+    b.output(score, SCORE, FLOAT, ["N", "K"] if bundle.model.task == "multiclass" else ["N"])
+    return b.model("loopml_model")
+
+
 def transform_to_onnx(pipeline: Any) -> Any:
     """The fitted feature transform alone as ONNX: raw inputs in, ``features`` (N, n_features) float32 out."""
     b = GraphBuilder()

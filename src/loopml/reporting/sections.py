@@ -504,7 +504,9 @@ def deployment(spec: Spec, facts: Facts) -> Section:
         s.add(f"In production: {prod['version_id'] if prod else 'no version yet (promote with `loopml models promote`)'}.")
     else:
         s.add(_not_run("register", facts, "registered model versions"))
-    win = _winner(_leaderboard(facts))
+    board = _leaderboard(facts)
+    s.add(_cloud_and_device(spec, board))
+    win = _winner(board)
     lat = []
     if win and win.get("latency_p99_ms") is not None:
         lat.append(f"in-process single-row p99 of `{win.get('name')}`, the winner of the latest training, measured at "
@@ -518,6 +520,41 @@ def deployment(spec: Spec, facts: Facts) -> Section:
         lat.append(ops)
     s.add(Bullets(lat) if lat else Note("no latency measured yet (no training run and no service traffic recorded)."))
     return s
+
+
+def _cloud_and_device(spec: Spec, board: dict[str, Any] | None) -> Any:
+    """The cloud choice and the on-device choice side by side (``requirements.constraints.deployment_target``)."""
+    target = spec.requirements.constraints.deployment_target
+    if not board:
+        return Note("no training run yet: the cloud and on-device choices are not measured.")
+    sec = board.get("on_device")
+    metric = board.get("metric", "metric")
+    if not sec:
+        win = _winner(board) or {}
+        return Table(["", "cloud (chosen: deployment_target cloud)", "on-device"], [
+            ["model", str(win.get("name")), "not measured (set deployment_target: on-device)"],
+            [f"{metric} (validation)", f"{fmt(win.get('value'))} [{fmt(win.get('ci_low'))}, {fmt(win.get('ci_high'))}]", "-"],
+            ["size", f"{fmt(win.get('size_mb'), 3)} MB (bundle)", "-"],
+            ["p99 latency", f"{fmt(win.get('latency_p99_ms'), 3)} ms (Python, in-process)", "-"],
+        ], caption="Deployment target: cloud and on-device")
+    cloud, rows = sec["cloud"], {v["name"]: v for v in sec["variants"]}
+    dev = rows.get(sec["winner"], {})
+    cand: dict[str, Any] = next((c for c in board.get("candidates", []) if c.get("name") == cloud["name"]), {})
+    budget = sec.get("budget") or {}
+
+    def ci(v: dict[str, Any]) -> str:
+        lo, hi = (v.get("interval") or [None, None])[:2]
+        return f"{fmt(v.get('value'))} [{fmt(lo)}, {fmt(hi)}]"
+    return Table(["", f"cloud: best model ({cloud['name']})", f"on-device (chosen: {target}): {sec['winner']}"], [
+        ["technique", "export (float32)", str(dev.get("technique", "-"))],
+        [f"{metric} on validation, ONNX Runtime [95% CI]", ci(cloud), ci(dev)],
+        ["share of the cloud model's lift over the baseline", "100%", f"{fmt(dev.get('lift_share', 0) * 100, 1)}%"],
+        ["ONNX file", f"{fmt(cloud['size_kb'], 1)} KB", f"{fmt(dev.get('size_kb'), 1)} KB "
+                                                      f"(budget {budget.get('max_model_size_mb') or '–'} MB)"],
+        ["single-row p99, ONNX Runtime 1 thread", f"{fmt(cloud['p99_ms'], 3)} ms",
+         f"{fmt(dev.get('p99_ms'), 3)} ms (budget {budget.get('latency_p99_ms') or '–'} ms)"],
+        ["Python bundle p99 (in-process)", f"{fmt(cand.get('latency_p99_ms'), 3)} ms", "-"],
+    ], caption=f"Deployment target: cloud and on-device side by side. {sec['why']}")
 
 
 def _latest_ops(facts: Facts) -> str | None:

@@ -18,6 +18,7 @@ request gets this arm), which the prediction log records with the arm.
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -137,11 +138,26 @@ class SplitConfig(BaseModel):
     experiment: str | None = Field(default=None, description="Experiment name logged with each prediction.")
     unit_key: str | None = Field(default=None, description="A/B: request field whose value assigns the arm.")
     salt: str = Field(default="", description="A/B: salt of the assignment hash (a new salt reshuffles units).")
+    steps: list[float] = Field(
+        default_factory=list,
+        description="Canary: traffic shares in order (e.g. [0.01, 0.05, 0.25, 1.0]), each held hold_seconds; "
+        "empty: `fraction` throughout.",
+    )
+    hold_seconds: float = Field(default=300.0, gt=0, description="Canary: how long each step is held.")
+
+
+#: when this process first routed to a canary (experiment, version) → monotonic time: a policy rebuilt
+#: by a reload keeps the schedule of the canary it already serves
+_STARTED: dict[tuple[str, str], float] = {}
 
 
 class CanaryPolicy:
-    """A share ``fraction`` of requests (by a hash of the request id) goes to the version in state `canary`.
+    """A share of requests (by a hash of the request id) goes to the version in state `canary`.
 
+    The share is ``fraction``, or with ``steps`` each share in turn for ``hold_seconds`` from when this
+    server first loaded the canary (per request: one clock read while steps remain). A step does not
+    wait for anything else: the guard is ``loopml experiment status --rollback-on-breach``, which
+    archives a breaching canary, after which the server routes everything to production again.
     Without a canary version every request goes to production (outside any experiment).
     """
 
@@ -160,9 +176,27 @@ class CanaryPolicy:
         self._treatment = Route(treatment, cand, (), exp, self.fraction) if cand is not None else self._control
         self._salt = zlib.crc32(f"{exp}:".encode())
         self._threshold = self.fraction
+        self._next_at: float | None = None
+        self._steps: list[tuple[float, Route, Route]] = []
+        if cfg.steps and cand is not None and exp is not None:
+            self._steps = [(f, Route(control, prod, (), exp, 1.0 - f), Route(treatment, cand, (), exp, f))
+                           for f in cfg.steps]
+            self._hold = cfg.hold_seconds
+            self._start = _STARTED.setdefault((exp, cand.version_id), time.monotonic())
+            self._step(time.monotonic())
+
+    def _step(self, now: float) -> None:
+        """Move to the step the schedule is at (the last one stays)."""
+        i = min(len(self._steps) - 1, int((now - self._start) // self._hold))
+        self.step = i
+        self._threshold, self._control, self._treatment = self._steps[i]
+        self.fraction = self._threshold
+        self._next_at = self._start + (i + 1) * self._hold if i < len(self._steps) - 1 else None
 
     def route(self, request_id: str, row: Any) -> Route:
         """The canary route for the hashed share of request ids, else production."""
+        if self._next_at is not None and time.monotonic() >= self._next_at:
+            self._step(time.monotonic())
         if bucket(request_id.encode(), self._salt) < self._threshold:
             return self._treatment
         return self._control

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,6 +32,13 @@ class Routing(StrictModel):
         default=None, min_length=1,
         description="Experiment name logged with each prediction (default: `<type>-<challenger version>`).",
     )
+    steps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=list,
+        description="canary: traffic shares in increasing order, e.g. [0.01, 0.05, 0.25, 1.0], each held "
+        "hold_seconds from when the server loads the canary (empty: `fraction` throughout). Guard it with "
+        "`loopml experiment status --rollback-on-breach`.",
+    )
+    hold_seconds: float = Field(default=300.0, gt=0, description="canary: how long each step of `steps` is held.")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -46,6 +53,9 @@ class Routing(StrictModel):
 
     @model_validator(mode="after")
     def _ab_needs_a_unit(self) -> Routing:
+        if self.steps and (self.type != "canary" or self.steps != sorted(self.steps)):
+            raise ValueError("`steps` are the increasing traffic shares of a canary (routing type canary); got "
+                             f"{self.steps} for type {self.type}")
         if self.type == "ab" and not self.unit_key:
             raise ValueError("routing type `ab` needs `unit_key`: the request field (e.g. user_id) whose value "
                              "keeps a unit in one arm")
@@ -57,6 +67,9 @@ class Routing(StrictModel):
             return {}
         if self.type == "shadow":
             return {"experiment": self.experiment}
+        if self.type == "canary":
+            return {"fraction": self.fraction, "experiment": self.experiment, "steps": self.steps,
+                    "hold_seconds": self.hold_seconds}
         return {"fraction": self.fraction, "experiment": self.experiment, "unit_key": self.unit_key,
                 "salt": self.salt}
 

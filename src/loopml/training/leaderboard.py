@@ -46,6 +46,47 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
     return t
 
 
+DEVICE_COLUMNS = ["variant", "technique", "size KB", "device p99 ms", "{metric} [95% CI]", "lift kept", "fits"]
+
+
+def device_rows(board: dict[str, Any]) -> list[list[str]]:
+    """Cells of the on-device section: every variant's size, device latency, quality with interval, lift kept."""
+    sec = board.get("on_device") or {}
+    rows = []
+    for v in sec.get("variants", []):
+        lo, hi = v["interval"]
+        fits = "winner" if v["name"] == sec.get("winner") else ("yes" if v["fits"] else "; ".join(v["reasons"]))
+        rows.append([v["name"], v["technique"], f"{v['size_kb']:,.1f}", f"{v['p99_ms']:.3f}",
+                     f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]", f"{v['lift_share']:.0%}", fits])
+    return rows
+
+
+def device_table(board: dict[str, Any]) -> Table | None:
+    """A rich table of the leaderboard's ``on_device`` section (deployment_target on-device), or None."""
+    sec = board.get("on_device")
+    if not sec:
+        return None
+    t = Table(title=f"on-device variants ({sec['runtime']}, exported ONNX files, validation split)",
+              header_style="bold", caption=sec["why"])
+    for col in DEVICE_COLUMNS:
+        t.add_column(col.format(metric=sec["metric"]))
+    for cells in device_rows(board):
+        t.add_row(*cells, style="bold green" if cells[-1] == "winner" else ("" if cells[-1] == "yes" else "dim"))
+    return t
+
+
+def _device_html(board: dict[str, Any]) -> str:
+    sec = board.get("on_device")
+    if not sec:
+        return ""
+    head = "".join(f"<th>{html.escape(c.format(metric=sec['metric']))}</th>" for c in DEVICE_COLUMNS)
+    body = "".join(
+        f'<tr class="{"winner" if r[-1] == "winner" else ("" if r[-1] == "yes" else "out")}">'
+        + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in device_rows(board))
+    return (f"<h2>On-device variants</h2><p class=\"why\">{html.escape(sec['why'])}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
 def _svg_chart(board: dict[str, Any]) -> str:
     """Horizontal bars of the metric with CI whiskers; ineligible candidates greyed out."""
     rows = [c for c in board["candidates"] if c.get("value") is not None and not math.isnan(c["value"])]
@@ -120,6 +161,7 @@ Requirements: {html.escape(budget)}. Latency is the single-row p99 of
 (± the spread between rounds).</p>
 {_svg_chart(board)}
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+{_device_html(board)}
 <h2>Parameters</h2><table><thead><tr><th>candidate</th><th>parameters</th></tr></thead><tbody>{params}</tbody></table>
 {f'<h2>Dataset notes</h2><ul>{notes}</ul>' if notes else ''}
 </body></html>

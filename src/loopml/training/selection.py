@@ -278,11 +278,16 @@ class Selection:
     why: str
     notes: list[str] = field(default_factory=list)
     constraints: dict[str, Any] = field(default_factory=dict)
+    # deployment_target on-device: the winner's ONNX file and the leaderboard's `on_device` section
+    device_onnx: bytes | None = None
+    on_device: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The leaderboard document (stored as the ``leaderboard`` artifact)."""
         order = sorted(self.results, key=lambda r: _rank_key(self.metric, r))
+        extra = {"on_device": self.on_device} if self.on_device is not None else {}
         return {
+            **extra,
             "metric": self.metric.name,
             "higher_is_better": self.metric.higher_is_better,
             "winner": self.winner.name,
@@ -694,6 +699,8 @@ def select_model(
                 "intermediate": [], "duration_s": res.train_s, "error": res.error,
             })
     results.sort(key=lambda r: [c[0] for c in cands].index(r.name))
+    if constraints.get("deployment_target") == "on-device":
+        return _select_on_device(data, results, metric, constraints, n_boot, rows, latency_calls, say)
     eligible = [r for r in results if r.eligible]
     if not eligible:
         unscorable = _unscorable_valid(data, metric.name, results)
@@ -714,3 +721,55 @@ def select_model(
         refit_winner(data, winner)
     say(why, 1.0)
     return Selection(metric, results, winner, why, list(data.notes), constraints)
+
+
+def _select_on_device(data: TrainingData, results: list[CandidateResult], metric: Metric, constraints: dict[str, Any],
+                      n_boot: int, rows: list[dict[str, Any]], latency_calls: int,
+                      say: Callable[[str, float], None]) -> Selection:
+    """``deployment_target: on-device``: the best compressed variant whose exported file fits (:mod:`loopml.export.device`).
+
+    The cloud candidates are fitted and measured as usual; the budgets are then judged on each variant's ONNX
+    file in ONNX Runtime (size of the file, single-row p99 on one thread), not on the Python bundle.
+    """
+    from loopml.export.device import choose_on_device
+    from loopml.training.models.baselines import BASELINE_MODELS
+
+    scored = [r for r in results if r.error is None and r.value is not None and r.bundle is not None]
+    if not scored:
+        raise ModelError("no candidate could be trained:\n  " + "\n  ".join(f"{r.name}: {r.error}" for r in results))
+    baseline = next((r for r in scored if r.model_type in BASELINE_MODELS), None)
+    models = [r for r in scored if r is not baseline] or scored
+    cloud = max(models, key=lambda r: metric.signed(r.value or 0.0))
+    say("on-device: exporting, compressing and measuring variants in ONNX Runtime", 0.96)
+    tr = data.spec.training
+    choice = choose_on_device(data, results, metric, constraints, cloud, baseline=baseline, n_boot=n_boot,
+                              seed=tr.seed)
+    v, m = choice.variant, choice.measured
+    manifest = make_manifest(
+        data.transform, v.bundle.model, schema=data.schema, classes=data.classes, negative_rate=data.negative_rate,
+        extra={"candidate": v.name, "validation": {metric.name: m.value},
+               "device": {"variant": v.name, "technique": v.technique, "base": v.base, "size_bytes": len(v.onnx),
+                          "p99_ms": m.p99_ms, "runtime": "onnxruntime"}},
+    )
+    winner = CandidateResult(
+        name=v.name, model_type=v.bundle.model.name, params=v.bundle.model.config.model_dump(mode="json"),
+        tuned=False, metric=metric.name, value=m.value, ci=m.interval, size_bytes=len(v.onnx), eligible=True,
+        bundle=Bundle(data.transform, v.bundle.model, manifest),
+        complexity=getattr(type(v.bundle.model), "complexity", 5),
+    )
+    measure_all([winner], rows, constraints, data.valid_table, latency_calls)
+    if all(r.name != winner.name for r in results):
+        results.append(winner)
+    else:  # the plain export of a cloud candidate won: its row is the winner
+        winner = next(r for r in results if r.name == winner.name)
+        winner.bundle = Bundle(data.transform, winner.bundle.model, manifest) if winner.bundle else None
+        winner.eligible = True
+        winner.reasons = []
+    for r in results:
+        if r is not winner and r.name in {x["name"] for x in choice.section["variants"]}:
+            row = next(x for x in choice.section["variants"] if x["name"] == r.name)
+            r.eligible = bool(row["fits"])
+            r.reasons = list(row["reasons"])
+    say(choice.why, 1.0)
+    return Selection(metric, results, winner, choice.why, list(data.notes), constraints,
+                     device_onnx=v.onnx, on_device=choice.section)

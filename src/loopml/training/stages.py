@@ -137,6 +137,9 @@ class TrainStage(BaseStage):
         if selection.winner.bundle_digest is None:
             raise StageError(f"train: the winner `{selection.winner.name}` has no saved bundle")
         outputs["bundle"] = selection.winner.bundle_digest
+        if selection.device_onnx is not None:  # deployment_target on-device: the chosen variant's ONNX file
+            outputs["device_model"] = ctx.put_bytes(selection.device_onnx, kind="onnx",
+                                                    name=f"device:{selection.winner.name}")
         w = selection.winner
         return StageResult(
             outputs=outputs,
