@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,deep,scale,onnx]"
+	$(BIN)/pip install -q -e ".[dev,deep,scale,onnx,mlflow]"
 	touch $(STAMP)
 
 setup: $(STAMP) services node

@@ -215,3 +215,25 @@ def test_off_policy_intervals_cover_the_true_ctr(p_click: np.ndarray) -> None:
 def test_off_policy_refuses_bad_propensities() -> None:
     with pytest.raises(LoopMLError, match="row 1"):
         ex.ips([1, 0], [0.5, 0.0], [0.5, 0.5])
+
+
+def test_slo_check_catches_a_candidate_with_five_percent_errors() -> None:
+    from loopml.experiments.analysis import slo_check
+    from loopml.serving.metrics import Metrics
+
+    def metrics(challenger_error_rate: float, slow: bool = False) -> str:
+        m = Metrics()
+        rng = np.random.default_rng(0)
+        for version, route, err in (("v1", "production", 0.002), ("v2", "canary", challenger_error_rate)):
+            for _ in range(2_000):
+                code = 503 if rng.random() < err else 200
+                m.observe("/v1/predict", version, route, code, 0.2 if slow and version == "v2" else 0.001, 1)
+        return m.render()
+
+    broken = slo_check(metrics(0.05), "v1", "v2", latency_p99_ms=50)
+    assert broken["breached"] and "v2 error rate" in broken["reasons"][0], broken
+    assert broken["versions"]["v2"]["requests"] == 2_000
+    healthy = slo_check(metrics(0.002), "v1", "v2", latency_p99_ms=50)
+    assert not healthy["breached"], healthy
+    slow = slo_check(metrics(0.002, slow=True), "v1", "v2", latency_p99_ms=50)
+    assert slow["breached"] and "p99 latency" in slow["reasons"][0]

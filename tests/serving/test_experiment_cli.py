@@ -59,7 +59,8 @@ def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, cli
     server = start_server(["--project", str(project)], tmp_path)
     try:
         send(server, rows[:300], labels[:300])
-        out = cli("experiment", "status", "--json", "-p", str(project), check=True).stdout
+        out = cli("experiment", "status", "--json", "--metrics-url", f"http://{server.host}:{server.port}/metrics",
+                  "-p", str(project), check=True).stdout
         done = cli("experiment", "status", "--rollback-on-breach", "-p", str(project))
         assert done.returncode == 3, done.stdout + done.stderr
         time.sleep(1.0)  # the server follows the registry (registry_poll_seconds 0.3)
@@ -78,6 +79,7 @@ def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, cli
     assert arms["canary"]["model_version"] == "v3" and arms["production"]["model_version"] == "v1"
     assert arms["canary"]["score_sd"] < 1e-9 and res["guardrail"]["constant_scores"] and res["breached"]
     assert res["srm"]["mismatch"] is False
+    assert res["slo"]["versions"]["v3"]["requests"] > 0 and res["slo"]["versions"]["v3"]["errors"] == 0
     assert res["online"]["n_control"] + res["online"]["n_treatment"] == 300  # feedback joined per arm
     assert "rolled back" in done.stdout
     last = Registry(ws).history()[-1]

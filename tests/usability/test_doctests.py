@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "loopml.mlflow_export",
     "loopml.serving.address",
     "loopml.spec.scaffold",
 ]

@@ -28,13 +28,39 @@ TAU = typer.Option(0.01, "--tau", min=1e-9, help="Mixture sd of the sequential t
 ALPHA = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="False-positive level (valid at every look).")
 
 
-def _analyse(project: Path, experiment: str | None, alpha: float, tau: float) -> tuple[Any, Any]:
-    from loopml.experiments.analysis import analyse
+METRICS_URL = typer.Option(
+    None, "--metrics-url",
+    help="The service's /metrics URL (e.g. http://127.0.0.1:8700/metrics): adds the SLO check of the challenger "
+    "(error rate vs the incumbent, p99 vs requirements.constraints.latency_p99_ms).")
+
+
+def _analyse(project: Path, experiment: str | None, alpha: float, tau: float,
+             metrics_url: str | None = None) -> tuple[Any, Any]:
+    from loopml.experiments.analysis import INCUMBENT, analyse, slo_check
     from loopml.monitoring.logs import read_labelled, read_predictions
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
-    return ws, analyse(read_predictions(ws), read_labelled(ws), experiment, alpha=alpha, tau=tau)
+    res = analyse(read_predictions(ws), read_labelled(ws), experiment, alpha=alpha, tau=tau)
+    if metrics_url:
+        import urllib.request
+
+        from loopml.errors import LoopMLError
+
+        if not metrics_url.startswith(("http://", "https://")):
+            raise LoopMLError(f"--metrics-url must be an http(s) URL, got `{metrics_url}`")
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=10) as r:
+                text = r.read().decode()
+        except OSError as exc:
+            raise LoopMLError(f"service metrics {metrics_url}: cannot be read ({exc})",
+                              hint="is `loopml serve` running?") from None
+        inc = next((a["model_version"] for a in res.arms if a["route"] in INCUMBENT), None)
+        ch = next((a["model_version"] for a in res.arms if a["route"] not in INCUMBENT), None)
+        if inc and ch:
+            budget = ws.spec.requirements.constraints.latency_p99_ms
+            res.slo = slo_check(text, inc, ch, latency_p99_ms=budget, alpha=alpha)
+    return ws, res
 
 
 def _print(res: Any) -> None:
@@ -51,6 +77,9 @@ def _print(res: Any) -> None:
     if res.guardrail:
         console.print(f"guardrail ({res.guardrail['check']}): "
                       f"{'BREACHED: ' + res.guardrail['reason'] if res.guardrail['breached'] else 'ok'}")
+    if res.slo:
+        per = ", ".join(f"{v}: {d['requests']} requests, {d['errors']} errors" for v, d in res.slo["versions"].items())
+        console.print(f"SLO ({per}): {'BREACHED: ' + '; '.join(res.slo['reasons']) if res.slo['breached'] else 'ok'}")
     if res.online:
         o = res.online
         console.print(f"online metric ({o['test']}): control {o['mean_control']:.4f} (n {o['n_control']}), "
@@ -90,13 +119,14 @@ def status(
         help="When a guardrail or the sample-ratio check fails, archive the challenger (canary/shadow) at once; "
         "the registry history records why, with the evidence. Exit code 3 after a rollback."),
     as_json: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
+    metrics_url: str | None = METRICS_URL,
     alpha: float = ALPHA,
     tau: float = TAU,
 ) -> None:
-    """Arms, sample ratio, shadow agreement, guardrail and the sequential A/B test of one experiment."""
+    """Arms, sample ratio, shadow agreement, guardrail, SLOs and the sequential A/B test of one experiment."""
     from loopml.experiments.records import get
 
-    ws, res = _analyse(project, experiment, alpha, tau)
+    ws, res = _analyse(project, experiment, alpha, tau, metrics_url)
     rec = get(ws, res.experiment, missing_ok=True)
     if as_json:
         console.print_json(json.dumps({**res.as_dict(), "record": rec}, default=str))

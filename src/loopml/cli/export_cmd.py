@@ -20,11 +20,19 @@ FORMATS = ("onnx",)
 
 
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="File to write (e.g. model.onnx)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File to write (e.g. model.onnx); with --format."),
     fmt: str = typer.Option("onnx", "--format", help=f"Artifact format: {', '.join(FORMATS)}."),
     version: str | None = typer.Option(None, "--version", help="Model version (default: production, else the newest)."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (version, path, size, inputs, parity)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (version, path, size, inputs, parity; "
+                                 "with --to mlflow: tracking_uri, experiment, experiment_id, exported, skipped)."),
+    to: str | None = typer.Option(
+        None, "--to", help="Instead of a file: write the project's runs to this tracking system: mlflow (params, "
+        "metrics with intervals, verdict and lineage tags, report files as artifacts)."),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="With --to mlflow: the MLflow tracking URI (default: mlruns/ in the project)."),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="With --to mlflow: experiment name (default: spec.project.name)."),
 ) -> None:
     """Export a model version as one portable file.
 
@@ -34,10 +42,21 @@ def export(
     test split in ONNX Runtime and in Python first and refuses to write when they differ by more than 1e-5;
     a transform or model without an ONNX form is refused with its name.
 
+    `--to mlflow` writes every run of the project (runs already there are skipped) into an MLflow tracking
+    store, one MLflow run each: params, metrics with their intervals, tags for the verdict and the lineage
+    digests, the report files as artifacts (`loopml.mlflow_export`).
+
     Examples: `loopml export --format onnx -p shop --out shop.onnx`,
-    `loopml export --format onnx --version v3 -p shop --out v3.onnx --json`.
+    `loopml export --format onnx --version v3 -p shop --out v3.onnx --json`,
+    `loopml export --to mlflow -p shop --tracking-uri ./mlruns`.
     """
     from loopml.workspace import Workspace
+
+    if to is not None:
+        _export_tracking(project, to, tracking_uri, experiment, as_json)
+        return
+    if out is None:
+        raise SpecError("--out FILE is needed with --format (or use --to mlflow)")
 
     if fmt not in FORMATS:
         raise SpecError(f"--format {fmt!r} is not supported (supported: {', '.join(FORMATS)})")
@@ -62,6 +81,23 @@ def export(
     console.print(res.parity.line(), highlight=False)
     console.print(f"wrote {res.path} ({res.size_bytes / 1024:.1f} KB): {res.version_id} ({res.model_type}), "
                   f"{len(res.inputs)} inputs, output `score`", highlight=False)
+
+
+def _export_tracking(project: Path, to: str, tracking_uri: str | None, experiment: str | None, as_json: bool) -> None:
+    from loopml.cli.project import open_project
+
+    if to != "mlflow":
+        raise SpecError(f"--to {to!r} is not supported (supported: mlflow)")
+    from loopml.mlflow_export import export_runs
+
+    res = export_runs(open_project(project), tracking_uri, experiment=experiment)
+    if as_json:
+        sys.stdout.write(json.dumps({"tracking_uri": res.tracking_uri, "experiment": res.experiment,
+                                     "experiment_id": res.experiment_id, "exported": res.exported,
+                                     "skipped": res.skipped}, indent=1) + "\n")
+        return
+    console.print(f"MLflow {res.tracking_uri}, experiment `{res.experiment}` ({res.experiment_id}): "
+                  f"{len(res.exported)} run(s) exported, {len(res.skipped)} already there", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

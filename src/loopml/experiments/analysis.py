@@ -44,17 +44,21 @@ class ExperimentAnalysis:
     shadow: list[dict[str, Any]] = field(default_factory=list)
     guardrail: dict[str, Any] | None = None
     online: dict[str, Any] | None = None
+    slo: dict[str, Any] | None = None
 
     @property
     def breached(self) -> bool:
         """Whether a guardrail or the SRM check failed (the challenger should not get more traffic)."""
-        return bool((self.guardrail and self.guardrail["breached"]) or (self.srm and self.srm["mismatch"]))
+        return bool((self.guardrail and self.guardrail["breached"]) or (self.srm and self.srm["mismatch"])
+                    or (self.slo and self.slo["breached"]))
 
     def reasons(self) -> list[str]:
         """One line per failed check, with its evidence."""
         out = []
         if self.guardrail and self.guardrail["breached"]:
             out.append(self.guardrail["reason"])
+        if self.slo and self.slo["breached"]:
+            out.extend(self.slo["reasons"])
         if self.srm and self.srm["mismatch"]:
             out.append(f"sample-ratio mismatch: counts {self.srm['counts']} vs planned shares "
                        f"{[round(s, 4) for s in self.srm['expected_shares']]} (chi2 {self.srm['chi2']:.1f}, "
@@ -64,7 +68,7 @@ class ExperimentAnalysis:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return {"experiment": self.experiment, "arms": self.arms, "srm": self.srm, "shadow": self.shadow,
-                "guardrail": self.guardrail, "online": self.online, "breached": self.breached,
+                "guardrail": self.guardrail, "online": self.online, "slo": self.slo, "breached": self.breached,
                 "reasons": self.reasons()}
 
 
@@ -160,4 +164,49 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
     return res
 
 
-__all__ = ["ExperimentAnalysis", "analyse", "experiments_in"]
+def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99_ms: float | None = None,
+              min_error_increase: float = 0.01, alpha: float = 0.05) -> dict[str, Any]:
+    """SLOs of the challenger from the service's Prometheus metrics (``/metrics`` text), per model version.
+
+    Error rate: non-2xx answers of ``/v1/predict`` (client errors fall on both arms alike, so the
+    comparison stays fair); a breach is a rate at least ``min_error_increase`` above the incumbent's and
+    significantly so (Fisher's exact test, one-sided). Latency: the challenger's p99 (histogram) above
+    ``latency_p99_ms`` when given.
+    """
+    from loopml.monitoring.ops import histogram_quantile, parse_prometheus
+
+    arms: dict[str, dict[str, Any]] = {v: {"requests": 0.0, "errors": 0.0, "buckets": {}} for v in (incumbent, challenger)}
+    for name, labels, value in parse_prometheus(metrics_text):
+        v = labels.get("model_version")
+        if v not in arms or labels.get("endpoint") != "/v1/predict":
+            continue
+        if name == "loopml_requests_total":
+            arms[v]["requests"] += value
+            if not labels.get("code", "").startswith("2"):
+                arms[v]["errors"] += value
+        elif name == "loopml_request_duration_seconds_bucket":
+            le = labels.get("le", "+Inf")
+            arms[v]["buckets"][le] = arms[v]["buckets"].get(le, 0.0) + value
+    out: dict[str, Any] = {"versions": {}, "reasons": []}
+    for v, a in arms.items():
+        n = a["requests"]
+        out["versions"][v] = {"requests": int(n), "errors": int(a["errors"]),
+                              "error_rate": a["errors"] / n if n else None,
+                              "latency_p99_ms": histogram_quantile(0.99, a["buckets"]) * 1000 if a["buckets"] else None}
+    ci, ch = out["versions"][incumbent], out["versions"][challenger]
+    if ch["requests"] and ci["requests"]:
+        table = [[ch["errors"], ch["requests"] - ch["errors"]], [ci["errors"], ci["requests"] - ci["errors"]]]
+        p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+        out["error_p_value"] = p
+        if ch["error_rate"] - ci["error_rate"] >= min_error_increase and p < alpha:
+            out["reasons"].append(
+                f"{challenger} error rate {ch['error_rate']:.2%} ({ch['errors']}/{ch['requests']}) vs {incumbent} "
+                f"{ci['error_rate']:.2%} ({ci['errors']}/{ci['requests']}), Fisher p {p:.2g}")
+    p99 = ch["latency_p99_ms"]
+    if latency_p99_ms is not None and p99 is not None and math.isfinite(p99) and p99 > latency_p99_ms:
+        out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms above the SLO {latency_p99_ms} ms")
+    out["breached"] = bool(out["reasons"])
+    return out
+
+
+__all__ = ["ExperimentAnalysis", "analyse", "experiments_in", "slo_check"]
