@@ -74,6 +74,10 @@ def _print(res: Any) -> None:
     for s in res.shadow:
         console.print(f"shadow agreement: {s['pairs']} pairs, score correlation {s['score_correlation']:.3f}, "
                       f"decision flips {s['decision_flips']:.1%}, mean |score diff| {s['mean_abs_score_diff']:.4f}")
+        q = s.get("quality")
+        if q:
+            console.print(f"shadow quality on {q['pairs']} labelled requests: {q['metric']} {q['difference']:+.5f} "
+                          f"[{q['ci_low']:+.5f}, {q['ci_high']:+.5f}]")
     if res.guardrail:
         console.print(f"guardrail ({res.guardrail['check']}): "
                       f"{'BREACHED: ' + res.guardrail['reason'] if res.guardrail['breached'] else 'ok'}")
