@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,3 +98,34 @@ def test_evaluation_charts_draw_with_missing_values():
     assert "<rect" in bar_chart(["a", "b"], [None, 0.5], title="t", xlabel="x", errors=[(None, None), (0.4, 0.6)])
     cells = heatmap([[3, None], [float("nan"), 5]], ["0", "1"], title="confusion")  # type: ignore[list-item]
     assert ">3<" in cells and ">5<" in cells and cells.count(">–<") == 2
+
+
+def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_computed(demo_project, tmp_path):
+    import pyarrow.parquet as pq
+    from starlette.testclient import TestClient
+
+    from loopml.monitoring.logs import predictions_dir
+    from loopml.serving.auth import AdminAuth
+    from loopml.serving.logs import SegmentStore
+    from loopml.webui import create_app
+    from loopml.workspace import Workspace
+
+    proj = copy_project(demo_project, tmp_path / "p")
+    app = create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None))
+    client = TestClient(app)
+    first = client.get("/monitoring")
+    assert first.status_code == 200 and "a newer one is being computed" not in first.text
+    rows = re.search(r"([\d,]+) logged predictions", first.text).group(1)  # type: ignore[union-attr]
+    # the log grows: the page answers at once from the report it has, and says a newer one is coming
+    folder = predictions_dir(Workspace.open(proj))
+    table = pq.read_table(sorted(folder.glob("*.parquet"))[0])
+    SegmentStore(folder).write(table, "extra-000001.parquet")
+    stale = client.get("/monitoring")
+    assert "a newer one is being computed" in stale.text and f"{rows} logged predictions" in stale.text
+    for _ in range(600):  # the background computation finishes; then the page shows the grown log
+        page = client.get("/monitoring").text
+        if "a newer one is being computed" not in page:
+            break
+        time.sleep(0.1)
+    grown = int(rows.replace(",", "")) + table.num_rows
+    assert f"{grown:,} logged predictions" in page
