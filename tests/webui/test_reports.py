@@ -1,4 +1,5 @@
-"""Reports keep their history per run; the monitoring report and page with several windows draw lines."""
+"""Reports keep their history per run; the monitoring report and page with several windows draw lines;
+the design document says whose metrics it shows."""
 
 from __future__ import annotations
 
@@ -70,9 +71,27 @@ def test_the_monitoring_report_with_several_windows_draws_lines(several_windows)
     data = json.loads(json_path.read_text())
     assert len(data["windows"]) == 3
     page = html_path.read_text()
-    # every drift chart of a feature is a polyline through the three windows, not a lone dot
-    lines = re.findall(r'<polyline [^>]*points="([^"]+)"', page)
-    assert lines and max(len(p.split()) for p in lines) == 3
+    # every feature's drift chart holds the three windows, each series drawn as a line through them
+    specs = [json.loads(m) for m in re.findall(r'<script type="application/json" id="chart-feature-\d+">(.*?)</script>',
+                                               page)]
+    assert len(specs) == len(data["windows"][-1]["features"])
+    for spec in specs:
+        assert len(spec["x"]) == 3 and sum(v is not None for v in spec["series"][0]["values"]) == 3
+    assert "http://" not in page and "https://cdn" not in page  # self-contained: uPlot is inlined
+
+
+def test_the_exported_monitoring_report_draws_in_a_browser(several_windows, browser, screenshots):
+    from loopml.monitoring.report import write_report
+    from loopml.workspace import Workspace
+
+    html_path, _ = write_report(Workspace.open(several_windows))
+    browser.get_log("browser")
+    browser.get(html_path.as_uri())
+    charts = browser.execute_script("return window.loopmlCharts.map(c => [c.id, c.data[0].length]);")
+    assert ["chart-drift", 3] in charts and any(c[0].startswith("chart-distribution") for c in charts)
+    assert browser.execute_script("return document.querySelectorAll('.chart canvas').length") == len(charts)
+    browser.save_screenshot(str(screenshots / "monitoring_report_file.png"))
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def test_the_monitoring_page_with_several_windows_draws_lines(several_windows, browser, screenshots):
@@ -129,3 +148,13 @@ def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_c
         time.sleep(0.1)
     grown = int(rows.replace(",", "")) + table.num_rows
     assert f"{grown:,} logged predictions" in page
+
+
+def test_the_design_document_says_whose_metrics_it_shows(demo_project):
+    from loopml.reporting import build_design
+    from loopml.workspace import Workspace
+
+    glance = dict(build_design(Workspace.open(demo_project)).glance)
+    # the demo's retraining registered v2 (not promoted): its test metric is labelled as v2's, not beside "v1" bare
+    assert "test roc_auc of v2" in glance and "verdict of v2" in glance
+    assert glance["in production"].startswith("v1 (not v2")

@@ -324,3 +324,31 @@ def distribution_chart(name: str, dist: dict[str, Any]) -> dict[str, Any]:
     return {"title": f"{name}: reference vs latest window", "kind": "bars", "x": idx, "labels": dist["labels"],
             "ylabel": "share", "series": [{"label": "reference", "values": dist["reference"]},
                                           {"label": f"current ({dist['rows']:,} rows)", "values": dist["current"]}]}
+
+
+def feature_drift_charts(data: dict[str, Any], psi_threshold: float, prediction: str = "score") -> list[dict[str, Any]]:
+    """One chart per watched column: PSI and effect (dashed) over the windows, with the PSI threshold."""
+    windows = data.get("windows") or []
+    xs = [_epoch(w["window_start"]) for w in windows]
+    names = list(dict.fromkeys(f for w in windows for f in (w.get("features") or {})))
+    out = []
+    for name in names:
+        def values(stat: str, name: str = name) -> list[Any]:
+            return [((w.get("features") or {}).get(name) or {}).get(stat) for w in windows]
+
+        out.append({"title": "prediction (score)" if name == prediction else name, "kind": "time", "x": xs,
+                    "hline": psi_threshold, "series": [{"label": "PSI", "values": values("psi")},
+                                                       {"label": "effect", "values": values("effect"), "dash": True}]})
+    return out
+
+
+OPS_METRICS = (("requests_per_s", "requests per second"), ("latency_p50_ms", "latency p50 (ms)"),
+               ("latency_p99_ms", "latency p99 (ms)"), ("error_rate", "error rate"), ("cpu_percent", "CPU %"))
+
+
+def ops_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's request rate, latency, errors and CPU between scrapes of its ``/metrics``."""
+    rows = data.get("ops") or []
+    xs = [_epoch(r["at"]) for r in rows]
+    return [{"title": title, "kind": "time", "x": xs, "series": [{"label": metric, "values": [r.get(metric) for r in rows]}]}
+            for metric, title in OPS_METRICS if any(r.get(metric) is not None for r in rows)]
