@@ -148,7 +148,11 @@ def _quantize(model_bytes: bytes, quantize_dynamic: Any, qint8: Any) -> bytes:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(model_bytes)
         quantize_dynamic(str(src), str(dst), weight_type=qint8, op_types_to_quantize=["MatMul", "Gather"])
-        return dst.read_bytes()
+        import onnx
+
+        m = onnx.load_from_string(dst.read_bytes())
+        del m.graph.value_info[:]  # shapes the quantizer inferred: not needed to run, only bytes on the device
+        return bytes(m.SerializeToString())
 
 
 # -- model-level compression -------------------------------------------------------------------------
