@@ -312,6 +312,7 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
         return page(request, "monitoring.html", "monitoring", data=data, feature=feature, window=window, dist=dist,
                     refreshing=refreshing, seconds=seconds,
                     charts=views.monitoring_charts(data, ws.spec.monitoring.drift.psi_threshold),
+                    ops_charts=views.ops_charts(data),
                     dist_chart=views.distribution_chart(feature, dist) if feature and dist else None)
 
     def design(request: Request) -> Response:
