@@ -41,7 +41,8 @@ def _analyse(project: Path, experiment: str | None, alpha: float, tau: float,
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
-    res = analyse(read_predictions(ws), read_labelled(ws), experiment, alpha=alpha, tau=tau)
+    res = analyse(read_predictions(ws, shadows=True), read_labelled(ws, shadows=True), experiment, alpha=alpha,
+                  tau=tau)
     if metrics_url:
         import urllib.request
 
@@ -253,7 +254,8 @@ def stop(
     if rec["status"] != "running":
         raise LoopMLError(f"experiment `{rec['name']}` already ended ({rec['status']})")
     try:
-        res = analyse(read_predictions(ws), read_labelled(ws), rec["name"], alpha=alpha, tau=tau)
+        res = analyse(read_predictions(ws, shadows=True), read_labelled(ws, shadows=True), rec["name"], alpha=alpha,
+                      tau=tau)
         evidence: dict[str, Any] | None = res.as_dict()
     except NotFound:
         res, evidence = None, None
