@@ -227,3 +227,89 @@ def test_segments_left_by_a_crash_mid_compaction_are_repaired(tmp_path: Path) ->
 def test_a_journal_kind_must_be_known(tmp_path: Path, kind: str) -> None:
     with pytest.raises(ValueError, match="predictions"):
         Journal(tmp_path, kind, writer=False)
+
+
+def _all_rows(d: Path) -> list[tuple]:
+    return duckdb.sql(
+        f"select request_id, ts, model_version, route, score, prediction, client_request_id, experiment, propensity, a, b "
+        f"from read_parquet('{d}/*.parquet', union_by_name=true) order by request_id"
+    ).fetchall()
+
+
+def _same(got: list[tuple], want: list[tuple]) -> None:
+    assert len(got) == len(want)
+    for g, e in zip(got, want):
+        for x, y in zip(g, e):
+            assert (x is None and y is None) or (isinstance(x, float) and np.isnan(x) and np.isnan(y)) or x == y, (g, e)
+
+
+def test_raw_rows_travel_as_binary_blocks_and_land_like_the_in_process_log(tmp_path: Path) -> None:
+    """Single raw rows (kept column by column) and many-row requests (one block each) with client ids,
+    experiments and NaN inputs; the writer reads them in small slices, and a second writer resumes
+    after the first one's last segment (its schemas read back from the binary journal)."""
+    rng = np.random.default_rng(0)
+    t = now_us()
+    recs: list[tuple] = []
+    for i in range(2_500):
+        x = rng.normal(size=2)
+        if i % 7 == 0:
+            x[1] = np.nan
+        arm = ("v1", "production", None, None) if i % 3 else ("v2", "canary", "exp-1", 0.25)
+        recs.append((f"r{i:05d}", t + i, arm[0], arm[1], float(rng.random()), float(i % 2), x, NUMERIC,
+                     f"client-{i}" if i % 5 == 0 else None, arm[2], arm[3]))
+    for b in range(3):
+        m = rng.normal(size=(40, 2))
+        m[3, 0] = np.nan
+        recs.append(([f"blk{b}-{k:03d}" for k in range(40)], t + 10_000 + b, "v1", "production", rng.random(40),
+                     np.ones(40), m, NUMERIC, "batch-7" if b == 1 else None))
+    j = Journal(tmp_path / "j", "predictions", writer=False, flush_rows=700)
+    for r in recs[:1500]:
+        j.append(r)
+    j.flush()
+    w1 = JournalWriter(tmp_path / "j", "predictions", compact_seconds=0, slice_bytes=4096)
+    assert w1.pass_once() == 1500
+    w1.close()
+    for r in recs[1500:]:
+        j.append(r)
+    j.close()
+    journal_bytes = sum(p.stat().st_size for p in (tmp_path / "j" / JOURNAL_DIR).glob("*.jnl"))
+    assert journal_bytes > 0
+    w2 = JournalWriter(tmp_path / "j", "predictions", compact_seconds=0, slice_bytes=4096)
+    assert w2.pass_once() == 1000 + 120
+    assert w2.bad_lines == 0 and w2.torn_bytes == 0
+    (tmp_path / "ref").mkdir()
+    pq.write_table(prediction_table(recs), tmp_path / "ref" / "x.parquet")
+    _same(_all_rows(tmp_path / "j"), _all_rows(tmp_path / "ref"))
+    assert not list((tmp_path / "j" / JOURNAL_DIR).glob("*.jnl"))
+
+
+def test_a_corrupted_block_is_quarantined_and_a_torn_one_kept_exactly(tmp_path: Path) -> None:
+    from binascii import a2b_base64
+
+    from loopml.serving.journal import encode_block
+
+    j = Journal(tmp_path, "predictions", writer=False)
+    j.append(("good", now_us(), "v1", "production", 0.5, 1.0, np.array([1.0, 2.0]), NUMERIC))
+    j.flush()
+    path = next((tmp_path / JOURNAL_DIR).glob("*.jnl"))
+    j.close()
+    ts, s = np.array([now_us()], np.int64), np.array([0.5])
+    # a block whose parts do not match its schema (3 inputs per row for a 2-input schema)
+    bad = b"".join(bytes(memoryview(b)) for b in encode_block(0, "v1", "production", ["bad"], ts, s, s,
+                                                              np.zeros(3)))
+    # then a good one, then one cut short by a crash
+    ok = b"".join(bytes(memoryview(b)) for b in encode_block(0, "v1", "production", ["ok-2"], ts, s, s,
+                                                             np.array([3.0, 4.0])))
+    torn = ok.replace(b"ok-2", b"cut!")[:-9]
+    with open(path, "ab") as f:
+        f.write(bad + ok + torn)
+    w = JournalWriter(tmp_path, "predictions")
+    assert w.pass_once() == 2
+    assert w.bad_lines == 1 and w.torn_bytes == len(torn)
+    quarantined = json.loads((tmp_path / JOURNAL_DIR / f"{path.stem}.bad").read_text())
+    assert "expected [4, 8, 8, 8, 16]" in quarantined["reason"] and '"blk":1' in quarantined["line"]
+    kept = json.loads((tmp_path / JOURNAL_DIR / f"{path.stem}.torn").read_text())
+    assert a2b_base64(kept["bytes_base64"]) == torn
+    assert sorted(r[0] for r in duckdb.sql(f"select request_id from read_parquet('{tmp_path}/*.parquet')").fetchall()) \
+        == ["good", "ok-2"]
+    assert not path.exists()
