@@ -14,6 +14,7 @@ from loopml.serving.servable import Servable
 from loopml.training.bundle import Bundle, load_bundle
 from loopml.workspace import Workspace
 from tests.examples.test_examples import _small_copy
+from tests.export.conftest import node_scores
 from tests.export.test_onnx_export import _bundle
 from tests.serving.conftest import start_server
 
@@ -60,3 +61,24 @@ def test_onnx_servable_keeps_the_chosen_int8_compression(german_binary):
     assert abs(one - device_one) <= 1e-4
     q, plain = model_artifact(b), model_artifact(Bundle(b.transform, b.model, {}))
     assert b"DynamicQuantizeLinear" in q and b"DynamicQuantizeLinear" not in plain and len(q) < len(plain)
+
+
+def test_the_exported_file_of_an_int8_winner_is_int8_with_its_drift_measured(german_binary, tmp_path):
+    from loopml.export.compression import for_device
+    from loopml.export.onnx_export import check_parity
+
+    b = _bundle(german_binary, "mlp")
+    fp32 = bundle_to_onnx(b).SerializeToString()
+    assert for_device(b, fp32) == (None, fp32)  # a cloud winner is written as is
+    b = Bundle(b.transform, b.model, {"device": {"technique": "int8"}})
+    kind, data = for_device(b, fp32)
+    assert kind == "int8" and b"DynamicQuantizeLinear" in data
+    drift = check_parity(b, data, german_binary.test, tolerance=float("inf"))
+    assert 1e-7 < drift.max_abs_diff < 0.05  # measured, small, and not zero: the weights are int8
+    # the quantised file runs off Python too: ONNX Runtime for Node.js gives the Python runtime's int8 scores
+    path = tmp_path / "int8.onnx"
+    path.write_bytes(data)
+    inputs = feeds(b.transform, german_binary.test)
+    js = node_scores(path, inputs, tmp_path)
+    assert np.abs(js - run(session(data), inputs)).max() <= 1e-5
+    assert for_device(Bundle(b.transform, b.model, {"device": {"technique": "fp16"}}), fp32)[0] == "fp16"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import inspect
 
 from starlette.testclient import TestClient
@@ -71,3 +72,30 @@ def test_runs_are_paginated_newest_first(tmp_path):
     assert 'href="/runs?page=2"' in first and "run0069" not in first
     last = client.get("/runs?page=3").text
     assert "run0000" in last and "run0020" not in last and 'href="/runs?page=2"' in last
+
+
+def test_the_quarantine_browser_shows_each_row_with_its_reason(tmp_path):
+    import pyarrow as pa
+
+    from loopml.data.snapshots import write_snapshot
+    from loopml.spec.data import Verification
+    from loopml.validation.profile import profile_table
+    from loopml.validation.quarantine import store_quarantine
+    from loopml.validation.schema import infer_schema
+    from loopml.validation.validator import validate_table
+
+    ws = Workspace.open(tmp_path)
+    ref = pa.table({"k": list(range(100)), "v": [i % 10 for i in range(100)]})
+    cur = pa.table({"k": list(range(100)), "v": [99 if i % 4 == 0 else i % 10 for i in range(100)]})
+    snap = write_snapshot(ws, cur, kind="full", parent=None, config_hash="c" * 64, execution_id=None, manifest_extra={})
+    out = validate_table(cur, infer_schema(profile_table(ref), unique_keys=["k"]), profile_table(ref),
+                         Verification(max_quarantine_rate=1.0))
+    n, _, _ = store_quarantine(ws, out, execution_id="e1", snapshot_id=snap.snapshot_id)
+    client = TestClient(create_app(tmp_path, auth=AdminAuth("X", token=None), warm=False))
+    listing = client.get("/data").text
+    assert snap.snapshot_id in listing and f">{n}<" in listing  # quarantined rows counted per snapshot
+    page = client.get(f"/data/{snap.snapshot_id}?tab=quarantine").text
+    rows = page.split('id="quarantine"')[1]
+    assert rows.count("<tr>") == n + 1 and "99" in rows  # every row (header + n), its value and reason
+    for reason in set(out.quarantine.column("reason").to_pylist()):
+        assert html.escape(reason) in rows

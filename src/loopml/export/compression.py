@@ -155,6 +155,17 @@ def _quantize(model_bytes: bytes, quantize_dynamic: Any, qint8: Any) -> bytes:
         return bytes(m.SerializeToString())
 
 
+def for_device(bundle: Bundle, model_bytes: bytes) -> tuple[str | None, bytes]:
+    """The weight compression the on-device selection chose for this bundle (``manifest["device"]["technique"]``:
+    int8 for ``int8``/``prune``/``distill+int8`` winners, fp16 for ``fp16``) applied to an ONNX graph of it."""
+    technique = str((bundle.manifest.get("device") or {}).get("technique", ""))
+    if "int8" in technique or technique == "prune":
+        return "int8", int8_dynamic(model_bytes)
+    if technique == "fp16":
+        return "fp16", fp16_weights(model_bytes)
+    return None, model_bytes
+
+
 # -- model-level compression -------------------------------------------------------------------------
 def first_trees(bundle: Bundle, n_trees: int) -> Bundle:
     """A LightGBM bundle keeping only its first ``n_trees`` boosting rounds."""

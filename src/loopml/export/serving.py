@@ -20,16 +20,10 @@ BACKENDS = ("python", "onnx")
 
 def model_artifact(bundle: Any) -> bytes:
     """The bundle's model as ONNX (features in, ``score`` out), with the chosen variant's weight compression."""
-    from loopml.export.compression import fp16_weights, int8_dynamic
+    from loopml.export.compression import for_device
     from loopml.export.onnx_export import model_to_onnx
 
-    data = bytes(model_to_onnx(bundle).SerializeToString())
-    technique = str((bundle.manifest.get("device") or {}).get("technique", ""))
-    if "int8" in technique or technique == "prune":
-        return int8_dynamic(data)
-    if technique == "fp16":
-        return fp16_weights(data)
-    return data
+    return for_device(bundle, bytes(model_to_onnx(bundle).SerializeToString()))[1]
 
 
 class OnnxScorer:
