@@ -172,8 +172,10 @@ def ops_cmd(
     rows.append(("since", s["since"]))
     console.print(table(f"service operations, last {window}", ["metric", "value"], rows))
     if s["by_version"]:
-        console.print(table("by model version", ["model version", "state", "requests", "latency p99 ms"], [
-            (v, s["models_loaded"].get(v, ""), _fmt(d["requests"]), _fmt(d["latency_p99_ms"]))
+        console.print(table("by model version (arm)", ["model version", "state", "requests", "errors", "error rate",
+                                                      "latency p99 ms"], [
+            (v, s["models_loaded"].get(v, ""), _fmt(d["requests"]), _fmt(d.get("errors")), _fmt(d.get("error_rate")),
+             _fmt(d["latency_p99_ms"]))
             for v, d in sorted(s["by_version"].items())
         ]))
 
