@@ -91,6 +91,8 @@ def test_scrape_and_window_summary_from_the_real_exposition(project: Path, metri
     assert s["errors"] == 10 and s["error_rate"] == pytest.approx(10 / 51)
     assert 10 < s["latency_p50_ms"] <= 25 and s["latency_p99_ms"] <= 25
     assert s["by_version"]["v1"]["requests"] == 50
+    assert s["by_version"]["v1"]["errors"] == 10 and s["by_version"]["v1"]["error_rate"] == pytest.approx(0.2)
+    assert s["by_version"]["v2"]["errors"] == 0
     assert s["memory_mb"] > 1 and "requests_per_s" in s and s["since"] != "process start"
     series = ops_series(ws)  # the report's time series: one interval between the two stored scrapes
     assert len(series) == 1 and series[0]["requests"] == 51 and series[0]["error_rate"] == pytest.approx(10 / 51)

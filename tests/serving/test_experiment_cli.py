@@ -92,7 +92,7 @@ def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, cli
 
 def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) -> None:
     ws = Workspace.open(tmp_path / "p", click_spec())
-    d1, d2 = train_bundle(ws, click, n_estimators=20, seed=0), train_bundle(ws, click, n_estimators=20, seed=1)
+    d1, d2 = train_bundle(ws, click, n_estimators=20, seed=0), train_bundle(ws, click, n_estimators=30, seed=1)
     from loopml.serving import Servable
     from loopml.training.bundle import load_bundle
 
@@ -104,10 +104,19 @@ def test_healthy_shadow_passes_its_guardrail(tmp_path: Path, click: pa.Table) ->
                     "route": ["production"] * 400 + ["shadow"] * 400, "experiment": ["shadow-v2"] * 800,
                     "propensity": [1.0] * 800, "score": np.concatenate([sa, sb]),
                     "prediction": np.concatenate([sa > 0.5, sb > 0.5]).astype(float)})
-    res = analyse(log)
+    labels = np.asarray(click.column("click").to_numpy()[:400], dtype=float)
+    labelled = log.append_column("label", pa.array(np.concatenate([labels, labels])))
+    res = analyse(log, labelled)
     assert res.experiment == "shadow-v2" and not res.breached, res.as_dict()
+    q = res.shadow[0]["quality"]
+    want = float(np.mean((sb - labels) ** 2 - (sa - labels) ** 2))
+    assert q["pairs"] == 400 and q["difference"] == pytest.approx(want) and q["ci_low"] < want < q["ci_high"]
     assert res.shadow[0]["pairs"] == 400 and res.shadow[0]["score_correlation"] > 0.8
     assert res.srm is None  # a shadow mirrors all traffic: no split to check
+    shifted = log.set_column(log.column_names.index("score"), "score",
+                             pa.array(np.concatenate([sa, np.minimum(sb + 0.3, 1.0)])))
+    bad = analyse(shifted)
+    assert bad.breached and "KS D" in bad.reasons()[0] and not bad.guardrail["constant_scores"]  # type: ignore[index]
     with pytest.raises(Exception, match="not in the prediction log"):
         analyse(log, experiment="nope")
 

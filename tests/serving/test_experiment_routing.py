@@ -166,6 +166,12 @@ def test_shadow_then_canary_through_the_cli(tmp_path: Path, click: pa.Table, cli
         assert "logs flushed" in server.stop()
     logged = _logged(project)
     assert ("v1", "production", "shadow-v2", 1.0) in logged and ("v2", "shadow", "shadow-v2", 1.0) in logged
+    # monitoring, quality and retraining read what was answered; the experiment analysis reads the shadows too
+    from loopml.monitoring.logs import read_predictions
+
+    ws = Workspace.open(project)
+    assert set(read_predictions(ws).column("route").to_pylist()) == {"production"}
+    assert set(read_predictions(ws, shadows=True).column("route").to_pylist()) == {"production", "shadow"}
 
     (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, fraction: 0.5, experiment: canary-1}\n")
     cli("models", "promote", "v2", "--to", "canary", "--reason", "canary test", "-p", str(project), check=True)

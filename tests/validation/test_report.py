@@ -43,3 +43,7 @@ def test_json_and_html_reports(tmp_path: Path) -> None:
     html = hp.read_text()
     assert html == render_html(rep)
     assert html.count("<svg") == 3 and "<script" not in html and "<link" not in html
+    # failing checks, then the column summaries, then the passing checks folded away
+    first_ok = html.index("<td class='ok'>ok</td>")
+    assert html.index("Failing checks") < html.index("<td class='FAIL'>") < html.index("<h2>Columns") < first_ok
+    assert html.index("<details>") < first_ok

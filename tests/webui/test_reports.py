@@ -1,10 +1,12 @@
-"""Reports keep their history per run; the monitoring report and page with several windows draw lines."""
+"""Reports keep their history per run; the monitoring report and page with several windows draw lines;
+the design document says whose metrics it shows."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,9 +71,27 @@ def test_the_monitoring_report_with_several_windows_draws_lines(several_windows)
     data = json.loads(json_path.read_text())
     assert len(data["windows"]) == 3
     page = html_path.read_text()
-    # every drift chart of a feature is a polyline through the three windows, not a lone dot
-    lines = re.findall(r'<polyline [^>]*points="([^"]+)"', page)
-    assert lines and max(len(p.split()) for p in lines) == 3
+    # every feature's drift chart holds the three windows, each series drawn as a line through them
+    specs = [json.loads(m) for m in re.findall(r'<script type="application/json" id="chart-feature-\d+">(.*?)</script>',
+                                               page)]
+    assert len(specs) == len(data["windows"][-1]["features"])
+    for spec in specs:
+        assert len(spec["x"]) == 3 and sum(v is not None for v in spec["series"][0]["values"]) == 3
+    assert "http://" not in page and "https://cdn" not in page  # self-contained: uPlot is inlined
+
+
+def test_the_exported_monitoring_report_draws_in_a_browser(several_windows, browser, screenshots):
+    from loopml.monitoring.report import write_report
+    from loopml.workspace import Workspace
+
+    html_path, _ = write_report(Workspace.open(several_windows))
+    browser.get_log("browser")
+    browser.get(html_path.as_uri())
+    charts = browser.execute_script("return window.loopmlCharts.map(c => [c.id, c.data[0].length]);")
+    assert ["chart-drift", 3] in charts and any(c[0].startswith("chart-distribution") for c in charts)
+    assert browser.execute_script("return document.querySelectorAll('.chart canvas').length") == len(charts)
+    browser.save_screenshot(str(screenshots / "monitoring_report_file.png"))
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def test_the_monitoring_page_with_several_windows_draws_lines(several_windows, browser, screenshots):
@@ -97,3 +117,44 @@ def test_evaluation_charts_draw_with_missing_values():
     assert "<rect" in bar_chart(["a", "b"], [None, 0.5], title="t", xlabel="x", errors=[(None, None), (0.4, 0.6)])
     cells = heatmap([[3, None], [float("nan"), 5]], ["0", "1"], title="confusion")  # type: ignore[list-item]
     assert ">3<" in cells and ">5<" in cells and cells.count(">–<") == 2
+
+
+def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_computed(demo_project, tmp_path):
+    import pyarrow.parquet as pq
+    from starlette.testclient import TestClient
+
+    from loopml.monitoring.logs import predictions_dir
+    from loopml.serving.auth import AdminAuth
+    from loopml.serving.logs import SegmentStore
+    from loopml.webui import create_app
+    from loopml.workspace import Workspace
+
+    proj = copy_project(demo_project, tmp_path / "p")
+    app = create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None))
+    client = TestClient(app)
+    first = client.get("/monitoring")
+    assert first.status_code == 200 and "a newer one is being computed" not in first.text
+    rows = re.search(r"([\d,]+) logged predictions", first.text).group(1)  # type: ignore[union-attr]
+    # the log grows: the page answers at once from the report it has, and says a newer one is coming
+    folder = predictions_dir(Workspace.open(proj))
+    table = pq.read_table(sorted(folder.glob("*.parquet"))[0])
+    SegmentStore(folder).write(table, "extra-000001.parquet")
+    stale = client.get("/monitoring")
+    assert "a newer one is being computed" in stale.text and f"{rows} logged predictions" in stale.text
+    for _ in range(600):  # the background computation finishes; then the page shows the grown log
+        page = client.get("/monitoring").text
+        if "a newer one is being computed" not in page:
+            break
+        time.sleep(0.1)
+    grown = int(rows.replace(",", "")) + table.num_rows
+    assert f"{grown:,} logged predictions" in page
+
+
+def test_the_design_document_says_whose_metrics_it_shows(demo_project):
+    from loopml.reporting import build_design
+    from loopml.workspace import Workspace
+
+    glance = dict(build_design(Workspace.open(demo_project)).glance)
+    # the demo's retraining registered v2 (not promoted): its test metric is labelled as v2's, not beside "v1" bare
+    assert "test roc_auc of v2" in glance and "verdict of v2" in glance
+    assert glance["in production"].startswith("v1 (not v2")

@@ -41,7 +41,8 @@ def _analyse(project: Path, experiment: str | None, alpha: float, tau: float,
     from loopml.workspace import Workspace
 
     ws = Workspace.open(project)
-    res = analyse(read_predictions(ws), read_labelled(ws), experiment, alpha=alpha, tau=tau)
+    res = analyse(read_predictions(ws, shadows=True), read_labelled(ws, shadows=True), experiment, alpha=alpha,
+                  tau=tau)
     if metrics_url:
         import urllib.request
 
@@ -74,6 +75,10 @@ def _print(res: Any) -> None:
     for s in res.shadow:
         console.print(f"shadow agreement: {s['pairs']} pairs, score correlation {s['score_correlation']:.3f}, "
                       f"decision flips {s['decision_flips']:.1%}, mean |score diff| {s['mean_abs_score_diff']:.4f}")
+        q = s.get("quality")
+        if q:
+            console.print(f"shadow quality on {q['pairs']} labelled requests: {q['metric']} {q['difference']:+.5f} "
+                          f"[{q['ci_low']:+.5f}, {q['ci_high']:+.5f}]")
     if res.guardrail:
         console.print(f"guardrail ({res.guardrail['check']}): "
                       f"{'BREACHED: ' + res.guardrail['reason'] if res.guardrail['breached'] else 'ok'}")
@@ -249,7 +254,8 @@ def stop(
     if rec["status"] != "running":
         raise LoopMLError(f"experiment `{rec['name']}` already ended ({rec['status']})")
     try:
-        res = analyse(read_predictions(ws), read_labelled(ws), rec["name"], alpha=alpha, tau=tau)
+        res = analyse(read_predictions(ws, shadows=True), read_labelled(ws, shadows=True), rec["name"], alpha=alpha,
+                      tau=tau)
         evidence: dict[str, Any] | None = res.as_dict()
     except NotFound:
         res, evidence = None, None

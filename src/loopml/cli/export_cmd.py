@@ -76,9 +76,14 @@ def export(
             "size_bytes": res.size_bytes, "inputs": res.inputs, "output": "score",
             "parity": {"rows": res.parity.rows, "max_abs_diff": res.parity.max_abs_diff,
                        "max_rel_diff": res.parity.max_rel_diff, "tolerance": res.parity.tolerance},
+            "compression": res.compression,
+            "drift_after_compression": None if res.drift is None else res.drift.max_abs_diff,
         }, indent=1) + "\n")
         return
     console.print(res.parity.line(), highlight=False)
+    if res.drift is not None:
+        console.print(f"after {res.compression} (the on-device variant's compression): max |onnx - python| = "
+                      f"{res.drift.max_abs_diff:.2e} on the same rows (measured drift)", highlight=False)
     console.print(f"wrote {res.path} ({res.size_bytes / 1024:.1f} KB): {res.version_id} ({res.model_type}), "
                   f"{len(res.inputs)} inputs, output `score`", highlight=False)
 

@@ -36,6 +36,10 @@ def serve(
         "crash). Default: spec.deployment.log_durability (window).",
     ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
+    backend: str = typer.Option(
+        "python", "--backend",
+        help="python: the bundle's own model code; onnx: the model exported as ONNX and run by ONNX Runtime (the "
+        "on-device winner's int8/fp16 compression kept), e.g. `loopml serve -p shop --backend onnx`."),
 ) -> None:
     """Start the online prediction service (POST /v1/predict, /v1/feedback, /health, /ready, /metrics).
 
@@ -56,6 +60,10 @@ def serve(
         if log_durability not in ("window", "before_answer"):
             raise LoopMLError(f"--log-durability must be `window` or `before_answer`, not {log_durability!r}")
         lag["log_durability"] = log_durability
+    if backend not in ("python", "onnx"):
+        raise LoopMLError(f"--backend must be `python` or `onnx`, not {backend!r}")
+    if backend == "onnx" and model_file is not None:
+        raise LoopMLError("--backend onnx serves registry versions; it does not apply to --model-file")
     if model_file is not None:
         dep = Deployment().model_copy(update=lag)
         app = app_for_model_file(model_file, log_root=None if no_log else log_dir, deployment=dep)
@@ -68,7 +76,7 @@ def serve(
         ws = Workspace.open(project)
         workspace_root = ws.root
         dep = ws.spec.deployment.model_copy(update=lag)
-        app = app_for_workspace(ws, logs=not no_log, deployment=dep)
+        app = app_for_workspace(ws, logs=not no_log, deployment=dep, backend=backend)
         poll = dep.registry_poll_seconds
         budget_ms = ws.spec.requirements.constraints.latency_p99_ms
     bind_host = host or dep.host

@@ -40,8 +40,10 @@ def ui(
         console.print(f"[yellow]warning:[/yellow] binding {host}: the UI is reachable from other machines")
     mode = "admin actions need the token" if app.state.auth_enabled else "read-only"
     console.print(f"loopml ui: http://{bound[0]}:{bound[1]}  ({mode})", highlight=False)
-    if ready_file is not None:
-        ready_file.write_text(f"{bound[0]} {bound[1]}\n")
+    if ready_file is not None:  # written whole, then renamed: a reader never sees it empty
+        tmp = ready_file.with_name(f".{ready_file.name}.tmp")
+        tmp.write_text(f"{bound[0]} {bound[1]}\n")
+        tmp.replace(ready_file)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -89,11 +89,13 @@ def _scores(t: pa.Table, route: str) -> np.ndarray:
 
 
 def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | None = None, *,
-            alpha: float = 0.05, tau: float = 0.01, min_effect: float = 0.1) -> ExperimentAnalysis:
+            alpha: float = 0.05, tau: float = 0.01, min_effect: float = 0.2,
+            guardrail_alpha: float = 0.01) -> ExperimentAnalysis:
     """Analyse ``experiment`` (default: the latest in the log) from the prediction log and its labelled rows.
 
     ``tau``: mixture standard deviation of the sequential test (near the smallest effect worth
-    detecting on the online metric); ``min_effect``: smallest KS distance counted as a guardrail breach.
+    detecting on the online metric); the guardrail breaches on constant scores, or on a KS distance of at least
+    ``min_effect`` with p < ``guardrail_alpha`` (a retrained model may shift scores a little; a broken one a lot).
     """
     names = experiments_in(log)
     if not names:
@@ -138,7 +140,7 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
         if x.size >= 20 and y.size >= 20:
             ks = stats.ks_2samp(x, y)
             constant = bool(np.ptp(y) <= 1e-12 and np.ptp(x) > 1e-12)
-            breached = constant or bool(ks.pvalue < alpha and ks.statistic >= min_effect)
+            breached = constant or bool(ks.pvalue < guardrail_alpha and ks.statistic >= min_effect)
             why = (f"{challenger['model_version']} ({challenger['route']}) gives constant scores "
                    f"({y[0]:.4g} on {y.size} requests) while {incumbent['model_version']} varies (sd {x.std():.3g})"
                    if constant else
@@ -148,6 +150,10 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
             res.guardrail = {"check": "score distribution vs incumbent (KS)", "ks_d": float(ks.statistic),
                              "p_value": float(ks.pvalue), "constant_scores": constant, "breached": breached,
                              "reason": why}
+    if labelled is not None and labelled.num_rows and "experiment" in labelled.column_names and incumbent \
+            and res.shadow:
+        res.shadow[0]["quality"] = _paired_brier(labelled.filter(pc.equal(labelled.column("experiment"), name)),
+                                                 incumbent["route"], alpha)
     if labelled is not None and labelled.num_rows and "experiment" in labelled.column_names and incumbent \
             and challenger and challenger["route"] != SHADOW:
         lt = labelled.filter(pc.equal(labelled.column("experiment"), name))
@@ -162,6 +168,24 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
             if not math.isfinite(res.online["relative_lift"]):
                 res.online["relative_lift"] = None
     return res
+
+
+def _paired_brier(t: pa.Table, incumbent: str, alpha: float) -> dict[str, Any] | None:
+    """Shadow minus answering arm Brier score on the same labelled requests, with its normal interval."""
+    ids = t.column("request_id").to_pylist()
+    routes = t.column("route").to_pylist()
+    scores = t.column("score").to_pylist()
+    labels = t.column("label").to_pylist()
+    answer = {ids[i]: (scores[i] - labels[i]) ** 2 for i in range(len(ids)) if routes[i] == incumbent}
+    d = np.array([(scores[i] - labels[i]) ** 2 - answer[ids[i]] for i in range(len(ids))
+                  if routes[i] == SHADOW and ids[i] in answer])
+    if d.size < 2:
+        return None
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    m = float(d.mean())
+    return {"metric": "Brier score, shadow minus answering arm (lower is better)", "pairs": int(d.size),
+            "difference": m, "ci_low": m - z * se, "ci_high": m + z * se}
 
 
 def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99_ms: float | None = None,

@@ -23,6 +23,8 @@ class Exported:
     size_bytes: int
     inputs: dict[str, str]
     parity: Parity
+    compression: str | None = None  # the on-device winner's weight compression applied after the parity check
+    drift: Parity | None = None  # ONNX (compressed) vs Python on the same rows: the measured drift
 
 
 def resolve_version(ws: Any, version: str | None) -> Any:
@@ -58,7 +60,11 @@ def held_out_split(ws: Any, version: Any) -> pa.Table:
 
 
 def export_onnx(ws: Any, version: str | None, out: Path) -> Exported:
-    """Write the version as ONNX to ``out`` after its parity check on the test split passes."""
+    """Write the version as ONNX to ``out`` after its parity check on the test split passes.
+
+    A version chosen on-device as an ``int8``/``fp16`` variant (``manifest["device"]["technique"]``) is written
+    with that compression, after the float32 parity check; its drift from the Python bundle is measured.
+    """
     from loopml.errors import ModelError
     from loopml.export.transform_onnx import input_kinds
     from loopml.training.bundle import load_bundle
@@ -72,9 +78,16 @@ def export_onnx(ws: Any, version: str | None, out: Path) -> Exported:
     if not parity.ok:
         raise ModelError(f"version {v.version_id}: ONNX scores differ from the Python bundle: {parity.line()}",
                          hint="nothing was written")
+    from loopml.export.compression import for_device
+
+    drift = None
+    compression, data = for_device(bundle, data)
+    if compression is not None:  # the file the device runs: its drift is measured, not bounded
+        drift = check_parity(bundle, data, table, tolerance=float("inf"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(out)
-    return Exported(v.version_id, bundle.model.name, out, len(data), input_kinds(bundle.transform), parity)
+    return Exported(v.version_id, bundle.model.name, out, len(data), input_kinds(bundle.transform), parity,
+                    compression, drift)

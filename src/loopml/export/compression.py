@@ -148,7 +148,22 @@ def _quantize(model_bytes: bytes, quantize_dynamic: Any, qint8: Any) -> bytes:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         src.write_bytes(model_bytes)
         quantize_dynamic(str(src), str(dst), weight_type=qint8, op_types_to_quantize=["MatMul", "Gather"])
-        return dst.read_bytes()
+        import onnx
+
+        m = onnx.load_from_string(dst.read_bytes())
+        del m.graph.value_info[:]  # shapes the quantizer inferred: not needed to run, only bytes on the device
+        return bytes(m.SerializeToString())
+
+
+def for_device(bundle: Bundle, model_bytes: bytes) -> tuple[str | None, bytes]:
+    """The weight compression the on-device selection chose for this bundle (``manifest["device"]["technique"]``:
+    int8 for ``int8``/``prune``/``distill+int8`` winners, fp16 for ``fp16``) applied to an ONNX graph of it."""
+    technique = str((bundle.manifest.get("device") or {}).get("technique", ""))
+    if "int8" in technique or technique == "prune":
+        return "int8", int8_dynamic(model_bytes)
+    if technique == "fp16":
+        return "fp16", fp16_weights(model_bytes)
+    return None, model_bytes
 
 
 # -- model-level compression -------------------------------------------------------------------------

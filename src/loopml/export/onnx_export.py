@@ -41,9 +41,7 @@ def bundle_to_onnx(bundle: Any) -> Any:
     if neg is not None and bundle.model.task == "binary":  # p = q / (q + (1 - q) / w)
         w = b.const(float(neg), np.float32)
         score = b.op("Div", [score, b.op("Add", [score, b.op("Div", [b.op("Sub", [b.const(1.0, np.float32), score]), w])])])
-    shape: list[Any] = ["N", len(bundle.manifest.get("classes") or [])] if bundle.model.task == "multiclass" else ["N"]
-    if bundle.model.task == "multiclass":
-        shape = ["N", "K"]
+    shape: list[Any] = ["N", "K"] if bundle.model.task == "multiclass" else ["N"]
     b.output(score, SCORE, FLOAT, shape)
     m = b.model("loopml", doc=f"loopml {bundle.model.name} ({bundle.model.task}): feature transform + model")
     meta = {"loopml.model_type": bundle.model.name, "loopml.task": bundle.model.task,

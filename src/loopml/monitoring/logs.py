@@ -147,9 +147,15 @@ def _consistent(folders: list[Path], run: Callable[[list[list[str]]], Any]) -> A
                     f"{_RETRIES} attempts (segments are being compacted); try again")
 
 
-def _read(files: list[str]) -> str:
+def _read(files: list[str], positions: bool = False) -> str:
     quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}], union_by_name=true)"
+    extra = ", filename=true, file_row_number=true" if positions else ""
+    return f"read_parquet([{quoted}], union_by_name=true{extra})"
+
+
+#: rows of one many-row request share their ts: the file position keeps them in the order they were logged
+_ORDER = "ts, filename, file_row_number"
+_HIDDEN = "EXCLUDE (filename, file_row_number)"
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -158,8 +164,12 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts") -> tuple[str, list[Any]]:
-    clauses, params = [], []
+def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts",
+           shadows: bool = True) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if not shadows:  # a shadow's scores answered nobody: not the served model's predictions
+        clauses.append(f"{col.rsplit('.', 1)[0] + '.' if '.' in col else ''}route IS DISTINCT FROM 'shadow'")
     if start is not None:
         clauses.append(f"{col} >= ?")
         params.append(start)
@@ -169,15 +179,20 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts") 
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pa.Table:
-    """Logged predictions with ``start <= ts < end`` (an empty table with no columns when there is no log)."""
-    where, params = _where(start, end)
+def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None, *,
+                     shadows: bool = False) -> pa.Table:
+    """Logged predictions with ``start <= ts < end`` (an empty table with no columns when there is no log).
+
+    Rows of shadow arms (route ``shadow``: scored, never answered) only with ``shadows``.
+    """
+    where, params = _where(start, end, shadows=shadows)
 
     def run(lists: list[list[str]]) -> pa.Table:
         if not lists[0]:
             return pa.table({})
         with _connect() as con:
-            return con.sql(f"SELECT * FROM {_read(lists[0])} {where} ORDER BY ts", params=params).to_arrow_table()
+            return con.sql(f"SELECT * {_HIDDEN} FROM {_read(lists[0], True)} {where} ORDER BY {_ORDER}",
+                           params=params).to_arrow_table()
 
     try:
         table: pa.Table = _consistent([predictions_dir(ws)], run)
@@ -186,14 +201,15 @@ def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.da
         raise DataError(f"prediction log {predictions_dir(ws)}: cannot read its segments: {exc}") from None
 
 
-def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pa.Table:
+def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None, *,
+                  shadows: bool = False) -> pa.Table:
     """Predictions joined by ``request_id`` with their latest feedback label (column ``label``, ``label_ts``).
 
     The window filters on the prediction time, so a window's quality is that of the
     predictions made in it, whenever their labels arrived. Feedback sent more than once for a
-    request id is all kept in the feedback log; the latest label wins here.
+    request id is all kept in the feedback log; the latest label wins here. Shadow rows only with ``shadows``.
     """
-    where, params = _where(start, end, "p.ts")
+    where, params = _where(start, end, "p.ts", shadows=shadows)
 
     def run(lists: list[list[str]]) -> pa.Table:
         preds, fb = lists
@@ -204,7 +220,8 @@ def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datet
                 SELECT request_id, arg_max(label, ts) AS label, max(ts) AS label_ts
                 FROM {_read(fb)} GROUP BY request_id
             )
-            SELECT p.*, f.label, f.label_ts FROM {_read(preds)} p JOIN f USING (request_id) {where} ORDER BY p.ts
+            SELECT p.* {_HIDDEN}, f.label, f.label_ts FROM {_read(preds, True)} p JOIN f USING (request_id) {where}
+            ORDER BY p.ts, p.filename, p.file_row_number
         """
         with _connect() as con:
             return con.sql(sql, params=params).to_arrow_table()

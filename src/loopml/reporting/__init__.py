@@ -31,18 +31,24 @@ def _glance(facts: Facts) -> list[tuple[str, str]]:
     out = [("task", f"{spec.task.type} on `{spec.task.target}`")]
     if facts.ran("ingest"):
         out.append(("examples", fmt(facts.summary("ingest").get("rows"))))
+    prod = next((v for v in facts.versions if v["state"] == "production"), None)
+    latest = facts.summary("register").get("version_id") if facts.ran("register") else None
+    # the latest training's facts belong to its candidate, which need not be the version in production: say whose
+    of = f" of {latest}" if latest and prod and latest != prod["version_id"] else ""
     board = facts.output_json("train", "leaderboard")
     if board:
-        out.append(("winner", f"{board.get('winner')} ({board.get('metric')} {fmt(facts.summary('train').get('value'))})"))
+        out.append((f"winner{of}", f"{board.get('winner')} ({board.get('metric')} {fmt(facts.summary('train').get('value'))})"))
     rep = facts.output_json("evaluate", "report")
     if rep:
         prim = rep.get("primary_metric")
         m = (rep.get("metrics") or {}).get(prim) or {}
-        out.append((f"test {prim}", f"{fmt(m.get('value'))} [{fmt(m.get('lower'))}, {fmt(m.get('upper'))}]"))
-        out.append(("verdict", "approved" if rep.get("approved") else "not approved"))
-    prod = next((v for v in facts.versions if v["state"] == "production"), None)
+        out.append((f"test {prim}{of}", f"{fmt(m.get('value'))} [{fmt(m.get('lower'))}, {fmt(m.get('upper'))}]"))
+        out.append((f"verdict{of}", "approved" if rep.get("approved") else "not approved"))
     if facts.versions:
-        out.append(("in production", prod["version_id"] if prod else "none"))
+        served = prod["version_id"] if prod else "none"
+        if of:
+            served += f" (not {latest}: the latest candidate above is not serving)"
+        out.append(("in production", served))
     if facts.checks:
         out.append(("monitoring", str(facts.checks[0].get("status"))))
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import desc, inspect, select
+from sqlalchemy import desc, func, inspect, select
 
 from loopml.errors import LoopMLError
 from loopml.workspace import Workspace
@@ -85,21 +85,27 @@ class Facts:
 
 
 def _latest_stage_records(ws: Workspace) -> tuple[dict[str, StageRecord], dict[str, dict[str, Any]], int]:
-    with ws.engine.connect() as conn:
-        rows = conn.execute(select(executions).order_by(desc(executions.c.started_at))).mappings().all()
-        n_runs = len(conn.execute(select(runs.c.run_id)).all())
+    # a few indexed queries per stage, never the whole execution history (a workspace may hold 10,000s of runs)
     stages: dict[str, StageRecord] = {}
     failures: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        name = r["stage"]
-        if r["status"] in ("success", "cached") and name not in stages:
-            stages[name] = StageRecord(
-                stage=name, status=r["status"], execution_id=r["execution_id"], run_id=r["run_id"],
-                ended_at=r["ended_at"], duration_s=r["duration_s"], outputs=dict(r["outputs"] or {}),
-                summary=dict(r["summary"] or {}),
-            )
-        elif r["status"] == "failed" and name not in stages and name not in failures:
-            failures[name] = {"error": (r["error"] or "").strip().splitlines()[-1:] or [""], "ended_at": r["ended_at"]}
+    with ws.engine.connect() as conn:
+        n_runs = int(conn.execute(select(func.count()).select_from(runs)).scalar() or 0)
+        names = [n for (n,) in conn.execute(select(executions.c.stage).distinct()).all()]
+        for name in names:
+            newest = select(executions).where(executions.c.stage == name).order_by(desc(executions.c.started_at))
+            r = conn.execute(newest.where(executions.c.status.in_(("success", "cached"))).limit(1)).mappings().first()
+            if r is not None:
+                stages[name] = StageRecord(
+                    stage=name, status=r["status"], execution_id=r["execution_id"], run_id=r["run_id"],
+                    ended_at=r["ended_at"], duration_s=r["duration_s"], outputs=dict(r["outputs"] or {}),
+                    summary=dict(r["summary"] or {}),
+                )
+            failed = newest.where(executions.c.status == "failed")
+            if r is not None:
+                failed = failed.where(executions.c.started_at > r["started_at"])
+            f = conn.execute(failed.limit(1)).mappings().first()
+            if f is not None:
+                failures[name] = {"error": (f["error"] or "").strip().splitlines()[-1:] or [""], "ended_at": f["ended_at"]}
     # a cache hit carries the summary of the execution it reused; keep the original duration too
     return stages, failures, n_runs
 

@@ -115,7 +115,8 @@ class Servable:
         return cls(version_id, schema, task, LightGBMFastPredictor(booster, np.float64), threshold=threshold)
 
     @classmethod
-    def from_bundle(cls, version_id: str, bundle: Any, bundle_digest: str | None = None) -> Servable:
+    def from_bundle(cls, version_id: str, bundle: Any, bundle_digest: str | None = None,
+                    backend: str = "python") -> Servable:
         """A training bundle (model + fitted FeaturePipeline + manifest) from ``loopml.training.bundle``.
 
         LightGBM models with a built-in objective get the single-row fast path (the same trees,
@@ -137,7 +138,11 @@ class Servable:
             and task in ("binary", "regression", "multiclass")
         )
         predictor: LightGBMFastPredictor | GenericPredictor
-        if fast:
+        if backend == "onnx":  # the model as ONNX in ONNX Runtime (loopml.export.serving)
+            from loopml.export.serving import OnnxScorer, model_artifact
+
+            predictor = GenericPredictor(OnnxScorer(model_artifact(bundle)), n_features, np.float32)
+        elif fast:
             predictor = LightGBMFastPredictor(booster, np.float32)
         else:
             predictor = GenericPredictor(model.score, n_features, np.float32)

@@ -35,7 +35,8 @@ def make_logs(root: Path, deployment: Deployment) -> tuple[Journal, Journal]:
     return plog, flog
 
 
-def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | None = None) -> ServingApp:
+def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | None = None,
+                      backend: str = "python") -> ServingApp:
     """The service of a project: versions from the registry, logs in the workspace, online store lookups.
 
     ``deployment`` overrides the spec's deployment section (e.g. options given on the command line).
@@ -46,7 +47,7 @@ def app_for_workspace(ws: Any, *, logs: bool = True, deployment: Deployment | No
     plog, flog = make_logs(ws.root, dep) if logs else (None, None)
     lookup, precomputed = online_lookups(ws)
     app = ServingApp(
-        RegistrySource(ws),
+        RegistrySource(ws, backend=backend),
         prediction_log=plog,
         feedback_log=flog,
         auth=admin_auth(dep),

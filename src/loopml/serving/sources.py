@@ -27,7 +27,8 @@ class ModelSource(Protocol):
         ...
 
 
-def load_version(ws: Any, version_id: str, bundle_digest: str, *, batch_threads: int = 0) -> Servable:
+def load_version(ws: Any, version_id: str, bundle_digest: str, *, batch_threads: int = 0,
+                 backend: str = "python") -> Servable:
     """A registry version as a :class:`Servable`, through ``loopml.training.bundle.load_bundle``.
 
     ``batch_threads``: threads of a multi-row prediction (0: all cores, for batch jobs; the server
@@ -38,7 +39,7 @@ def load_version(ws: Any, version_id: str, bundle_digest: str, *, batch_threads:
     except ImportError as exc:  # the training package is optional at import time
         raise ModelError(f"cannot load model bundles: loopml.training.bundle is unavailable ({exc})") from None
     bundle = load_bundle(ws, bundle_digest)
-    servable = Servable.from_bundle(version_id, bundle, bundle_digest=bundle_digest)
+    servable = Servable.from_bundle(version_id, bundle, bundle_digest=bundle_digest, backend=backend)
     servable.set_batch_threads(batch_threads)
     return servable
 
@@ -46,11 +47,12 @@ def load_version(ws: Any, version_id: str, bundle_digest: str, *, batch_threads:
 class RegistrySource:
     """The versions the workspace registry puts on traffic."""
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, backend: str = "python") -> None:
         from loopml.registry import Registry
 
         self.ws = ws
         self.registry = Registry(ws)
+        self.backend = backend  # python, or onnx: the model scored by ONNX Runtime (loopml.export.serving)
 
     def snapshot(self) -> dict[str, str]:
         """Versions in production, canary or shadow."""
@@ -61,7 +63,7 @@ class RegistrySource:
     def load(self, version_id: str) -> Servable:
         """Load a registered version's bundle."""
         v = self.registry.get(version_id)
-        return load_version(self.ws, v.version_id, v.bundle_digest, batch_threads=1)
+        return load_version(self.ws, v.version_id, v.bundle_digest, batch_threads=1, backend=self.backend)
 
 
 class FileSource:

@@ -136,13 +136,16 @@ def render_html(report: ValidationReport) -> str:
     """A self-contained HTML page (no external resources)."""
     e = html.escape
     status = "PASSED" if report.passed else "FAILED"
-    rows = []
+    failing: list[str] = []
+    passing: list[str] = []
     for c in report.ordered_checks():
         cls = "ok" if c.passed else ("FAIL" if c.severity == "error" else "warning")
-        rows.append(
+        (passing if c.passed else failing).append(
             f"<tr><td class='{cls}'>{'ok' if c.passed else 'FAIL'}</td><td>{e(c.severity)}</td><td>{e(c.check)}</td>"
             f"<td>{e(c.column or '')}</td><td>{c.failing_rows or ''}</td><td>{e(c.message)}</td></tr>"
         )
+    head = ("<table><tr><th>status</th><th>severity</th><th>check</th><th>column</th><th>rows</th>"
+            "<th>detail</th></tr>")
     cols = []
     for name, cp in report.profile.columns.items():
         ref = report.reference.columns.get(name) if report.reference is not None else None
@@ -168,10 +171,13 @@ def render_html(report: ValidationReport) -> str:
         + "".join(f"<tr><td>{e(str(s['file']))}</td><td>{s['rows']:,}</td><td>{s['kept']:,}</td>"
                   f"<td>{s['quarantined']:,}</td></tr>" for s in report.sources)
         + "</table>"
-        "<h2>Checks (failing first)</h2><table><tr><th>status</th><th>severity</th><th>check</th><th>column</th>"
-        f"<th>rows</th><th>detail</th></tr>{''.join(rows)}</table>"
-        "<h2>Columns</h2><p class='muted'>bars: this snapshot; dashed outline: reference</p>"
-        f"<div class='cols'>{''.join(cols)}</div></body></html>"
+        + f"<h2>Failing checks ({len(failing)})</h2>"
+        + (f"{head}{''.join(failing)}</table>" if failing else "<p class='ok'>none</p>")
+        + "<h2>Columns</h2><p class='muted'>bars: this snapshot; dashed outline: reference</p>"
+        f"<div class='cols'>{''.join(cols)}</div>"
+        # the passing checks (often 100+) last and folded: they must not push the findings off the page
+        f"<h2>Passing checks ({len(passing)})</h2><details><summary>show the {len(passing)} passing checks</summary>"
+        f"{head}{''.join(passing)}</table></details></body></html>"
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -55,40 +57,94 @@ def _tojson(obj: Any) -> Markup:
 
 
 class MonitoringCache:
-    """The monitoring report's data per window width, recomputed only when the logs or checks change."""
+    """The monitoring report's data per window width, computed off the request path.
 
-    def __init__(self) -> None:
-        self._key: dict[str, tuple[Any, ...]] = {}
-        self._data: dict[str, dict[str, Any]] = {}
+    The report aggregates the whole prediction log (every window's drift, quality and volume), which takes
+    seconds over millions of rows; a page must answer at once. So the first report is computed when the UI
+    starts (``warm``); afterwards a request whose logs or checks changed gets the previous report at once
+    (marked as refreshing) while a background thread computes the new one. Only a window width nobody asked
+    for before is computed on the request.
+    """
 
-    @staticmethod
-    def fingerprint(ws: Workspace) -> tuple[Any, ...]:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[tuple[Any, ...], dict[str, Any], float]] = {}
+        self._running: dict[str, threading.Thread] = {}
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """What the report depends on: the log segments (names and sizes) and the number of checks and alerts."""
         from loopml.monitoring import logs
-        from loopml.monitoring.records import monitor_alerts, monitor_checks
+        from loopml.monitoring.records import ensure_tables, monitor_alerts, monitor_checks
 
+        ensure_tables(self.ws)
         parts: list[Any] = []
-        for folder in (logs.predictions_dir(ws), logs.feedback_dir(ws)):
+        for folder in (logs.predictions_dir(self.ws), logs.feedback_dir(self.ws)):
             try:
                 parts.append(tuple(sorted((e.name, e.stat().st_size) for e in os.scandir(folder)
                                           if e.name.endswith(".parquet"))))
             except OSError:
                 parts.append(())
-        parts.append(views.count_rows(ws, monitor_checks))
-        parts.append(views.count_rows(ws, monitor_alerts))
+        parts.append(views.count_rows(self.ws, monitor_checks))
+        parts.append(views.count_rows(self.ws, monitor_alerts))
         return tuple(parts)
 
-    def get(self, ws: Workspace, window: str) -> dict[str, Any]:
+    def _compute(self, window: str, key: tuple[Any, ...]) -> None:
         from loopml.monitoring.report import build_report
 
-        key = self.fingerprint(ws)
-        if self._key.get(window) != key:
-            self._data[window] = build_report(ws, window)
-            self._key[window] = key
-        return self._data[window]
+        t0 = time.perf_counter()
+        data = build_report(self.ws, window)
+        with self._lock:
+            self._entries[window] = (key, data, time.perf_counter() - t0)
+
+    def _start(self, window: str, key: tuple[Any, ...]) -> threading.Thread:
+        with self._lock:
+            running = self._running.get(window)
+            if running is not None and running.is_alive():
+                return running
+
+            def work() -> None:
+                try:
+                    self._compute(window, key)
+                except LoopMLError:
+                    pass  # the next request computes it on its own and shows the error
+                finally:
+                    with self._lock:
+                        self._running.pop(window, None)
+
+            thread = threading.Thread(target=work, name=f"loopml-ui-monitoring-{window}", daemon=True)
+            self._running[window] = thread
+            thread.start()
+            return thread
+
+    def warm(self, window: str) -> threading.Thread:
+        """Compute the report of ``window`` in the background now."""
+        return self._start(window, self.fingerprint())
+
+    def get(self, window: str) -> tuple[dict[str, Any], bool, float]:
+        """(report data, whether a newer one is being computed, seconds the shown one took to compute)."""
+        key = self.fingerprint()
+        with self._lock:
+            entry = self._entries.get(window)
+            running = self._running.get(window)
+        if entry is None:
+            if running is not None:
+                running.join()
+            with self._lock:
+                entry = self._entries.get(window)
+            if entry is None:
+                self._compute(window, key)  # an error here reaches the page
+                with self._lock:
+                    entry = self._entries[window]
+        if entry[0] != key:
+            self._start(window, key)
+            return entry[1], True, entry[2]
+        return entry[1], False, entry[2]
 
 
-def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlette:
-    """The UI of the project in ``project``. ``auth`` defaults to the spec's admin tokens from the environment."""
+def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool = True) -> Starlette:
+    """The UI of the project in ``project``. ``auth`` defaults to the spec's admin tokens from the environment;
+    ``warm`` starts computing the monitoring report in the background at once."""
     ws = Workspace.open(project)
     if auth is None:
         from loopml.serving.service import admin_auth
@@ -103,7 +159,9 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
     env.globals["project"] = ws.spec.project.name
     env.globals["actions_enabled"] = auth.enabled
     env.globals["token_env"] = auth.token_env
-    monitoring_cache = MonitoringCache()
+    monitoring_cache = MonitoringCache(ws)
+    if warm:
+        monitoring_cache.warm(ws.spec.monitoring.drift.window)
 
     def page(request: Request, name: str, section: str, status: int = 200, **ctx: Any) -> Response:
         return templates.TemplateResponse(request, name, {"section": section, **ctx}, status_code=status)
@@ -112,23 +170,23 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         return page(request, "error.html", "", status=exc.status if 400 <= exc.status < 600 else 500,
                     message=exc.message, hint=exc.hint)
 
-    async def index(request: Request) -> Response:
+    def index(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=302)
 
-    async def favicon(request: Request) -> Response:
+    def favicon(request: Request) -> Response:
         return Response(_FAVICON, media_type="image/svg+xml")
 
-    async def runs_list(request: Request) -> Response:
+    def runs_list(request: Request) -> Response:
         page_no = _int(request.query_params.get("page"), 1)
         return page(request, "runs.html", "runs", **views.runs_page(ws, page_no))
 
-    async def run_detail(request: Request) -> Response:
+    def run_detail(request: Request) -> Response:
         try:
             return page(request, "run.html", "runs", **views.run_detail(ws, request.path_params["run_id"]))
         except LoopMLError as exc:
             return error_page(request, exc)
 
-    async def run_report(request: Request) -> Response:
+    def run_report(request: Request) -> Response:
         try:
             path = views.report_file(ws, request.path_params["run_id"], request.path_params["name"])
         except LoopMLError as exc:
@@ -136,16 +194,16 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         media = {".html": "text/html; charset=utf-8", ".json": "application/json", ".md": "text/markdown"}
         return FileResponse(path, media_type=media.get(path.suffix, "application/octet-stream"))
 
-    async def artifact(request: Request) -> Response:
+    def artifact(request: Request) -> Response:
         try:
             return page(request, "artifact.html", "runs", **views.artifact_detail(ws, request.path_params["digest"]))
         except LoopMLError as exc:
             return error_page(request, exc)
 
-    async def data(request: Request) -> Response:
+    def data(request: Request) -> Response:
         return page(request, "data.html", "data", **views.data_page(ws))
 
-    async def snapshot(request: Request) -> Response:
+    def snapshot(request: Request) -> Response:
         tab = request.query_params.get("tab", "validation")
         if tab not in ("validation", "profile", "quarantine"):
             tab = "validation"
@@ -154,16 +212,16 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         except LoopMLError as exc:
             return error_page(request, exc)
 
-    async def models(request: Request) -> Response:
+    def models(request: Request) -> Response:
         return page(request, "models.html", "models", **views.models_page(ws))
 
-    async def version(request: Request) -> Response:
+    def version(request: Request) -> Response:
         try:
             return page(request, "version.html", "models", **views.version_detail(ws, request.path_params["version"]))
         except LoopMLError as exc:
             return error_page(request, exc)
 
-    async def compare(request: Request) -> Response:
+    def compare(request: Request) -> Response:
         a, b = request.query_params.get("a"), request.query_params.get("b")
         try:
             if not a or not b:
@@ -239,10 +297,10 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         except LoopMLError as exc:
             return error_page(request, exc)
 
-    async def monitoring(request: Request) -> Response:
+    def monitoring(request: Request) -> Response:
         window = request.query_params.get("window") or ws.spec.monitoring.drift.window
         try:
-            data = monitoring_cache.get(ws, window)
+            data, refreshing, seconds = monitoring_cache.get(window)
         except LoopMLError as exc:
             return error_page(request, exc)
         feature = request.query_params.get("feature")
@@ -252,10 +310,12 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
             feature = next((f["name"] for f in worst if f["name"] in dists), next(iter(dists), None))
         dist = dists.get(feature) if feature else None
         return page(request, "monitoring.html", "monitoring", data=data, feature=feature, window=window, dist=dist,
+                    refreshing=refreshing, seconds=seconds,
                     charts=views.monitoring_charts(data, ws.spec.monitoring.drift.psi_threshold),
+                    ops_charts=views.ops_charts(data),
                     dist_chart=views.distribution_chart(feature, dist) if feature and dist else None)
 
-    async def design(request: Request) -> Response:
+    def design(request: Request) -> Response:
         from loopml.reporting import build_design
 
         doc = build_design(ws)
@@ -280,7 +340,7 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None) -> Starlet
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    def not_found(request: Request, exc: Exception) -> Response:
         return page(request, "error.html", "", status=404, message=f"no page at {request.url.path}", hint=None)
 
     app = Starlette(routes=routes, exception_handlers={404: not_found})

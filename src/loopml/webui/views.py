@@ -115,20 +115,15 @@ def artifact_detail(ws: Workspace, ref: str) -> dict[str, Any]:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def _validation_reports(ws: Workspace) -> dict[str, str]:
-    """snapshot id → digest of its latest validation report (from the validate executions)."""
-    with ws.engine.connect() as conn:
-        rows = conn.execute(
-            select(executions.c.summary, executions.c.outputs)
-            .where(executions.c.stage == "validate", executions.c.status == "success")
-            .order_by(executions.c.started_at)
-        ).all()
-    out: dict[str, str] = {}
-    for summary, outputs in rows:
-        snap = (summary or {}).get("snapshot")
-        if snap and (outputs or {}).get("report"):
-            out[str(snap)] = outputs["report"]
-    return out
+def _validation_report(ws: Workspace, snapshot_id: str) -> dict[str, Any] | None:
+    """The latest validation report of a snapshot, where the validate stage writes it
+    (``reports/validation-<snapshot>.json``; one file read, whatever the number of runs)."""
+    path = ws.reports / f"validation-{snapshot_id}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def data_page(ws: Workspace) -> dict[str, Any]:
@@ -136,11 +131,10 @@ def data_page(ws: Workspace) -> dict[str, Any]:
     from loopml.data.snapshots import list_snapshots
     from loopml.validation.quarantine import quarantine_counts
 
-    reports = _validation_reports(ws)
     snaps = []
     for s in list_snapshots(ws, limit=200):
         d = asdict(s)
-        d["validated"] = s.snapshot_id in reports
+        d["validated"] = (ws.reports / f"validation-{s.snapshot_id}.json").exists()
         d["quarantined"] = sum(n for _, _, n in quarantine_counts(ws, s.snapshot_id))
         snaps.append(d)
     return {"snapshots": snaps}
@@ -152,7 +146,7 @@ def snapshot_detail(ws: Workspace, ref: str) -> dict[str, Any]:
     from loopml.validation.quarantine import list_quarantine, quarantine_counts
 
     snap = get_snapshot(ws, ref)
-    report = _json_artifact(ws, _validation_reports(ws).get(snap.snapshot_id))
+    report = _validation_report(ws, snap.snapshot_id)
     checks: list[dict[str, Any]] = []
     profile: list[dict[str, Any]] = []
     if report:
@@ -330,3 +324,31 @@ def distribution_chart(name: str, dist: dict[str, Any]) -> dict[str, Any]:
     return {"title": f"{name}: reference vs latest window", "kind": "bars", "x": idx, "labels": dist["labels"],
             "ylabel": "share", "series": [{"label": "reference", "values": dist["reference"]},
                                           {"label": f"current ({dist['rows']:,} rows)", "values": dist["current"]}]}
+
+
+def feature_drift_charts(data: dict[str, Any], psi_threshold: float, prediction: str = "score") -> list[dict[str, Any]]:
+    """One chart per watched column: PSI and effect (dashed) over the windows, with the PSI threshold."""
+    windows = data.get("windows") or []
+    xs = [_epoch(w["window_start"]) for w in windows]
+    names = list(dict.fromkeys(f for w in windows for f in (w.get("features") or {})))
+    out = []
+    for name in names:
+        def values(stat: str, name: str = name) -> list[Any]:
+            return [((w.get("features") or {}).get(name) or {}).get(stat) for w in windows]
+
+        out.append({"title": "prediction (score)" if name == prediction else name, "kind": "time", "x": xs,
+                    "hline": psi_threshold, "series": [{"label": "PSI", "values": values("psi")},
+                                                       {"label": "effect", "values": values("effect"), "dash": True}]})
+    return out
+
+
+OPS_METRICS = (("requests_per_s", "requests per second"), ("latency_p50_ms", "latency p50 (ms)"),
+               ("latency_p99_ms", "latency p99 (ms)"), ("error_rate", "error rate"), ("cpu_percent", "CPU %"))
+
+
+def ops_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's request rate, latency, errors and CPU between scrapes of its ``/metrics``."""
+    rows = data.get("ops") or []
+    xs = [_epoch(r["at"]) for r in rows]
+    return [{"title": title, "kind": "time", "x": xs, "series": [{"label": metric, "values": [r.get(metric) for r in rows]}]}
+            for metric, title in OPS_METRICS if any(r.get(metric) is not None for r in rows)]
