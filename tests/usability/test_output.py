@@ -88,6 +88,22 @@ def test_every_json_output_parses_with_its_documented_keys(trained: dict[str, An
                                       "--json", check=True).stdout)  # --output: the old spelling of -o/--out
     assert scored["rows"] == 569 and scored["output"] == str(out) and out.exists()
 
+    quality = _keys("monitor quality", run_cli("monitor", "quality", "-p", proj, "--json", check=True).stdout)
+    assert quality["metric"] == "roc_auc" and quality["windows"] == []  # nothing served yet
+    schema = _keys("data infer-schema", run_cli("data", "infer-schema", "-p", proj, "--force", "--json", check=True).stdout)
+    assert Path(schema["schema"]).exists() and "mean radius" in schema["columns"]
+    design = _keys("report", run_cli("report", "-p", proj, "--json", check=True).stdout)
+    assert Path(design["html"]).exists() and Path(design["markdown"]).read_text().strip()
+    archived = _keys("models promote", run_cli("models", "promote", "v1", "--to", "archived", "-r", "test", "-p", proj,
+                                               "--json", check=True).stdout)
+    assert archived["version_id"] == "v1" and archived["state"] == "archived"
+    back = _keys("models promote", run_cli("models", "promote", "v1", "-r", "back", "-p", proj, "--json",
+                                           check=True).stdout)
+    assert back["state"] == "production" and back["forced"] is False
+    made = _keys("init", run_cli("init", str(trained["proj"].parent / "again"), "--from", str(trained["data"]),
+                                 "--target", "target", "--json", check=True).stdout)
+    assert made["task"] == "binary" and len(made["inputs"]) == 30 and made["inputs"][0]["kind"] == "numeric"
+
     bad = trained["proj"].parent / "bad"
     bad.mkdir()
     (bad / "loopml.yaml").write_text("task: {type: binry}\n")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 
 app = typer.Typer(
@@ -151,7 +153,7 @@ def profile(
 
     ws = _ws(project)
     snap = get_snapshot(ws, snapshot)
-    with console.status(f"profiling {snap.snapshot_id}…"):
+    with console.status(f"profiling {snap.snapshot_id}…") if not as_json else contextlib.nullcontext():
         p = profile_table(read_snapshot(ws, snap))
     if as_json:
         typer.echo(json.dumps(p.to_json(), indent=2, default=str))
@@ -165,6 +167,7 @@ def infer_schema_cmd(
     snapshot: str = typer.Argument("latest", help="Reference snapshot: id, prefix, version (v3) or `latest`."),
     project: Path = PROJECT,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing schema file."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("data infer-schema")),
 ) -> None:
     """Infer the schema file (data.verification.schema_path) and reference profile from a snapshot.
 
@@ -189,6 +192,10 @@ def infer_schema_cmd(
             open_range=open_range_columns(ws.spec), reference_snapshot=snap.snapshot_id,
         )
     save_schema(schema, path, p)
+    if as_json:
+        emit("data infer-schema", {"schema": str(path), "profile": str(profile_path(path)),
+                                   "snapshot": snap.snapshot_id, "columns": sorted(schema.columns)})
+        return
     console.print(
         f"wrote {path} ({len(schema.columns)} columns, {sum(1 for c in schema.columns.values() if c.domain)} "
         f"with a domain) and {profile_path(path).name} from {snap.snapshot_id}; edit and commit them"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, table
 
 
@@ -154,6 +155,7 @@ def report_cmd(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for design.md and design.html (default: .loopml/reports)."
     ),
+    as_json: bool = typer.Option(False, "--json", help=json_help("report")),
 ) -> None:
     """Write the system design document of the project as built (Markdown + self-contained HTML).
 
@@ -171,8 +173,11 @@ def report_cmd(
     ws = Workspace.open(project)
     md, page = write_design(ws, out)
     doc = build_design(ws)
-    console.print(table("design document", ["", ""], doc.glance))
     gaps = [s.title for s in doc.sections if any(type(b).__name__ == "Note" for b in s.blocks)]
+    if as_json:
+        emit("report", {"markdown": str(md), "html": str(page), "not_measured": gaps})
+        return
+    console.print(table("design document", ["", ""], doc.glance))
     if gaps:
         console.print(f"not measured yet: {', '.join(gaps)}")
     console.print(f"wrote {md}\nwrote {page}")

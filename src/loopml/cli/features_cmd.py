@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, table
 from loopml.errors import DataError, NotFound
 
@@ -90,6 +91,8 @@ def show(
 def materialize_cmd(
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     as_of: str | None = typer.Option(None, "--as-of", help="Only values available at this ISO time (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("features materialize") + " Each table: table, "
+                                 "online_store, entities_written, ttl_seconds."),
 ) -> None:
     """Write each entity's latest feature values from the newest offline tables into the online store.
 
@@ -116,11 +119,15 @@ def materialize_cmd(
     store = open_online_store(ws.spec.features.online_store, ws.project_dir)
     rows = []
     try:
-        for name in track(list(tables), description="materialising", transient=True):
+        for name in track(list(tables), description="materialising", transient=True, disable=as_json):
             n = materialize(store, {name: tables[name]}, as_of=when)[name]
             rows.append((name, ws.spec.features.online_store.type, n, tables[name][0].ttl_seconds or ""))
     finally:
         store.close()
+    if as_json:
+        emit("features materialize", {"tables": [dict(zip(("table", "online_store", "entities_written",
+                                                             "ttl_seconds"), r, strict=True)) for r in rows]})
+        return
     console.print(table("materialised", ["table", "online store", "entities written", "ttl seconds"], rows))
 
 
@@ -216,6 +223,8 @@ def lookup(
     table_name: str = typer.Argument(..., help="Feature table name (a key of features.tables)."),
     keys: list[str] = typer.Argument(..., help="Entity keys; for multi-column entities join parts with commas."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("features lookup") + " Each row: key, found, "
+                                 "event_time, values."),
 ) -> None:
     """Read entities' feature values from the online store (as serving does).
 
@@ -244,6 +253,11 @@ def lookup(
     finally:
         store.close()
     names = sorted({k for g in got if g for k in g if not k.startswith("_")})
+    if as_json:
+        emit("features lookup", {"table": table_name, "rows": [
+            {"key": k, "found": g is not None, "event_time": None if g is None else g["_event_time"],
+             "values": None if g is None else {n: g.get(n) for n in names}} for k, g in zip(keys, got, strict=True)]})
+        return
     now = time.time()
     rows = []
     for k, g in zip(keys, got):

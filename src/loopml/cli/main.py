@@ -84,6 +84,7 @@ def init(
         None, "--group-key", help="With --from: the column grouping rows into ranked lists (makes it a ranking task)."),
     list_: bool = typer.Option(False, "--list", help="List the templates and exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing loopml.yaml."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("init") + " With --from: what was inferred."),
 ) -> None:
     """Create a project folder holding a commented loopml.yaml, from a template or from your data.
 
@@ -117,16 +118,24 @@ def init(
         from loopml.spec.scaffold import scaffold_from_data
 
         made = scaffold_from_data(from_file, target, project_dir=directory, group_key=group_key)
+        info: dict[str, object] = {"template": None, "task": made.task, "target": target,
+                                   "inputs": [{"column": f.column, "kind": f.kind, "transforms": f.transforms,
+                                               "why": f.why} for f in made.inputs],
+                                   "ids": made.ids, "timestamps": made.timestamps}
         text, origin = made.text, f"{from_file} ({made.task} on `{target}`, {len(made.inputs)} inputs"
         origin += (f"; left out: {', '.join(made.ids + made.timestamps)})" if made.ids or made.timestamps else ")")
     else:
         text = (resources.files("loopml") / "examples" / f"{example}.yaml").read_text(encoding="utf-8")
         origin = f"example `{example}`"
+        info = {"template": example, "task": None, "target": None, "inputs": None, "ids": None, "timestamps": None}
     directory.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(text, encoding="utf-8")
     gi = directory / ".gitignore"
     if not gi.exists():
         gi.write_text(".loopml/\n", encoding="utf-8")
+    if as_json:
+        emit("init", {"spec": str(spec_file), **info})
+        return
     console.print(f"created {spec_file} from {origin}; next: `loopml spec check {directory}`",
                   highlight=False, soft_wrap=True)
 

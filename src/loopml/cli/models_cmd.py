@@ -136,6 +136,7 @@ def promote_cmd(
                                "significantly worse than production (recorded as forced, with the comparison)."),
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
+    as_json: bool = typer.Option(False, "--json", help=json_help("models promote")),
 ) -> None:
     """Move a version along the lifecycle; refuses without --force a version whose latest evaluation failed its
     gates or found it significantly worse than production on the primary metric (the comparison is printed).
@@ -150,6 +151,11 @@ def promote_cmd(
     evidence = _promotion_evidence(reg, version, to)
     _check_servable(reg, version, to)
     v = reg.transition(version, to, actor=actor, reason=reason, force=force)
+    if as_json:
+        emit("models promote", {"version_id": v.version_id, "state": v.state, "forced": bool(evidence),
+                                "archived": before.version_id if to == "production" and before is not None
+                                and before.version_id != v.version_id else None})
+        return
     if evidence:
         console.print(f"[yellow]forced[/yellow] {evidence} (recorded in the history)", highlight=False)
     msg = f"{v.version_id} is now {v.state}"
@@ -186,6 +192,7 @@ def rollback_cmd(
     reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded in the history)."),
     actor: str | None = typer.Option(None, "--actor", help="Who acts (default: $LOOPML_ACTOR or the login name)."),
     project: Path = PROJECT,
+    as_json: bool = typer.Option(False, "--json", help=json_help("models rollback")),
 ) -> None:
     """Archive the production version and restore the one that served before it.
 
@@ -196,6 +203,10 @@ def rollback_cmd(
     reg = _registry(project)
     before = reg.production()
     v = reg.rollback(actor=actor, reason=reason)
+    if as_json:
+        emit("models rollback", {"version_id": v.version_id, "state": v.state,
+                                 "archived": before.version_id if before else None})
+        return
     console.print(f"rolled back: {v.version_id} is serving again (archived {before.version_id if before else '-'})")
 
 

@@ -249,6 +249,8 @@ def quality_cmd(
     project: Path = PROJECT,
     window: str = typer.Option("1d", "--window", "-w", help="Bucket width of the time series, e.g. 1h, 1d."),
     since: str | None = typer.Option(None, "--since", help="Only predictions newer than this (e.g. 7d)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("monitor quality") + " Each window: window_start, "
+                                 "model_version, predictions, labelled, <metric>, cbpe_<metric>."),
 ) -> None:
     """Quality per window and model version on delayed labels, beside the CBPE estimate for all predictions.
 
@@ -282,6 +284,14 @@ def quality_cmd(
                      _fmt(e.get(metric)) if e else "", _fmt(q.get("accuracy")) if task != "regression" else _fmt(q.get("mae")),
                      _fmt(e.get("accuracy")) if e else ""))
     second = "accuracy" if task != "regression" else "mae"
+    if as_json:
+        emit("monitor quality", {"task": task, "metric": metric, "windows": [
+            {"window_start": k[0], "model_version": k[1], "predictions": est.get(k, {}).get("rows"),
+             "labelled": by_key.get(k, {}).get("rows", 0), metric: by_key.get(k, {}).get(metric),
+             f"cbpe_{metric}": est.get(k, {}).get(metric), second: by_key.get(k, {}).get(second),
+             f"cbpe_{second}": est.get(k, {}).get("accuracy") if task != "regression" else None}
+            for k in keys]})
+        return
     console.print(table(
         f"quality per {window} window and model version ({task})",
         ["window", "model version", "predictions", "labelled", metric, f"CBPE {metric}", second, f"CBPE {second}"],
@@ -347,6 +357,7 @@ def report_cmd(
     project: Path = PROJECT,
     window: str | None = typer.Option(None, "--window", "-w", help="Bucket width of the time series (default: drift window)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="HTML path (default: .loopml/reports/monitoring.html)."),
+    as_json: bool = typer.Option(False, "--json", help=json_help("monitor report")),
 ) -> None:
     """Write the monitoring report: HTML (time series per feature, metric and model version, alert markers,
     drift table worst first) and JSON beside it.
@@ -360,4 +371,7 @@ def report_cmd(
 
     ws = _workspace(project)
     html, js = write_report(ws, window=window, out=out)
+    if as_json:
+        emit("monitor report", {"html": str(html), "json": str(js)})
+        return
     console.print(f"monitoring report: {html}\nJSON: {js}")

@@ -26,6 +26,15 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
     "monitor ops": ("window", "summary", "by_version"),
     "monitor history": ("decisions", "alerts", "checks"),
     "zoo": ("models",),
+    "init": ("spec", "template", "task", "target", "inputs", "ids", "timestamps"),
+    "models promote": ("version_id", "state", "archived", "forced"),
+    "models rollback": ("version_id", "state", "archived"),
+    "monitor quality": ("task", "metric", "windows"),
+    "monitor report": ("html", "json"),
+    "data infer-schema": ("schema", "profile", "snapshot", "columns"),
+    "features lookup": ("table", "rows"),
+    "features materialize": ("tables",),
+    "report": ("markdown", "html", "not_measured"),
     "predict": ("model_version", "rows", "seconds", "rows_per_second", "output", "online_rows"),
 }
 
