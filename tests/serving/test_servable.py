@@ -93,8 +93,9 @@ def test_schema_kinds_from_manifest_types() -> None:
 @pytest.mark.parametrize("name", sorted(ROUTING_POLICIES))
 def test_routing_policy_contract(name: str, bundle_servable) -> None:  # type: ignore[no-untyped-def]
     _, s = bundle_servable
-    policy = make_policy(name, {"v1": s}, {"v1": "production"})
+    options = dict(getattr(ROUTING_POLICIES[name], "example_options", {}))  # declared by a policy without defaults
+    policy = make_policy(name, {"v1": s}, {"v1": "production"}, options)
     route = policy.route("rid", {})
     assert isinstance(route, Route) and route.model is s and route.name
     with pytest.raises(Exception, match=r"extra|unexpected|not permitted"):
-        make_policy(name, {"v1": s}, {"v1": "production"}, {"no_such_option": 1})
+        make_policy(name, {"v1": s}, {"v1": "production"}, {**options, "no_such_option": 1})

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import sys
 import time
@@ -636,9 +637,11 @@ async def serve_app(
     poller = asyncio.ensure_future(app.poll_forever(poll_seconds)) if poll_seconds > 0 else None
     if on_ready is not None:
         on_ready(bound)
-    if ready_file:
-        with open(ready_file, "w") as f:
+    if ready_file:  # written whole, then renamed: a reader that sees the file never sees it empty
+        tmp = f"{ready_file}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
             f.write(f"{bound[0]} {bound[1]}\n")
+        os.replace(tmp, ready_file)
     try:
         await stop.wait()
     finally:

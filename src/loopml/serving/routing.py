@@ -211,6 +211,8 @@ class ABPolicy(CanaryPolicy):
 
     name: ClassVar[str] = "ab"
     arms: ClassVar[tuple[str, str]] = ("control", "treatment")
+    #: ab has no valid default (the unit key names a request field): the contract suite uses these options
+    example_options: ClassVar[dict[str, Any]] = {"unit_key": "user_id"}
 
     def __init__(self, models: dict[str, Servable], states: dict[str, str], config: BaseModel | None = None) -> None:
         cfg = config if isinstance(config, SplitConfig) else SplitConfig()
