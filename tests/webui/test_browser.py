@@ -11,6 +11,7 @@ import json
 import re
 from collections import deque
 from pathlib import Path
+from typing import Any
 from urllib.parse import urldefrag, urlparse
 
 import pytest
@@ -131,6 +132,15 @@ def test_read_only_ui_offers_no_promotion(ui, browser):
     drain(browser)
 
 
+def _until(browser: Any, done: Any, seconds: float = 60.0) -> None:
+    """Wait until ``done(browser)`` holds (the submitted form's answer page has loaded); fail after ``seconds``."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+        done, message=f"the page did not show the expected answer: {browser.page_source[:800]}")
+
+
 def test_promote_shows_the_comparison_and_asks_for_the_token(demo_project, browser, tmp_path, screenshots):
     from loopml.registry import Registry
     from loopml.workspace import Workspace
@@ -148,14 +158,14 @@ def test_promote_shows_the_comparison_and_asks_for_the_token(demo_project, brows
         browser.find_element("name", "reason").send_keys("better on the drifted day")
         token.send_keys("wrong")
         browser.find_element("id", "promote-submit").click()
-        assert "token rejected" in browser.find_element("id", "action-error").text
+        _until(browser, lambda b: "token rejected" in b.find_element("id", "action-error").text)
         assert Registry(Workspace.open(proj)).production().version_id == "v1"  # type: ignore[union-attr]
         drain(browser)  # the refusal answered 401 on purpose
         # the right token: v2 serves, the actor is the token's name
         browser.find_element("name", "reason").send_keys("better on the drifted day")
         browser.find_element("id", "token").send_keys(TOKEN)
         browser.find_element("id", "promote-submit").click()
-        assert "v2 is now production" in browser.page_source
+        _until(browser, lambda b: "v2 is now production" in b.page_source)
         shot(browser, screenshots, "promoted")
         reg = Registry(Workspace.open(proj))
         assert reg.production().version_id == "v2"  # type: ignore[union-attr]
@@ -166,6 +176,7 @@ def test_promote_shows_the_comparison_and_asks_for_the_token(demo_project, brows
         browser.find_element("name", "reason").send_keys("undo")
         browser.find_element("name", "token").send_keys(TOKEN)
         browser.find_element("id", "rollback-submit").click()
+        _until(browser, lambda b: "done=rolled-back" in b.current_url)
         assert Registry(Workspace.open(proj)).production().version_id == "v1"  # type: ignore[union-attr]
         console, failed = drain(browser)
         assert not console and not failed, console + failed
