@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 
@@ -20,9 +21,8 @@ PROJECT = typer.Option(Path("."), "--project", "-p", help="Project folder (holdi
 
 
 def _ws(project: Path):  # type: ignore[no-untyped-def]
-    from loopml.workspace import Workspace
 
-    return Workspace.open(project)
+    return open_project(project)
 
 
 @app.command("snapshots")

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.ui import console, err_console
 from loopml.errors import DataError, GateFailed, LoopMLError, NotFound
 
@@ -86,10 +87,9 @@ def evaluate(
       loopml evaluate -p shop --json | jq .approved
     """
     from loopml.evaluation.report import render_html
-    from loopml.workspace import Workspace
 
     html = html or html_old
-    ws = Workspace.open(project)
+    ws = open_project(project)
     if bundle is not None or table_ref is not None:
         if bundle is None or table_ref is None:
             raise LoopMLError("--bundle and --table go together: evaluate BUNDLE on TABLE")

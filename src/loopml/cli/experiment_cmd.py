@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.ui import console, table
 
 app = typer.Typer(
@@ -38,9 +39,8 @@ def _analyse(project: Path, experiment: str | None, alpha: float, tau: float,
              metrics_url: str | None = None) -> tuple[Any, Any]:
     from loopml.experiments.analysis import INCUMBENT, analyse, slo_check
     from loopml.monitoring.logs import read_labelled, read_predictions
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     res = analyse(read_predictions(ws, shadows=True), read_labelled(ws, shadows=True), experiment, alpha=alpha,
                   tau=tau)
     if metrics_url:
@@ -128,7 +128,14 @@ def status(
     alpha: float = ALPHA,
     tau: float = TAU,
 ) -> None:
-    """Arms, sample ratio, shadow agreement, guardrail, SLOs and the sequential A/B test of one experiment."""
+    """Arms, sample ratio, shadow agreement, guardrail, SLOs and the sequential A/B test of one experiment.
+
+    Examples:
+
+      loopml experiment status -p shop
+      loopml experiment status -p shop --metrics-url http://127.0.0.1:8000/metrics --rollback-on-breach
+      loopml experiment status -p shop --json | jq .online
+    """
     from loopml.experiments.records import get
 
     ws, res = _analyse(project, experiment, alpha, tau, metrics_url)
@@ -156,7 +163,13 @@ def report(
     alpha: float = ALPHA,
     tau: float = TAU,
 ) -> None:
-    """Write the analysis of an experiment to .loopml/reports/experiment-<name>.json."""
+    """Write the analysis of an experiment to .loopml/reports/experiment-<name>.json.
+
+    Examples:
+
+      loopml experiment report -p shop
+      loopml experiment report -p shop --experiment canary-v3
+    """
     ws, res = _analyse(project, experiment, alpha, tau)
     _print(res)
     out = ws.reports / f"experiment-{res.experiment}.json"
@@ -187,16 +200,18 @@ def start(
     """Put a version into the spec's experiment (state shadow for `shadow` routing, canary for canary/ab),
     recorded in the metadata database and the registry history, with the planned sample size.
 
-    Example: loopml experiment start v3 -r "retrained on May data" --baseline 0.04 --mde 0.05
+    Examples:
+
+      loopml experiment start v3 -p shop -r "retrained on May data"
+      loopml experiment start v3 -p shop -r "retrained on May data" --baseline 0.04 --mde 0.05
     """
     from loopml.cli.models_cmd import _check_servable
     from loopml.errors import LoopMLError
     from loopml.experiments.planning import plan_sample_size
     from loopml.experiments.records import record_start
     from loopml.registry import Registry
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     routing = ws.spec.deployment.routing
     if routing.type == "production":
         raise LoopMLError("deployment.routing.type is `production`: no experiment would get traffic",
@@ -235,7 +250,10 @@ def stop(
 ) -> None:
     """End an experiment: promote or roll back its challenger, with the log's analysis as evidence.
 
-    Example: loopml experiment stop -d rollback -r "guardrail breach"
+    Examples:
+
+      loopml experiment stop -p shop -d rollback -r "guardrail breach"
+      loopml experiment stop -p shop -d promote -r "CTR +4.8%, always-valid p < 0.05"
     """
     from loopml.cli.models_cmd import _check_servable
     from loopml.errors import LoopMLError, NotFound
@@ -243,11 +261,10 @@ def stop(
     from loopml.experiments.records import get, record_stop
     from loopml.monitoring.logs import read_labelled, read_predictions
     from loopml.registry import Registry
-    from loopml.workspace import Workspace
 
     if decision not in ("promote", "rollback"):
         raise LoopMLError(f"--decision must be promote or rollback, got `{decision}`")
-    ws = Workspace.open(project)
+    ws = open_project(project)
     rec = get(ws, experiment)
     if rec is None:
         raise NotFound("no experiment started in this project")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.ui import console
 from loopml.errors import LoopMLError, SpecError
 
@@ -50,7 +51,6 @@ def export(
     `loopml export --format onnx --version v3 -p shop --out v3.onnx --json`,
     `loopml export --to mlflow -p shop --tracking-uri ./mlruns`.
     """
-    from loopml.workspace import Workspace
 
     if to is not None:
         _export_tracking(project, to, tracking_uri, experiment, as_json)
@@ -66,7 +66,7 @@ def export(
     except ImportError as exc:
         raise LoopMLError(f"ONNX export needs the `onnx` extra ({exc.name} is not installed)",
                           hint="pip install 'loopml[onnx]' (make setup installs it)") from None
-    ws = Workspace.open(project)
+    ws = open_project(project)
     from loopml.export.artifact import export_onnx
 
     res = export_onnx(ws, version, out)

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, table
 from loopml.errors import DataError, NotFound
@@ -43,9 +44,8 @@ def show(
     """
     from loopml.features import FeaturePipeline
     from loopml.features.registry_view import latest_features_table, latest_transform
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     source = ""
     if transform is not None and Path(transform).is_file():
         pipe = FeaturePipeline.from_json(json.loads(Path(transform).read_text()))
@@ -106,9 +106,8 @@ def materialize_cmd(
     from loopml.features.materialize import materialize
     from loopml.features.registry_view import latest_features_manifest, manifest_tables
     from loopml.features.store import open_online_store
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     when = None
     if as_of is not None:
         try:
@@ -158,9 +157,8 @@ def parity_cmd(
     from loopml.features.parity import check_parity
     from loopml.features.registry_view import latest_features_manifest, manifest_tables
     from loopml.features.store import open_online_store
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     manifest = latest_features_manifest(ws)
     sources = manifest_tables(ws, manifest, "source_digest")
     pipe = _load_transform(ws, transform)
@@ -235,9 +233,8 @@ def lookup(
     import time
 
     from loopml.features.store import open_online_store
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     spec = ws.spec.features.tables.get(table_name)
     if spec is None:
         raise NotFound(f"feature table `{table_name}` is not declared (features.tables: "

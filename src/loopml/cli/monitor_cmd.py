@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.shapes import emit, json_help
 from loopml.cli.ui import console, fmt_time, table
 from loopml.errors import LoopMLError, SpecError
@@ -40,9 +41,8 @@ def _fmt(v: Any) -> str:
 
 def _workspace(project: Path) -> Any:
     from loopml.monitoring.records import ensure_tables
-    from loopml.workspace import Workspace
 
-    ws = Workspace.open(project)
+    ws = open_project(project)
     ensure_tables(ws)
     return ws
 

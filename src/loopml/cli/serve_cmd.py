@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from loopml.cli.project import open_project
 from loopml.cli.shapes import json_help
 from loopml.cli.ui import console, table
 from loopml.errors import LoopMLError, NotFound
@@ -71,9 +72,8 @@ def serve(
         budget_ms = None
         workspace_root = None
     else:
-        from loopml.workspace import Workspace
 
-        ws = Workspace.open(project)
+        ws = open_project(project)
         workspace_root = ws.root
         dep = ws.spec.deployment.model_copy(update=lag)
         app = app_for_workspace(ws, logs=not no_log, deployment=dep, backend=backend)
@@ -125,11 +125,10 @@ def predict(
     """
     from loopml.registry import Registry
     from loopml.serving.sources import load_version
-    from loopml.workspace import Workspace
 
     if (batch is None) == (row is None):
         raise LoopMLError("give exactly one of --batch INPUT or --row JSON")
-    ws = Workspace.open(project)
+    ws = open_project(project)
     reg = Registry(ws)
     v = reg.get(version) if version else reg.production()
     if v is None:
