@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import copy
 import gzip
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
