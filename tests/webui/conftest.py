@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,3 +95,12 @@ def browser():
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def assert_self_contained(page: str) -> None:
+    """A page that needs nothing but itself: no linked stylesheet or script, no fetched URL; its charts' layer
+    (uPlot and charts.js) and data inlined."""
+    low = page.lower()
+    assert "<link" not in low and "<script src" not in low and "@import" not in low and "url(" not in low
+    assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?!#)""", low), "a resource or link outside the page"
+    assert "new uplot(" in low and 'type="application/json"' in low, "the chart layer is not inlined"

@@ -109,16 +109,6 @@ def test_the_monitoring_page_with_several_windows_draws_lines(several_windows, b
         server.stop()
 
 
-def test_evaluation_charts_draw_with_missing_values():
-    from loopml.evaluation.svg import bar_chart, heatmap, line_chart
-
-    line = line_chart([("a", [0.0, 0.5, None, 1.0], [0.1, float("nan"), 0.3, 0.9])], title="t", xlabel="x", ylabel="y")
-    assert line.count(",") >= 2 and "nan" not in line.lower()
-    assert "<rect" in bar_chart(["a", "b"], [None, 0.5], title="t", xlabel="x", errors=[(None, None), (0.4, 0.6)])
-    cells = heatmap([[3, None], [float("nan"), 5]], ["0", "1"], title="confusion")  # type: ignore[list-item]
-    assert ">3<" in cells and ">5<" in cells and cells.count(">–<") == 2
-
-
 def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_computed(demo_project, tmp_path):
     import pyarrow.parquet as pq
     from starlette.testclient import TestClient
@@ -158,3 +148,38 @@ def test_the_design_document_says_whose_metrics_it_shows(demo_project):
     # the demo's retraining registered v2 (not promoted): its test metric is labelled as v2's, not beside "v1" bare
     assert "test roc_auc of v2" in glance and "verdict of v2" in glance
     assert glance["in production"].startswith("v1 (not v2")
+
+
+def test_the_runs_leaderboard_evaluation_and_validation_reports_open_in_a_browser(demo_project, browser, screenshots):
+    """The static reports are the UI's templates and uPlot charts inlined: each file needs nothing but itself,
+    draws its charts in Chromium with 0 console errors and keeps its content (intervals, paired comparisons,
+    why-not lines, failing checks first)."""
+    from loopml.lineage import list_runs
+    from loopml.workspace import Workspace
+    from tests.webui.conftest import assert_self_contained
+
+    ws = Workspace.open(demo_project)
+    folder = ws.reports / list_runs(ws)[0]["run_id"]  # the retraining run: v2 compared with v1 in production
+    pages = {"leaderboard": folder / "leaderboard.html", "evaluation": folder / "evaluation.html",
+             "validation": next(folder.glob("validation-*.html"))}
+    report = json.loads((folder / "evaluation.json").read_text())
+    for name, path in pages.items():
+        html = path.read_text()
+        assert_self_contained(html)
+        browser.get_log("browser")
+        browser.get(path.as_uri())
+        charts = browser.execute_script("return window.loopmlCharts.map(c => [c.id, c.data[0].length]);")
+        assert charts and all(n > 0 for _, n in charts), charts
+        assert browser.execute_script("return document.querySelectorAll('.chart canvas').length") == len(charts)
+        browser.save_screenshot(str(screenshots / f"report_{name}.png"))
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"], name
+        text = browser.find_element("tag name", "body").text
+        if name == "leaderboard":
+            assert "why:" in text and "leaderboard-chart" in [c[0] for c in charts]
+        elif name == "evaluation":
+            assert "Candidate vs production" in text and "95% interval" in text
+            assert {"evaluation-curve-1", "evaluation-slices"} <= {c[0] for c in charts}
+            lo, hi = report["metrics"][report["primary_metric"]]["lower"], report["metrics"][report["primary_metric"]]["upper"]
+            assert f"[{lo:.4f}, {hi:.4f}]" in text
+        else:
+            assert text.index("Failing checks") < text.index("Columns") < text.index("Passing checks")

@@ -8,8 +8,6 @@ asks for the token in the form; the actor recorded in the registry is the token'
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -28,32 +25,13 @@ from starlette.templating import Jinja2Templates
 from loopml.errors import LoopMLError
 from loopml.serving.auth import AdminAuth
 from loopml.webui import views
+from loopml.webui.export import STATIC, TEMPLATES, configure
 from loopml.workspace import Workspace
 
-HERE = Path(__file__).parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
 NAV = [("runs", "Runs", "/runs"), ("data", "Data", "/data"), ("models", "Models", "/models"),
        ("monitoring", "Monitoring", "/monitoring"), ("design", "Design", "/design")]
 _FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" '
             b'fill="#1f77b4"/></svg>')
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe data for the charts: NaN/inf become null, timestamps ISO strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _tojson(obj: Any) -> Markup:
-    text = json.dumps(_clean(obj), default=str, allow_nan=False)
-    # safe inside <script type="application/json">: no "<", ">" or "&" can close or confuse the element
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 class MonitoringCache:
@@ -151,10 +129,7 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
 
         auth = admin_auth(ws.spec.deployment)
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    env = templates.env
-    env.filters["fmt"] = views.fmt
-    env.filters["when"] = views.when
-    env.filters["tojson_safe"] = _tojson
+    env = configure(templates.env)
     env.globals["nav"] = NAV
     env.globals["project"] = ws.spec.project.name
     env.globals["actions_enabled"] = auth.enabled
