@@ -55,6 +55,20 @@ class UIProcess:
             time.sleep(0.1)
         host, port = ready.read_text().split()
         self.url = f"http://{host}:{port}"
+        self.wait_for_monitoring()
+
+    def wait_for_monitoring(self, timeout: float = 600) -> None:
+        """Until the monitoring report the UI computes in the background at start-up is ready (pages that show it
+        answer with a progress page before)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = httpx.get(self.url + "/monitoring/status", timeout=30).json()
+            if status["ready"] or status["error"]:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the monitoring report was not computed in {timeout} s")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

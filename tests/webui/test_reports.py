@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 import time
 
 import pyarrow as pa
@@ -122,6 +123,10 @@ def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_c
     proj = copy_project(demo_project, tmp_path / "p")
     app = create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None))
     client = TestClient(app)
+    for _ in range(3000):  # the report computed when the UI started
+        if client.get("/monitoring/status").json()["ready"]:
+            break
+        time.sleep(0.1)
     first = client.get("/monitoring")
     assert first.status_code == 200 and "a newer one is being computed" not in first.text
     rows = re.search(r"([\d,]+) logged predictions", first.text).group(1)  # type: ignore[union-attr]
@@ -138,6 +143,46 @@ def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_c
         time.sleep(0.1)
     grown = int(rows.replace(",", "")) + table.num_rows
     assert f"{grown:,} logged predictions" in page
+
+
+def test_the_first_monitoring_request_answers_at_once_and_a_restart_reads_the_report_from_disk(demo_project, tmp_path):
+    from starlette.testclient import TestClient
+
+    from loopml.serving.auth import AdminAuth
+    from loopml.webui import create_app
+    from loopml.webui.app import MonitoringCache
+    from loopml.workspace import Workspace
+
+    proj = copy_project(demo_project, tmp_path / "p")
+    shutil.rmtree(proj / ".loopml" / "ui", ignore_errors=True)
+    ws = Workspace.open(proj)
+    window = ws.spec.monitoring.drift.window
+    cache = MonitoringCache(ws, wait_s=0.0)
+    assert cache.get(window) is None  # nothing computed yet: no waiting for it, a progress page instead
+    assert cache.progress(window)["computing"] and not cache.progress(window)["ready"]
+    for _ in range(3000):
+        if cache.progress(window)["ready"]:
+            break
+        time.sleep(0.1)
+    data, refreshing, _ = cache.get(window)  # type: ignore[misc]
+    assert not refreshing and data["log_rows"] > 0
+    saved = list((proj / ".loopml" / "ui").glob("monitoring-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["data"] == data
+    # a restarted UI answers from the saved report, computing nothing while the log is unchanged
+    again = MonitoringCache(Workspace.open(proj), wait_s=0.0)
+    assert again.warm(window) is None
+    assert again.get(window) == (data, False, json.loads(saved[0].read_text())["seconds"])
+    assert not again.progress(window)["computing"]
+    # the page and its progress endpoint, while the first report is computed
+    shutil.rmtree(proj / ".loopml" / "ui")
+    client = TestClient(create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None), warm=False))
+    status = client.get("/monitoring/status").json()
+    assert status == {"window": window, "ready": False, "computing": False, "elapsed_s": None, "last_seconds": None,
+                      "error": None}
+    page = client.get("/monitoring")
+    assert page.status_code == 200
+    if "monitoring-pending" in page.text:  # (on a quick machine the report may be ready within the wait)
+        assert '<meta http-equiv="refresh"' in page.text and f"{data['log_rows']:,} logged predictions" in page.text
 
 
 def test_the_design_document_says_whose_metrics_it_shows(demo_project):
