@@ -206,9 +206,12 @@ def main(argv: list[str] | None = None) -> None:
         kept = pick_row["lift_share"] if pick_row else float("nan")
         ratio = _mlp_int8_ratio(r)
         file_ratio = _mlp_int8_ratio(r, "size_kb")
-        checks.append({"mlp_int8_file_ratio": file_ratio,"dataset": r["dataset"], "pick": r["pick"], "lift_kept": kept, "target_lift_kept": 0.95,
-                       "lift_met": bool(kept >= 0.95), "mlp_int8_size_ratio": ratio, "target_ratio": 3.0,
-                       "ratio_met": bool(ratio is not None and ratio >= 3.0)})
+        checks.append({"mlp_int8_file_ratio": file_ratio, "dataset": r["dataset"], "pick": r["pick"],
+                       "lift_kept": kept, "target_lift_kept": 0.95, "lift_met": bool(kept >= 0.95),
+                       "mlp_int8_size_ratio": ratio, "target_ratio": 3.0,
+                       # judged on the whole exported file (transform included) and on the model part alone
+                       "ratio_met": bool(file_ratio is not None and file_ratio >= 3.0),
+                       "part_ratio_met": bool(ratio is not None and ratio >= 3.0)})
     md = [
         "# Compression for on-device targets",
         "",
@@ -220,17 +223,25 @@ def main(argv: list[str] | None = None) -> None:
         "variant's own bundle (fp32 exports: float error; fp16/int8: the quantisation error). Measured on a busy "
         "2-core machine shared with four other engineers: latencies are upper bounds. `model part KB` is the model "
         "alone (its ONNX graph on the feature matrix, same compression); the file adds the transform, whose "
-        "category vocabularies (id strings) no weight compression shrinks.",
+        "category vocabularies (id strings) no weight compression shrinks. int8 = every weight tensor of the model "
+        "(dense weights and biases, embedding tables) stored as int8 with one scale per tensor and turned back by "
+        "`DequantizeLinear` (activations stay float32); the transform's constants stay exact. The MLP int8 target "
+        "(≥ 3x) is judged on the whole file and, separately, on the model part.",
         "",
     ]
     for r in results:
         md.append(_fmt_table(r))
-    md += ["## Targets", "", "| dataset | pick under 1 MB / 1 ms | lift kept (≥ 95%) | MLP int8 size cut (≥ 3x): model part | whole file |",
-           "|---|---|---|---|---|"]
-    for c in checks:
-        ratio = f"{c['mlp_int8_size_ratio']:.2f}x" if c["mlp_int8_size_ratio"] else "-"
+    md += ["## Targets", "", "| dataset | pick under 1 MB / 1 ms | lift kept (≥ 95%) | MLP int8 size cut (≥ 3x): whole "
+           "file | model part |", "|---|---|---|---|---|"]
+    for c, r in zip(checks, results):
+        by = {v["name"]: v for v in r["variants"]}
+        sizes = (f" ({by['mlp']['size_kb']:,.1f} → {by['mlp int8']['size_kb']:,.1f} KB)"
+                 if "mlp" in by and "mlp int8" in by else "")
+        ratio = f"{c['mlp_int8_file_ratio']:.2f}x{sizes}" if c["mlp_int8_file_ratio"] else "-"
+        part = (f"{c['mlp_int8_size_ratio']:.2f}x ({'met' if c['part_ratio_met'] else 'NOT met'})"
+                if c["mlp_int8_size_ratio"] else "-")
         md.append(f"| {c['dataset']} | {c['pick']} | {c['lift_kept']:.1%} ({'met' if c['lift_met'] else 'NOT met'}) | "
-                  f"{ratio} ({'met' if c['ratio_met'] else 'NOT met'}) | {c['mlp_int8_file_ratio'] or 0:.2f}x |")
+                  f"{ratio} ({'met' if c['ratio_met'] else 'NOT met'}) | {part} |")
     path = write_results("compression", {"results": results, "checks": checks, "quick": args.quick}, "\n".join(md) + "\n")
     print("\n".join(md))
     print(f"wrote {path}")

@@ -77,3 +77,7 @@ def test_a_device_budget_spec_picks_a_variant_that_fits(cli, tmp_path, datasets)
     dep = md[md.index("## 7. Deployment"):]
     assert f"cloud: best model ({sec['cloud']['name']})" in dep and f"on-device (chosen: on-device): {sec['winner']}" in dep
     assert f"{win['size_kb']:.1f} KB" in dep and f"{sec['cloud']['size_kb']:.1f} KB" in dep
+    for v in (win, sec["cloud"]):  # with their numbers: quality [95% CI] and device p99 of each
+        assert f"{v['value']:.4f} [{v['interval'][0]:.4f}, {v['interval'][1]:.4f}]" in dep
+        assert f"{v['p99_ms']:.3f} ms" in dep
+    assert f"{win['lift_share'] * 100:.1f}%" in dep

@@ -42,6 +42,19 @@ def train_bundle(ws: Workspace, table: pa.Table, *, n_estimators: int = 30, seed
     return save_bundle(ws, bundle, producer=None)
 
 
+def constant_bundle(ws: Workspace, table: pa.Table) -> str:
+    """A bundle whose model answers the training click rate for every request."""
+    from loopml.features import FeaturePipeline
+    from loopml.training.bundle import Bundle, make_manifest, save_bundle
+    from loopml.training.models.base import make_model
+
+    y = np.asarray(table.column("click").to_numpy(), dtype=np.float64)
+    pipe = FeaturePipeline.from_spec(ws.spec.features, task=ws.spec.task).fit(table, y)
+    model = make_model("prior", task="binary").fit(pipe.transform_batch(table), y)
+    return save_bundle(ws, Bundle(transform=pipe, model=model, manifest=make_manifest(pipe, model, schema=table.schema)),
+                       producer=None)
+
+
 def click_spec() -> Spec:
     """A spec whose task is the click label."""
     return Spec.model_validate({"task": {"type": "binary", "target": "click"}})

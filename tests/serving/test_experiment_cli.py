@@ -14,25 +14,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import click_spec, rows_of, train_bundle
+from helpers import click_spec, constant_bundle, rows_of, train_bundle
 
 from conftest import PASSED, make_project, start_server
 from loopml.experiments.analysis import analyse
 from loopml.registry import Registry
 from loopml.workspace import Workspace
-
-
-def constant_bundle(ws: Workspace, table: pa.Table) -> str:
-    """A bundle whose model answers the training click rate for every request."""
-    from loopml.features import FeaturePipeline
-    from loopml.training.bundle import Bundle, make_manifest, save_bundle
-    from loopml.training.models.base import make_model
-
-    y = np.asarray(table.column("click").to_numpy(), dtype=np.float64)
-    pipe = FeaturePipeline.from_spec(ws.spec.features, task=ws.spec.task).fit(table, y)
-    model = make_model("prior", task="binary").fit(pipe.transform_batch(table), y)
-    return save_bundle(ws, Bundle(transform=pipe, model=model, manifest=make_manifest(pipe, model, schema=table.schema)),
-                       producer=None)
 
 
 def send(server, rows: list[dict[str, object]], labels: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
@@ -49,8 +36,8 @@ def send(server, rows: list[dict[str, object]], labels: list[int]) -> list[str]:
 def test_broken_canary_is_rolled_back_before_its_second_step(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
     project = make_project(tmp_path / "proj", click)
     spec = (project / "loopml.yaml").read_text()
-    # steps 30% then 100%; the second step would start 120 s after the server loads the canary
-    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, steps: [0.3, 1.0], hold_seconds: 120}\n")
+    # steps 30% then 100% (not before 120 s); the server's own guard checks hourly: the CLI rolls back here
+    (project / "loopml.yaml").write_text(spec + "  routing: {type: canary, steps: [0.3, 1.0], hold_seconds: 120, gate: {check_seconds: 3600}}\n")
     ws = Workspace.open(project)
     v3 = Registry(ws).register(constant_bundle(ws, click), verdict=PASSED, lineage={"note": "broken"})
     cli("models", "promote", v3.version_id, "--to", "canary", "-r", "canary of v3", "-p", str(project), check=True)

@@ -189,13 +189,16 @@ def _paired_brier(t: pa.Table, incumbent: str, alpha: float) -> dict[str, Any] |
 
 
 def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99_ms: float | None = None,
-              min_error_increase: float = 0.01, alpha: float = 0.05) -> dict[str, Any]:
+              min_error_increase: float = 0.01, alpha: float = 0.05, max_p99_ratio: float | None = None,
+              p99_floor_ms: float = 0.0) -> dict[str, Any]:
     """SLOs of the challenger from the service's Prometheus metrics (``/metrics`` text), per model version.
 
     Error rate: non-2xx answers of ``/v1/predict`` (client errors fall on both arms alike, so the
     comparison stays fair); a breach is a rate at least ``min_error_increase`` above the incumbent's and
-    significantly so (Fisher's exact test, one-sided). Latency: the challenger's p99 (histogram) above
-    ``latency_p99_ms`` when given.
+    significantly so (Fisher's exact test, one-sided); ``error_rate_upper`` is the challenger's one-sided
+    Clopper-Pearson upper bound at ``1 - alpha``. Latency: the challenger's p99 (histogram) above
+    ``latency_p99_ms`` when given, or above ``max_p99_ratio`` times the incumbent's p99 by more than
+    ``p99_floor_ms`` when given.
     """
     from loopml.monitoring.ops import histogram_quantile, parse_prometheus
 
@@ -214,8 +217,11 @@ def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99
     out: dict[str, Any] = {"versions": {}, "reasons": []}
     for v, a in arms.items():
         n = a["requests"]
-        out["versions"][v] = {"requests": int(n), "errors": int(a["errors"]),
-                              "error_rate": a["errors"] / n if n else None,
+        k = a["errors"]
+        out["versions"][v] = {"requests": int(n), "errors": int(k),
+                              "error_rate": k / n if n else None,
+                              "error_rate_upper": (float(stats.beta.ppf(1 - alpha, k + 1, n - k)) if k < n else 1.0)
+                              if n else None,
                               "latency_p99_ms": histogram_quantile(0.99, a["buckets"]) * 1000 if a["buckets"] else None}
     ci, ch = out["versions"][incumbent], out["versions"][challenger]
     if ch["requests"] and ci["requests"]:
@@ -229,6 +235,11 @@ def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99
     p99 = ch["latency_p99_ms"]
     if latency_p99_ms is not None and p99 is not None and math.isfinite(p99) and p99 > latency_p99_ms:
         out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms above the SLO {latency_p99_ms} ms")
+    p99_inc = ci["latency_p99_ms"]
+    if max_p99_ratio is not None and p99 is not None and p99_inc is not None and math.isfinite(p99) \
+            and math.isfinite(p99_inc) and p99 > max_p99_ratio * p99_inc and p99 - p99_inc > p99_floor_ms:
+        out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms vs {incumbent} {p99_inc:.1f} ms: above "
+                              f"{max_p99_ratio:g}x and by more than {p99_floor_ms:g} ms")
     out["breached"] = bool(out["reasons"])
     return out
 

@@ -4,10 +4,11 @@ Variants of a trained candidate (its :class:`~loopml.training.bundle.Bundle` and
 trained on):
 
 - ``fp32``: the plain export (the reference for drift);
-- ``fp16``: float16 weights (each large float initializer stored as float16 and cast back at load,
+- ``fp16``: float16 weights (each large weight tensor stored as float16 and cast back at load,
   compute stays float32: ONNX Runtime's CPU kernels are float32), for neural and linear models;
-- ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights of ``MatMul``/``Gather``,
-  activations quantized per call), for neural and linear models;
+- ``int8``: int8 weights (:func:`int8_weights`: every weight tensor, biases and embedding tables
+  included, one symmetric scale per tensor, turned back by ``DequantizeLinear``; activations stay float32), for neural
+  and linear models;
 - GBDT pruning: the first k trees of the booster (``trees=k``) and a retrained booster with fewer
   leaves and early stopping on validation (``leaves=7``);
 - MLP magnitude pruning: the smallest |w| of every dense layer set to zero, then fine-tuned with the
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import copy
 import gzip
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,18 +103,21 @@ class Measured:
 
 # -- ONNX-level compression --------------------------------------------------------------------------
 def fp16_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
-    """Float initializers of at least ``min_elements`` stored as float16, each cast back to float32 at load."""
+    """The model's weight tensors (:func:`~loopml.export.graph.is_weight`) of at least ``min_elements`` stored as
+    float16, each cast back to float32 at load; the transform's constants stay exact."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from loopml.export.graph import compact, is_weight
 
     m = onnx.load_from_string(model_bytes)
     g = m.graph
     casts = []
     keep = []
     for init in g.initializer:
-        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= min_elements:
+        if init.data_type == TensorProto.FLOAT and is_weight(init.name) and int(np.prod(init.dims)) >= min_elements:
             arr = numpy_helper.to_array(init).astype(np.float16)
-            half = numpy_helper.from_array(arr, init.name + "_fp16")
+            half = numpy_helper.from_array(arr, init.name + "h")
             keep.append(half)
             casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
         else:
@@ -125,34 +127,45 @@ def fp16_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
     nodes = list(g.node)
     del g.node[:]
     g.node.extend(casts + nodes)
-    return bytes(m.SerializeToString())
+    return bytes(compact(m).SerializeToString())
 
 
-def int8_dynamic(model_bytes: bytes) -> bytes:
-    """``quantize_dynamic`` with int8 weights for ``MatMul`` and ``Gather`` (embedding tables)."""
-    import logging
+def int8_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
+    """Every weight tensor of the model (:func:`~loopml.export.graph.is_weight`: dense weights and biases, embedding
+    and factor tables) of at least ``min_elements`` stored as int8 with one float32 scale (symmetric, per tensor),
+    turned back into float32 by a ``DequantizeLinear`` node (the QDQ format, weights only).
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    Unlike ``onnxruntime.quantization.quantize_dynamic`` (the QOperator format: int8 ``MatMulInteger`` with
+    activations quantised per call), the activations stay float32: a row gives the same score alone or in a
+    batch, every weight-bearing op is covered (biases, the ``Mul`` of factor vectors, not only ``MatMul`` and
+    ``Gather``), the transform's constants are never touched (``quantize_dynamic`` also quantised the index
+    ``MatMul`` of non-contiguous category levels) and the file carries 1 node per tensor instead of 5 per ``MatMul``.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a pre-processing suggestion on every call
-    try:
-        return _quantize(model_bytes, quantize_dynamic, QuantType.QInt8)
-    finally:
-        root.setLevel(level)
+    from loopml.export.graph import compact, is_weight
 
-
-def _quantize(model_bytes: bytes, quantize_dynamic: Any, qint8: Any) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="loopml-q-") as tmp:
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        src.write_bytes(model_bytes)
-        quantize_dynamic(str(src), str(dst), weight_type=qint8, op_types_to_quantize=["MatMul", "Gather"])
-        import onnx
-
-        m = onnx.load_from_string(dst.read_bytes())
-        del m.graph.value_info[:]  # shapes the quantizer inferred: not needed to run, only bytes on the device
-        return bytes(m.SerializeToString())
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    dequant = []
+    keep = []
+    for init in g.initializer:
+        if not (init.data_type == TensorProto.FLOAT and is_weight(init.name) and int(np.prod(init.dims)) >= min_elements):
+            keep.append(init)
+            continue
+        w = numpy_helper.to_array(init).astype(np.float64)
+        top = float(np.abs(w).max()) if w.size else 0.0
+        scale = np.float32(top / 127.0 if top > 0 else 1.0)
+        q = np.clip(np.rint(w / np.float64(scale)), -127, 127).astype(np.int8)
+        keep += [numpy_helper.from_array(q, init.name + "q"), numpy_helper.from_array(np.asarray(scale), init.name + "s")]
+        dequant.append(helper.make_node("DequantizeLinear", [init.name + "q", init.name + "s"], [init.name]))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(dequant + nodes)
+    return bytes(compact(m).SerializeToString())
 
 
 def for_device(bundle: Bundle, model_bytes: bytes) -> tuple[str | None, bytes]:
@@ -160,7 +173,7 @@ def for_device(bundle: Bundle, model_bytes: bytes) -> tuple[str | None, bytes]:
     int8 for ``int8``/``prune``/``distill+int8`` winners, fp16 for ``fp16``) applied to an ONNX graph of it."""
     technique = str((bundle.manifest.get("device") or {}).get("technique", ""))
     if "int8" in technique or technique == "prune":
-        return "int8", int8_dynamic(model_bytes)
+        return "int8", int8_weights(model_bytes)
     if technique == "fp16":
         return "fp16", fp16_weights(model_bytes)
     return None, model_bytes
@@ -270,7 +283,7 @@ def variants(candidates: dict[str, Bundle], data: FitData, *, teacher: str | Non
         add(name, name, "export", b)
         if fam in TENSOR_FAMILIES:
             add(f"{name} fp16", name, "fp16", b, fp16_weights)
-            add(f"{name} int8", name, "int8", b, int8_dynamic)
+            add(f"{name} int8", name, "int8", b, int8_weights)
         if fam == "lightgbm":
             n = b.model.booster_.current_iteration()  # type: ignore[attr-defined]
             for k in sorted({max(1, n // 4), max(1, n // 2)}):
@@ -280,7 +293,7 @@ def variants(candidates: dict[str, Bundle], data: FitData, *, teacher: str | Non
                 refit(b, data, "lightgbm", {"n_estimators": max(n, 50), "num_leaves": 7, "learning_rate": 0.1,
                                             "early_stopping_rounds": 20}, seed=seed))
         if fam == "mlp":
-            add(f"{name} prune=70% int8", name, "prune", prune_mlp(b, data, seed=seed), int8_dynamic)
+            add(f"{name} prune=70% int8", name, "prune", prune_mlp(b, data, seed=seed), int8_weights)
     if teacher is not None and data.task in ("binary", "regression"):
         tb = candidates[teacher]
         small = "logistic" if data.task == "binary" else "linear"
@@ -291,7 +304,7 @@ def variants(candidates: dict[str, Bundle], data: FitData, *, teacher: str | Non
             label = f"student {sname}{'[16]' if sname == 'mlp' else ''} of {teacher}"
             add(label, teacher, "distill", sb)
             if sname == "mlp":
-                add(label + " int8", teacher, "distill+int8", sb, int8_dynamic)
+                add(label + " int8", teacher, "distill+int8", sb, int8_weights)
     return out
 
 

@@ -3,10 +3,17 @@
 The export writes the fitted feature transform and the model by hand with standard ONNX
 operators (and ``ai.onnx.ml`` ones such as ``LabelEncoder``), so the graph says exactly what
 the numpy code computes; converters (onnxmltools) are used where a model has its own format.
+
+The finished graph is compacted (:func:`compact`): internal tensors get short names and identical
+constants are stored once, so a device file carries no debug names. A model's learned tensors
+(``const(..., weight=True)``: dense weights and biases, embedding and factor tables) are named
+``W<id>`` (:func:`is_weight`): weight compression (float16, int8) touches those and nothing else,
+never the transform's exact constants (category levels, index tables, scaling constants).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -21,6 +28,10 @@ FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 STRING = TensorProto.STRING
 BOOL = TensorProto.BOOL
+#: how a learned tensor's name starts before and after :func:`compact`
+WEIGHT_MARK = "W."
+_WEIGHT_NAME = re.compile(r"W[0-9a-z]+")
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 class GraphBuilder:
@@ -40,10 +51,12 @@ class GraphBuilder:
         safe = "".join(c if c.isalnum() or c in "_." else "_" for c in hint)[:40]
         return f"{self.prefix}{safe}_{self._n}"
 
-    def const(self, value: Any, dtype: Any, hint: str = "c") -> str:
-        """An initializer holding ``value`` as a numpy array of ``dtype``."""
+    def const(self, value: Any, dtype: Any, hint: str = "c", *, weight: bool = False) -> str:
+        """An initializer holding ``value`` as a numpy array of ``dtype`` (``weight``: a learned tensor of the model)."""
         arr = np.asarray(value, dtype=dtype)
         name = self.name(hint)
+        if weight:
+            name = WEIGHT_MARK + name
         if arr.dtype == object:
             t = helper.make_tensor(name, STRING, arr.shape, [str(v).encode("utf-8") for v in arr.ravel()])  # type: ignore[misc]
         else:
@@ -82,7 +95,7 @@ class GraphBuilder:
             producer_name="loopml", doc_string=doc,
         )
         m.ir_version = 8
-        return m
+        return compact(m)
 
     # -- small helpers used by the transform and model writers ------------------------------------
     def where_nan(self, x: str, then: str) -> str:
@@ -96,3 +109,71 @@ class GraphBuilder:
     def columns(self, X: str, idx: list[int]) -> str:
         """Columns ``idx`` of a 2-D tensor as (N, len(idx))."""
         return self.op("Gather", [X, self.const(list(idx), np.int64, "cols")], "cols", axis=1)
+
+
+def _short(k: int) -> str:
+    out = ""
+    while True:
+        k, r = divmod(k, 36)
+        out = _DIGITS[r] + out
+        if k == 0:
+            return out
+
+
+def is_weight(name: str) -> bool:
+    """Whether an initializer of a compacted graph is a learned tensor of the model (see :func:`compact`)."""
+    return _WEIGHT_NAME.fullmatch(name) is not None
+
+
+def compact(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Short names for every internal tensor (``W<id>`` for a model weight, lower-case base-36 ids otherwise) and
+    each distinct constant stored once; graph inputs and outputs keep their names. Changes nothing computed.
+
+    A graph with subgraphs (``If``/``Loop`` attributes, which may name outer tensors) is left as it is.
+    """
+    g = m.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        return m
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    # identical constants (same type, shape and bytes; a weight only with a weight) become one initializer
+    first: dict[tuple[Any, ...], str] = {}
+    same: dict[str, str] = {}
+    unique = []
+    for init in g.initializer:
+        body = onnx.TensorProto()
+        body.CopyFrom(init)
+        body.name = ""
+        key = (init.name.startswith(WEIGHT_MARK) or is_weight(init.name), body.SerializeToString())
+        if key in first:
+            same[init.name] = first[key]
+        else:
+            first[key] = init.name
+            unique.append(init)
+    renamed: dict[str, str] = {}
+    counters = {True: 0, False: 0}
+
+    def short(name: str) -> str:
+        name = same.get(name, name)
+        if name == "" or name in keep:
+            return name
+        if name not in renamed:
+            weight = name.startswith(WEIGHT_MARK) or is_weight(name)
+            while True:
+                new = ("W" if weight else "") + _short(counters[weight])
+                counters[weight] += 1
+                if new not in keep:
+                    break
+            renamed[name] = new
+        return renamed[name]
+
+    for init in unique:
+        init.name = short(init.name)
+    del g.initializer[:]
+    g.initializer.extend(unique)
+    for node in g.node:
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+        node.name = ""
+    for vi in g.value_info:
+        vi.name = short(vi.name)
+    return m

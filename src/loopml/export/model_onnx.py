@@ -88,8 +88,8 @@ def _dense(b: GraphBuilder, X: str, model: Any) -> str:
 
 def _affine(b: GraphBuilder, h: str, W: np.ndarray, bias: np.ndarray, hint: str) -> str:
     """``h @ W.T + bias`` with W (out, in)."""
-    return b.op("Add", [b.op("MatMul", [h, b.const(np.ascontiguousarray(W.T), F32, hint + "_w")]),
-                        b.const(bias, F32, hint + "_b")], hint)
+    return b.op("Add", [b.op("MatMul", [h, b.const(np.ascontiguousarray(W.T), F32, hint + "_w", weight=True)]),
+                        b.const(bias, F32, hint + "_b", weight=True)], hint)
 
 
 def _head(b: GraphBuilder, model: Any, z: str) -> str:
@@ -112,7 +112,7 @@ def _mlp(b: GraphBuilder, X: str, model: Any) -> str:
     W, enc = model.weights_, model.encoder_
     parts = [p for p in [_numeric(b, X, enc)] if p is not None]
     for i, (j, levels) in enumerate(zip(enc.categorical, enc.vocab)):
-        parts.append(b.op("Gather", [b.const(W[f"emb.{i}.weight"], F32, "emb"), _level_index(b, X, int(j), levels)],
+        parts.append(b.op("Gather", [b.const(W[f"emb.{i}.weight"], F32, "emb", weight=True), _level_index(b, X, int(j), levels)],
                           "embed", axis=0))
     h = parts[0] if len(parts) == 1 else b.op("Concat", parts, "mlp_in", axis=1)
     layers = sorted({int(k.split(".")[1]) for k in W if k.startswith("mlp.")})
@@ -135,13 +135,13 @@ def _fm(b: GraphBuilder, X: str, model: Any) -> str:
     terms: list[str] = []  # linear terms (N, 1)
     vecs: list[str] = []  # (N, m, f) factor vectors
     if zn is not None:
-        terms.append(b.op("MatMul", [zn, b.const(W["w_num"], F32, "w_num")]))
+        terms.append(b.op("MatMul", [zn, b.const(W["w_num"], F32, "w_num", weight=True)]))
         v_num = W["v_num"].astype(F32)  # (n_num, f)
-        vecs.append(b.op("Mul", [b.op("Unsqueeze", [zn, b.const([2], np.int64)]), b.const(v_num[None], F32)]))
+        vecs.append(b.op("Mul", [b.op("Unsqueeze", [zn, b.const([2], np.int64)]), b.const(v_num[None], F32, "v_num", weight=True)]))
     for i, (j, levels) in enumerate(zip(enc.categorical, enc.vocab)):
         idx = _level_index(b, X, int(j), levels)
-        terms.append(b.op("Gather", [b.const(W[f"w_cat.{i}.weight"], F32, "w_cat"), idx], axis=0))
-        v = b.op("Gather", [b.const(W[f"v_cat.{i}.weight"], F32, "v_cat"), idx], axis=0)
+        terms.append(b.op("Gather", [b.const(W[f"w_cat.{i}.weight"], F32, "w_cat", weight=True), idx], axis=0))
+        v = b.op("Gather", [b.const(W[f"v_cat.{i}.weight"], F32, "v_cat", weight=True), idx], axis=0)
         vecs.append(b.op("Unsqueeze", [v, b.const([1], np.int64)]))
     lin = _rows(b, X, np.asarray(W["bias"], dtype=F32).reshape(-1))
     for t in terms:
@@ -153,7 +153,7 @@ def _fm(b: GraphBuilder, X: str, model: Any) -> str:
         sq = b.op("ReduceSum", [b.op("Mul", [E, E]), one], keepdims=0)
         inter = b.op("ReduceSum", [b.op("Sub", [b.op("Mul", [s, s]), sq]), one], keepdims=1)
         inter = b.op("Mul", [inter, b.const(0.5, F32)])
-        lin = b.op("Add", [lin, b.op("Mul", [inter, b.const(np.asarray(W["head"], F32).reshape(1, -1), F32)])])
+        lin = b.op("Add", [lin, b.op("Mul", [inter, b.const(np.asarray(W["head"], F32).reshape(1, -1), F32, "head", weight=True)])])
     return _neural_head(b, model, lin)
 
 

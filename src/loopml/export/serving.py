@@ -3,9 +3,8 @@
 The server keeps its validated, compiled row transform (and the batch transform); the model part is the
 version's ONNX graph on the float32 feature matrix, compressed the way the on-device selection chose it
 (``manifest["device"]["technique"]``: ``int8`` or ``fp16`` weights), so the cloud path can serve the
-compressed model when it is the better trade. Dynamic int8 quantises the activations per call: a row
-scored alone and the same row inside a batch differ by up to the drift the compression benchmark
-measures (float32 and float16 weights do not).
+compressed model when it is the better trade. Only the weights are compressed (activations stay float32),
+so a row scored alone gives the score it gets inside a batch.
 """
 
 from __future__ import annotations

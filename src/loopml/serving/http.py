@@ -52,6 +52,7 @@ from typing import Any
 import httptools
 
 from loopml.serving.app import ServingApp
+from loopml.serving.canary_guard import CanaryGuard
 
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -635,6 +636,7 @@ async def serve_app(
         with contextlib.suppress(NotImplementedError):  # non-Unix
             loop.add_signal_handler(sig, stop.set)
     poller = asyncio.ensure_future(app.poll_forever(poll_seconds)) if poll_seconds > 0 else None
+    guard = asyncio.ensure_future(CanaryGuard(app).run_forever())  # gates and rolls back a canary by itself
     if on_ready is not None:
         on_ready(bound)
     if ready_file:  # written whole, then renamed: a reader that sees the file never sees it empty
@@ -647,6 +649,7 @@ async def serve_app(
     finally:
         if poller is not None:
             poller.cancel()
+        guard.cancel()
         await drain(app, server, state)
 
 

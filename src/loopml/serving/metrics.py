@@ -49,6 +49,9 @@ class Metrics:
         self.log_rows_written = 0
         self.log_rows_dropped = 0
         self.model_swaps = 0
+        #: (experiment, canary version) -> (step index, traffic share), set by the canary guard
+        self.canary: dict[tuple[str | None, str], tuple[int, float]] = {}
+        self.canary_rollbacks = 0
 
     def observe(self, endpoint: str, version: str, route: str, code: int, seconds: float, rows: int) -> None:
         """Record one request (hot path: a few dict updates)."""
@@ -103,6 +106,14 @@ class Metrics:
         out.append("# HELP loopml_model_swaps_total Atomic swaps of the served model set.")
         out.append("# TYPE loopml_model_swaps_total counter")
         out.append(f"loopml_model_swaps_total {self.model_swaps}")
+        out.append("# HELP loopml_canary_share Traffic share of the served canary (its current step, from 0).")
+        out.append("# TYPE loopml_canary_share gauge")
+        for (exp, v), (step, share) in sorted(self.canary.items(), key=str):
+            out.append(f'loopml_canary_share{{experiment="{_esc(exp or "")}",model_version="{_esc(v)}",'
+                       f'step="{step}"}} {share}')
+        out.append("# HELP loopml_canary_rollbacks_total Canaries this server rolled back by itself.")
+        out.append("# TYPE loopml_canary_rollbacks_total counter")
+        out.append(f"loopml_canary_rollbacks_total {self.canary_rollbacks}")
         out.append("# HELP loopml_prediction_log_rows_total Prediction log rows written durably / dropped.")
         out.append("# TYPE loopml_prediction_log_rows_total counter")
         out.append(f'loopml_prediction_log_rows_total{{outcome="written"}} {self.log_rows_written}')

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.errors import NotFound
 from loopml.serving.servable import Servable
+from loopml.spec.deployment import CanaryGate
 
 
 @dataclass(frozen=True)
@@ -143,21 +144,33 @@ class SplitConfig(BaseModel):
         description="Canary: traffic shares in order (e.g. [0.01, 0.05, 0.25, 1.0]), each held hold_seconds; "
         "empty: `fraction` throughout.",
     )
-    hold_seconds: float = Field(default=300.0, gt=0, description="Canary: how long each step is held.")
+    hold_seconds: float = Field(default=300.0, gt=0, description="Canary: how long each step is held at least.")
+    gate: CanaryGate = Field(default_factory=CanaryGate, description="Canary: what the server's guard checks "
+                             "before a step advances, and what rolls the canary back.")
 
 
-#: when this process first routed to a canary (experiment, version) → monotonic time: a policy rebuilt
-#: by a reload keeps the schedule of the canary it already serves
-_STARTED: dict[tuple[str, str], float] = {}
+@dataclass
+class CanaryProgress:
+    """Where a canary stands in this process: its step and since when (shared by the policies a reload rebuilds)."""
+
+    step: int = 0
+    since: float = field(default_factory=time.monotonic)  #: monotonic time the current step began
+    started: float = field(default_factory=time.time)  #: wall time this process first routed to the canary
+    step_started: float = field(default_factory=time.time)  #: wall time the current step began
+    rolled_back: bool = False
+
+
+#: (experiment, canary version) -> its progress in this process: a policy rebuilt by a reload keeps the step
+_PROGRESS: dict[tuple[str, str], CanaryProgress] = {}
 
 
 class CanaryPolicy:
     """A share of requests (by a hash of the request id) goes to the version in state `canary`.
 
-    The share is ``fraction``, or with ``steps`` each share in turn for ``hold_seconds`` from when this
-    server first loaded the canary (per request: one clock read while steps remain). A step does not
-    wait for anything else: the guard is ``loopml experiment status --rollback-on-breach``, which
-    archives a breaching canary, after which the server routes everything to production again.
+    The share is ``fraction``, or with ``steps`` the current step's share. A step advances only through
+    :meth:`advance`, which the server's canary guard (:mod:`loopml.serving.canary_guard`) calls off the
+    request path once the step was held ``hold_seconds`` and the gate passed; on a breach the guard archives
+    the canary and routes everything to production. Per request: one hash and one comparison.
     Without a canary version every request goes to production (outside any experiment).
     """
 
@@ -169,34 +182,53 @@ class CanaryPolicy:
         cfg = config if isinstance(config, SplitConfig) else SplitConfig()
         prod = _production(models, states)
         cand = _challenger(models, states, self.name)
+        self.config = cfg
+        self.incumbent = prod.version_id
+        self.challenger = cand.version_id if cand is not None else None
         self.fraction = cfg.fraction if cand is not None else 0.0
         exp = (cfg.experiment or f"{self.name}-{cand.version_id}") if cand is not None else None
+        self.experiment = exp
         control, treatment = self.arms
         self._control = Route(control, prod, (), exp, 1.0 - self.fraction) if exp else Route("production", prod)
         self._treatment = Route(treatment, cand, (), exp, self.fraction) if cand is not None else self._control
         self._salt = zlib.crc32(f"{exp}:".encode())
         self._threshold = self.fraction
-        self._next_at: float | None = None
         self._steps: list[tuple[float, Route, Route]] = []
+        self.step = 0
+        self.progress: CanaryProgress | None = None
+        if cand is not None and exp is not None:
+            prog = _PROGRESS.get((exp, cand.version_id))
+            if prog is None or prog.rolled_back:  # first served here, or put back into canary after a rollback
+                prog = _PROGRESS[(exp, cand.version_id)] = CanaryProgress()
+            self.progress = prog
         if cfg.steps and cand is not None and exp is not None:
             self._steps = [(f, Route(control, prod, (), exp, 1.0 - f), Route(treatment, cand, (), exp, f))
                            for f in cfg.steps]
-            self._hold = cfg.hold_seconds
-            self._start = _STARTED.setdefault((exp, cand.version_id), time.monotonic())
-            self._step(time.monotonic())
+            self._apply()
 
-    def _step(self, now: float) -> None:
-        """Move to the step the schedule is at (the last one stays)."""
-        i = min(len(self._steps) - 1, int((now - self._start) // self._hold))
+    @property
+    def steps(self) -> list[float]:
+        """The traffic shares of the steps (empty: ``fraction`` throughout)."""
+        return [f for f, _, _ in self._steps]
+
+    def _apply(self) -> None:
+        i = min(self.progress.step if self.progress is not None else 0, len(self._steps) - 1)
         self.step = i
         self._threshold, self._control, self._treatment = self._steps[i]
         self.fraction = self._threshold
-        self._next_at = self._start + (i + 1) * self._hold if i < len(self._steps) - 1 else None
+
+    def advance(self) -> bool:
+        """Move to the next step (called by the canary guard once the gate passed); ``False`` at the last one."""
+        if self.progress is None or self.step >= len(self._steps) - 1:
+            return False
+        self.progress.step = self.step + 1
+        self.progress.since = time.monotonic()
+        self.progress.step_started = time.time()
+        self._apply()
+        return True
 
     def route(self, request_id: str, row: Any) -> Route:
         """The canary route for the hashed share of request ids, else production."""
-        if self._next_at is not None and time.monotonic() >= self._next_at:
-            self._step(time.monotonic())
         if bucket(request_id.encode(), self._salt) < self._threshold:
             return self._treatment
         return self._control
@@ -264,7 +296,7 @@ def make_policy(
     return policy
 
 __all__ = [
-    "ROUTING_POLICIES", "ABPolicy", "CanaryPolicy", "ProductionPolicy", "Route", "RoutingPolicy", "ShadowPolicy",
+    "ROUTING_POLICIES", "ABPolicy", "CanaryPolicy", "CanaryProgress", "ProductionPolicy", "Route", "RoutingPolicy", "ShadowPolicy",
     "bucket", "make_policy", "register_policy",
 ]
 

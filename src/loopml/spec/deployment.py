@@ -12,6 +12,34 @@ from loopml.spec.base import StrictModel
 _NOT_SERVED = {"bandit", "interleaving"}
 
 
+class CanaryGate(StrictModel):
+    """The gate of a canary, checked by `loopml serve` itself on a timer (`loopml.serving.canary_guard`).
+
+    A step of `steps` advances only when its hold has passed and the gate passes: at least `min_requests`
+    answers of the canary, its error rate's upper confidence bound within `max_error_rate_increase` of
+    production's, its p99 latency within the bound, its score distribution like production's and (when
+    feedback arrived) the online metric not significantly worse. Any breach archives the canary at once.
+    """
+
+    check_seconds: float = Field(default=1.0, gt=0, description="How often the server checks the canary "
+                                 "(off the request path).")
+    min_requests: int = Field(default=100, ge=20, description="Answers of the canary needed before a step may "
+                              "advance (the score guardrail needs at least 20 per arm).")
+    max_error_rate_increase: float = Field(
+        default=0.01, gt=0, le=1,
+        description="Largest tolerated error rate of the canary above production's (absolute, 0.01 = one point): "
+        "a step passes when the upper confidence bound is within it; a significant excess (Fisher) breaches.")
+    max_p99_ratio: float = Field(default=2.0, ge=1, description="The canary's p99 latency may be at most this "
+                                 "multiple of production's (with p99_floor_ms of slack).")
+    p99_floor_ms: float = Field(default=5.0, ge=0, description="p99 differences below this many ms never breach "
+                                "(histogram resolution, timer noise).")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Error level of the gate's tests and bounds.")
+    max_hold_seconds: float | None = Field(
+        default=None, gt=0,
+        description="How long a step may be held while its gate is undecided (default 3 x hold_seconds); past "
+        "it the canary is rolled back (no evidence, no promotion).")
+
+
 class Routing(StrictModel):
     """Which model version answers a request (`loopml.serving.routing`)."""
 
@@ -35,10 +63,12 @@ class Routing(StrictModel):
     steps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=list,
         description="canary: traffic shares in increasing order, e.g. [0.01, 0.05, 0.25, 1.0], each held "
-        "hold_seconds from when the server loads the canary (empty: `fraction` throughout). Guard it with "
-        "`loopml experiment status --rollback-on-breach`.",
+        "at least hold_seconds and then only when the canary passes its `gate` (empty: `fraction` throughout).",
     )
-    hold_seconds: float = Field(default=300.0, gt=0, description="canary: how long each step of `steps` is held.")
+    hold_seconds: float = Field(default=300.0, gt=0, description="canary: how long each step of `steps` is held "
+                                "at least.")
+    gate: CanaryGate = Field(default_factory=CanaryGate, description="canary: SLOs and guardrails the server "
+                             "checks by itself; a breach archives the canary and routes everything to production.")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -69,7 +99,7 @@ class Routing(StrictModel):
             return {"experiment": self.experiment}
         if self.type == "canary":
             return {"fraction": self.fraction, "experiment": self.experiment, "steps": self.steps,
-                    "hold_seconds": self.hold_seconds}
+                    "hold_seconds": self.hold_seconds, "gate": self.gate.model_dump()}
         return {"fraction": self.fraction, "experiment": self.experiment, "unit_key": self.unit_key,
                 "salt": self.salt}
 
