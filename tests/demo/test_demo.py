@@ -56,7 +56,7 @@ def test_demo_runs_the_whole_loop(demo_run):
     rollout = demo["rollout"]
     assert rollout["version_id"] == "v2" and rollout["decision"] in ("promoted", "rolled_back")
     flat = " ".join(out.split())
-    moves = [(t.from_state, t.to_state, t.actor) for t in reg.history("v2")]
+    moves = [(t.from_state, t.to_state, t.actor) for t in reg.history("v2") if t.from_state]  # after registering
     assert moves[0][1:] == ("shadow", "loopml demo")  # the candidate first only shadows production
     assert "shadow v2:" in flat and "paired predictions, score correlation" in flat
     reasons = " ".join(t.reason for t in reg.history("v2"))
