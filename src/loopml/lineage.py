@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import desc, func, select
 
 from loopml.workspace import Workspace
-from loopml.workspace.metadata import artifacts, executions, runs
+from loopml.workspace.metadata import artifacts, execution_memory, executions, runs
 
 
 @dataclass
@@ -54,12 +54,27 @@ def stage_counts(ws: Workspace, run_ids: list[str]) -> dict[str, dict[str, int]]
 
 
 def list_executions(ws: Workspace, run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Stage executions (of one run, or recent ones), newest first."""
-    q = select(executions).order_by(desc(executions.c.started_at)).limit(limit)
+    """Stage executions (of one run, or recent ones), newest first.
+
+    Each row also has ``peak_rss_mb`` (the RSS high-water mark of the process while the stage ran; ``None``
+    for a cache hit) and ``memory_cap_mb`` (the spec's cap it ran under, ``None`` without one).
+    """
+    mem = execution_memory
+    q = (
+        select(executions, mem.c.peak_rss_bytes, mem.c.cap_bytes)
+        .select_from(executions.outerjoin(mem, mem.c.execution_id == executions.c.execution_id))
+        .order_by(desc(executions.c.started_at))
+        .limit(limit)
+    )
     if run_id:
         q = q.where(executions.c.run_id.like(f"{run_id}%"))
     with ws.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(q).mappings().all()]
+        rows = [dict(r) for r in conn.execute(q).mappings().all()]
+    for r in rows:
+        peak, cap = r.pop("peak_rss_bytes"), r.pop("cap_bytes")
+        r["peak_rss_mb"] = round(peak / 2**20, 1) if peak is not None else None
+        r["memory_cap_mb"] = round(cap / 2**20, 3) if cap is not None else None
+    return rows
 
 
 def lineage(ws: Workspace, ref: str) -> list[LineageStep]:

@@ -297,7 +297,8 @@ def runs_cmd(
     rows = list_executions(ws, run_id, limit)
     if as_json:
         run_keys = ("run_id", "status", "started_at", "ended_at", "command", "error")
-        ex_keys = ("execution_id", "run_id", "stage", "status", "config_hash", "code_version", "duration_s", "outputs")
+        ex_keys = ("execution_id", "run_id", "stage", "status", "config_hash", "code_version", "duration_s", "outputs",
+                   "peak_rss_mb", "memory_cap_mb")
         emit("runs", {"runs": [{k: r[k] for k in run_keys} for r in runs],
                       "executions": [{k: e[k] for k in ex_keys} for e in rows]})
         return
@@ -316,11 +317,13 @@ def runs_cmd(
     console.print(
         table(
             "stage executions",
-            ["execution", "run", "stage", "status", "config", "code", "seconds", "outputs"],
+            ["execution", "run", "stage", "status", "config", "code", "seconds", "peak MB", "outputs"],
             [
                 (e["execution_id"], e["run_id"], e["stage"],
                  "cache hit" if e["status"] == "cached" else e["status"], e["config_hash"][:10], e["code_version"][:10],
                  f"{e['duration_s']:.2f}" if e["duration_s"] is not None else "",
+                 (f"{e['peak_rss_mb']:,.0f}" if e["peak_rss_mb"] is not None else "")
+                 + (f" / cap {e['memory_cap_mb']:,.0f}" if e["memory_cap_mb"] is not None else ""),
                  ", ".join(f"{k}={v[:10]}" for k, v in (e["outputs"] or {}).items()))
                 for e in rows
             ],

@@ -41,7 +41,7 @@ JSON_KEYS: dict[str, tuple[str, ...]] = {
 RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "runs.runs": ("run_id", "status", "started_at", "ended_at", "command", "error"),
     "runs.executions": ("execution_id", "run_id", "stage", "status", "config_hash", "code_version", "duration_s",
-                        "outputs"),
+                        "outputs", "peak_rss_mb", "memory_cap_mb"),
     "models list.versions": ("version_id", "state", "approved", "failed_gates", "created_at", "created_by", "model",
                              "primary_metric", "bundle"),
     "lineage.steps": ("depth", "digest", "name", "kind", "stage", "execution_id", "status", "config_hash",

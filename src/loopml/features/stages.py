@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from loopml.errors import LoopMLError, SpecError
 from loopml.features.offline import compute_feature_table, connect, feature_columns, point_in_time_join
+from loopml.pipeline.resources import MemoryFloor
 from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
 from loopml.spec.data import ClickWithinWindow
@@ -137,6 +138,10 @@ class FeaturesStage(BaseStage):
         except LoopMLError as exc:
             fp["__error"] = str(exc)
         return fp
+
+    def memory_floor(self, ctx: StageContext) -> MemoryFloor:
+        """It reads its input table whole."""
+        return ctx.input_table_floor("validate", "table")
 
     def run(self, ctx: StageContext) -> StageResult:
         ws, spec = ctx.workspace, ctx.spec

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from loopml.pipeline.resources import MemoryWatch, stage_cap
 from loopml.pipeline.stage import STAGES, StageContext, StageResult, load_plugins
 
 
@@ -39,7 +40,13 @@ def run_job(job: StageJob) -> StageResult:
     ws = Workspace.open(job.project_dir, spec)
     stage = STAGES[job.stage](spec)
     ctx = StageContext(ws, job.execution_id, job.inputs, job.upstream_summaries, job.show_progress)
-    return stage.run(ctx)
+    cap, cap_field = stage_cap(spec, job.stage)
+    with MemoryWatch(job.stage, cap, cap_field) as watch:
+        if cap is not None:
+            watch.check_floor(stage.memory_floor(ctx))
+        result = stage.run(ctx)
+    result.peak_rss_bytes = watch.peak_bytes
+    return result
 
 
 J = TypeVar("J")

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import desc, insert, select, update
 
-from loopml.errors import LoopMLError, StageError
+from loopml.errors import LoopMLError, SpecError, StageError
 from loopml.pipeline.executors import Executor, InProcessExecutor, StageJob, run_job
+from loopml.pipeline.resources import stage_cap
 from loopml.pipeline.stage import BaseStage, code_version, stable_hash
 from loopml.workspace import Workspace, utcnow
-from loopml.workspace.metadata import executions, runs
+from loopml.workspace.metadata import execution_memory, executions, runs
 
 
 @dataclass
@@ -32,6 +33,8 @@ class StageOutcome:
     error: str | None = None
     #: the original traceback of a failed stage (``loopml --debug`` prints it)
     traceback: str | None = None
+    #: RSS high-water mark of the process while the stage ran (``None`` for a cache hit)
+    peak_rss_bytes: int | None = None
 
 
 @dataclass
@@ -157,6 +160,12 @@ class Runner:
         """Run the pipeline. The caller must hold the workspace lock (see :meth:`Workspace.lock`)."""
         self._check_stage_name(until, "--until")
         self._check_stage_name(start_from, "--from")
+        unknown = sorted(set(self.ws.spec.requirements.scale.stage_memory_mb) - set(self._names()))
+        if unknown:
+            raise SpecError(
+                f"requirements.scale.stage_memory_mb: no stage `{unknown[0]}` in this pipeline "
+                f"(stages: {', '.join(self._names())})"
+            )
         recover_interrupted(self.ws)
         run_id = _new_id()
         with self.ws.engine.begin() as conn:
@@ -264,23 +273,28 @@ class Runner:
         except LoopMLError as exc:
             # every stage error names its stage; the message already names the thing and the value
             message = str(exc) if str(exc).startswith(f"stage `{stage.name}`") else f"stage `{stage.name}`: {exc}"
-            self._end_execution(exec_id, "failed", t0, error=message)
+            peak = getattr(exc, "peak_rss_bytes", None)
+            self._end_execution(exec_id, "failed", t0, error=message, stage=stage.name, peak_rss_bytes=peak)
             return StageOutcome(stage.name, "failed", exec_id, time.perf_counter() - t0, error=message,
-                                traceback=traceback.format_exc())
+                                traceback=traceback.format_exc(), peak_rss_bytes=peak)
         except Exception as exc:
             # an unexpected exception is a bug, but the user still gets one line naming the stage
             # (the traceback is stored with the execution and printed by --debug)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
             tb = traceback.format_exc()
-            self._end_execution(exec_id, "failed", t0, error=tb)
+            peak = getattr(exc, "peak_rss_bytes", None)
+            self._end_execution(exec_id, "failed", t0, error=tb, stage=stage.name, peak_rss_bytes=peak)
             return StageOutcome(
                 stage.name, "failed", exec_id, time.perf_counter() - t0,
                 error=f"stage `{stage.name}` crashed: {detail[0] if detail else type(exc).__name__}"
                 " (a bug in loopml: rerun with --debug for the traceback and report it)",
-                traceback=tb,
+                traceback=tb, peak_rss_bytes=peak,
             )
-        self._end_execution(exec_id, "success", t0, outputs=result.outputs, summary=result.summary)
-        return StageOutcome(stage.name, "success", exec_id, time.perf_counter() - t0, result.outputs, result.summary)
+        peak = result.peak_rss_bytes
+        self._end_execution(exec_id, "success", t0, outputs=result.outputs, summary=result.summary,
+                            stage=stage.name, peak_rss_bytes=peak)
+        return StageOutcome(stage.name, "success", exec_id, time.perf_counter() - t0, result.outputs, result.summary,
+                            peak_rss_bytes=peak)
 
     def _end_execution(
         self,
@@ -291,8 +305,14 @@ class Runner:
         outputs: dict[str, str] | None = None,
         summary: dict[str, Any] | None = None,
         error: str | None = None,
+        stage: str | None = None,
+        peak_rss_bytes: int | None = None,
     ) -> None:
         with self.ws.engine.begin() as conn:
+            if stage is not None:
+                cap, _ = stage_cap(self.ws.spec, stage)
+                conn.execute(insert(execution_memory).values(
+                    execution_id=exec_id, peak_rss_bytes=peak_rss_bytes, cap_bytes=cap))
             conn.execute(
                 update(executions)
                 .where(executions.c.execution_id == exec_id)

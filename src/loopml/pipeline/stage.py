@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from loopml.errors import NotFound
+from loopml.pipeline.resources import MemoryFloor, table_floor
 from loopml.spec import Spec
 from loopml.workspace import Workspace
 
@@ -31,6 +32,8 @@ class StageResult:
 
     outputs: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: the RSS high-water mark of the process while the stage ran (set by ``run_job``)
+    peak_rss_bytes: int | None = None
 
 
 @dataclass
@@ -57,6 +60,10 @@ class StageContext:
                 f"stage input `{stage}.{name}` is missing (available: "
                 f"{', '.join(f'{s}.{n}' for s, o in self.inputs.items() for n in o) or 'none'})"
             ) from None
+
+    def input_table_floor(self, stage: str, name: str) -> MemoryFloor:
+        """The memory an upstream Parquet table takes once loaded whole (from its footer; nothing is read)."""
+        return table_floor(self.workspace.artifacts.path_of(self.input(stage, name)), f"{stage}.{name}")
 
     def put_bytes(self, data: bytes, *, kind: str, name: str, meta: dict[str, Any] | None = None) -> str:
         """Store bytes as an output artifact of this execution."""
@@ -118,6 +125,11 @@ class BaseStage:
 
     def config(self, spec: Spec) -> Any:
         return spec.model_dump(mode="json")
+
+    def memory_floor(self, ctx: StageContext) -> MemoryFloor | None:
+        """A lower bound of the memory the stage holds at once (from its inputs' sizes), checked against the
+        spec's memory cap before it runs; ``None``: no estimate (the cap is then enforced while it runs)."""
+        return None
 
     def fingerprint(self, ws: Workspace) -> Any:
         """External inputs (e.g. source file sizes and mtimes); part of the cache key."""

@@ -508,9 +508,13 @@ class ServingApp:
         vid = model.version_id
         log = self.prediction_log
         if log is not None:
-            log.append((rid, now_us(), vid, route_name, score, pred,
-                        model.raw_copy() if model.raw_numeric else row, model.schema, cid, route.experiment,
-                        route.propensity))
+            append_row = getattr(log, "append_row", None)
+            if model.raw_numeric and append_row is not None:  # the raw row buffer, copied into the log's columns
+                append_row(route, rid, score, pred, model.row_buffer, cid)
+            else:
+                log.append((rid, now_us(), vid, route_name, score, pred,
+                            model.raw_copy() if model.raw_numeric else row, model.schema, cid, route.experiment,
+                            route.propensity))
         return 200, orjson.dumps(
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON

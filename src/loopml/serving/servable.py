@@ -87,6 +87,8 @@ class Servable:
         self.classes: list[Any] = []  # class values by code (classification bundles); feedback labels are codes
         self._pred = predictor
         self._buf = predictor.buffer
+        #: the row buffer :meth:`predict_one` fills (the raw inputs when :attr:`raw_numeric`; read, never written, by the log)
+        self.row_buffer = predictor.buffer
         self._names = schema.names
         self._getter = _row_getter(schema.names)
         self._transform_row = transform_row

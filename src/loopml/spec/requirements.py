@@ -70,6 +70,20 @@ class Scale(StrictModel):
     rows: int | None = Field(default=None, ge=0, description="Expected training rows.")
     entities: int | None = Field(default=None, ge=0, description="Expected distinct entities (e.g. users).")
     qps: float | None = Field(default=None, ge=0, description="Expected online queries per second.")
+    max_stage_memory_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on the peak resident memory (RSS, MB) of the process running any pipeline stage. A stage "
+        "fails before it loads anything when the memory its process already holds plus what it must hold at once "
+        "(estimated from the rows and columns of its input tables) exceeds the cap, and is stopped while running "
+        "when the RSS crosses it; the message names the stage and the cap. Every stage's peak RSS is recorded in "
+        "the run (`loopml runs --run ID`). null: no cap.",
+    )
+    stage_memory_mb: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-stage memory caps (MB) by stage name (e.g. `{train: 2048}`), overriding "
+        "max_stage_memory_mb for those stages; a name that is not a stage of the pipeline is refused.",
+    )
 
 
 class Requirements(StrictModel):

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from loopml.errors import StageError
 from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
+from loopml.pipeline.resources import MemoryFloor
 from loopml.spec import Spec
 from loopml.training.bundle import save_bundle
 from loopml.training.labels import encode_labels
@@ -52,6 +53,10 @@ class TrainStage(BaseStage):
             "constraints": spec.requirements.constraints.model_dump(mode="json"),
             "bootstrap": spec.evaluation.bootstrap_resamples,
         }
+
+    def memory_floor(self, ctx: StageContext) -> MemoryFloor:
+        """It reads its input table whole."""
+        return ctx.input_table_floor("features", "table")
 
     @staticmethod
     def _quarantine_unlabeled(ctx: StageContext, table: pa.Table, labeled: np.ndarray) -> pa.Table:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from loopml.errors import ValidationFailed
 from loopml.pipeline import BaseStage, StageContext, StageResult, register_stage
+from loopml.pipeline.resources import MemoryFloor
 from loopml.spec import Spec
 from loopml.validation.quarantine import store_quarantine
 from loopml.validation.report import accounting_table, checks_table, write_reports
@@ -85,6 +86,10 @@ class ValidateStage(BaseStage):
 
     def fingerprint(self, ws: Workspace) -> Any:
         return schema_fingerprint(ws)
+
+    def memory_floor(self, ctx: StageContext) -> MemoryFloor:
+        """It reads its input table whole."""
+        return ctx.input_table_floor("ingest", "table")
 
     def run(self, ctx: StageContext) -> StageResult:
         ws, spec = ctx.workspace, ctx.spec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -59,6 +60,16 @@ executions = Table(
 
 # "the newest execution of a stage" (design document, web UI) without reading every execution's JSON columns
 executions_stage_time = Index("ix_executions_stage_started_at", executions.c.stage, executions.c.started_at)
+
+# one row per stage execution that ran (not cache hits): its peak RSS and the cap it ran under
+# (a table of its own so that workspaces made before it get it from create_all)
+execution_memory = Table(
+    "execution_memory",
+    METADATA,
+    Column("execution_id", String(40), ForeignKey("executions.execution_id"), primary_key=True),
+    Column("peak_rss_bytes", BigInteger),
+    Column("cap_bytes", BigInteger),
+)
 
 artifacts = Table(
     "artifacts",
