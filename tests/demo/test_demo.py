@@ -112,6 +112,7 @@ def test_demo_design_document_holds_the_measured_figures(demo_run):
     assert "Simulated traffic" in md and "oracle ROC-AUC" in md
     assert "input-drift" in md and "Retraining decisions" in md and "| v2 |" in md
     assert "Not measured yet" not in md  # every step ran in the demo
+    assert "Rollout of v2 (the retrained candidate)" in md and demo["rollout"]["reason"] in md
     assert "<script" not in page and "<svg" in page
     import re
     import xml.etree.ElementTree as ET
