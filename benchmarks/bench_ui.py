@@ -8,8 +8,9 @@ predictions over 30 daily windows. The UI runs as `loopml ui` (uvicorn) in a chi
 requested over HTTP after one warm-up request, `--repeats` times.
 
 The monitoring page is served from the monitoring report computed in the background when the UI starts
-(and again whenever the logs change); how long that computation takes over the whole log is reported as
-its own row ("monitoring report, computed off the request path").
+(and again whenever the logs change) and saved on disk keyed by the log's segments; how long that computation
+takes over the whole log is reported below the table. Two rows are single requests: the first `/monitoring`
+after a cold start (no saved report: the progress page) and the first after a restart (the saved report).
 
     python -m benchmarks ui [--repeats=15] [--runs=10000] [--predictions=1000000] [--project=DIR]
 """
@@ -172,17 +173,36 @@ def main(argv: list[str]) -> int:
     preds_total = grow_predictions(project, n_preds)
     print(f"project: {runs_total:,} runs, {preds_total:,} logged predictions (grown in {time.perf_counter() - t0:.1f} s)",
           flush=True)
+    import shutil
+
+    shutil.rmtree(project / ".loopml" / "ui", ignore_errors=True)  # no saved monitoring report: a cold start
     proc, url = start_ui(project)
     results: dict[str, Any] = {}
+
+    def single(name: str, path: str, seconds: float, r: httpx.Response) -> None:
+        results[name] = {"median_ms": seconds * 1000, "p90_ms": seconds * 1000, "max_ms": seconds * 1000,
+                         "bytes": len(r.content), "path": path, "within_budget": seconds * 1000 <= BUDGET_MS,
+                         "samples": 1}
+        print(f"  {name:32s} {seconds * 1000:7.1f} ms (one request)", flush=True)
+
     try:
         with httpx.Client(base_url=url, timeout=600) as client:
             t0 = time.perf_counter()
-            first = client.get("/monitoring")  # waits for the report the UI started computing at start-up
+            first = client.get("/monitoring")  # the report is being computed: a progress page, not a wait
             cold_s = time.perf_counter() - t0
-            seconds = re.search(r'id="computed">[^<]*? in ([0-9.e+-]+) s', first.text)
-            report_s = float(seconds.group(1)) if seconds else cold_s
-            print(f"monitoring report over {preds_total:,} predictions: computed in {report_s:.2f} s "
-                  f"(first request waited {cold_s:.2f} s)", flush=True)
+            pending = "monitoring-pending" in first.text
+            single("monitoring: first request, cold", "/monitoring", cold_s, first)
+            while True:
+                status = client.get("/monitoring/status").json()
+                if status["ready"] or status["error"]:
+                    break
+                time.sleep(0.2)
+            if status["error"]:
+                raise SystemExit(f"monitoring report failed: {status['error']}")
+            report_s = float(status["last_seconds"])
+            print(f"monitoring report over {preds_total:,} predictions: computed in {report_s:.2f} s in the background "
+                  f"(the first request answered in {cold_s * 1000:.0f} ms{' with the progress page' if pending else ''})",
+                  flush=True)
             for name, path in pages(client).items():
                 r = client.get(path)
                 if r.status_code != 200:
@@ -202,6 +222,14 @@ def main(argv: list[str]) -> int:
                 results[name] = st
                 print(f"  {name:32s} median {st['median_ms']:7.1f} ms  p90 {st['p90_ms']:7.1f}  max {st['max_ms']:7.1f}"
                       f"  {'ok' if st['within_budget'] else 'OVER'}", flush=True)
+        proc.terminate()
+        proc.wait(10)
+        proc, url = start_ui(project)  # a restart: the saved report answers the first request
+        with httpx.Client(base_url=url, timeout=600) as client:
+            t0 = time.perf_counter()
+            r = client.get("/monitoring")
+            single("monitoring: first request after a restart", "/monitoring", time.perf_counter() - t0, r)
+            restart_full = 'id="computed"' in r.text
     finally:
         proc.terminate()
         proc.wait(10)
@@ -225,14 +253,19 @@ def main(argv: list[str]) -> int:
     lines += [
         "",
         f"Monitoring report over the whole log (drift, quality and volume of every window), computed off the request "
-        f"path when the UI starts and whenever the logs change: **{report_s:.2f} s**; the first request after start-up "
-        f"waited {cold_s:.2f} s for it. Pages then show the latest computed report (and say when a newer one is "
-        "being computed).",
+        f"path when the UI starts and whenever the logs change: **{report_s:.2f} s**. The first request after a cold "
+        f"start (no saved report) answered in {cold_s * 1000:.0f} ms "
+        f"({'a progress page that reloads itself until the report is ready' if pending else 'with the report'}); the "
+        "report is saved in `.loopml/ui/` keyed by the log's segments, so the first request after a restart answered "
+        f"in {results['monitoring: first request after a restart']['median_ms']:.0f} ms "
+        f"({'with the full report' if restart_full else 'without the report'}). Pages then show the latest computed "
+        "report (and say when a newer one is being computed).",
         "",
         f"All pages within budget: **{'yes' if ok else 'no'}**.",
     ]
     md = write_results("ui", {"runs": runs_total, "predictions": preds_total, "repeats": repeats,
                               "budget_ms": BUDGET_MS, "monitoring_report_s": report_s, "first_request_s": cold_s,
+                              "first_request_pending_page": pending, "restart_first_request_full": restart_full,
                               "pages": results, "all_within_budget": ok}, "\n".join(lines) + "\n")
     print(f"results: {md}")
     return 0 if ok else 1

@@ -75,7 +75,7 @@ def test_evaluate_pipeline_gates_production_and_bundle_on_table(project: Path, d
     assert report["analysis"]["importance"]["native"] and report["analysis"]["importance"]["permutation"]
     assert len(report["analysis"]["largest_loss"]) == 5
     html = (project / ".loopml" / "reports" / "evaluation.html").read_text()
-    assert "<svg" in html and "NOT APPROVED" in html
+    assert 'class="chart"' in html and "NOT APPROVED" in html
 
     # passing gates: exit 0; `loopml run` then registers it and, as the first approved model, makes it production
     write_spec(project, datasets, ["roc_auc >= 0.6", "roc_auc > baseline + 0.05 at 95% confidence"])

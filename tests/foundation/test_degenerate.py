@@ -138,16 +138,22 @@ def test_degenerate_data_ends_in_a_verdict_or_one_named_error(project: Path, tas
 
 
 def test_report_charts_draw_undefined_and_degenerate_values() -> None:
-    from loopml.evaluation import svg
+    import json
 
-    # undefined metrics (None/NaN), one point, a constant series and ±1e300 all draw without an error
-    line = svg.line_chart([("a", [None, 0.5, float("nan")], [0.1, None, 0.2]), ("b", [2.0, 2.0], [3.0, 3.0])],
-                          title="t", xlabel="x", ylabel="y")
-    assert line.startswith("<svg") and "polyline" in line
-    assert "nan" not in line.lower() and "inf" not in line.lower()
-    wide = svg.line_chart([("c", [-1e300, 1e300], [1e300, -1e300])], title="t", xlabel="x", ylabel="y",
-                          xlim=(-1e308, 1e308), ylim=(5.0, 5.0))
-    assert "nan" not in wide.lower() and "inf" not in wide.lower()
-    bars = svg.bar_chart(["x", "y", "z"], [None, 0.3, float("inf")], title="t", xlabel="v",
-                         errors=[(None, None), (0.1, 0.5), (float("nan"), 1.0)], reference=None)
-    assert bars.count("<rect") == 1 and bars.count("stroke-width=\"1.2\"") == 1
+    from loopml.webui.export import confusion_cells, interval_bars, tojson_safe, xy_chart
+
+    # undefined metrics (None/NaN), one point, a constant series and ±1e300 give strict chart data
+    line = xy_chart("t", [("a", [None, 0.5, float("nan")], [0.1, None, 0.2]), ("b", [2.0, 2.0], [3.0, 3.0])])
+    assert line["x"] == [0.5, 2.0, 2.0]  # points without an x are left out
+    assert line["series"][0]["values"] == [None, None, None] and line["series"][1]["values"] == [None, 3.0, 3.0]
+    wide = xy_chart("t", [("c", [-1e300, 1e300], [1e300, float("-inf")])])
+    assert wide["series"][0]["values"] == [1e300, None]
+    bars = interval_bars("t", ["x", "y", "z"], [None, 0.3, float("inf")], lower=[None, 0.1, float("nan")],
+                         upper=[None, 0.5, 1.0])
+    assert bars["series"][0]["values"] == [None, 0.3, None] and bars["series"][0]["lower"] == [None, 0.1, None]
+    for spec in (line, wide, bars):
+        text = str(tojson_safe(spec))
+        assert "NaN" not in text and "Infinity" not in text
+        json.loads(text)
+    cells = confusion_cells({"matrix": [[3, None], [float("nan"), 5]], "labels": [0, 1]})
+    assert [[c["value"] for c in row] for row in cells] == [[3, None], [None, 5]]

@@ -13,6 +13,7 @@ from loopml.validation.profile import profile_table
 from loopml.validation.report import checks_table, render_html, write_reports
 from loopml.validation.schema import infer_schema
 from loopml.validation.validator import validate_table
+from tests.webui.conftest import assert_self_contained
 
 REF = pa.table({"k": list(range(200)), "c": ["a", "b"] * 100, "x": [float(i % 17) for i in range(200)]})
 
@@ -42,8 +43,9 @@ def test_json_and_html_reports(tmp_path: Path) -> None:
     assert set(data["profile"]["columns"]) == {"k", "c", "x"}
     html = hp.read_text()
     assert html == render_html(rep)
-    assert html.count("<svg") == 3 and "<script" not in html and "<link" not in html
+    assert html.count('<div class="chart" data-spec="validation-hist-') == 3  # one histogram per column
+    assert_self_contained(html)
     # failing checks, then the column summaries, then the passing checks folded away
-    first_ok = html.index("<td class='ok'>ok</td>")
-    assert html.index("Failing checks") < html.index("<td class='FAIL'>") < html.index("<h2>Columns") < first_ok
+    first_ok = html.index('<td class="ok">ok</td>')
+    assert html.index("Failing checks") < html.index('<td class="fail">FAIL</td>') < html.index('id="columns"') < first_ok
     assert html.index("<details>") < first_ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO_ARGS = ["--no-serve", "--days", "3", "--impressions-per-day", "2500", "--replay-batch", "200"]
+DEMO_ARGS = ["--no-serve", "--days", "3", "--impressions-per-day", "2500", "--replay-batch", "200", "--no-rollout"]
 TOKEN = "ui-test-token"
 
 
@@ -54,6 +55,20 @@ class UIProcess:
             time.sleep(0.1)
         host, port = ready.read_text().split()
         self.url = f"http://{host}:{port}"
+        self.wait_for_monitoring()
+
+    def wait_for_monitoring(self, timeout: float = 600) -> None:
+        """Until the monitoring report the UI computes in the background at start-up is ready (pages that show it
+        answer with a progress page before)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = httpx.get(self.url + "/monitoring/status", timeout=30).json()
+            if status["ready"] or status["error"]:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the monitoring report was not computed in {timeout} s")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -94,3 +109,12 @@ def browser():
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+def assert_self_contained(page: str) -> None:
+    """A page that needs nothing but itself: no linked stylesheet or script, no fetched URL; its charts' layer
+    (uPlot and charts.js) and data inlined."""
+    low = page.lower()
+    assert "<link" not in low and "<script src" not in low and "@import" not in low and "url(" not in low
+    assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?!#)""", low), "a resource or link outside the page"
+    assert "new uplot(" in low and 'type="application/json"' in low, "the chart layer is not inlined"

@@ -76,7 +76,8 @@ def test_every_page_and_link_opens_without_errors(ui, browser, screenshots):
             opened.append(url)
             shot(browser, screenshots, urlparse(url).path)
             continue
-        assert "Not available" not in browser.find_element("tag name", "h1").text, f"{url}: {browser.page_source[:500]}"
+        h1 = browser.find_elements("tag name", "h1")
+        assert h1 and "Not available" not in h1[0].text, f"{url}: {browser.page_source[:500]}"
         opened.append(url)
         shot(browser, screenshots, urlparse(url).path + "_" + (urlparse(url).query or ""))
         assert title.endswith("· loopml")
@@ -93,7 +94,7 @@ def test_every_page_and_link_opens_without_errors(ui, browser, screenshots):
     assert not problems, "\n".join(problems)
     kinds = {_pattern(urlparse(u).path) for u in opened}
     for expected in ("/runs", "/runs/ID", "/runs/ID/reports/evaluation.html", "/artifacts/ID", "/data", "/data/SNAP", "/models", "/models/vN",
-                     "/models/compare", "/models/vN/promote", "/monitoring", "/design"):
+                     "/models/compare", "/models/vN/promote", "/serving", "/monitoring", "/design"):
         assert expected in kinds, f"{expected} not reached by the crawl: {sorted(kinds)}"
     tabs = {urlparse(u).query for u in opened if "/data/" in u}
     assert {"tab=validation", "tab=profile", "tab=quarantine"} <= tabs

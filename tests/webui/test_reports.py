@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 import time
 
 import pyarrow as pa
@@ -109,16 +110,6 @@ def test_the_monitoring_page_with_several_windows_draws_lines(several_windows, b
         server.stop()
 
 
-def test_evaluation_charts_draw_with_missing_values():
-    from loopml.evaluation.svg import bar_chart, heatmap, line_chart
-
-    line = line_chart([("a", [0.0, 0.5, None, 1.0], [0.1, float("nan"), 0.3, 0.9])], title="t", xlabel="x", ylabel="y")
-    assert line.count(",") >= 2 and "nan" not in line.lower()
-    assert "<rect" in bar_chart(["a", "b"], [None, 0.5], title="t", xlabel="x", errors=[(None, None), (0.4, 0.6)])
-    cells = heatmap([[3, None], [float("nan"), 5]], ["0", "1"], title="confusion")  # type: ignore[list-item]
-    assert ">3<" in cells and ">5<" in cells and cells.count(">–<") == 2
-
-
 def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_computed(demo_project, tmp_path):
     import pyarrow.parquet as pq
     from starlette.testclient import TestClient
@@ -132,6 +123,10 @@ def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_c
     proj = copy_project(demo_project, tmp_path / "p")
     app = create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None))
     client = TestClient(app)
+    for _ in range(3000):  # the report computed when the UI started
+        if client.get("/monitoring/status").json()["ready"]:
+            break
+        time.sleep(0.1)
     first = client.get("/monitoring")
     assert first.status_code == 200 and "a newer one is being computed" not in first.text
     rows = re.search(r"([\d,]+) logged predictions", first.text).group(1)  # type: ignore[union-attr]
@@ -150,6 +145,46 @@ def test_the_monitoring_page_answers_from_the_last_report_while_a_newer_one_is_c
     assert f"{grown:,} logged predictions" in page
 
 
+def test_the_first_monitoring_request_answers_at_once_and_a_restart_reads_the_report_from_disk(demo_project, tmp_path):
+    from starlette.testclient import TestClient
+
+    from loopml.serving.auth import AdminAuth
+    from loopml.webui import create_app
+    from loopml.webui.app import MonitoringCache
+    from loopml.workspace import Workspace
+
+    proj = copy_project(demo_project, tmp_path / "p")
+    shutil.rmtree(proj / ".loopml" / "ui", ignore_errors=True)
+    ws = Workspace.open(proj)
+    window = ws.spec.monitoring.drift.window
+    cache = MonitoringCache(ws, wait_s=0.0)
+    assert cache.get(window) is None  # nothing computed yet: no waiting for it, a progress page instead
+    assert cache.progress(window)["computing"] and not cache.progress(window)["ready"]
+    for _ in range(3000):
+        if cache.progress(window)["ready"]:
+            break
+        time.sleep(0.1)
+    data, refreshing, _ = cache.get(window)  # type: ignore[misc]
+    assert not refreshing and data["log_rows"] > 0
+    saved = list((proj / ".loopml" / "ui").glob("monitoring-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["data"] == data
+    # a restarted UI answers from the saved report, computing nothing while the log is unchanged
+    again = MonitoringCache(Workspace.open(proj), wait_s=0.0)
+    assert again.warm(window) is None
+    assert again.get(window) == (data, False, json.loads(saved[0].read_text())["seconds"])
+    assert not again.progress(window)["computing"]
+    # the page and its progress endpoint, while the first report is computed
+    shutil.rmtree(proj / ".loopml" / "ui")
+    client = TestClient(create_app(proj, auth=AdminAuth("UNSET_TOKEN_ENV", token=None), warm=False))
+    status = client.get("/monitoring/status").json()
+    assert status == {"window": window, "ready": False, "computing": False, "elapsed_s": None, "last_seconds": None,
+                      "error": None}
+    page = client.get("/monitoring")
+    assert page.status_code == 200
+    if "monitoring-pending" in page.text:  # (on a quick machine the report may be ready within the wait)
+        assert '<meta http-equiv="refresh"' in page.text and f"{data['log_rows']:,} logged predictions" in page.text
+
+
 def test_the_design_document_says_whose_metrics_it_shows(demo_project):
     from loopml.reporting import build_design
     from loopml.workspace import Workspace
@@ -158,3 +193,38 @@ def test_the_design_document_says_whose_metrics_it_shows(demo_project):
     # the demo's retraining registered v2 (not promoted): its test metric is labelled as v2's, not beside "v1" bare
     assert "test roc_auc of v2" in glance and "verdict of v2" in glance
     assert glance["in production"].startswith("v1 (not v2")
+
+
+def test_the_runs_leaderboard_evaluation_and_validation_reports_open_in_a_browser(demo_project, browser, screenshots):
+    """The static reports are the UI's templates and uPlot charts inlined: each file needs nothing but itself,
+    draws its charts in Chromium with 0 console errors and keeps its content (intervals, paired comparisons,
+    why-not lines, failing checks first)."""
+    from loopml.lineage import list_runs
+    from loopml.workspace import Workspace
+    from tests.webui.conftest import assert_self_contained
+
+    ws = Workspace.open(demo_project)
+    folder = ws.reports / list_runs(ws)[0]["run_id"]  # the retraining run: v2 compared with v1 in production
+    pages = {"leaderboard": folder / "leaderboard.html", "evaluation": folder / "evaluation.html",
+             "validation": next(folder.glob("validation-*.html"))}
+    report = json.loads((folder / "evaluation.json").read_text())
+    for name, path in pages.items():
+        html = path.read_text()
+        assert_self_contained(html)
+        browser.get_log("browser")
+        browser.get(path.as_uri())
+        charts = browser.execute_script("return window.loopmlCharts.map(c => [c.id, c.data[0].length]);")
+        assert charts and all(n > 0 for _, n in charts), charts
+        assert browser.execute_script("return document.querySelectorAll('.chart canvas').length") == len(charts)
+        browser.save_screenshot(str(screenshots / f"report_{name}.png"))
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"], name
+        text = browser.find_element("tag name", "body").text
+        if name == "leaderboard":
+            assert "why:" in text and "leaderboard-chart" in [c[0] for c in charts]
+        elif name == "evaluation":
+            assert "Candidate vs production" in text and "95% interval" in text
+            assert {"evaluation-curve-1", "evaluation-slices"} <= {c[0] for c in charts}
+            lo, hi = report["metrics"][report["primary_metric"]]["lower"], report["metrics"][report["primary_metric"]]["upper"]
+            assert f"[{lo:.4f}, {hi:.4f}]" in text
+        else:
+            assert text.index("Failing checks") < text.index("Columns") < text.index("Passing checks")

@@ -8,8 +8,8 @@ asks for the token in the form; the actor recorded in the registry is the token'
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
 import threading
 import time
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -28,51 +27,38 @@ from starlette.templating import Jinja2Templates
 from loopml.errors import LoopMLError
 from loopml.serving.auth import AdminAuth
 from loopml.webui import views
+from loopml.webui.export import STATIC, TEMPLATES, configure
+from loopml.webui.serving import ServingView
 from loopml.workspace import Workspace
 
-HERE = Path(__file__).parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
 NAV = [("runs", "Runs", "/runs"), ("data", "Data", "/data"), ("models", "Models", "/models"),
-       ("monitoring", "Monitoring", "/monitoring"), ("design", "Design", "/design")]
+       ("serving", "Serving", "/serving"), ("monitoring", "Monitoring", "/monitoring"), ("design", "Design", "/design")]
 _FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" '
             b'fill="#1f77b4"/></svg>')
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe data for the charts: NaN/inf become null, timestamps ISO strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _tojson(obj: Any) -> Markup:
-    text = json.dumps(_clean(obj), default=str, allow_nan=False)
-    # safe inside <script type="application/json">: no "<", ">" or "&" can close or confuse the element
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
 class MonitoringCache:
-    """The monitoring report's data per window width, computed off the request path.
+    """The monitoring report's data per window width, computed off the request path and kept on disk.
 
     The report aggregates the whole prediction log (every window's drift, quality and volume), which takes
-    seconds over millions of rows; a page must answer at once. So the first report is computed when the UI
-    starts (``warm``); afterwards a request whose logs or checks changed gets the previous report at once
-    (marked as refreshing) while a background thread computes the new one. Only a window width nobody asked
-    for before is computed on the request.
+    seconds over millions of rows; a page must answer at once. Each computed report is saved in
+    ``.loopml/ui/monitoring-<window>.json`` with the fingerprint of what it was computed from (the log's
+    segments, by name and size, and the number of checks and alerts), so a restarted UI answers at once from
+    it. A request whose logs changed gets the previous report at once (marked as refreshing) while a
+    background thread computes the new one. With no report at all yet, a request waits at most ``wait_s``
+    for the computation started when the UI started, then gets a progress page (``progress``) instead.
     """
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, wait_s: float = 1.0) -> None:
         self.ws = ws
+        self.wait_s = wait_s
+        self.folder = ws.root / "ui"
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[tuple[Any, ...], dict[str, Any], float]] = {}
-        self._running: dict[str, threading.Thread] = {}
+        self._entries: dict[str, tuple[str, dict[str, Any], float]] = {}
+        self._running: dict[str, tuple[threading.Thread, float]] = {}
+        self._failed: dict[str, str] = {}
 
-    def fingerprint(self) -> tuple[Any, ...]:
+    def fingerprint(self) -> str:
         """What the report depends on: the log segments (names and sizes) and the number of checks and alerts."""
         from loopml.monitoring import logs
         from loopml.monitoring.records import ensure_tables, monitor_alerts, monitor_checks
@@ -81,65 +67,127 @@ class MonitoringCache:
         parts: list[Any] = []
         for folder in (logs.predictions_dir(self.ws), logs.feedback_dir(self.ws)):
             try:
-                parts.append(tuple(sorted((e.name, e.stat().st_size) for e in os.scandir(folder)
-                                          if e.name.endswith(".parquet"))))
+                parts.append(sorted([e.name, e.stat().st_size] for e in os.scandir(folder)
+                                    if e.name.endswith(".parquet")))
             except OSError:
-                parts.append(())
+                parts.append([])
         parts.append(views.count_rows(self.ws, monitor_checks))
         parts.append(views.count_rows(self.ws, monitor_alerts))
-        return tuple(parts)
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
-    def _compute(self, window: str, key: tuple[Any, ...]) -> None:
+    def _path(self, window: str) -> Path:
+        return self.folder / f"monitoring-{hashlib.sha256(window.encode()).hexdigest()[:12]}.json"
+
+    def _load(self, window: str) -> tuple[str, dict[str, Any], float] | None:
+        """The report saved by an earlier run of the UI, if any (an unreadable file is recomputed)."""
+        try:
+            saved = json.loads(self._path(window).read_text(encoding="utf-8"))
+            if saved.get("window") == window and isinstance(saved.get("data"), dict):
+                return str(saved["key"]), saved["data"], float(saved["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _compute(self, window: str, key: str) -> None:
         from loopml.monitoring.report import build_report
 
         t0 = time.perf_counter()
-        data = build_report(self.ws, window)
+        # through JSON: the same data whether computed now or read back from the disk
+        text = json.dumps(build_report(self.ws, window), default=_plain)
+        data = json.loads(text)
+        seconds = time.perf_counter() - t0
         with self._lock:
-            self._entries[window] = (key, data, time.perf_counter() - t0)
+            self._entries[window] = (key, data, seconds)
+            self._failed.pop(window, None)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self._path(window)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"window": window, "key": key, "seconds": seconds, "data": data},
+                                      default=_plain), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only workspace: the report is kept in memory only
 
-    def _start(self, window: str, key: tuple[Any, ...]) -> threading.Thread:
+    def _start(self, window: str, key: str) -> threading.Thread:
         with self._lock:
             running = self._running.get(window)
-            if running is not None and running.is_alive():
-                return running
+            if running is not None and running[0].is_alive():
+                return running[0]
 
             def work() -> None:
                 try:
                     self._compute(window, key)
-                except LoopMLError:
-                    pass  # the next request computes it on its own and shows the error
+                except LoopMLError as exc:
+                    with self._lock:
+                        self._failed[window] = exc.message
                 finally:
                     with self._lock:
                         self._running.pop(window, None)
 
             thread = threading.Thread(target=work, name=f"loopml-ui-monitoring-{window}", daemon=True)
-            self._running[window] = thread
+            self._running[window] = (thread, time.monotonic())
             thread.start()
             return thread
 
-    def warm(self, window: str) -> threading.Thread:
-        """Compute the report of ``window`` in the background now."""
-        return self._start(window, self.fingerprint())
+    def warm(self, window: str) -> threading.Thread | None:
+        """Load the saved report of ``window`` and compute it in the background unless it is up to date."""
+        key = self.fingerprint()
+        saved = self._load(window)
+        if saved is not None:
+            with self._lock:
+                self._entries.setdefault(window, saved)
+            if saved[0] == key:
+                return None
+        return self._start(window, key)
 
-    def get(self, window: str) -> tuple[dict[str, Any], bool, float]:
-        """(report data, whether a newer one is being computed, seconds the shown one took to compute)."""
+    def progress(self, window: str) -> dict[str, Any]:
+        """Where the computation of ``window`` stands: running for how long, the last one's duration, an error."""
+        with self._lock:
+            running = self._running.get(window)
+            entry = self._entries.get(window)
+            failed = self._failed.get(window)
+        return {"window": window, "ready": entry is not None, "computing": running is not None,
+                "elapsed_s": time.monotonic() - running[1] if running else None,
+                "last_seconds": entry[2] if entry else None, "error": failed}
+
+    def get(self, window: str) -> tuple[dict[str, Any], bool, float] | None:
+        """(report data, whether a newer one is being computed, seconds the shown one took to compute), or None
+        while the first report of ``window`` is still being computed (after waiting at most ``wait_s``)."""
         key = self.fingerprint()
         with self._lock:
             entry = self._entries.get(window)
-            running = self._running.get(window)
         if entry is None:
-            if running is not None:
-                running.join()
+            saved = self._load(window)
+            if saved is not None:
+                with self._lock:
+                    entry = self._entries.setdefault(window, saved)
+        if entry is None:
+            with self._lock:
+                failed = self._failed.pop(window, None)
+            if failed is not None:
+                raise LoopMLError(failed)
+            self._start(window, key).join(self.wait_s)
             with self._lock:
                 entry = self._entries.get(window)
+                failed = self._failed.pop(window, None)
+            if failed is not None:
+                raise LoopMLError(failed)
             if entry is None:
-                self._compute(window, key)  # an error here reaches the page
-                with self._lock:
-                    entry = self._entries[window]
+                return None
         if entry[0] != key:
             self._start(window, key)
             return entry[1], True, entry[2]
         return entry[1], False, entry[2]
+
+
+def _plain(o: Any) -> Any:
+    """JSON for what the report holds besides plain types: numpy scalars, timestamps."""
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)
 
 
 def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool = True) -> Starlette:
@@ -151,15 +199,13 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
 
         auth = admin_auth(ws.spec.deployment)
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    env = templates.env
-    env.filters["fmt"] = views.fmt
-    env.filters["when"] = views.when
-    env.filters["tojson_safe"] = _tojson
+    env = configure(templates.env)
     env.globals["nav"] = NAV
     env.globals["project"] = ws.spec.project.name
     env.globals["actions_enabled"] = auth.enabled
     env.globals["token_env"] = auth.token_env
     monitoring_cache = MonitoringCache(ws)
+    serving_view = ServingView(ws)
     if warm:
         monitoring_cache.warm(ws.spec.monitoring.drift.window)
 
@@ -300,9 +346,15 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
     def monitoring(request: Request) -> Response:
         window = request.query_params.get("window") or ws.spec.monitoring.drift.window
         try:
-            data, refreshing, seconds = monitoring_cache.get(window)
+            got = monitoring_cache.get(window)
         except LoopMLError as exc:
             return error_page(request, exc)
+        if got is None:
+            from loopml.monitoring.logs import log_span
+
+            return page(request, "monitoring_pending.html", "monitoring", window=window,
+                        progress=monitoring_cache.progress(window), log_rows=log_span(ws)[2])
+        data, refreshing, seconds = got
         feature = request.query_params.get("feature")
         dists = data.get("distributions") or {}
         if feature not in dists:
@@ -314,6 +366,16 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
                     charts=views.monitoring_charts(data, ws.spec.monitoring.drift.psi_threshold),
                     ops_charts=views.ops_charts(data),
                     dist_chart=views.distribution_chart(feature, dist) if feature and dist else None)
+
+    def serving(request: Request) -> Response:
+        try:
+            return page(request, "serving.html", "serving", **serving_view.page())
+        except LoopMLError as exc:
+            return error_page(request, exc)
+
+    def monitoring_status(request: Request) -> Response:
+        window = request.query_params.get("window") or ws.spec.monitoring.drift.window
+        return JSONResponse(monitoring_cache.progress(window))
 
     def design(request: Request) -> Response:
         from loopml.reporting import build_design
@@ -335,7 +397,9 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
         Route("/models/rollback", rollback, methods=["GET", "POST"]),
         Route("/models/{version}", version),
         Route("/models/{version}/promote", promote, methods=["GET", "POST"]),
+        Route("/serving", serving),
         Route("/monitoring", monitoring),
+        Route("/monitoring/status", monitoring_status),
         Route("/design", design),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
