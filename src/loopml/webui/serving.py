@@ -137,8 +137,7 @@ class ServingView:
                 cols = {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
                 arm = "route" if "route" in cols else "'production'"
                 exp = "experiment" if "experiment" in cols else "NULL"
-                span_row = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchone()
-                first, last = span_row if span_row is not None else (None, None)
+                first, last = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchall()[0]
                 if last is None:
                     return empty
                 hour = last - dt.timedelta(hours=1)
