@@ -146,6 +146,7 @@ def pages(client: httpx.Client) -> dict[str, str]:
     out["model version"] = "/models/v2"
     out["compare v1 v2"] = "/models/compare?a=v1&b=v2"
     out["promote (comparison first)"] = "/models/v2/promote"
+    out["serving"] = "/serving"
     out["monitoring"] = "/monitoring"
     out["monitoring: one feature"] = "/monitoring?feature=device"
     out["design document"] = "/design"
