@@ -50,7 +50,7 @@ class MonitoringCache:
     for the computation started when the UI started, then gets a progress page (``progress``) instead.
     """
 
-    def __init__(self, ws: Workspace, wait_s: float = 1.0) -> None:
+    def __init__(self, ws: Workspace, wait_s: float = 0.1) -> None:
         self.ws = ws
         self.wait_s = wait_s
         self.folder = ws.root / "ui"
@@ -240,6 +240,8 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
     serving_view = ServingView(ws)
     if warm:
         monitoring_cache.warm(ws.spec.monitoring.drift.window)
+        # the log's requests per version and arm, aggregated once now (DuckDB, off the loop's thread)
+        threading.Thread(target=serving_view.log_traffic, name="loopml-ui-serving", daemon=True).start()
 
     def page(request: Request, name: str, section: str, status: int = 200, **ctx: Any) -> Response:
         return templates.TemplateResponse(request, name, {"section": section, **ctx}, status_code=status)
