@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) services node
 
-# ONNX Runtime for Node.js (tests/export run the exported ONNX graphs in it), pinned by the package-lock.
-node: tools/onnx-node/node_modules/.package-lock.json
+# ONNX Runtime for Node.js and ONNX Runtime Web (tests/export run the exported ONNX graphs in Node.js and in a
+# headless Chromium page, tools/onnx-web/score.html, served locally: nothing fetched at run time), pinned by the
+# package-locks.
+node: tools/onnx-node/node_modules/.package-lock.json tools/onnx-web/node_modules/.package-lock.json
 
 tools/onnx-node/node_modules/.package-lock.json: tools/onnx-node/package-lock.json
 	cd tools/onnx-node && npm ci --no-audit --no-fund
+
+tools/onnx-web/node_modules/.package-lock.json: tools/onnx-web/package-lock.json
+	cd tools/onnx-web && npm ci --no-audit --no-fund
 
 # Debian packages the service tests and benchmarks use (PostgreSQL, Redis, wrk; Chromium + its WebDriver for the
 # web UI's browser tests); installed when missing.

@@ -39,7 +39,7 @@ def test_demo_runs_the_whole_loop(demo_run):
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
     # every step ran, in order
-    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]"):
+    for step in ("[1/8]", "[2/8]", "[3/8]", "[4/8]", "[5/8]", "[6/8]", "[7/8]", "[8/8]"):
         assert step in out
     for stage in ("ingest", "validate", "features", "train", "evaluate", "register"):
         assert f"■ {stage}" in out
@@ -47,23 +47,38 @@ def test_demo_runs_the_whole_loop(demo_run):
     assert "drift alert: input-drift" in out
     assert "retrained; the approved candidate v2 is registered" in out
     assert "curl -s http://127.0.0.1:" in out and "/v1/predict" in out
-    # the registry: v1 served (production), v2 approved and registered by the retraining, not promoted
+    # the registry: v1 served first; v2 approved and registered by the retraining, then rolled out by the evidence
     ws = Workspace.open(proj)
-    versions = {v.version_id: v for v in Registry(ws).list()}
-    assert versions["v1"].state == "production" and versions["v1"].approved
-    assert versions["v2"].approved and versions["v2"].state != "production"
-    # a promotion is suggested only when v2's evaluation found it significantly better than production
-    from loopml.registry.evidence import latest_evaluation
-
-    vp = latest_evaluation(Registry(ws), "v2").vs_production  # type: ignore[union-attr]
-    assert vp is not None and vp["production"] == "v1"
+    reg = Registry(ws)
+    versions = {v.version_id: v for v in reg.list()}
+    assert versions["v1"].approved and versions["v2"].approved
+    demo = json.loads((proj / ".loopml" / "demo.json").read_text())
+    rollout = demo["rollout"]
+    assert rollout["version_id"] == "v2" and rollout["decision"] in ("promoted", "rolled_back")
     flat = " ".join(out.split())
-    if vp["verdict"] == "better":
-        assert "promote it (" in flat and "loopml models promote v2" in flat
+    moves = [(t.from_state, t.to_state, t.actor) for t in reg.history("v2") if t.from_state]  # after registering
+    assert moves[0][1:] == ("shadow", "loopml demo")  # the candidate first only shadows production
+    assert "shadow v2:" in flat and "paired predictions, score correlation" in flat
+    reasons = " ".join(t.reason for t in reg.history("v2"))
+    from loopml.experiments.records import get
+
+    if rollout["decision"] == "promoted":
+        assert "rollout: v2 PROMOTED to production by the evidence" in flat
+        assert [m[:2] for m in moves] == [("candidate", "shadow"), ("shadow", "canary"), ("canary", "production")]
+        assert versions["v2"].state == "production" and versions["v1"].state == "archived"
+        assert demo["served_version"] == "v2"
+        # every gated step was walked: the canary answered at 25% and then at 100% of the traffic
+        assert rollout["steps_reached"] == [0.25, 1.0] and "step 2 of 2, 100% of the traffic" in flat
+        assert "every gated step passed" in reasons and "always-valid p" in reasons and "Brier" in reasons
+        online = rollout["canary"]["online"]
+        assert not (online["significant"] and online["lift"] < 0)  # promoted only when not significantly worse
+        assert get(ws, "canary-v2")["status"] == "promoted"  # type: ignore[index]
     else:
-        assert "loopml models promote v2" not in flat
-        assert "not promoting v2: it is " + ("significantly worse" if vp["verdict"] == "worse"
-                                             else "not significantly better") in flat
+        assert "rollout: v2 ROLLED BACK at the" in flat
+        assert moves[-1][1] == "archived" and versions["v2"].state == "archived"
+        assert versions["v1"].state == "production" and demo["served_version"] == "v1"
+        assert rollout["reason"].split(" (by ")[0] in reasons  # the registry says why
+    assert get(ws, "shadow-v2")["status"] in ("passed", "rolled_back")  # type: ignore[index]
     # privacy: user ids were hashed before the lake; the key never went into the spec
     facts = collect(ws)
     schema = {f["name"]: f["type"] for f in facts.output_json("ingest", "manifest")["schema"]}
@@ -72,7 +87,6 @@ def test_demo_runs_the_whole_loop(demo_run):
     assert key and key not in (proj / "loopml.yaml").read_text()
     assert oct((proj / ".hash_key").stat().st_mode & 0o777) == "0o600"
     # the replay measured real HTTP traffic and sent every label back
-    demo = json.loads((proj / ".loopml" / "demo.json").read_text())
     replay = demo["replay"]
     assert replay["errors"] == 0 and replay["rows"] > 1000 and replay["feedback"] == replay["rows"]
     assert demo["decision"]["status"] == "approved" and demo["decision"]["version_id"] == "v2"
@@ -98,6 +112,7 @@ def test_demo_design_document_holds_the_measured_figures(demo_run):
     assert "Simulated traffic" in md and "oracle ROC-AUC" in md
     assert "input-drift" in md and "Retraining decisions" in md and "| v2 |" in md
     assert "Not measured yet" not in md  # every step ran in the demo
+    assert "Rollout of v2 (the retrained candidate)" in md and demo["rollout"]["reason"] in md
     import re
 
     from tests.webui.conftest import assert_self_contained
@@ -132,7 +147,8 @@ def test_the_served_demo_model_over_http(demo_run, tmp_path, monkeypatch):
         row = known[0]
         status, body = client.post("/v1/predict", row)
         assert status == 200, body
-        assert body["model_version"] == "v1" and 0.0 < body["score"] < 1.0 and body["request_id"]
+        served = json.loads((proj / ".loopml" / "demo.json").read_text())["served_version"]  # v2 when promoted
+        assert body["model_version"] == served and 0.0 < body["score"] < 1.0 and body["request_id"]
         # the same rows in one batch request give the same score for that row
         status, many = client.post("/v1/predict", {"rows": [row, *known[1:21]]})
         assert status == 200 and len(many["scores"]) == 21
@@ -150,7 +166,7 @@ def test_the_served_demo_model_over_http(demo_run, tmp_path, monkeypatch):
         status, out = client.post("/v1/predict", example)
         assert status == 200 and 0.0 < out["score"] < 1.0, out
         status, text = client.get("/metrics")
-        assert status == 200 and "v1" in str(text)
+        assert status == 200 and served in str(text)
         client.close()
     finally:
         service.stop()

@@ -48,7 +48,8 @@ def test_the_template_spec_runs_unchanged_on_the_real_log(kdd_demo):
     assert imp.num_rows == ROWS and pq.read_table(proj / "data" / "clicks").num_rows == 6_728
     # a model passed the gates, was registered and served
     versions = {v.version_id: v for v in Registry(Workspace.open(proj)).list()}
-    assert versions["v1"].approved and versions["v1"].state == "production"
+    promoted = (json.loads((proj / ".loopml" / "demo.json").read_text()).get("rollout") or {}).get("decision")
+    assert versions["v1"].approved and versions["v1"].state == ("archived" if promoted == "promoted" else "production")
 
 
 @pytest.mark.slow

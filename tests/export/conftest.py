@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,13 @@ from loopml.features import FeaturePipeline
 from loopml.spec.features import Feature
 from loopml.spec.task import Task
 from tests.training.conftest import read_german
+from tests.webui.conftest import (
+    browser as browser,  # the same headless Chromium (Selenium) as the web UI tests
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tools" / "onnx-node"
+WEB_DIR = REPO / "tools" / "onnx-web"
 
 GERMAN_FEATURES: list[dict[str, Any]] = [
     {"column": "checking_status", "kind": "categorical", "transforms": [{"type": "onehot"}]},
@@ -113,11 +120,8 @@ def bike_regression(datasets: Path) -> Data:
     return fit_data(t, BIKE_FEATURES, "cnt", "regression", y, 2200)
 
 
-def node_scores(model_path: Path, inputs: dict[str, np.ndarray], tmp: Path) -> np.ndarray:
-    """Score the feeds with the ONNX file in ONNX Runtime for Node.js (tools/onnx-node/score.js)."""
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        raise RuntimeError("ONNX Runtime for Node.js is not installed: run `make node` (npm ci in tools/onnx-node)")
+def _feeds_json(inputs: dict[str, np.ndarray]) -> str:
+    """The feeds as tools/onnx-node/score.js and tools/onnx-web/score.js read them."""
     spec = {}
     for name, arr in inputs.items():
         flat = arr.reshape(-1)
@@ -125,10 +129,53 @@ def node_scores(model_path: Path, inputs: dict[str, np.ndarray], tmp: Path) -> n
             spec[name] = {"type": "string", "values": [str(v) for v in flat]}
         else:
             spec[name] = {"type": "float64", "values": [None if v != v else float(v) for v in flat]}
+    return json.dumps(spec)
+
+
+def node_scores(model_path: Path, inputs: dict[str, np.ndarray], tmp: Path) -> np.ndarray:
+    """Score the feeds with the ONNX file in ONNX Runtime for Node.js (tools/onnx-node/score.js)."""
+    node = shutil.which("node")
+    if node is None or not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        raise RuntimeError("ONNX Runtime for Node.js is not installed: run `make node` (npm ci in tools/onnx-node)")
     feeds_path = tmp / "feeds.json"
-    feeds_path.write_text(json.dumps(spec))
+    feeds_path.write_text(_feeds_json(inputs))
     proc = subprocess.run([node, str(NODE_DIR / "score.js"), str(model_path), str(feeds_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
+    return np.asarray(out["score"], dtype=np.float64).reshape(out["dims"])
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def browser_scores(driver: Any, model_path: Path, inputs: dict[str, np.ndarray], tmp: Path) -> np.ndarray:
+    """Score the feeds with the ONNX file in ONNX Runtime Web (WebAssembly) in a headless Chromium page
+    (tools/onnx-web/score.html), everything served by a local HTTP server on 127.0.0.1."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not (WEB_DIR / "node_modules" / "onnxruntime-web" / "dist").is_dir():
+        raise RuntimeError("ONNX Runtime Web is not installed: run `make node` (npm ci in tools/onnx-web)")
+    root = tmp / "web"
+    root.mkdir(exist_ok=True)
+    for name in ("score.html", "score.js", "node_modules"):
+        if not (root / name).exists():
+            (root / name).symlink_to(WEB_DIR / name)
+    shutil.copyfile(model_path, root / "model.onnx")
+    (root / "feeds.json").write_text(_feeds_json(inputs))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietFiles, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_address[1]}/score.html?model=model.onnx&feeds=feeds.json")
+        WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "status").text in ("done", "failed"))
+        status = driver.find_element(By.ID, "status").text
+        assert status == "done", driver.find_element(By.ID, "error").text
+        out = json.loads(driver.find_element(By.ID, "result").text)
+    finally:
+        server.shutdown()
+        server.server_close()
     return np.asarray(out["score"], dtype=np.float64).reshape(out["dims"])

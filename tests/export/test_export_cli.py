@@ -1,4 +1,5 @@
-"""`loopml export --format onnx` on a real project: the file's scores are `loopml predict`'s."""
+"""`loopml export --format onnx` on a real project: the file's scores are `loopml predict`'s, in ONNX Runtime for
+Python and in ONNX Runtime Web inside a headless Chromium page."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from loopml.export.onnx_export import feeds, run, session
 from loopml.training.bundle import load_bundle
 from loopml.workspace import Workspace
 from tests.examples.test_examples import _small_copy
+from tests.export.conftest import browser_scores
 
 
-def test_export_writes_one_onnx_file_that_predicts_like_loopml_predict(cli, tmp_path, datasets):
+def test_export_writes_one_onnx_file_that_predicts_like_loopml_predict(cli, tmp_path, datasets, browser):
     proj = _small_copy("german_credit_fairness", tmp_path / "credit", datasets)
     run_ = cli("run", "-p", str(proj), "-q", timeout=900)
     assert run_.returncode == 0, run_.stdout[-2000:] + run_.stderr[-2000:]
@@ -39,6 +41,9 @@ def test_export_writes_one_onnx_file_that_predicts_like_loopml_predict(cli, tmp_
     bundle = load_bundle(ws, v.bundle_digest)
     onnx_scores = run(session(out.read_bytes()), feeds(bundle.transform, table))
     assert np.abs(onnx_scores - predicted).max() <= 1e-5
+    # the same file in a web page: ONNX Runtime Web (WebAssembly, from the project's node_modules) in Chromium
+    web = browser_scores(browser, out, feeds(bundle.transform, table), tmp_path)
+    assert web.shape == predicted.shape and np.abs(web - predicted).max() <= 1e-5
 
     bad = cli("export", "--format", "pmml", "-p", str(proj), "--out", str(out))
     assert bad.returncode != 0 and "--format 'pmml' is not supported" in (bad.stdout + bad.stderr)

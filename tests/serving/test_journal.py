@@ -313,3 +313,44 @@ def test_a_corrupted_block_is_quarantined_and_a_torn_one_kept_exactly(tmp_path: 
     assert sorted(r[0] for r in duckdb.sql(f"select request_id from read_parquet('{tmp_path}/*.parquet')").fetchall()) \
         == ["good", "ok-2"]
     assert not path.exists()
+
+
+def test_the_service_single_row_path_logs_what_append_would(tmp_path: Path) -> None:
+    """``Journal.append_row`` (the request loop's path: the route's identity, the model's row buffer copied
+    per row) gives the same log rows as ``append`` of the equivalent records, across routes, an experiment,
+    client ids and flushes; a buffer that is not the route's float64 raw row falls back to ``append``."""
+    import lightgbm as lgb
+
+    from loopml.serving.routing import Route
+    from loopml.serving.servable import Servable
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2))
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(X, (X[:, 0] > 0).astype(float)), 3)
+    v1, v2 = Servable.from_booster("v1", booster, NUMERIC), Servable.from_booster("v2", booster, NUMERIC)
+    prod, canary = Route("production", v1), Route("canary", v2, (), "exp-1", 0.25)
+    j = Journal(tmp_path / "j", "predictions", writer=False, flush_rows=300)
+    recs: list[tuple] = []
+    t0 = now_us()
+    for i in range(1_000):
+        route = canary if i % 3 == 0 else prod
+        score, pred = route.model.predict_one({"a": float(rng.normal()), "b": int(i)})
+        cid = f"client-{i}" if i % 5 == 0 else None
+        buf = route.model.row_buffer
+        if i == 999:  # not the route's row buffer (a float32 copy): logged through append, as given
+            buf = buf.astype(np.float32)
+        j.append_row(route, f"r{i:05d}", score, pred, buf, cid)
+        recs.append((f"r{i:05d}", 0, route.model.version_id, route.name, score, pred,
+                     buf.astype(np.float64), NUMERIC, cid, route.experiment, route.propensity))
+    j.close()
+    t1 = now_us()
+    w = JournalWriter(tmp_path / "j", "predictions", compact_seconds=0)
+    assert w.pass_once() == 1_000 and w.bad_lines == 0
+    (tmp_path / "ref").mkdir()
+    pq.write_table(prediction_table(recs), tmp_path / "ref" / "x.parquet")
+    got, want = _all_rows(tmp_path / "j"), _all_rows(tmp_path / "ref")
+    _same([g[:1] + g[2:] for g in got], [e[:1] + e[2:] for e in want])  # everything but the time
+    stamps = [g[1].timestamp() * 1e6 for g in got]
+    assert all(t0 - 1 <= s <= t1 + 1 for s in stamps)
+    assert sum(1 for g in got if g[3] == "canary" and g[7] == "exp-1" and g[8] == 0.25) == 334

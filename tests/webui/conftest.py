@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO_ARGS = ["--no-serve", "--days", "3", "--impressions-per-day", "2500", "--replay-batch", "200"]
+DEMO_ARGS = ["--no-serve", "--days", "3", "--impressions-per-day", "2500", "--replay-batch", "200", "--no-rollout"]
 TOKEN = "ui-test-token"
 
 

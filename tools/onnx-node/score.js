@@ -12,7 +12,12 @@ async function main() {
     console.error("usage: node score.js MODEL.onnx FEEDS.json");
     process.exit(2);
   }
-  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
+  // as loopml's Python sessions (SESSION_CONFIG in src/loopml/export/onnx_export.py): an int8 file's fused
+  // DequantizeLinear + MatMul computes in float32, not with int8 activations
+  const session = await ort.InferenceSession.create(modelPath, {
+    intraOpNumThreads: 1,
+    extra: { session: { qdq_matmulnbits_accuracy_level: "1" } },
+  });
   const spec = JSON.parse(fs.readFileSync(feedsPath, "utf8"));
   const feeds = {};
   for (const [name, col] of Object.entries(spec)) {

@@ -15,7 +15,9 @@ app = typer.Typer(
     help="Online experiments read from the prediction and feedback logs: arms, sample-ratio mismatch, shadow "
     "agreement, the challenger's score guardrail and the always-valid A/B test of the online metric. Start one by "
     "serving with deployment.routing.type shadow, canary or ab and moving the challenger to state shadow/canary "
-    "(`loopml models promote v2 --to canary -r why`).\n\n"
+    "(`loopml models promote v2 --to canary -r why`). A served canary is also guarded by `loopml serve` itself: its "
+    "steps advance only through deployment.routing.gate, and a breach archives it (actor `loopml serve (canary "
+    "guard)`).\n\n"
     "Examples:\n\n  loopml experiment status -p proj\n\n"
     "  loopml experiment status -p proj --rollback-on-breach   # archive a breaching canary, reason in history\n\n"
     "  loopml experiment report -p proj -e canary-v2",

@@ -70,6 +70,16 @@ def _print_cycle(result: Any) -> None:
                 f"window {sig_window}: {int(m.get('volume.predictions', 0))} predictions, drift share {m['drift.share']:.2f}"
                 + (f" ({', '.join(sig.drift.drifted)})" if sig.drift and sig.drift.drifted else "")
             )
+    for sig_window, sig in result.windows.items():
+        if sig.arms:
+            console.print(table(f"rollout health per arm, window {sig_window}", [
+                "arm", "version", "experiment", "predictions", "per s", "errors 5xx", "refused 4xx", "p99 ms",
+                "mean score", "labelled", "quality"], [
+                (a["arm"], a["model_version"], a.get("experiment") or "", a["predictions"],
+                 _fmt(a.get("predictions_per_s")), _fmt(a.get("error_rate")), _fmt(a.get("client_error_rate")),
+                 _fmt(a.get("latency_p99_ms")), _fmt(a.get("score_mean")), _fmt(a.get("labelled")),
+                 ", ".join(f"{k} {_fmt(v)}" for k, v in (a.get("quality") or {}).items()))
+                for a in sig.arms]))
     for n in result.notes:
         console.print(f"[dim]note: {n}[/dim]")
     if result.decision is not None:
@@ -100,13 +110,19 @@ def monitor(
     """Evaluate every alert rule once (or every --every); retrain and register an approved candidate when a
     retraining rule fires. Metrics: drift.share, drift.count, drift.max_psi, drift.feature.<col>.<stat>,
     drift.prediction.psi, drift.multivariate.auc, quality.<metric>, cbpe.<metric>, labels.new,
-    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb.
+    volume.predictions, ops.latency_p99_ms, ops.error_rate, ops.requests_per_s, ops.cpu_percent, ops.memory_mb;
+    per arm of a running experiment (rollout health, shown as a table): arm.<route>.<m> and arm.challenger.<m> /
+    arm.incumbent.<m> with m = predictions, predictions_per_s, error_rate, client_error_rate, latency_p99_ms,
+    score_mean, labelled, quality.<metric>; arm.challenger.error_rate_increase, client_error_rate_increase,
+    quality.<metric>_delta.
 
     Examples:
 
       loopml monitor -p shop                          # every rule once
       loopml monitor -p shop --every 5m               # keep watching until Ctrl-C
       loopml monitor -p shop --no-retrain --fail-on critical
+      # loopml.yaml alert per arm: {name: canary-errors, metric: arm.challenger.error_rate_increase,
+      #                             threshold: 0.01, window: 1h, severity: critical}
     """
     if ctx.invoked_subcommand is not None:
         return

@@ -5,7 +5,8 @@ simulate a week (or import a real KDD Cup 2012 click log with ``--data``) → ``
 train → evaluate → register) → promote the approved version → ``loopml serve`` → replay a day
 over HTTP with its clicks as feedback (a drifted simulated day, or the real log's held-out last
 day) → the new event logs land in the lake → ``run_cycle`` (a drift alert, when monitoring finds
-drift → retraining → an approved candidate is registered) → the design document.
+drift → retraining → an approved candidate is registered) → the candidate's rollout (shadow, then a canary
+gated by the server; promoted or rolled back by the evidence: :mod:`loopml.demo.rollout`) → the design document.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class DemoResult:
     unseen_ids: dict[str, dict[str, float]] = field(default_factory=dict)
     decision: dict[str, Any] | None = None
     retrain_leaderboard: dict[str, Any] | None = None
+    rollout: dict[str, Any] | None = None  #: the retrained candidate's shadow → canary → decision
     design: tuple[Path, Path] | None = None
     example_row: dict[str, Any] | None = None
     service: ServiceProcess | None = field(default=None, repr=False)
@@ -66,6 +68,7 @@ class DemoResult:
             "drifted_features": self.drifted_features,
             "unseen_ids": self.unseen_ids,
             "decision": self.decision,
+            "rollout": self.rollout,
         }
 
 
@@ -166,7 +169,7 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     from loopml.cli.ui import table
 
     result = DemoResult(project=settings.project.resolve())
-    steps = _Steps(console, 7, result)
+    steps = _Steps(console, 8, result)
     t_all = time.perf_counter()
     log = None
     if settings.data is not None:  # a bad file fails here, before any project folder is made
@@ -226,11 +229,14 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     console.print(f"    serving {result.served_version} at {service.url}")
     steps.done()
 
+    holder = [service]  # the rollout restarts the service with new routing
     try:
-        _closed_loop(settings, console, steps, result, ws, traffic, service)
+        _closed_loop(settings, console, steps, result, ws, traffic, holder)
     except BaseException:
-        service.stop()
+        holder[0].stop()
         raise
+    service = holder[0]
+    result.url = service.url
     result.timings["total"] = time.perf_counter() - t_all
     (ws.root / "demo.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
 
@@ -268,12 +274,13 @@ def serve_forever(result: DemoResult, console: Console) -> None:
 
 def _closed_loop(
     settings: DemoSettings, console: Console, steps: _Steps, result: DemoResult, ws: Workspace,
-    traffic: DemoTraffic, service: ServiceProcess,
+    traffic: DemoTraffic, holder: list[ServiceProcess],
 ) -> None:
     from loopml.cli.ui import table
     from loopml.monitoring.loop import run_cycle
 
     spec = ws.spec
+    service = holder[0]
     steps.start("replay", f"replaying {traffic.replay_text} through the service, clicks sent back as feedback")
     day = traffic.replay
     window = getattr(spec.data.labels, "window_seconds", 600.0)
@@ -331,6 +338,24 @@ def _closed_loop(
     if result.retrain_leaderboard:
         _print_leaderboard(console, result.retrain_leaderboard)
 
+    candidate = (result.decision or {}).get("version_id") if (result.decision or {}).get("status") == "approved" else None
+    if candidate and not settings.rollout:
+        steps.start("rollout", f"rollout of {candidate}: skipped (--no-rollout), left registered for review")
+    else:
+        steps.start("rollout", f"rollout of {candidate}: shadow, then a canary gated by the server, on the replayed "
+                    "day; promoted or rolled back by the evidence" if candidate else
+                    "rollout: no approved candidate to roll out")
+    if candidate and settings.rollout:
+        from loopml.demo.rollout import rollout
+
+        out = rollout(ws, str(candidate), day, holder, console, window_s=window)
+        result.rollout = out.to_json()
+        if out.decision == "promoted":
+            result.served_version = out.version_id
+        steps.done(_rollout_text(result.rollout))
+    else:
+        steps.done("nothing to do")
+
     steps.start("report", "writing the design document")
     steps.done()
 
@@ -368,6 +393,15 @@ def _decision_text(decision: dict[str, Any] | None) -> str:
         return f"retrained; the approved candidate {decision['version_id']} is registered (not promoted)"
     # skipped (cooldown), rejected by the gates, failed: the monitoring loop's own words
     return str(decision.get("message") or f"retraining {decision['status']}")
+
+
+def _rollout_text(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "no approved candidate was rolled out"
+    v = r["version_id"]
+    if r["decision"] == "promoted":
+        return f"{v} PROMOTED to production by the evidence: {r['reason']}"
+    return f"{v} ROLLED BACK at the {r['stage']} stage: {r['reason']}"
 
 
 def _example_row(day: Any, spec: Any) -> dict[str, Any]:
@@ -409,7 +443,9 @@ def _print_summary(console: Console, result: DemoResult, settings: DemoSettings)
     else:
         console.print("  drift: monitoring found no drift on the replayed day; no alert fired")
     console.print(f"  retraining: {_decision_text(result.decision)}")
-    if result.decision and result.decision.get("version_id") and result.decision.get("status") == "approved":
+    if result.rollout:
+        console.print(f"  rollout: {_rollout_text(result.rollout)}", highlight=False)
+    elif result.decision and result.decision.get("version_id") and result.decision.get("status") == "approved":
         _print_promotion_advice(console, result.project, str(result.decision["version_id"]))
     if result.url:
         row = json.dumps(result.example_row or {}, separators=(",", ":"))

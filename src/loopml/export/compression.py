@@ -140,6 +140,7 @@ def int8_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
     batch, every weight-bearing op is covered (biases, the ``Mul`` of factor vectors, not only ``MatMul`` and
     ``Gather``), the transform's constants are never touched (``quantize_dynamic`` also quantised the index
     ``MatMul`` of non-contiguous category levels) and the file carries 1 node per tensor instead of 5 per ``MatMul``.
+    An embedding table is gathered in int8 and only the gathered rows are dequantized.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -148,6 +149,7 @@ def int8_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
 
     m = onnx.load_from_string(model_bytes)
     g = m.graph
+    nodes = list(g.node)
     dequant = []
     keep = []
     for init in g.initializer:
@@ -158,11 +160,21 @@ def int8_weights(model_bytes: bytes, min_elements: int = 16) -> bytes:
         top = float(np.abs(w).max()) if w.size else 0.0
         scale = np.float32(top / 127.0 if top > 0 else 1.0)
         q = np.clip(np.rint(w / np.float64(scale)), -127, 127).astype(np.int8)
-        keep += [numpy_helper.from_array(q, init.name + "q"), numpy_helper.from_array(np.asarray(scale), init.name + "s")]
-        dequant.append(helper.make_node("DequantizeLinear", [init.name + "q", init.name + "s"], [init.name]))
+        wq, ws = init.name + "q", init.name + "s"
+        keep += [numpy_helper.from_array(q, wq), numpy_helper.from_array(np.asarray(scale), ws)]
+        users = [n for n in nodes if init.name in n.input]
+        if users and all(n.op_type == "Gather" and list(n.input).index(init.name) == 0 for n in users):
+            # an embedding table: gather the int8 rows, then dequantize only those (one scale: the two commute),
+            # instead of dequantizing the whole table on every call
+            for n in users:
+                out = n.output[0]
+                n.input[0] = wq
+                n.output[0] = out + "q"
+                nodes.insert(nodes.index(n) + 1, helper.make_node("DequantizeLinear", [out + "q", ws], [out]))
+            continue
+        dequant.append(helper.make_node("DequantizeLinear", [wq, ws], [init.name]))
     del g.initializer[:]
     g.initializer.extend(keep)
-    nodes = list(g.node)
     del g.node[:]
     g.node.extend(dequant + nodes)
     return bytes(compact(m).SerializeToString())

@@ -27,6 +27,9 @@ from loopml.export.transform_onnx import ExportRefused, input_kinds, write_trans
 #: largest |ONNX − Python| allowed before compression, on the score scale (relative to |score| above 1)
 PARITY_TOLERANCE = 1e-5
 SCORE = "score"
+#: ONNX Runtime session settings of every session loopml opens (tools/onnx-node/score.js sets the same):
+#: DequantizeLinear + MatMul fused into MatMulNBits computes in float32 (level 1), not with int8 activations (4)
+SESSION_CONFIG = {"session.qdq_matmulnbits_accuracy_level": "1"}
 
 
 def bundle_to_onnx(bundle: Any) -> Any:
@@ -106,13 +109,20 @@ def feeds_row(pipeline: Any, row: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def session(model_bytes: bytes, threads: int = 1) -> Any:
-    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads."""
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads.
+
+    ONNX Runtime may fuse an int8 file's ``DequantizeLinear`` + ``MatMul`` into ``MatMulNBits``; its compute is
+    kept float32 (:data:`SESSION_CONFIG`), the graph's meaning and what ONNX Runtime Web computes, instead of the
+    default int8 activations, so a row scores the same alone, in a batch and in every runtime.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    for k, v in SESSION_CONFIG.items():
+        opts.add_session_config_entry(k, v)
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

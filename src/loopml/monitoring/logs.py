@@ -179,11 +179,18 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, col: str = "ts",
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _select(columns: list[str] | None, alias: str = "") -> str:
+    if columns is None:
+        return f"{alias}* {_HIDDEN}"
+    return ", ".join(alias + '"' + c.replace('"', '""') + '"' for c in columns)
+
+
 def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None, *,
-                     shadows: bool = False) -> pa.Table:
+                     shadows: bool = False, columns: list[str] | None = None) -> pa.Table:
     """Logged predictions with ``start <= ts < end`` (an empty table with no columns when there is no log).
 
-    Rows of shadow arms (route ``shadow``: scored, never answered) only with ``shadows``.
+    Rows of shadow arms (route ``shadow``: scored, never answered) only with ``shadows``; only ``columns``
+    when given (e.g. the canary guard reads no inputs).
     """
     where, params = _where(start, end, shadows=shadows)
 
@@ -191,7 +198,7 @@ def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.da
         if not lists[0]:
             return pa.table({})
         with _connect() as con:
-            return con.sql(f"SELECT * {_HIDDEN} FROM {_read(lists[0], True)} {where} ORDER BY {_ORDER}",
+            return con.sql(f"SELECT {_select(columns)} FROM {_read(lists[0], True)} {where} ORDER BY {_ORDER}",
                            params=params).to_arrow_table()
 
     try:
@@ -202,12 +209,13 @@ def read_predictions(ws: Workspace, start: dt.datetime | None = None, end: dt.da
 
 
 def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datetime | None = None, *,
-                  shadows: bool = False) -> pa.Table:
+                  shadows: bool = False, columns: list[str] | None = None) -> pa.Table:
     """Predictions joined by ``request_id`` with their latest feedback label (column ``label``, ``label_ts``).
 
     The window filters on the prediction time, so a window's quality is that of the
     predictions made in it, whenever their labels arrived. Feedback sent more than once for a
-    request id is all kept in the feedback log; the latest label wins here. Shadow rows only with ``shadows``.
+    request id is all kept in the feedback log; the latest label wins here. Shadow rows only with ``shadows``;
+    only ``columns`` of the predictions when given.
     """
     where, params = _where(start, end, "p.ts", shadows=shadows)
 
@@ -220,7 +228,7 @@ def read_labelled(ws: Workspace, start: dt.datetime | None = None, end: dt.datet
                 SELECT request_id, arg_max(label, ts) AS label, max(ts) AS label_ts
                 FROM {_read(fb)} GROUP BY request_id
             )
-            SELECT p.* {_HIDDEN}, f.label, f.label_ts FROM {_read(preds, True)} p JOIN f USING (request_id) {where}
+            SELECT {_select(columns, "p.")}, f.label, f.label_ts FROM {_read(preds, True)} p JOIN f USING (request_id) {where}
             ORDER BY p.ts, p.filename, p.file_row_number
         """
         with _connect() as con:

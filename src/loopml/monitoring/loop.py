@@ -33,6 +33,7 @@ from loopml.monitoring.drift import DriftEngine
 from loopml.monitoring.ops import OpsUnavailable, scrape, window_summary
 from loopml.monitoring.records import ensure_tables, insert_row, monitor_checks, new_id, recent, update_row
 from loopml.monitoring.retrain import Decision, last_retrain, record_skip, retrain, triggers_for
+from loopml.monitoring.rollout import arm_health, arm_metrics
 from loopml.monitoring.signals import (
     PREDICTION,
     ReferenceCache,
@@ -64,6 +65,7 @@ class CycleResult:
             "check_id": self.check_id,
             "at": self.at.isoformat(),
             "windows": {w: _clean(s.metrics) for w, s in self.windows.items()},
+            "arms": {w: s.arms for w, s in self.windows.items() if s.arms},
             "firings": [f.message() for f in self.firings],
             "decision": self.decision.message() if self.decision else None,
             "notes": self.notes,
@@ -89,6 +91,8 @@ def _evidence(f: Firing, sig: WindowSignals) -> dict[str, Any]:
         ev["cbpe"] = {k: v for k, v in sig.metrics.items() if k.startswith("cbpe.")}
     if f.metric.startswith("ops."):
         ev["ops"] = {k: v for k, v in sig.metrics.items() if k.startswith("ops.")}
+    if f.metric.startswith("arm."):
+        ev["arms"] = sig.arms
     return ev
 
 
@@ -131,11 +135,18 @@ def collect_signals(
             sig.notes.append(f"drift not judged: {exc.message}")
         quality_signals(ws, logs.read_labelled(ws, sig.start, sig.end), sig)
         cbpe_signals(current, calibrator, sig)
+        summary: dict[str, Any] = {}
         if ops_snap is not None:
             summary = window_summary(ws, width, latest=ops_snap)
             for k, v in summary.items():
                 if isinstance(v, int | float) and v is not None:
                     sig.metrics[f"ops.{k}"] = float(v)
+        with_shadows = logs.read_predictions(ws, sig.start, sig.end, shadows=True)
+        if with_shadows.num_rows and "route" in with_shadows.column_names \
+                and set(with_shadows.column("route").to_pylist()) != {"production"}:  # an experiment: health per arm
+            sig.arms = arm_health(with_shadows, logs.read_labelled(ws, sig.start, sig.end, shadows=True),
+                                  summary.get("by_version"), width.total_seconds(), ws.spec.task.type)
+            sig.metrics.update(arm_metrics(sig.arms))
         out[w] = sig
     return out
 

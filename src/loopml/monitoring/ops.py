@@ -82,7 +82,8 @@ def snapshot(samples: list[Sample]) -> dict[str, Any]:
     """Reduce scraped samples to the cumulative facts a window summary needs."""
     predict_eps = {lab.get("endpoint", "") for n, lab, _ in samples if _is_latency(n) and "predict" in lab.get("endpoint", "")}
     snap: dict[str, Any] = {
-        "requests": 0.0, "errors": 0.0, "client_errors": 0.0, "by_version": {}, "errors_by_version": {}, "buckets": {},
+        "requests": 0.0, "errors": 0.0, "client_errors": 0.0, "by_version": {}, "errors_by_version": {},
+        "client_errors_by_version": {}, "buckets": {},
         "buckets_by_version": {}, "cpu_seconds": None, "rss_bytes": None, "start_time": None, "loaded": {},
     }
     explicit_errors = 0.0
@@ -99,6 +100,9 @@ def snapshot(samples: list[Sample]) -> dict[str, Any]:
                 snap["by_version"][v] = snap["by_version"].get(v, 0.0) + value
                 if code.startswith("5"):  # per version (a canary's arm): its server errors
                     snap["errors_by_version"][v] = snap["errors_by_version"].get(v, 0.0) + value
+                elif code.startswith("4"):  # and the requests it refused (e.g. an input it newly requires)
+                    per = snap["client_errors_by_version"]
+                    per[v] = per.get(v, 0.0) + value
         elif name.endswith("errors_total"):
             explicit_errors += value
         elif _is_latency(name):
@@ -179,8 +183,10 @@ def summarize(
         old = (b or {}).get("by_version", {}).get(v, 0.0)
         vb = _diff(latest["buckets_by_version"].get(v, {}), (b or {}).get("buckets_by_version", {}).get(v))
         errs = latest.get("errors_by_version", {}).get(v, 0.0) - (b or {}).get("errors_by_version", {}).get(v, 0.0)
+        client = (latest.get("client_errors_by_version", {}).get(v, 0.0)
+                  - (b or {}).get("client_errors_by_version", {}).get(v, 0.0))
         by_version[v] = {"requests": cum - old, "errors": errs, "error_rate": errs / (cum - old) if cum > old else 0.0,
-                         "latency_p99_ms": histogram_quantile(0.99, vb) * 1000}
+                         "client_errors": client, "latency_p99_ms": histogram_quantile(0.99, vb) * 1000}
     out["by_version"] = by_version
     return out
 

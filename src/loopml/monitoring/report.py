@@ -53,6 +53,10 @@ def build_report(ws: Workspace, window: str | None = None) -> dict[str, Any]:
         "decisions": _jsonable(recent(ws, monitor_decisions, "decided_at", 50)),
     }
     data["ops"] = ops_series(ws, (last or utcnow()) - width * MAX_WINDOWS)
+    if last is not None:
+        from loopml.monitoring.rollout import window_arms
+
+        data["rollout"] = window_arms(ws, last - width, None, width.total_seconds())
     if first is None or last is None:
         data["notes"].append("the prediction log is empty")
         return data
@@ -157,9 +161,15 @@ def render_html(data: dict[str, Any], psi_threshold: float, min_effect: float) -
     """Render the report data as one self-contained, interactive HTML page: the web UI's templates and chart
     layer (uPlot, inlined), so a file shows what `loopml ui` shows. ``min_effect`` is part of each drift
     verdict already (the latest window's ``why`` column)."""
+    from loopml.monitoring.rollout import arms_html
     from loopml.webui.export import monitoring_report
 
-    return monitoring_report(_finite(data), psi_threshold)
+    html = monitoring_report(_finite(data), psi_threshold)
+    if data.get("rollout"):  # rollout health per arm, before the alerts (which include the per-arm ones)
+        section = arms_html(data["rollout"], f"Rollout health per arm, last {data['window']} of the log")
+        at = html.find("<h2>Alerts</h2>")
+        html = html[:at] + section + html[at:] if at >= 0 else html.replace("</main>", section + "</main>", 1)
+    return html
 
 
 def _finite(obj: Any) -> Any:

@@ -46,6 +46,7 @@ class WindowSignals:
     drift: DriftReport | None = None
     quality_by_version: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    arms: list[dict[str, Any]] = field(default_factory=list)  #: rollout health per arm (`monitoring.rollout`)
 
 
 def watched_columns(ws: Workspace, log_columns: list[str], reference_columns: list[str]) -> list[str]:

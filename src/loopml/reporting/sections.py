@@ -519,6 +519,19 @@ def deployment(spec: Spec, facts: Facts) -> Section:
     if ops:
         lat.append(ops)
     s.add(Bullets(lat) if lat else Note("no latency measured yet (no training run and no service traffic recorded)."))
+    rollout = (facts.extras.get("demo") or {}).get("rollout")
+    if rollout:
+        sh = rollout.get("shadow") or {}
+        q = sh.get("quality") or {}
+        s.add(Bullets([
+            f"Rollout of {rollout['version_id']} (the retrained candidate): shadow on {fmt(sh.get('pairs'))} paired "
+            f"requests, score correlation {fmt(sh.get('score_correlation'), 3)}"
+            + (f", Brier difference {fmt(q.get('difference'), 5)} [{fmt(q.get('ci_low'), 5)}, {fmt(q.get('ci_high'), 5)}]"
+               if q else ""),
+            "Canary steps served: " + (", ".join(f"{x:.0%}" for x in rollout.get("steps_reached") or [])
+                                       or "none"),
+            f"Decision: {rollout['decision'].replace('_', ' ')} at the {rollout['stage']} stage: {rollout['reason']}",
+        ]))
     return s
 
 

@@ -238,6 +238,8 @@ class ServingApp:
     ) -> None:
         self.source = source
         self.prediction_log = prediction_log
+        #: the journal's single-row path (:meth:`loopml.serving.journal.Journal.append_row`), if the log has one
+        self._append_row: Callable[..., None] | None = getattr(prediction_log, "append_row", None)
         self.feedback_log = feedback_log
         self.auth = auth
         self.routing = routing
@@ -508,9 +510,12 @@ class ServingApp:
         vid = model.version_id
         log = self.prediction_log
         if log is not None:
-            log.append((rid, now_us(), vid, route_name, score, pred,
-                        model.raw_copy() if model.raw_numeric else row, model.schema, cid, route.experiment,
-                        route.propensity))
+            if model.raw_numeric and self._append_row is not None:  # the raw row buffer, copied into the log's columns
+                self._append_row(route, rid, score, pred, model.row_buffer, cid)
+            else:
+                log.append((rid, now_us(), vid, route_name, score, pred,
+                            model.raw_copy() if model.raw_numeric else row, model.schema, cid, route.experiment,
+                            route.propensity))
         return 200, orjson.dumps(
             {"request_id": rid, "model_version": vid, "route": route_name, "score": score, "prediction": pred}
         ), JSON

@@ -33,6 +33,8 @@ from loopml.serving.routing import CanaryPolicy, make_policy
 from loopml.serving.sources import describe_error
 
 ACTOR = "loopml serve (canary guard)"
+#: what the analysis reads of the log (not the inputs: the guard reads the step's rows every check)
+COLUMNS = ["request_id", "ts", "model_version", "route", "experiment", "propensity", "score", "prediction"]
 
 
 def _say(msg: str) -> None:
@@ -72,9 +74,9 @@ class CanaryGuard:
 
         ws = self.app.registry.ws
         start = dt.datetime.fromtimestamp(since, dt.UTC)
-        log = read_predictions(ws, start)
+        log = read_predictions(ws, start, columns=COLUMNS)
         try:
-            labelled = read_labelled(ws, start)
+            labelled = read_labelled(ws, start, columns=COLUMNS)
             return analyse(log, labelled if labelled.num_rows else None, policy.experiment)
         except NotFound:
             return None

@@ -5,7 +5,7 @@ transform (the hot case) column by column: a single row is a few list appends, a
 request one block record of its arrays; other records become one JSON line each (orjson). Every
 ``flush_rows`` records, or ``flush_seconds`` seconds (the flusher thread), the queue is appended
 to a journal file (one ``writev`` of the columns' own buffers, then one ``fdatasync``: almost no
-CPU). Everything expensive (decoding, building Arrow tables, zstd,
+CPU). Everything expensive (decoding, building Arrow tables, compression,
 Parquet, fsync of segments, compaction) happens in a separate, lower-priority writer process
 (:class:`JournalWriter`, ``python -m loopml.serving.journal``). The request loop therefore never
 waits for the GIL or shares its interpreter with the log, which is what kept the service's p99
@@ -54,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from binascii import a2b_base64, b2a_base64
 from collections import deque
 from pathlib import Path
@@ -70,6 +71,7 @@ JOURNAL_DIR = ".journal"
 PREDICTIONS, FEEDBACK = "predictions", "feedback"
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _F64 = np.dtype(np.float64)
+_time_ns = time.time_ns
 _RANGE = re.compile(r"^(?P<stem>.+)\.(?P<a>\d{12})-(?P<b>\d{12})\.parquet$")
 _SCHEMA_PREFIX = b'{"schema"'
 _BLOCK_PREFIX = b'{"blk":'
@@ -134,35 +136,46 @@ def encode_block(k: int, version: str, route: str, ids: list[str], ts_us: Any, s
         lens = np.fromiter((len(i.encode()) for i in ids), np.int32, n)
     parts = matrix if matrix.__class__ is list else [matrix]
     xbytes = sum(memoryview(m).nbytes for m in parts)
+    if ts_us.__class__ is array:  # the columns of single rows (_Rows): their own buffers, as they are
+        ts_us, scores, predictions = memoryview(ts_us), memoryview(scores), memoryview(predictions)
+    else:
+        ts_us = np.ascontiguousarray(ts_us, np.int64)
+        scores = np.ascontiguousarray(scores, np.float64)
+        predictions = np.ascontiguousarray(predictions, np.float64)
     head: dict[str, Any] = {"blk": n, "k": k, "v": version, "o": route,
                             "sz": [len(idb), 4 * n, 8 * n, 8 * n, 8 * n, xbytes]}
     if client_ids is not None:
         head["c"] = client_ids
     if experiment is not None:
         head["e"], head["q"] = experiment, propensity
-    return [orjson.dumps(head, option=_OPTS), idb, lens, np.ascontiguousarray(ts_us, np.int64),
-            np.ascontiguousarray(scores, np.float64), np.ascontiguousarray(predictions, np.float64), *parts, b"\n"]
+    return [orjson.dumps(head, option=_OPTS), idb, lens, ts_us, scores, predictions, *parts, b"\n"]
 
 
 class _Rows:
     """Single raw-input rows of one schema, version and route since the last write, column by column.
 
-    Appending a row is a few list appends (about a microsecond); the rows become one block record
-    (:func:`encode_block`) when the queue is written.
+    The columns are growable C buffers (``array`` of int64 / float64, one ``bytearray`` of the
+    inputs' float64 bytes): appending a row is a few C appends and a copy of the row buffer's 200
+    bytes, no Python object per value; the rows become one block record (:func:`encode_block`)
+    when the queue is written, the buffers handed to ``writev`` as they are.
     """
 
-    __slots__ = ("cids", "experiment", "ids", "k", "preds", "propensity", "route", "scores", "ts", "version", "xs")
+    __slots__ = ("cids", "experiment", "ids", "k", "keep", "preds", "propensity", "route", "scores", "src", "ts",
+                 "version", "view", "xs")
 
     def __init__(self, k: int, version: str, route: str, experiment: str | None = None,
-                 propensity: float | None = None) -> None:
+                 propensity: float | None = None, keep: Any = None) -> None:
         self.k, self.version, self.route = k, version, route
         self.experiment, self.propensity = experiment, propensity
+        self.keep = keep  # (the Route of the fast path: its id is the key, so it must outlive the block)
         self.ids: list[str] = []
-        self.ts: list[int] = []
-        self.scores: list[float] = []
-        self.preds: list[float] = []
-        self.xs: list[np.ndarray] = []
+        self.ts = array("q")
+        self.scores = array("d")
+        self.preds = array("d")
+        self.xs = bytearray()
         self.cids: list[str | None] | None = None
+        self.src: Any = None  # append_row: the row buffer whose bytes ``view`` shows
+        self.view: Any = None
 
     def add_cid(self, cid: str | None) -> None:
         """Record the client id of the row about to be added (the column exists once one row has one)."""
@@ -178,12 +191,11 @@ class _Rows:
         self.ts.append(record[1])
         self.scores.append(record[4])
         self.preds.append(record[5])
-        self.xs.append(record[6])
+        self.xs += memoryview(record[6]).cast("B")
 
     def encode(self) -> list[Any]:
-        return encode_block(self.k, self.version, self.route, self.ids, np.array(self.ts, np.int64),
-                            np.array(self.scores, np.float64), np.array(self.preds, np.float64), self.xs, self.cids,
-                            self.experiment, self.propensity)
+        return encode_block(self.k, self.version, self.route, self.ids, self.ts, self.scores, self.preds, self.xs,
+                            self.cids, self.experiment, self.propensity)
 
 
 def _raw(payload: Any, schema: InputSchema, rows: int) -> bool:
@@ -284,6 +296,7 @@ class Journal:
         self._pending: deque[tuple[list[Any], int]] = deque()  # (buffers of one record, rows)
         # single raw rows by (schema, version, route, experiment, propensity)
         self._rows: dict[tuple[int, str, str, str | None, float | None], _Rows] = {}
+        self._by_route: dict[int, _Rows] = {}  # single raw rows of append_row, by id(route)
         self._queued = 0  # records in the queue and in _rows
         # id(schema) -> (k, schema kept alive, its declaration line, the shape of a raw row)
         self._schemas: dict[int, tuple[int, InputSchema, bytes, tuple[int]]] = {}
@@ -311,13 +324,63 @@ class Journal:
         self._thread.start()
 
     # -- hot path ------------------------------------------------------------------------------
+    def append_row(self, route: Any, rid: str, score: float, pred: float, x: np.ndarray, cid: str | None) -> None:
+        """Queue the prediction of one raw-input row answered on ``route`` (the service's hot path).
+
+        Same log row as ``append((rid, now_us(), version, route name, score, pred, x.copy(), schema,
+        cid, experiment, propensity))`` for ``route.model``, for a fraction of the cost: the rows of a
+        route are kept by the route's identity (its version, name, experiment, propensity and
+        schema are the block's), the timestamp is taken here and ``x`` (the model's float64 row
+        buffer) is copied into the block's input buffer, so no record, key or array is built per
+        row. ``x`` of another type or size goes through :meth:`append`.
+        """
+        if self._queued >= self.max_pending or self._closed:
+            self.dropped += 1
+            return
+        with self._lock:
+            rows = self._by_route.get(id(route))
+            if rows is None:
+                rows = self._route_rows(route, x)
+            if rows is not None and x is rows.src:
+                if cid is not None or rows.cids is not None:
+                    rows.add_cid(cid)
+                rows.ids.append(rid)
+                rows.ts.append(_time_ns() // 1000)
+                rows.scores.append(score)
+                rows.preds.append(pred)
+                rows.xs += rows.view
+                self._queued += 1
+                self.appended += 1
+                full = self._queued >= self.flush_rows
+            else:
+                rows = None
+        if rows is None:  # not the raw float64 row buffer of the route's schema: the general path
+            model = route.model
+            self.append((rid, _time_ns() // 1000, model.version_id, route.name, score, pred, np.array(x), model.schema,
+                         cid, route.experiment, route.propensity))
+        elif full:
+            self._write_now()
+
+    def _route_rows(self, route: Any, x: Any) -> _Rows | None:
+        """The block of ``route``'s single rows (the caller holds the lock); ``None`` if ``x`` does not fit."""
+        model = route.model
+        schema = model.schema
+        known = self._schemas.get(id(schema)) or self._declare_locked(schema)
+        if not (x.__class__ is np.ndarray and x.dtype is _F64 and x.shape == known[3] and x.flags.c_contiguous):
+            return None
+        rows = self._by_route[id(route)] = _Rows(known[0], model.version_id, route.name, route.experiment,
+                                                 route.propensity, keep=route)
+        rows.src, rows.view = x, x.data.cast("B")  # the row buffer, and its bytes (appended per row)
+        return rows
+
     def append(self, record: Any) -> None:
         """Queue one record; every ``flush_rows`` records append the queue to the file.
 
         The raw numeric inputs of a model without a transform (the hot case) are kept column by
-        column: a single row costs a few list appends, a many-row request one block record of its
+        column: a single row costs a few C appends, a many-row request one block record of its
         arrays (nothing is encoded per row; :func:`encode_block`). Other payloads (rows of a
-        transformed model, as objects) become one JSON line each.
+        transformed model, as objects) become one JSON line each. (The service's single rows use
+        :meth:`append_row`.)
 
         The append to the file (one ``writev`` into the page cache, a few hundred microseconds per
         thousand rows) runs right here on the request loop's thread: done by another thread of
@@ -329,24 +392,17 @@ class Journal:
             return
         x = record[6] if self._predictions else None
         if x.__class__ is np.ndarray and record[0].__class__ is str:
-            # the hot path: one row's raw inputs (a copy of a servable's row buffer)
+            # one row's raw inputs (a copy of a servable's row buffer)
             known = self._schemas.get(id(record[7]))
             if (known is not None and x.dtype is _F64 and x.shape == known[3]
                     and x.flags.c_contiguous):
                 n = len(record)
-                cid = record[8] if n > 8 else None
                 key = (known[0], record[2], record[3], record[9] if n > 9 else None, record[10] if n > 10 else None)
                 with self._lock:
                     rows = self._rows.get(key)
                     if rows is None:
                         rows = self._rows[key] = _Rows(*key)
-                    if cid is not None or rows.cids is not None:
-                        rows.add_cid(cid)
-                    rows.ids.append(record[0])
-                    rows.ts.append(record[1])
-                    rows.scores.append(record[4])
-                    rows.preds.append(record[5])
-                    rows.xs.append(x)
+                    rows.add(record)
                     self._queued += 1
                     self.appended += 1
                     full = self._queued >= self.flush_rows
@@ -406,12 +462,14 @@ class Journal:
 
     def _declare(self, schema: InputSchema) -> tuple[int, InputSchema, bytes, tuple[int]]:
         with self._lock:
-            known = self._schemas.get(id(schema))
-            if known is None:
-                k = len(self._schemas)
-                known = (k, schema, _schema_line(k, schema), (len(schema.names),))
-                self._schemas[id(schema)] = known
-                self._pending.append(([known[2]], 0))
+            return self._schemas.get(id(schema)) or self._declare_locked(schema)
+
+    def _declare_locked(self, schema: InputSchema) -> tuple[int, InputSchema, bytes, tuple[int]]:
+        """Declare ``schema`` (a schema line queued before any record that uses it); the caller holds the lock."""
+        k = len(self._schemas)
+        known = (k, schema, _schema_line(k, schema), (len(schema.names),))
+        self._schemas[id(schema)] = known
+        self._pending.append(([known[2]], 0))
         return known
 
     # -- flusher thread ------------------------------------------------------------------------
@@ -453,12 +511,13 @@ class Journal:
         with self._lock:
             pending, rows_by_key = self._pending, self._rows
             n = len(pending)
-            if n == 0 and not rows_by_key:
+            if n == 0 and not rows_by_key and not self._by_route:
                 return 0
             items = [pending.popleft() for _ in range(n)]
-            self._rows = {}
+            blocks = [*rows_by_key.values(), *self._by_route.values()]
+            self._rows, self._by_route = {}, {}
             self._queued = 0
-        for block in rows_by_key.values():
+        for block in blocks:
             items.append((block.encode(), len(block.ids)))
         buffers = [b for bufs, _ in items for b in bufs]
         fd = self._fd if self._fd is not None else self._open()

@@ -39,6 +39,8 @@ from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, STRING, InputSchema
 TS = pa.timestamp("us", tz="UTC")
 _SOURCES_KEY = b"loopml.compacted_from"
 LOCK_NAME = ".segments.lock"
+#: segments at least this large are not compacted (see SegmentStore.compact)
+COMPACT_BELOW_BYTES = 8 << 20
 
 try:
     import fcntl
@@ -305,10 +307,12 @@ class SegmentStore:
         """Parquet writer options of a segment.
 
         Dictionary encoding only where it pays (repeated strings) and statistics only on the time
-        column: a segment then costs a third of the CPU of the defaults.
+        column: a segment then costs a third of the CPU of the defaults. LZ4 rather than zstd:
+        measured on 50,000 log rows of 25 float inputs, 0.71 vs 1.00 µs of CPU per row for 195 vs
+        170 bytes per row (the writer spends it again on compaction; the log is written more than read).
         """
         dict_cols = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "request_id"]
-        return {"compression": "zstd", "use_dictionary": dict_cols,
+        return {"compression": "lz4", "use_dictionary": dict_cols,
                 "write_statistics": ["ts"] if "ts" in schema.names else False}
 
     @staticmethod
@@ -337,7 +341,11 @@ class SegmentStore:
         return f"{stamp}-{self._token}{tag}-{next(self._seq):06d}.parquet"
 
     def compact(self) -> int:
-        """Merge this writer's segments since the last compaction into one; returns how many it replaced.
+        """Merge this writer's small segments since the last compaction into one; returns how many it replaced.
+
+        A segment of :data:`COMPACT_BELOW_BYTES` or more (a busy service's deferred conversion: up to a
+        minute of rows) is left as it is: rewriting it would cost the writer its CPU once more for no
+        fewer files worth having.
 
         The segments are streamed into the merged one a segment at a time (memory and each
         system call stay small). The merged segment is written (temp + rename) before the small
@@ -345,8 +353,15 @@ class SegmentStore:
         :meth:`recover` removes the leftovers on the next start, so rows are never lost and
         duplicates never outlive a restart.
         """
-        own = [p for p in self._own if p.exists()]
+        own = []
+        for p in self._own:
+            try:
+                if p.stat().st_size < COMPACT_BELOW_BYTES:
+                    own.append(p)
+            except FileNotFoundError:
+                continue
         if len(own) < 2:
+            self._own = own  # (large segments are final)
             return 0
         schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in own], promote_options="default")
         name = self.next_name("-compact")

@@ -73,7 +73,7 @@ class AlertRule(StrictModel):
     metric: str = Field(
         description="Watched metric, e.g. 'drift.share', 'drift.count', 'drift.feature.temp.psi', "
         "'drift.prediction.psi', 'quality.roc_auc', 'cbpe.roc_auc', 'ops.latency_p99_ms', 'ops.error_rate', "
-        "'labels.new' (see `loopml monitor --help`)."
+        "'labels.new', per arm of an experiment 'arm.canary.error_rate', 'arm.challenger.quality.roc_auc_delta' (see `loopml monitor --help`)."
     )
     op: Literal[">", ">=", "<", "<="] = Field(default=">", description="Comparison that fires the alert.")
     threshold: float = Field(description="Threshold.")
