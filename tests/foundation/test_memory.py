@@ -105,7 +105,7 @@ def test_the_watch_stops_a_stage_that_crosses_its_cap_while_running() -> None:
     message = str(info.value)
     assert "stage `train`" in message and "requirements.scale.max_stage_memory_mb" in message
     assert "was exceeded while it ran" in message
-    assert 5 <= len(held) < 30  # it ran up to the cap, then was stopped
+    assert 4 <= len(held) < 30  # it ran up to the cap (5 x 40 MB; the 5th may not be kept yet), then was stopped
     assert getattr(info.value, "peak_rss_bytes", 0) > cap
     held.clear()
 

@@ -20,6 +20,7 @@ the spec field that set it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -69,6 +70,21 @@ def peak_rss() -> int:
     except OSError:
         pass
     return _maxrss()
+
+
+def release_freed_memory() -> None:
+    """Give memory that is free but still held by the allocators back to the system.
+
+    Arrow's pool (mimalloc/jemalloc) and glibc keep freed pages for reuse: after a stage that held a large
+    table, the next stage would otherwise start (and peak) on top of them. Called before every stage.
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def mb(n: int | float | None) -> str:
@@ -170,6 +186,7 @@ class MemoryWatch:
 
     def __enter__(self) -> MemoryWatch:
         self._target = threading.get_ident()
+        release_freed_memory()  # what earlier stages freed does not count against this one
         self._hwm = reset_peak()
         self.start_bytes = current_rss()
         self._sampled = self.start_bytes
