@@ -116,5 +116,5 @@ def assert_self_contained(page: str) -> None:
     (uPlot and charts.js) and data inlined."""
     low = page.lower()
     assert "<link" not in low and "<script src" not in low and "@import" not in low and "url(" not in low
-    assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?!#)""", low), "a resource or link outside the page"
+    assert not re.findall(r"""(?:src|href)\s*=\s*(?!["']?#)""", low), "a resource or link outside the page"
     assert "new uplot(" in low and 'type="application/json"' in low, "the chart layer is not inlined"

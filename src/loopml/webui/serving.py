@@ -53,10 +53,15 @@ class ServingView:
         self._experiments: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
 
     # -- /metrics --------------------------------------------------------------------------------
-    def scrape(self) -> tuple[str, dict[str, Any] | None, str | None, str | None]:
-        """(url, snapshot of the samples or None, the raw text, why it could not be read)."""
+    def scrape(self) -> tuple[str | None, dict[str, Any] | None, str | None, str | None]:
+        """(url, snapshot of the samples or None, the raw text, why it could not be read). The URL is
+        ``monitoring.ops.metrics_url`` or where a live ``loopml serve`` of this project recorded its address
+        (never a guessed port: another program may listen there)."""
         from loopml.monitoring.ops import metrics_url, parse_prometheus, snapshot
+        from loopml.serving.address import bound_address
 
+        if not self.ws.spec.monitoring.ops.metrics_url and bound_address(self.ws.root) is None:
+            return None, None, None, "no `loopml serve` of this project is running (none recorded its address)"
         url = metrics_url(self.ws)
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
@@ -137,8 +142,7 @@ class ServingView:
                 cols = {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
                 arm = "route" if "route" in cols else "'production'"
                 exp = "experiment" if "experiment" in cols else "NULL"
-                span_row = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchone()
-                first, last = span_row if span_row is not None else (None, None)
+                first, last = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchall()[0]
                 if last is None:
                     return empty
                 hour = last - dt.timedelta(hours=1)
