@@ -101,6 +101,9 @@ def test_the_serving_page_shows_versions_arms_and_the_canary_experiment(demo_pro
         assert "SLO of the challenger" in exp  # from /metrics while the service runs
         charts = browser.execute_script("return window.loopmlCharts.map(c => c.id);")
         assert "chart-traffic" in charts
+        # kept on disk per log fingerprint: a restarted UI shows it without reading the log again
+        saved = json.loads((proj / ".loopml" / "ui" / "traffic.json").read_text())
+        assert saved["data"]["rows"] == logs.log_span(ws)[2] == before + len(rows)
     finally:
         if ui is not None:
             ui.stop()
