@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -37,6 +38,10 @@ from loopml.workspace import Workspace
 MAX_BUCKETS = 120
 #: how far back the chart reaches from the latest logged prediction
 CHART_SPAN = dt.timedelta(hours=24)
+
+
+#: what a saved aggregate also depends on: this module's code
+_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def _iso(o: Any) -> Any:
@@ -135,7 +140,7 @@ class ServingView:
             with self._lock:
                 if self._log is not None and self._log[0] == key:
                     return self._log[1]
-            digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+            digest = hashlib.sha256(json.dumps([key, _SOURCE]).encode()).hexdigest()  # older code's result: recomputed
             path = self.ws.root / "ui" / "traffic.json"
             try:
                 saved = json.loads(path.read_text(encoding="utf-8"))
@@ -194,11 +199,12 @@ class ServingView:
         hour_s = min(3600.0, max(1.0, (last - first).total_seconds()))
         out_arms = [{"version": v, "arm": a, "experiment": e, "requests": int(n), "last_hour": int(nh),
                      "last_hour_per_s": nh / hour_s, "first": f0, "last": l0} for v, a, e, n, nh, f0, l0 in arms]
-        xs = sorted({int(b) for _, b, _ in series})
+        seen = sorted({int(b) for _, b, _ in series})
+        xs = list(range(seen[0], seen[-1] + width, width)) if seen else []  # every bucket: none logged is 0
         labels = list(dict.fromkeys(s for s, _, _ in series))
         counts = {(s, int(b)): int(n) for s, b, n in series}
         chart = {"title": f"requests per {width} s, per version and arm (log)", "kind": "time", "x": xs,
-                 "ylabel": "requests", "series": [{"label": s, "values": [counts.get((s, x)) for x in xs]}
+                 "ylabel": "requests", "series": [{"label": s, "values": [counts.get((s, x), 0) for x in xs]}
                                                  for s in labels]} if xs else None
         return {"rows": sum(a["requests"] for a in out_arms), "arms": out_arms, "chart": chart, "first": first,
                 "last": last, "bucket_s": width}
