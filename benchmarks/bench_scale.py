@@ -73,6 +73,8 @@ def run_size(label: str, per_day: int, work: Path) -> dict[str, Any]:
         stages[e["stage"]] = {"seconds": e["duration_s"], "peak_rss_mb": e["peak_rss_mb"], "status": e["status"]}
         if e["stage"] == "ingest":
             rows = (e["summary"] or {}).get("rows")
+    # every stage of the demo (the initial run and the monitor's retraining): the largest stage peak
+    all_peaks = [e["peak_rss_mb"] for e in list_executions(ws, None, 1000) if e["peak_rss_mb"] is not None]
     pipeline_s = sum(s["seconds"] or 0.0 for s in stages.values())
     demo = json.loads((ws.root / "demo.json").read_text())
     shutil.rmtree(project, ignore_errors=True)
@@ -81,7 +83,7 @@ def run_size(label: str, per_day: int, work: Path) -> dict[str, Any]:
         "impressions_per_day": per_day,
         "rows": rows,
         "demo_wall_s": res["wall_s"],
-        "demo_peak_rss_mb": res["peak_rss_kb"] / 1024,
+        "demo_peak_rss_mb": max(res["peak_rss_kb"] / 1024, *all_peaks),
         "pipeline_s": pipeline_s,
         "stages": stages,
         "demo_timings": demo.get("timings", {}),
@@ -108,7 +110,7 @@ def render(results: list[dict[str, Any]]) -> str:
         "",
         "`python -m benchmarks scale` runs `loopml demo --no-serve --impressions-per-day N` (7 days + the replayed "
         "one) per size in a fresh project. Peak RSS of a stage is the RSS high-water mark of the process that ran it "
-        "(the run record, `loopml runs --run ID`); the demo's peak is its largest process (`getrusage`). Growth "
+        "(the run record, `loopml runs --run ID`); the demo's peak is its largest process (`getrusage` of the waited children, and the largest stage peak of the demo, retraining included). Growth "
         "exponent k: cost ∝ rows^k between consecutive sizes (1 = linear).",
         "",
         "| size | rows | whole demo (s) | pipeline (s) | demo peak RSS (MB) | 1-min load before → after |",

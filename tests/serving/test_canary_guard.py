@@ -103,7 +103,7 @@ def test_broken_canary_is_rolled_back_by_the_server_before_its_second_step(tmp_p
         assert refused > 0 and all(s in (200, 422) for s, _ in answers)
 
 
-def test_healthy_canary_advances_through_its_gated_steps(tmp_path: Path, click: pa.Table) -> None:
+def test_healthy_canary_advances_through_its_gated_steps(tmp_path: Path, click: pa.Table, cli) -> None:  # type: ignore[no-untyped-def]
     project, vid = _project(tmp_path, click, "healthy")
     rows = _rows(click)
     server = start_server(["--project", str(project)], tmp_path)
@@ -121,9 +121,12 @@ def test_healthy_canary_advances_through_its_gated_steps(tmp_path: Path, click: 
                 break
         assert share and 'step="1"' in share[0] and share[0].endswith(" 1.0"), share
         last = [server.request("POST", "/v1/predict", rows[j])[1]["model_version"] for j in range(40)]
+        status = cli("experiment", "status", "-p", str(project), "--metrics-url",
+                     f"http://{server.host}:{server.port}/metrics", check=True).stdout
     finally:
         err = server.stop()
     assert set(last) == {vid}  # the second step sends every request to the canary
+    assert "server's canary guard: v2 at step 2, 100% of the traffic; 0 rollback(s)" in " ".join(status.split())
     assert "passed the gate" in err and "step 2/2: 100% of the traffic" in err, err
     shares = [r[2] for r in _logged(project) if r[1] == "canary"]
     assert set(shares) == {0.5, 1.0}

@@ -196,7 +196,7 @@ def test_the_design_document_says_whose_metrics_it_shows(demo_project):
 
 
 def test_the_runs_leaderboard_evaluation_and_validation_reports_open_in_a_browser(demo_project, browser, screenshots):
-    """The static reports are the UI's templates and uPlot charts inlined: each file needs nothing but itself,
+    """The static reports (and the design document) are the UI's templates and uPlot charts inlined: each file needs nothing but itself,
     draws its charts in Chromium with 0 console errors and keeps its content (intervals, paired comparisons,
     why-not lines, failing checks first)."""
     from loopml.lineage import list_runs
@@ -206,7 +206,7 @@ def test_the_runs_leaderboard_evaluation_and_validation_reports_open_in_a_browse
     ws = Workspace.open(demo_project)
     folder = ws.reports / list_runs(ws)[0]["run_id"]  # the retraining run: v2 compared with v1 in production
     pages = {"leaderboard": folder / "leaderboard.html", "evaluation": folder / "evaluation.html",
-             "validation": next(folder.glob("validation-*.html"))}
+             "validation": next(folder.glob("validation-*.html")), "design": ws.reports / "design.html"}
     report = json.loads((folder / "evaluation.json").read_text())
     for name, path in pages.items():
         html = path.read_text()
@@ -226,5 +226,7 @@ def test_the_runs_leaderboard_evaluation_and_validation_reports_open_in_a_browse
             assert {"evaluation-curve-1", "evaluation-slices"} <= {c[0] for c in charts}
             lo, hi = report["metrics"][report["primary_metric"]]["lower"], report["metrics"][report["primary_metric"]]["upper"]
             assert f"[{lo:.4f}, {hi:.4f}]" in text
-        else:
+        elif name == "validation":
             assert text.index("Failing checks") < text.index("Columns") < text.index("Passing checks")
+        else:  # the design document's figures: candidates, slices, drift per feature
+            assert len([c for c in charts if c[0].startswith("design-figure-")]) >= 3

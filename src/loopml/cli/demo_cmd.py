@@ -203,6 +203,9 @@ def demo_cmd(
     replay_batch: int = typer.Option(250, "--replay-batch", min=1, help="Impressions per prediction request in the replay."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Stop the service and exit when the loop is done."),
     keep: bool = typer.Option(False, "--keep", help="Reuse an existing demo project instead of starting fresh."),
+    no_rollout: bool = typer.Option(
+        False, "--no-rollout", help="Leave the retrained candidate registered for review instead of rolling it out "
+        "(shadow, then a canary gated by the server; promoted or rolled back by the evidence)."),
     data: Path | None = typer.Option(
         None, "--data",
         help="Run on a real KDD Cup 2012 click log (CSV as shipped, TSV, Parquet or the competition's training.txt; "
@@ -218,7 +221,8 @@ def demo_cmd(
     minutes) and hashed user ids, validates it, builds features (ids, user and ad click-rate
     history from the feature store), trains five candidates, evaluates them with gates, registers
     and serves the winner, replays a drifted day through the service, raises the drift alert,
-    retrains and registers the approved candidate, and writes the design document. Keeps serving
+    retrains and registers the approved candidate, rolls it out (shadow, then a canary gated by the
+    server) and promotes or rolls it back by the evidence, and writes the design document. Keeps serving
     until Ctrl-C unless --no-serve.
 
     With --data the same spec runs on the real KDD Cup 2012 click log: its last day is held out
@@ -228,6 +232,7 @@ def demo_cmd(
 
       loopml demo                              # simulate, train, serve, drift, retrain
       loopml demo --drift new_ads --no-serve   # exit when the loop is done
+      loopml demo --no-rollout                 # leave the retrained candidate for review
       loopml demo --data Click_prediction_small.csv --rows 200000
     """
     from loopml.demo import DemoSettings, run_demo, serve_forever
@@ -241,7 +246,7 @@ def demo_cmd(
     settings = DemoSettings(
         project=project, days=days, impressions_per_day=impressions, market_scale=market_scale, drift=drift,
         strength=strength, seed=seed, serve=not no_serve, port=port, replay_batch=replay_batch, fresh=not keep,
-        data=data, rows=rows,
+        data=data, rows=rows, rollout=not no_rollout,
     )
     result = run_demo(settings, console)
     serve_forever(result, console)

@@ -63,7 +63,21 @@ def _analyse(project: Path, experiment: str | None, alpha: float, tau: float,
         if inc and ch:
             budget = ws.spec.requirements.constraints.latency_p99_ms
             res.slo = slo_check(text, inc, ch, latency_p99_ms=budget, alpha=alpha)
+            res.slo["guard"] = _guard_state(text)
     return ws, res
+
+
+def _guard_state(metrics_text: str) -> dict[str, Any]:
+    """The server's own canary guard, from its /metrics: the canary's step and share, rollbacks so far."""
+    from loopml.monitoring.ops import parse_prometheus
+
+    out: dict[str, Any] = {}
+    for name, labels, value in parse_prometheus(metrics_text):
+        if name == "loopml_canary_share":
+            out.update(model_version=labels.get("model_version"), step=int(labels.get("step", "0")) + 1, share=value)
+        elif name == "loopml_canary_rollbacks_total":
+            out["rollbacks"] = int(value)
+    return out
 
 
 def _print(res: Any) -> None:
@@ -87,6 +101,10 @@ def _print(res: Any) -> None:
     if res.slo:
         per = ", ".join(f"{v}: {d['requests']} requests, {d['errors']} errors" for v, d in res.slo["versions"].items())
         console.print(f"SLO ({per}): {'BREACHED: ' + '; '.join(res.slo['reasons']) if res.slo['breached'] else 'ok'}")
+        g = res.slo.get("guard") or {}
+        if "share" in g:
+            console.print(f"server's canary guard: {g['model_version']} at step {g['step']}, {g['share']:.0%} of the "
+                          f"traffic; {g.get('rollbacks', 0)} rollback(s) by the server")
     if res.online:
         o = res.online
         console.print(f"online metric ({o['test']}): control {o['mean_control']:.4f} (n {o['n_control']}), "

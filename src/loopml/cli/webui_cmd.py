@@ -1,4 +1,4 @@
-"""`loopml ui`: the web UI (runs, data, models, monitoring, design document) of a project."""
+"""`loopml ui`: the web UI (runs, data, models, serving and experiments, monitoring, design document) of a project."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ def ui(
     port: int = typer.Option(8710, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
 ) -> None:
-    """Browse runs, data, models, monitoring and the design document in a web browser.
+    """Browse runs, data, models, serving and experiments, monitoring and the design document in a web browser.
 
-    Read-only unless the admin token of `loopml serve` is set ($LOOPML_ADMIN_TOKEN, or the spec's
+    The monitoring report is computed in the background and kept in .loopml/ui/ (keyed by the prediction
+    log's segments): until the first one is ready the Monitoring page shows its progress. Read-only unless the admin token of `loopml serve` is set ($LOOPML_ADMIN_TOKEN, or the spec's
     deployment.token_env / admin_tokens) when the UI starts: promote and rollback then show the comparison
     first and ask for the token.
 

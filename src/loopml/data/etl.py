@@ -91,6 +91,8 @@ def build_examples(
     con = duck_connect()
     result = EtlResult(table=pa.table({}), base=base or "transform")
     base_prov: pa.Table | None = None
+    base_table: pa.Table | None = None
+    t: pa.Table | None = None
     try:
         todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
         for name, source in progress(todo) if progress is not None else todo:
@@ -100,7 +102,7 @@ def build_examples(
             result.files[name] = got.files
             result.notes.extend(got.notes)
             if name == base:
-                base_prov = got.provenance
+                base_prov, base_table = got.provenance, t
             con.register(name, t)
         if base is None:
             try:
@@ -110,8 +112,8 @@ def build_examples(
                     f"data.transform failed: {str(exc).splitlines()[0]}",
                     hint=f"the sources are available as tables named {', '.join(data.sources)}",
                 ) from None
-        else:
-            examples = con.sql(f"SELECT * FROM {ident(base)}").to_arrow_table()
+        else:  # the base source's own table (a DuckDB copy of it would double the memory it takes)
+            examples = base_table if base_table is not None else con.sql(f"SELECT * FROM {ident(base)}").to_arrow_table()
         if ROW in examples.column_names:
             raise DataError(f"data: column name `{ROW}` is reserved")
         examples = examples.append_column(ROW, pa.array(np.arange(examples.num_rows, dtype=np.int64)))
@@ -124,9 +126,11 @@ def build_examples(
         table = con.sql(f"SELECT * FROM {view} ORDER BY {ROW}").to_arrow_table()
     finally:
         con.close()
+    n_examples = examples.num_rows
+    del examples, base_table, t  # the sources: only the examples table goes on
     rows = table.column(ROW).combine_chunks()
     table = table.drop_columns([ROW])
-    if base_prov is not None and base_prov.num_rows == examples.num_rows:
+    if base_prov is not None and base_prov.num_rows == n_examples:
         result.provenance = base_prov.take(rows)
     else:  # examples built by data.transform: no file to name, the row of the transform's result
         result.provenance = provenance_table("data.transform", table.num_rows, None)

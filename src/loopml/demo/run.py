@@ -339,9 +339,13 @@ def _closed_loop(
         _print_leaderboard(console, result.retrain_leaderboard)
 
     candidate = (result.decision or {}).get("version_id") if (result.decision or {}).get("status") == "approved" else None
-    steps.start("rollout", f"rollout of {candidate}: shadow, then a canary gated by the server, on the replayed day; "
-                "promoted or rolled back by the evidence" if candidate else "rollout: no approved candidate to roll out")
-    if candidate:
+    if candidate and not settings.rollout:
+        steps.start("rollout", f"rollout of {candidate}: skipped (--no-rollout), left registered for review")
+    else:
+        steps.start("rollout", f"rollout of {candidate}: shadow, then a canary gated by the server, on the replayed "
+                    "day; promoted or rolled back by the evidence" if candidate else
+                    "rollout: no approved candidate to roll out")
+    if candidate and settings.rollout:
         from loopml.demo.rollout import rollout
 
         out = rollout(ws, str(candidate), day, holder, console, window_s=window)

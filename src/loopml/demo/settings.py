@@ -47,4 +47,9 @@ class DemoSettings(BaseModel):
         "traffic; its last day is held out and replayed through the service (no synthetic drift).",
     )
     rows: int | None = Field(default=None, ge=1, description="Read at most this many rows of the --data log.")
+    rollout: bool = Field(
+        default=True,
+        description="Roll the retrained candidate out (shadow, then a canary gated by the server; promoted or rolled "
+        "back by the evidence); off: leave it registered for review.",
+    )
     fresh: bool = Field(default=True, description="Start from an empty demo project (a previous demo's is replaced).")

@@ -26,6 +26,7 @@ from loopml.evaluation.data import EvalData
 from loopml.evaluation.evaluate import evaluate_predictions
 from loopml.evaluation.gates import GateContext, baseline_gate, check_gates, parse_gates
 from loopml.evaluation.report import build_report, render_html
+from loopml.pipeline.resources import MemoryFloor
 from loopml.pipeline.stage import STAGES, BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
 from loopml.training.models.baselines import BASELINE_MODELS
@@ -413,6 +414,10 @@ class EvaluateStage(BaseStage):
         except LoopMLError:
             return None
         return None if prod is None else prod.bundle_digest
+
+    def memory_floor(self, ctx: StageContext) -> MemoryFloor:
+        """It reads the test split whole."""
+        return ctx.input_table_floor("train", "test")
 
     def run(self, ctx: StageContext) -> StageResult:
         ws = ctx.workspace

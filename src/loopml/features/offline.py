@@ -17,10 +17,12 @@ into earlier examples; an example falls back to the newest value that existed at
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from loopml.errors import DataError, SpecError
 from loopml.spec.features import FeatureTable
@@ -221,6 +223,36 @@ def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, 
                        con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Examples with, per table, the feature values known at each example's time (rows keep their order)."""
     con = con or connect()
+    sql = _point_in_time_sql(con, examples, timestamp, tables)
+    try:
+        return _arrow(con.sql(sql))
+    except duckdb.Error as exc:
+        raise DataError(f"point-in-time join failed: {exc}") from None
+
+
+def write_point_in_time_join(path: str | Path, examples: pa.Table, timestamp: str,
+                             tables: Mapping[str, tuple[FeatureTable, pa.Table]],
+                             con: duckdb.DuckDBPyConnection | None = None, batch_rows: int = 65_536) -> pa.Schema:
+    """:func:`point_in_time_join` written to a Parquet file (zstd) as DuckDB streams it, in record batches of
+    ``batch_rows``: the joined table is never held whole in Python. Returns its schema."""
+    con = con or connect()
+    sql = _point_in_time_sql(con, examples, timestamp, tables)
+    try:
+        rel = con.sql(sql)
+        reader = rel.to_arrow_reader(batch_rows) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(batch_rows)
+        with pq.ParquetWriter(str(path), reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+        return reader.schema
+    except duckdb.Error as exc:
+        raise DataError(f"point-in-time join failed: {exc}") from None
+    finally:
+        con.execute("DROP TABLE IF EXISTS __ex")  # the examples' copy inside DuckDB
+
+
+def _point_in_time_sql(con: duckdb.DuckDBPyConnection, examples: pa.Table, timestamp: str,
+                       tables: Mapping[str, tuple[FeatureTable, pa.Table]]) -> str:
+    """Register the examples and tables on ``con``; the SQL of the point-in-time join."""
     if timestamp not in examples.column_names:
         raise SpecError(f"task.timestamp `{timestamp}` is not a column of the examples "
                         f"(columns: {', '.join(examples.column_names[:30])})")
@@ -255,11 +287,7 @@ def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, 
                 ttl_us = round(spec.ttl_seconds * 1e6)
                 select.append(f"CASE WHEN e.__t - {alias}.{EVENT} <= to_microseconds({ttl_us}) "
                               f"THEN {alias}.{q(f)} END AS {q(f)}")
-    sql = f"SELECT {', '.join(select)} FROM __ex e {' '.join(joins)} ORDER BY e.__row"
-    try:
-        return _arrow(con.sql(sql))
-    except duckdb.Error as exc:
-        raise DataError(f"point-in-time join failed: {exc}") from None
+    return f"SELECT {', '.join(select)} FROM __ex e {' '.join(joins)} ORDER BY e.__row"
 
 
 def latest_values(name: str, spec: FeatureTable, ft: pa.Table, as_of: Any | None = None,

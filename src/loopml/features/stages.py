@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopml.errors import LoopMLError, SpecError
-from loopml.features.offline import compute_feature_table, connect, feature_columns, point_in_time_join
+from loopml.features.offline import compute_feature_table, connect, feature_columns, write_point_in_time_join
 from loopml.pipeline.resources import MemoryFloor
 from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
@@ -178,8 +178,12 @@ class FeaturesStage(BaseStage):
                 "definition": {**tspec.model_dump(mode="json"), "delay_seconds": delay},
             }
             summary["tables"][name] = {"rows": ft.num_rows, "features": len(feature_columns(tspec, ft))}
-        joined = point_in_time_join(examples, spec.task.timestamp, computed, con=con)
-        outputs["table"] = _write_parquet(ctx, joined, "features")
+        # streamed from DuckDB into the Parquet file: the joined table is never held whole here
+        joined_path = ctx.temp_path(".parquet")
+        joined_schema = write_point_in_time_join(joined_path, examples, spec.task.timestamp, computed, con=con)
+        del examples
+        con.close()
+        outputs["table"] = ctx.put_file(joined_path, kind="table", name="features", move=True)
         from loopml.features.materialize import materialize
         from loopml.features.store import open_online_store
 
@@ -194,7 +198,7 @@ class FeaturesStage(BaseStage):
         outputs["feature_tables"] = ctx.put_bytes(json.dumps(manifest, indent=2, default=str).encode(),
                                                   kind="manifest", name="feature_tables")
         summary["materialized"] = written
-        summary["columns"] = joined.num_columns
+        summary["columns"] = len(joined_schema)
         return StageResult(outputs=outputs, summary=summary)
 
 

@@ -1,9 +1,11 @@
 """Memory of a stage: its peak resident set size (RSS) measured, and capped when the spec says so.
 
 Every stage runs inside a :class:`MemoryWatch` (see :func:`loopml.pipeline.executors.run_job`), in
-whatever process the executor chose. The watch resets the kernel's RSS high-water mark of that
-process (``/proc/self/clear_refs``), samples the RSS every 50 ms and reads the high-water mark
-(``VmHWM``) when the stage ends: that is the stage's ``peak_rss_bytes`` in the run record.
+whatever process the executor chose. The watch samples the RSS of that process every 50 ms and reads the
+kernel's high-water mark (``VmHWM``) before and after the stage: when the stage raised it, the new mark is
+the stage's exact peak; otherwise (an earlier stage of the same process peaked higher) the highest sample
+is. That is the stage's ``peak_rss_bytes`` in the run record. The mark itself is never reset, so
+``getrusage``'s ``ru_maxrss`` keeps meaning the peak of the whole process.
 
 A cap (``requirements.scale.max_stage_memory_mb``, or ``stage_memory_mb.<stage>``) is checked twice:
 
@@ -20,6 +22,7 @@ the spec field that set it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -49,18 +52,8 @@ def _maxrss() -> int:
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 
 
-def reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark of this process (Linux); ``False`` when it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def peak_rss() -> int:
-    """RSS high-water mark of this process (since :func:`reset_peak`), in bytes."""
+    """RSS high-water mark of this process since it started, in bytes."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -69,6 +62,21 @@ def peak_rss() -> int:
     except OSError:
         pass
     return _maxrss()
+
+
+def release_freed_memory() -> None:
+    """Give memory that is free but still held by the allocators back to the system.
+
+    Arrow's pool (mimalloc/jemalloc) and glibc keep freed pages for reuse: after a stage that held a large
+    table, the next stage would otherwise start (and peak) on top of them. Called before every stage.
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def mb(n: int | float | None) -> str:
@@ -135,7 +143,7 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._target = threading.get_ident()
-        self._hwm = False
+        self._hwm_before = 0
         self._refused = False
 
     def cap_text(self) -> str:
@@ -170,7 +178,8 @@ class MemoryWatch:
 
     def __enter__(self) -> MemoryWatch:
         self._target = threading.get_ident()
-        self._hwm = reset_peak()
+        release_freed_memory()  # what earlier stages freed does not count against this one
+        self._hwm_before = peak_rss()
         self.start_bytes = current_rss()
         self._sampled = self.start_bytes
         self._thread = threading.Thread(target=self._sample, name=f"memory-watch-{self.stage}", daemon=True)
@@ -191,7 +200,9 @@ class MemoryWatch:
             self._thread.join()
         # an async exception set just before the stage ended may not have been delivered yet: clear it
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
-        peak = max(self._sampled, peak_rss() if self._hwm else 0)
+        hwm = peak_rss()
+        # a new process high-water mark was set during the stage: that is its exact peak
+        peak = max(self._sampled, hwm if hwm > self._hwm_before else 0)
         self.peak_bytes = peak
         over = self.cap_bytes is not None and (self._over_at is not None or peak > self.cap_bytes)
         if exc is not None:

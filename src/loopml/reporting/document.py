@@ -27,9 +27,10 @@ class Bullets:
 
 @dataclass
 class Figure:
-    """An inline SVG chart (HTML only; Markdown shows the caption)."""
+    """A chart (HTML only; Markdown shows the caption): a chart spec of the web UI's chart layer
+    (:mod:`loopml.webui.export`), drawn by uPlot in the page."""
 
-    svg: str
+    chart: dict[str, Any]
     caption: str
 
 
@@ -89,10 +90,14 @@ class DesignDocument:
         return "\n".join(out).rstrip() + "\n"
 
     def to_html(self) -> str:
-        """One self-contained HTML page (inline CSS and SVG; no scripts, no network)."""
+        """One self-contained HTML page: inline CSS, the web UI's chart layer (uPlot and ``charts.js``) inlined
+        with the charts' data; no network."""
+        from loopml.webui.export import inline_assets
+
+        assets = inline_assets()
         parts = [
             "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body><main>",
+            f"<title>{html.escape(self.title)}</title><style>{assets['css']}\n{_CSS}</style></head><body><main>",
             f"<h1>{html.escape(self.title)}</h1><p class='sub'>{html.escape(self.subtitle)}</p>",
             f"<p class='gen'>Generated {html.escape(self.generated_at)} from the workspace.</p>",
         ]
@@ -102,7 +107,7 @@ class DesignDocument:
                 parts.append(f"<div><span>{html.escape(k)}</span><b>{html.escape(v)}</b></div>")
             parts.append("</div>")
         parts.append(self.body_html())
-        parts.append("</main></body></html>")
+        parts.append(f"</main><script>{assets['js']}</script></body></html>")
         return "".join(parts)
 
     def body_html(self) -> str:
@@ -110,9 +115,15 @@ class DesignDocument:
         parts = ["<nav><ol>"]
         parts += [f"<li><a href='#{s.key}'>{html.escape(s.title)}</a></li>" for s in self.sections]
         parts.append("</ol></nav>")
+        figures = 0
         for s in self.sections:
             parts.append(f"<section id='{s.key}'><h2>{html.escape(s.title)}</h2>")
-            parts += [_html_block(b) for b in s.blocks]
+            for b in s.blocks:
+                if isinstance(b, Figure):
+                    figures += 1
+                    parts.append(_figure_html(b, f"design-figure-{figures}"))
+                else:
+                    parts.append(_html_block(b))
             parts.append("</section>")
         return "".join(parts)
 
@@ -147,48 +158,33 @@ def _html_block(b: Block) -> str:
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if isinstance(b, Bullets):
         return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>"
-    if isinstance(b, Figure):
-        return f"<figure>{b.svg}<figcaption>{html.escape(b.caption)}</figcaption></figure>"
     if isinstance(b, Note):
         return f"<p class='note'><b>Not measured yet:</b> {html.escape(b.text)}</p>"
+    if isinstance(b, Figure):
+        return _figure_html(b, "design-figure")
     return f"<p>{html.escape(b)}</p>"
 
 
-def bar_chart_svg(
-    rows: Sequence[tuple[str, float, float | None, float | None, bool]], *, title: str, width: int = 640
-) -> str:
-    """Horizontal bars (label, value, CI low, CI high, highlighted) with interval whiskers, as inline SVG."""
-    vals = [float(x) for _, v, lo, hi, _ in rows for x in (v, lo, hi) if x is not None and math.isfinite(x)]
-    if not rows or not vals:
-        return ""
-    lo_v, hi_v = min(0.0, min(vals)), max(vals)
-    span = (hi_v - lo_v) or 1.0
-    left, right, bar_h, gap = 170, 70, 18, 8
-    inner = width - left - right
-    height = 30 + len(rows) * (bar_h + gap)
+def _figure_html(b: Figure, chart_id: str) -> str:
+    from loopml.webui.export import tojson_safe
 
-    def x(v: float) -> float:
-        return left + (v - lo_v) / span * inner
+    return (f'<figure><div class="chart" data-spec="{chart_id}" data-width="900"></div>'
+            f'<script type="application/json" id="{chart_id}">{tojson_safe(b.chart)}</script>'
+            f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
 
-    out = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-        f"aria-label='{html.escape(title)}'><text x='4' y='16' font-size='13' font-weight='bold'>"
-        f"{html.escape(title)}</text>"
-    ]
-    for i, (label, v, lo, hi, hl) in enumerate(rows):
-        y = 26 + i * (bar_h + gap)
-        color = "#2b7a4b" if hl else "#8aa4c8"
-        out.append(f"<text x='{left - 6}' y='{y + 13}' font-size='12' text-anchor='end'>{html.escape(label)}</text>")
-        if math.isfinite(v):
-            out.append(f"<rect x='{x(lo_v):.1f}' y='{y}' width='{max(1.0, x(v) - x(lo_v)):.1f}' height='{bar_h}' fill='{color}'/>")
-            out.append(f"<text x='{x(v) + 4:.1f}' y='{y + 13}' font-size='11'>{v:.4f}</text>")
-        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-            ym = y + bar_h / 2
-            out.append(f"<line x1='{x(lo):.1f}' x2='{x(hi):.1f}' y1='{ym}' y2='{ym}' stroke='#222' stroke-width='1.5'/>")
-            for xv in (lo, hi):
-                out.append(f"<line x1='{x(xv):.1f}' x2='{x(xv):.1f}' y1='{ym - 5}' y2='{ym + 5}' stroke='#222'/>")
-    out.append("</svg>")
-    return "".join(out)
+
+def interval_chart(
+    rows: Sequence[tuple[str, float, float | None, float | None, bool]], *, title: str
+) -> dict[str, Any] | None:
+    """Bars (label, value, CI low, CI high, highlighted) with their intervals as whiskers; a highlighted bar's
+    label is starred. None without a finite value."""
+    from loopml.webui.export import interval_bars
+
+    rows = [r for r in rows if r[1] is not None and math.isfinite(r[1])]
+    if not rows:
+        return None
+    return interval_bars(title, [("★ " if hl else "") + label for label, _, _, _, hl in rows], [r[1] for r in rows],
+                         lower=[r[2] for r in rows], upper=[r[3] for r in rows], label="value")
 
 
 _CSS = """

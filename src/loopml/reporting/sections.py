@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from loopml.reporting.document import Bullets, Figure, Note, Section, Table, bar_chart_svg
+from loopml.reporting.document import Bullets, Figure, Note, Section, Table, interval_chart
 from loopml.reporting.facts import Facts
 from loopml.spec import Spec
 
@@ -367,13 +367,13 @@ def models(spec: Spec, facts: Facts) -> Section:
                      fmt(c.get("size_mb"), 3), fmt(c.get("train_s"), 2), status, "; ".join(c.get("reasons") or [])])
     s.add(Table(["candidate", "model", f"{metric} (validation)", "95% CI", "p99 ms", "size MB", "train s", "status", "notes"],
                 rows, caption="Candidates, measured on this machine"))
-    chart = bar_chart_svg(
+    chart = interval_chart(
         [(c.get("name", ""), float(c["value"]) if c.get("value") is not None else float("nan"), c.get("ci_low"), c.get("ci_high"),
           c.get("name") == board.get("winner")) for c in board["candidates"]],
         title=f"{metric} on the validation split (95% CI)",
     )
     if chart:
-        s.add(Figure(chart, f"{metric} of each candidate with its confidence interval; the winner in green"))
+        s.add(Figure(chart, f"{metric} of each candidate with its confidence interval; the winner starred"))
     if board.get("why"):
         s.add(f"Why the winner won: {board['why']}")
     return s
@@ -426,8 +426,8 @@ def evaluation(spec: Spec, facts: Facts) -> Section:
                     caption="Slices (worst first)"))
         bars = [(f"{x.get('column')}={x.get('slice')}", (x.get("primary") or {}).get("value"),
                  (x.get("primary") or {}).get("lower"), (x.get("primary") or {}).get("upper"), False) for x in slices[:12]]
-        chart = bar_chart_svg([(lab, float(v), lo, hi, hl) for lab, v, lo, hi, hl in bars if v is not None],
-                              title=f"{rep.get('primary_metric', 'metric')} by slice (95% CI)")
+        chart = interval_chart([(lab, float(v), lo, hi, hl) for lab, v, lo, hi, hl in bars if v is not None],
+                               title=f"{rep.get('primary_metric', 'metric')} by slice (95% CI)")
         if chart:
             s.add(Figure(chart, "The primary metric on each slice, worst first"))
     fair = rep.get("fairness") or {}
@@ -614,8 +614,9 @@ def monitoring(spec: Spec, facts: Facts) -> Section:
                     if k.startswith("drift.feature.") and k.endswith(".psi") and isinstance(v, (int, float))]
     if psi:
         psi.sort(key=lambda r: -r[1])
-        s.add(Figure(bar_chart_svg(psi[:15], title="PSI per watched feature (drifted in green)"),
-                     "Population stability of each watched input in the latest window"))
+        psi_chart = interval_chart(psi[:15], title="PSI per watched feature (drifted starred)")
+        if psi_chart:
+            s.add(Figure(psi_chart, "Population stability of each watched input in the latest window"))
     if facts.alerts:
         s.add(Table(["fired", "rule", "metric", "value", "threshold", "severity", "retrain"],
                     [[str(a["fired_at"])[:19], a["rule"], a["metric"], fmt(a["value"]), f"{a['op']} {a['threshold']}",

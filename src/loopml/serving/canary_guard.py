@@ -67,7 +67,7 @@ class CanaryGuard:
             except Exception as exc:
                 _say(f"check crashed, will retry: {describe_error(exc)}")
 
-    def _analyse(self, policy: CanaryPolicy, since: float) -> Any:
+    def _analyse(self, policy: CanaryPolicy, since: float, gate: Any) -> Any:
         """The log's analysis of the canary's experiment since ``since`` (wall time), or None without rows."""
         from loopml.experiments.analysis import analyse
         from loopml.monitoring.logs import read_labelled, read_predictions
@@ -77,7 +77,8 @@ class CanaryGuard:
         log = read_predictions(ws, start, columns=COLUMNS)
         try:
             labelled = read_labelled(ws, start, columns=COLUMNS)
-            return analyse(log, labelled if labelled.num_rows else None, policy.experiment)
+            return analyse(log, labelled if labelled.num_rows else None, policy.experiment, alpha=gate.alpha,
+                           min_effect=gate.max_score_shift, guardrail_alpha=gate.score_p_value)
         except NotFound:
             return None
 
@@ -99,7 +100,7 @@ class CanaryGuard:
         slo = slo_check(text, policy.incumbent, policy.challenger, min_error_increase=gate.max_error_rate_increase,
                         alpha=gate.alpha, max_p99_ratio=gate.max_p99_ratio, p99_floor_ms=gate.p99_floor_ms)
         loop = asyncio.get_running_loop()
-        analysis = await loop.run_in_executor(None, self._analyse, policy, since)
+        analysis = await loop.run_in_executor(None, self._analyse, policy, since, gate)
         if self.app.state.policy is not policy and self._policy() is None:
             return None  # the canary left while the log was read
         verdict = canary_gate(slo, analysis, policy.challenger, policy.incumbent, gate)

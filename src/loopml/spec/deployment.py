@@ -34,6 +34,14 @@ class CanaryGate(StrictModel):
     p99_floor_ms: float = Field(default=5.0, ge=0, description="p99 differences below this many ms never breach "
                                 "(histogram resolution, timer noise).")
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Error level of the gate's tests and bounds.")
+    max_score_shift: float = Field(
+        default=0.3, gt=0, le=1,
+        description="KS distance between the canary's and production's score distributions at or above which (with "
+        "p below score_p_value) the canary breaches; constant scores always do. Stricter than `loopml experiment "
+        "status` (0.2, p < 0.01) because the server looks at every check: a retrained model's scores shift a "
+        "little, a broken one's a lot.")
+    score_p_value: float = Field(default=0.0005, gt=0, lt=0.5, description="p-value of the KS test below which a "
+                                 "score shift of at least max_score_shift breaches.")
     max_hold_seconds: float | None = Field(
         default=None, gt=0,
         description="How long a step may be held while its gate is undecided (default 3 x hold_seconds); past "

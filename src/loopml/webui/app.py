@@ -45,11 +45,12 @@ class MonitoringCache:
     ``.loopml/ui/monitoring-<window>.json`` with the fingerprint of what it was computed from (the log's
     segments, by name and size, and the number of checks and alerts), so a restarted UI answers at once from
     it. A request whose logs changed gets the previous report at once (marked as refreshing) while a
-    background thread computes the new one. With no report at all yet, a request waits at most ``wait_s``
+    background thread has a child process compute the new one (so the computation's Python work never holds
+    the interpreter the pages run in). With no report at all yet, a request waits at most ``wait_s``
     for the computation started when the UI started, then gets a progress page (``progress``) instead.
     """
 
-    def __init__(self, ws: Workspace, wait_s: float = 1.0) -> None:
+    def __init__(self, ws: Workspace, wait_s: float = 0.1) -> None:
         self.ws = ws
         self.wait_s = wait_s
         self.folder = ws.root / "ui"
@@ -89,13 +90,29 @@ class MonitoringCache:
         return None
 
     def _compute(self, window: str, key: str) -> None:
-        from loopml.monitoring.report import build_report
+        """Compute the report in a child process (its Python work holds no lock the pages need), keep it in
+        memory and on disk."""
+        import multiprocessing
+        import tempfile
 
-        t0 = time.perf_counter()
-        # through JSON: the same data whether computed now or read back from the disk
-        text = json.dumps(build_report(self.ws, window), default=_plain)
-        data = json.loads(text)
-        seconds = time.perf_counter() - t0
+        fd, result = tempfile.mkstemp(prefix="loopml-ui-monitoring-", suffix=".json")
+        os.close(fd)
+        try:
+            child = multiprocessing.get_context("spawn").Process(
+                target=_report_child, args=(str(self.ws.project_dir), window, result), daemon=True,
+                name=f"loopml-ui-monitoring-{window}")
+            child.start()
+            child.join()
+            try:
+                out = json.loads(Path(result).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                out = {"error": f"the monitoring report could not be computed (child process exit code "
+                                f"{child.exitcode})"}
+        finally:
+            Path(result).unlink(missing_ok=True)
+        if "error" in out:
+            raise LoopMLError(str(out["error"]))
+        data, seconds = out["data"], float(out["seconds"])
         with self._lock:
             self._entries[window] = (key, data, seconds)
             self._failed.pop(window, None)
@@ -103,8 +120,8 @@ class MonitoringCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self._path(window)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"window": window, "key": key, "seconds": seconds, "data": data},
-                                      default=_plain), encoding="utf-8")
+            tmp.write_text(json.dumps({"window": window, "key": key, "seconds": seconds, "data": data}),
+                           encoding="utf-8")
             tmp.replace(path)
         except OSError:
             pass  # a read-only workspace: the report is kept in memory only
@@ -181,6 +198,19 @@ class MonitoringCache:
         return entry[1], False, entry[2]
 
 
+def _report_child(project: str, window: str, result: str) -> None:
+    """In a child process: the monitoring report of ``project`` as JSON into ``result`` (or the error)."""
+    try:
+        from loopml.monitoring.report import build_report
+
+        t0 = time.perf_counter()
+        data = build_report(Workspace.open(project), window)
+        text = json.dumps({"data": data, "seconds": time.perf_counter() - t0}, default=_plain)
+    except LoopMLError as exc:
+        text = json.dumps({"error": exc.message})
+    Path(result).write_text(text, encoding="utf-8")
+
+
 def _plain(o: Any) -> Any:
     """JSON for what the report holds besides plain types: numpy scalars, timestamps."""
     if hasattr(o, "item"):
@@ -204,10 +234,14 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
     env.globals["project"] = ws.spec.project.name
     env.globals["actions_enabled"] = auth.enabled
     env.globals["token_env"] = auth.token_env
+    for template in sorted(TEMPLATES.glob("*.html")):  # compiled now rather than on the first request of each page
+        env.get_template(template.name)
     monitoring_cache = MonitoringCache(ws)
     serving_view = ServingView(ws)
     if warm:
         monitoring_cache.warm(ws.spec.monitoring.drift.window)
+        # the log's requests per version and arm, aggregated once now (DuckDB, off the loop's thread)
+        threading.Thread(target=serving_view.log_traffic, name="loopml-ui-serving", daemon=True).start()
 
     def page(request: Request, name: str, section: str, status: int = 200, **ctx: Any) -> Response:
         return templates.TemplateResponse(request, name, {"section": section, **ctx}, status_code=status)
@@ -350,10 +384,8 @@ def create_app(project: str | Path, *, auth: AdminAuth | None = None, warm: bool
         except LoopMLError as exc:
             return error_page(request, exc)
         if got is None:
-            from loopml.monitoring.logs import log_span
-
             return page(request, "monitoring_pending.html", "monitoring", window=window,
-                        progress=monitoring_cache.progress(window), log_rows=log_span(ws)[2])
+                        progress=monitoring_cache.progress(window), log_rows=views.logged_rows(ws))
         data, refreshing, seconds = got
         feature = request.query_params.get("feature")
         dists = data.get("distributions") or {}

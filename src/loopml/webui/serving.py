@@ -18,6 +18,8 @@ memory until the log changes.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import os
 import threading
@@ -37,6 +39,10 @@ MAX_BUCKETS = 120
 CHART_SPAN = dt.timedelta(hours=24)
 
 
+def _iso(o: Any) -> Any:
+    return o.isoformat() if hasattr(o, "isoformat") else str(o)
+
+
 def _finite(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(float(v)) else None
 
@@ -50,13 +56,19 @@ class ServingView:
         self._lock = threading.Lock()
         self._previous: dict[str, Any] | None = None
         self._log: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._computing = threading.Lock()
         self._experiments: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
 
     # -- /metrics --------------------------------------------------------------------------------
-    def scrape(self) -> tuple[str, dict[str, Any] | None, str | None, str | None]:
-        """(url, snapshot of the samples or None, the raw text, why it could not be read)."""
+    def scrape(self) -> tuple[str | None, dict[str, Any] | None, str | None, str | None]:
+        """(url, snapshot of the samples or None, the raw text, why it could not be read). The URL is
+        ``monitoring.ops.metrics_url`` or where a live ``loopml serve`` of this project recorded its address
+        (never a guessed port: another program may listen there)."""
         from loopml.monitoring.ops import metrics_url, parse_prometheus, snapshot
+        from loopml.serving.address import bound_address
 
+        if not self.ws.spec.monitoring.ops.metrics_url and bound_address(self.ws.root) is None:
+            return None, None, None, "no `loopml serve` of this project is running (none recorded its address)"
         url = metrics_url(self.ws)
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
@@ -112,15 +124,40 @@ class ServingView:
         return tuple(out)
 
     def log_traffic(self) -> dict[str, Any]:
-        """Requests per model version, arm and experiment (total, last hour of the log) and over time."""
+        """Requests per model version, arm and experiment (total, last hour of the log) and over time: kept in
+        memory and in ``.loopml/ui/traffic.json`` per fingerprint of the log's segments (one computation at a
+        time: a request during the start-up's computation waits for it instead of repeating it)."""
         key = self._fingerprint()
         with self._lock:
             if self._log is not None and self._log[0] == key:
                 return self._log[1]
-        data = self._traffic([n for n, _ in key[0]])
-        with self._lock:
-            self._log = (key, data)
-        return data
+        with self._computing:
+            with self._lock:
+                if self._log is not None and self._log[0] == key:
+                    return self._log[1]
+            digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+            path = self.ws.root / "ui" / "traffic.json"
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                data: dict[str, Any] | None = saved["data"] if saved.get("key") == digest \
+                    and isinstance(saved.get("data"), dict) else None
+            except (OSError, ValueError, AttributeError):
+                data = None
+            if data is None:
+                # through JSON, as when read back from the disk (timestamps become ISO text)
+                data = json.loads(json.dumps(self._traffic([n for n, _ in key[0]]), default=_iso))
+                if "error" in data:
+                    return data  # the next request reads the log again
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps({"key": digest, "data": data}), encoding="utf-8")
+                    tmp.replace(path)
+                except OSError:
+                    pass  # a read-only workspace: kept in memory only
+            with self._lock:
+                self._log = (key, data)
+            return data
 
     def _traffic(self, names: list[str]) -> dict[str, Any]:
         from loopml.monitoring import logs
@@ -137,8 +174,7 @@ class ServingView:
                 cols = {r[0] for r in con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()}
                 arm = "route" if "route" in cols else "'production'"
                 exp = "experiment" if "experiment" in cols else "NULL"
-                span_row = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchone()
-                first, last = span_row if span_row is not None else (None, None)
+                first, last = con.execute(f"SELECT min(ts), max(ts) FROM {src}").fetchall()[0]
                 if last is None:
                     return empty
                 hour = last - dt.timedelta(hours=1)
@@ -182,7 +218,7 @@ class ServingView:
             cached = self._experiments[1] if self._experiments is not None and self._experiments[0] == key else None
         if cached is None:
             in_log = [a for a in traffic.get("arms") or [] if a["experiment"] is not None]
-            cached = self._analyses(min(a["first"] for a in in_log)) if in_log else []
+            cached = self._analyses(dt.datetime.fromisoformat(min(str(a["first"]) for a in in_log))) if in_log else []
             with self._lock:
                 self._experiments = (key, cached)
         analyses = {a["experiment"]: a for a in cached}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -276,6 +277,23 @@ def count_rows(ws: Workspace, table: Any) -> int:
 
 
 # -- monitoring ------------------------------------------------------------------------------------
+def logged_rows(ws: Workspace) -> int:
+    """Rows in the prediction log, from the Parquet footers of its segments (no data read)."""
+    import pyarrow.parquet as pq
+
+    from loopml.monitoring.logs import predictions_dir
+
+    total = 0
+    folder = predictions_dir(ws)
+    for name in sorted(os.listdir(folder)) if folder.is_dir() else []:
+        if name.endswith(".parquet"):
+            try:
+                total += pq.read_metadata(folder / name).num_rows
+            except (OSError, ValueError):
+                continue  # compacted away meanwhile
+    return total
+
+
 def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
 

@@ -29,6 +29,9 @@ from loopml.training.models.base import (
 )
 from loopml.training.models.encoding import InputEncoder
 
+#: rows scored at once by the linear models (each row is scored on its own: blocks change no bit)
+SCORE_BLOCK_ROWS = 65_536
+
 
 class _LinearBase(BaseModel):
     """Shared encoder, linear scores and persistence."""
@@ -39,13 +42,20 @@ class _LinearBase(BaseModel):
     intercept_: np.ndarray
     encoder_: InputEncoder
 
-    def _design(self, X: Any, cats: list[int], w: np.ndarray | None) -> Any:
+    def _design(self, X: Any, cats: list[int], w: np.ndarray | None, *, sparse: bool = False) -> Any:
+        """The design matrix; ``sparse``: one CSR matrix whose one-hot block stores only the ones (for solvers
+        that take CSR: memory grows with rows × columns of X, not rows × kept levels)."""
         self.encoder_ = InputEncoder.fit(X, cats, self.config.max_levels, w)  # type: ignore[attr-defined]
+        if sparse:
+            return self.encoder_.design_sparse(X)
         Z = self.encoder_.dense(X)
         S = self.encoder_.sparse_part(X)
         return Z if S is None else sp.hstack([sp.csr_matrix(Z), S], format="csr")
 
     def _linear(self, X: Any) -> np.ndarray:
+        if X.shape[0] > SCORE_BLOCK_ROWS:  # rows are scored independently: blocks bound the dense one-hot copy
+            return np.concatenate([self._linear(X[i : i + SCORE_BLOCK_ROWS])
+                                   for i in range(0, X.shape[0], SCORE_BLOCK_ROWS)])
         Z = self.encoder_.dense(X)
         d = Z.shape[1]
         out = rowdot(Z, self.coef_[:, :d])
@@ -104,7 +114,7 @@ class LogisticModel(_LinearBase):
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None, cats: list[int], ctx: FitContext) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        Z = self._design(X, cats, w)
+        Z = self._design(X, cats, w, sparse=True)
         cfg = self.config
         if np.unique(y).size < 2:
             p = np.bincount(y, minlength=self.n_classes_) + 0.5
@@ -187,7 +197,7 @@ class LinearSVMModel(_LinearBase):
         from sklearn.linear_model import LogisticRegression
         from sklearn.svm import LinearSVC
 
-        Z = self._design(X, cats, w)
+        Z = self._design(X, cats, w, sparse=True)
         cfg = self.config
         if np.unique(y).size < 2:
             self.coef_ = np.zeros((1 if self.task == "binary" else self.n_classes_, Z.shape[1]))

@@ -30,6 +30,7 @@ from loopml.training.models.base import (
     softmax,
 )
 from loopml.training.models.encoding import InputEncoder
+from loopml.training.models.linear import SCORE_BLOCK_ROWS
 
 
 def _emb_dim(card: int, fixed: int | None) -> int:
@@ -208,6 +209,9 @@ class _TorchModel(BaseModel):
         self.weights_ = {k: v.detach().cpu().numpy().astype(np.float64) for k, v in net.state_dict().items()}
 
     def _score(self, X: np.ndarray) -> np.ndarray:
+        if X.shape[0] > SCORE_BLOCK_ROWS:  # rows are scored independently: blocks bound the hidden layers' size
+            return np.concatenate([self._score(X[i : i + SCORE_BLOCK_ROWS])
+                                   for i in range(0, X.shape[0], SCORE_BLOCK_ROWS)])
         Zn = self.encoder_.numeric_matrix(X)
         Ci = self.encoder_.category_indices(X)
         out = self._forward_np(Zn, Ci)
