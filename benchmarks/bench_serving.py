@@ -4,6 +4,8 @@ One command, every system in the same run::
 
     .venv/bin/python -m benchmarks serving                 # 5 s warm-up, 20 s per load level
     .venv/bin/python -m benchmarks serving --duration=5 --warmup=2 --peers=loopml,fastapi
+    .venv/bin/python -m benchmarks serving --peers=route-production,route-shadow,route-ab --batch-rows=0
+    .venv/bin/python -m benchmarks serving --render      # serving.md again from serving.json, nothing measured
 
 The same LightGBM model for every server: 200 trees, 31 leaves, binary, 25 input columns (20
 numeric, 5 categorical codes with 10-1,000 levels) trained on ``make_classification`` (200k rows,

@@ -9,8 +9,9 @@ requested over HTTP after one warm-up request, `--repeats` times.
 
 The monitoring page is served from the monitoring report computed in the background when the UI starts
 (and again whenever the logs change) and saved on disk keyed by the log's segments; how long that computation
-takes over the whole log is reported below the table. Two rows are single requests: the first `/monitoring`
-after a cold start (no saved report: the progress page) and the first after a restart (the saved report), each
+takes over the whole log is reported below the table. Three rows are single requests: the first `/monitoring`
+after a cold start (no saved report: the progress page), the first after a restart (the saved report) and the
+first `/serving` after a restart (the log's traffic per version and arm, saved the same way), each
 sent once the server answers `/favicon.ico` (the ready file is written when the socket listens, before uvicorn's
 loop runs).
 

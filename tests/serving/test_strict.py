@@ -53,7 +53,7 @@ def _raw(server: Server, path: str, body: bytes, headers: dict[str, str]) -> tup
 
 
 def _fields(body: dict) -> set[str]:  # type: ignore[type-arg]
-    return {d["field"] for d in body["detail"]}
+    return {d.get("field") for d in body["detail"]}
 
 
 def _issued(server: Server, click: pa.Table, n: int = 1) -> list[str]:
@@ -81,6 +81,24 @@ def test_feedback_garbage_is_refused_naming_the_field(server: Server, click: pa.
     assert status == 415 and _fields(body) == {"content-type"}, body
     status, body = _raw(server, "/v1/feedback", b"{}", {})
     assert status == 415
+
+
+def test_huge_integers_are_answered_or_refused_never_a_500(server: Server, click: pa.Table) -> None:
+    """JSON allows any integer: one beyond float64 is a 422 naming where it is; 64-bit edge values score."""
+    row = rows_of(click, 1)[0]
+    field = next(k for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool))
+    for value in (10**400, -(10**400), 2**64 - 1, -(2**63), 2**63, 10**30):
+        for n in (1, 5, 200):  # one row, a row-by-row body and a matrix body
+            rows = rows_of(click, n)
+            rows[-1] = {**rows[-1], field: value}
+            status, body, _ = server.request("POST", "/v1/predict", rows[0] if n == 1 else {"rows": rows})
+            if abs(value) > 10**308:
+                assert status == 422, (value, n, body)
+                where = json.dumps(body)
+                assert field in _fields(body) or "column" in where, body
+            else:
+                assert status == 200, (value, n, body)
+    assert server.request("POST", "/v1/predict", rows_of(click, 1)[0])[0] == 200
 
 
 def test_valid_feedback_and_a_repeated_id_are_recorded_every_time(server: Server, project: Path, click: pa.Table) -> None:

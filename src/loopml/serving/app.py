@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import re
 import sys
 import threading
@@ -34,7 +33,7 @@ from loopml.serving.lookup import FeatureLookup, PrecomputedLookup
 from loopml.serving.metrics import Metrics
 from loopml.serving.request_ids import MAX_CLIENT_ID, MAX_ID, RequestIds, client_id
 from loopml.serving.routing import Route, RoutingPolicy, make_policy
-from loopml.serving.schema import RequestInvalid, openapi_document
+from loopml.serving.schema import RequestInvalid, _finite, openapi_document
 from loopml.serving.servable import Servable
 from loopml.serving.sources import ModelSource, describe_error
 
@@ -722,7 +721,7 @@ class ServingApp:
         def check(label: Any) -> tuple[float | None, str | None]:
             if isinstance(label, bool):
                 label = int(label)
-            if not isinstance(label, int | float) or not math.isfinite(label):
+            if not isinstance(label, int | float) or not _finite(label):
                 return None, "a finite number (the observed outcome)"
             if task == "binary" and label not in (0, 1):
                 return None, "0 or 1 (binary task)"

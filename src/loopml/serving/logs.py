@@ -230,9 +230,10 @@ def block_table(request_ids: pa.Array, ts_us: np.ndarray, version: str, route: s
     }
     fields = {f.name for f in schema.fields if f.name not in cols and f.kind != ANY}
     columns = np.ascontiguousarray(matrix.T, np.float64)  # one transpose: each column is then contiguous
+    has_nan: Any = np.isnan(columns).any(axis=1)  # a column without NaN is wrapped as it is (no validity pass)
     for j, name in enumerate(schema.names):
         if name in fields:
-            cols[name] = pa.array(columns[j], pa.float64(), from_pandas=True)
+            cols[name] = pa.array(columns[j], pa.float64(), from_pandas=bool(has_nan[j]))
     return pa.table(cols)
 
 

@@ -80,8 +80,19 @@ class Field:
     nullable: bool = True
 
 
+def _finite(v: int | float) -> bool:
+    """A JSON number that fits a float64 (an integer beyond ±1.8e308 does not; math.isfinite would raise)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _describe(value: Any) -> Any:
-    # JSON-safe echo of what was sent (long strings cut)
+    # JSON-safe echo of what was sent (long strings cut, integers beyond 64 bits as text)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        text = str(value)
+        return text if len(text) <= 40 else f"{text[:20]}…({len(text)} digits)"
     if isinstance(value, str) and len(value) > 200:
         return value[:200] + "…"
     if isinstance(value, float) and not math.isfinite(value):
@@ -173,7 +184,7 @@ class InputSchema:
                     continue
                 ok = False
             elif f.kind == NUMERIC:
-                ok = type(v) in (int, float) and math.isfinite(v)
+                ok = type(v) in (int, float) and _finite(v)
             elif f.kind == ANY:
                 ok = True
             else:

@@ -194,7 +194,11 @@ class Servable:
                 try:
                     pack(self._buf_bytes, 0, *vals)  # float64 buffer: struct writes it ~3x faster than numpy
                 except (OverflowError, struct.error):
-                    self._buf[:] = vals  # (numpy's own error, or the NaN of a null)
+                    try:
+                        self._buf[:] = vals  # (numpy's own error, or the NaN of a null)
+                    except OverflowError:  # an integer beyond float64: a 422 naming the field
+                        self.schema.raise_for([row])
+                        raise
             else:
                 self._buf[:] = vals
         else:

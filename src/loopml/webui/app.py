@@ -8,6 +8,7 @@ asks for the token in the form; the actor recorded in the registry is the token'
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,6 +75,8 @@ class MonitoringCache:
                 parts.append([])
         parts.append(views.count_rows(self.ws, monitor_checks))
         parts.append(views.count_rows(self.ws, monitor_alerts))
+        # a report saved by older code is computed again
+        parts.append([_code_version(f"loopml.monitoring.{m}") for m in ("report", "drift", "quality", "signals", "ops")])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _path(self, window: str) -> Path:
@@ -196,6 +199,16 @@ class MonitoringCache:
             self._start(window, key)
             return entry[1], True, entry[2]
         return entry[1], False, entry[2]
+
+
+@functools.cache
+def _code_version(module: str) -> str:
+    """The sha256 of a module's source (part of what a saved result depends on)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:16] if origin else ""
 
 
 def _report_child(project: str, window: str, result: str) -> None:

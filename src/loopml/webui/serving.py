@@ -18,12 +18,15 @@ memory until the log changes.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import os
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -35,6 +38,14 @@ from loopml.workspace import Workspace
 MAX_BUCKETS = 120
 #: how far back the chart reaches from the latest logged prediction
 CHART_SPAN = dt.timedelta(hours=24)
+
+
+#: what a saved aggregate also depends on: this module's code
+_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _iso(o: Any) -> Any:
+    return o.isoformat() if hasattr(o, "isoformat") else str(o)
 
 
 def _finite(v: Any) -> float | None:
@@ -50,6 +61,7 @@ class ServingView:
         self._lock = threading.Lock()
         self._previous: dict[str, Any] | None = None
         self._log: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._computing = threading.Lock()
         self._experiments: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
 
     # -- /metrics --------------------------------------------------------------------------------
@@ -117,15 +129,40 @@ class ServingView:
         return tuple(out)
 
     def log_traffic(self) -> dict[str, Any]:
-        """Requests per model version, arm and experiment (total, last hour of the log) and over time."""
+        """Requests per model version, arm and experiment (total, last hour of the log) and over time: kept in
+        memory and in ``.loopml/ui/traffic.json`` per fingerprint of the log's segments (one computation at a
+        time: a request during the start-up's computation waits for it instead of repeating it)."""
         key = self._fingerprint()
         with self._lock:
             if self._log is not None and self._log[0] == key:
                 return self._log[1]
-        data = self._traffic([n for n, _ in key[0]])
-        with self._lock:
-            self._log = (key, data)
-        return data
+        with self._computing:
+            with self._lock:
+                if self._log is not None and self._log[0] == key:
+                    return self._log[1]
+            digest = hashlib.sha256(json.dumps([key, _SOURCE]).encode()).hexdigest()  # older code's result: recomputed
+            path = self.ws.root / "ui" / "traffic.json"
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                data: dict[str, Any] | None = saved["data"] if saved.get("key") == digest \
+                    and isinstance(saved.get("data"), dict) else None
+            except (OSError, ValueError, AttributeError):
+                data = None
+            if data is None:
+                # through JSON, as when read back from the disk (timestamps become ISO text)
+                data = json.loads(json.dumps(self._traffic([n for n, _ in key[0]]), default=_iso))
+                if "error" in data:
+                    return data  # the next request reads the log again
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps({"key": digest, "data": data}), encoding="utf-8")
+                    tmp.replace(path)
+                except OSError:
+                    pass  # a read-only workspace: kept in memory only
+            with self._lock:
+                self._log = (key, data)
+            return data
 
     def _traffic(self, names: list[str]) -> dict[str, Any]:
         from loopml.monitoring import logs
@@ -162,11 +199,12 @@ class ServingView:
         hour_s = min(3600.0, max(1.0, (last - first).total_seconds()))
         out_arms = [{"version": v, "arm": a, "experiment": e, "requests": int(n), "last_hour": int(nh),
                      "last_hour_per_s": nh / hour_s, "first": f0, "last": l0} for v, a, e, n, nh, f0, l0 in arms]
-        xs = sorted({int(b) for _, b, _ in series})
+        seen = sorted({int(b) for _, b, _ in series})
+        xs = list(range(seen[0], seen[-1] + width, width)) if seen else []  # every bucket: none logged is 0
         labels = list(dict.fromkeys(s for s, _, _ in series))
         counts = {(s, int(b)): int(n) for s, b, n in series}
         chart = {"title": f"requests per {width} s, per version and arm (log)", "kind": "time", "x": xs,
-                 "ylabel": "requests", "series": [{"label": s, "values": [counts.get((s, x)) for x in xs]}
+                 "ylabel": "requests", "series": [{"label": s, "values": [counts.get((s, x), 0) for x in xs]}
                                                  for s in labels]} if xs else None
         return {"rows": sum(a["requests"] for a in out_arms), "arms": out_arms, "chart": chart, "first": first,
                 "last": last, "bucket_s": width}
@@ -186,7 +224,7 @@ class ServingView:
             cached = self._experiments[1] if self._experiments is not None and self._experiments[0] == key else None
         if cached is None:
             in_log = [a for a in traffic.get("arms") or [] if a["experiment"] is not None]
-            cached = self._analyses(min(a["first"] for a in in_log)) if in_log else []
+            cached = self._analyses(dt.datetime.fromisoformat(min(str(a["first"]) for a in in_log))) if in_log else []
             with self._lock:
                 self._experiments = (key, cached)
         analyses = {a["experiment"]: a for a in cached}
