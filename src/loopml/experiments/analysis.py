@@ -188,6 +188,25 @@ def _paired_brier(t: pa.Table, incumbent: str, alpha: float) -> dict[str, Any] |
             "difference": m, "ci_low": m - z * se, "ci_high": m + z * se}
 
 
+def _tail_test(buckets: dict[str, float], limit_s: float, alpha: float) -> dict[str, Any]:
+    """Is the share of answers slower than ``limit_s`` significantly above 1% (so the p99 is above it)?
+
+    From cumulative histogram buckets: only answers in buckets whose lower edge is at or above the limit
+    count as slower (conservative: an answer that may be faster never counts against the challenger).
+    """
+    items = sorted(((math.inf if le in ("+Inf", "inf") else float(le)), c) for le, c in buckets.items())
+    total = items[-1][1] if items else 0.0
+    at_or_below = 0.0  # answers in buckets that end at or below the first boundary at or above the limit
+    for le, c in items:
+        at_or_below = c
+        if le >= limit_s:
+            break
+    slower = round(total - at_or_below)
+    n = round(total)
+    p = float(stats.binomtest(slower, n, 0.01, alternative="greater").pvalue) if n else 1.0
+    return {"limit_ms": limit_s * 1000, "requests": n, "slower": slower, "p_value": p, "significant": p < alpha}
+
+
 def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99_ms: float | None = None,
               min_error_increase: float = 0.01, alpha: float = 0.05, max_p99_ratio: float | None = None,
               p99_floor_ms: float = 0.0) -> dict[str, Any]:
@@ -196,9 +215,19 @@ def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99
     Error rate: non-2xx answers of ``/v1/predict`` (client errors fall on both arms alike, so the
     comparison stays fair); a breach is a rate at least ``min_error_increase`` above the incumbent's and
     significantly so (Fisher's exact test, one-sided); ``error_rate_upper`` is the challenger's one-sided
-    Clopper-Pearson upper bound at ``1 - alpha``. Latency: the challenger's p99 (histogram) above
-    ``latency_p99_ms`` when given, or above ``max_p99_ratio`` times the incumbent's p99 by more than
-    ``p99_floor_ms`` when given.
+    Clopper-Pearson upper bound at ``1 - alpha``. Latency: a limit (``latency_p99_ms`` when given; and
+    ``max_p99_ratio`` times the incumbent's p99, at least ``p99_floor_ms`` above it, when given) is breached
+    only when significantly more than 1% of the challenger's answers are slower than it (one-sided
+    binomial test at ``alpha``, counting only answers whose histogram bucket lies wholly above the limit):
+    a point p99 from a few dozen requests on a busy machine is noise, not a breach.
+
+    >>> from loopml.serving.metrics import Metrics
+    >>> m = Metrics()
+    >>> for i in range(60):  # one slow answer of 60 on each side: p99 differs, the tail does not
+    ...     m.observe("/v1/predict", "v1", "production", 200, 0.004 if i else 0.016, 1)
+    ...     m.observe("/v1/predict", "v2", "canary", 200, 0.004 if i else 0.016, 1)
+    >>> slo_check(m.render(), "v1", "v2", max_p99_ratio=2.0, p99_floor_ms=5.0)["breached"]
+    False
     """
     from loopml.monitoring.ops import histogram_quantile, parse_prometheus
 
@@ -233,13 +262,24 @@ def slo_check(metrics_text: str, incumbent: str, challenger: str, *, latency_p99
                 f"{challenger} error rate {ch['error_rate']:.2%} ({ch['errors']}/{ch['requests']}) vs {incumbent} "
                 f"{ci['error_rate']:.2%} ({ci['errors']}/{ci['requests']}), Fisher p {p:.2g}")
     p99 = ch["latency_p99_ms"]
+    buckets = arms[challenger]["buckets"]
     if latency_p99_ms is not None and p99 is not None and math.isfinite(p99) and p99 > latency_p99_ms:
-        out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms above the SLO {latency_p99_ms} ms")
+        tail = _tail_test(buckets, latency_p99_ms / 1000, alpha)
+        out["latency_tail"] = tail
+        if tail["significant"]:
+            out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms above the SLO {latency_p99_ms} ms "
+                                  f"({tail['slower']}/{tail['requests']} answers slower, binomial p {tail['p_value']:.2g})")
     p99_inc = ci["latency_p99_ms"]
     if max_p99_ratio is not None and p99 is not None and p99_inc is not None and math.isfinite(p99) \
             and math.isfinite(p99_inc) and p99 > max_p99_ratio * p99_inc and p99 - p99_inc > p99_floor_ms:
-        out["reasons"].append(f"{challenger} p99 latency {p99:.1f} ms vs {incumbent} {p99_inc:.1f} ms: above "
-                              f"{max_p99_ratio:g}x and by more than {p99_floor_ms:g} ms")
+        limit_ms = max(max_p99_ratio * p99_inc, p99_inc + p99_floor_ms)
+        tail = _tail_test(buckets, limit_ms / 1000, alpha)
+        out["latency_tail_vs_incumbent"] = tail
+        if tail["significant"]:
+            out["reasons"].append(
+                f"{challenger} p99 latency {p99:.1f} ms vs {incumbent} {p99_inc:.1f} ms: above {max_p99_ratio:g}x and "
+                f"by more than {p99_floor_ms:g} ms ({tail['slower']}/{tail['requests']} answers slower than "
+                f"{limit_ms:.1f} ms, binomial p {tail['p_value']:.2g})")
     out["breached"] = bool(out["reasons"])
     return out
 
