@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from loopml.demo import Client, ServiceProcess, labels_within_window, request_rows
-from loopml.demo.project import MARKER, ensure_hash_key, free_port, prepare_project
+from loopml.demo.project import MARKER, ensure_hash_key, prepare_project
 from loopml.demo.replay import _fill_cold_start
 from loopml.errors import WorkspaceError
 from loopml.registry import Registry
@@ -132,8 +132,9 @@ def test_the_served_demo_model_over_http(demo_run, tmp_path, monkeypatch):
     assert proc.returncode == 0
     spec = load_spec(proj)
     monkeypatch.setenv("LOOPML_HASH_KEY", (proj / ".hash_key").read_text().strip())  # the demo's ids
-    service = ServiceProcess(proj, free_port(), log_path=tmp_path / "serve.log").start()
+    service = ServiceProcess(proj, 0, log_path=tmp_path / "serve.log").start()  # any free port, read back
     try:
+        assert service.port > 0 and service.url.endswith(f":{service.port}")
         client = Client(service.host, service.port)
         assert client.get("/health")[0] == 200
         sim = TrafficSimulator(SimulatorConfig(seed=0, impressions_per_day=400).scaled(0.02))
@@ -284,7 +285,7 @@ def test_a_normal_day_through_the_demo_service_raises_no_alert(demo_run, tmp_pat
     monkeypatch.setenv("LOOPML_HASH_KEY", (copy / ".hash_key").read_text().strip())
     spec = load_spec(copy)
     sim = TrafficSimulator(SimulatorConfig(seed=0, impressions_per_day=2500).scaled(0.02))
-    service = ServiceProcess(copy, free_port(), log_path=tmp_path / "serve.log").start()
+    service = ServiceProcess(copy, 0, log_path=tmp_path / "serve.log").start()
     try:
         stats = replay_day(sim.day(4), spec, service.host, service.port, batch=200)
     finally:

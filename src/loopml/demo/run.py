@@ -224,6 +224,8 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
 
     steps.start("serve", "registering and serving the approved model")
     result.served_version = _ensure_production(ws, console)
+    if settings.port is None and not port_is_free(port, spec.deployment.host):
+        port = 0  # taken while the pipeline ran: any free port (the server binds it, the demo reads it back)
     service = ServiceProcess(folder, port, host=spec.deployment.host).start()
     result.url = service.url
     console.print(f"    serving {result.served_version} at {service.url}")

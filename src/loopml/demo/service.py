@@ -31,7 +31,7 @@ class ServiceProcess:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
-        """Start the server and wait until it answers ``/ready`` with 200."""
+        """Start the server and wait until it answers ``/ready`` with 200 (port 0: any free port, read back)."""
         ready = self.project / ".loopml" / "serve.ready"
         ready.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +46,8 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise LoopMLError(f"the prediction service exited with code {self.proc.returncode}; see {self.log_path}")
             if ready.exists():
+                if self.port == 0:  # any free port: the server wrote the one it bound ("HOST PORT")
+                    self.port = int(ready.read_text().split()[1])
                 try:
                     status, _ = Client(self.host, self.port).get("/ready")
                 except OSError:
