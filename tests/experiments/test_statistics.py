@@ -47,7 +47,9 @@ def mc_error(p: float, n: int) -> float:
 
 
 def test_doctests() -> None:
-    for mod in (sequential, planning, srm, cuped, interleaving, bandits, offpolicy):
+    from loopml.experiments import analysis, gate
+
+    for mod in (sequential, planning, srm, cuped, interleaving, bandits, offpolicy, analysis, gate):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
 

@@ -11,6 +11,7 @@ MODULES = [
     "loopml.registry.lifecycle",
     "loopml.registry.registry",
     "loopml.serving.auth",
+    "loopml.serving.bandit",
     "loopml.serving.logs",
     "loopml.serving.metrics",
     "loopml.serving.predictor",

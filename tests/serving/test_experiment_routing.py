@@ -120,7 +120,7 @@ def test_policies_need_their_versions(servables: dict[str, Servable]) -> None:
 
 
 def test_spec_offers_only_served_routing_types() -> None:
-    for gone in ("bandit", "interleaving"):
+    for gone in ("interleaving",):
         with pytest.raises(ValidationError, match=f"routing type `{gone}` is not served"):
             Spec.model_validate({"task": {"type": "binary", "target": "y"}, "deployment": {"routing": {"type": gone}}})
     with pytest.raises(ValidationError, match="needs `unit_key`"):

@@ -14,7 +14,7 @@ from loopml.cli.ui import console, table
 app = typer.Typer(
     help="Online experiments read from the prediction and feedback logs: arms, sample-ratio mismatch, shadow "
     "agreement, the challenger's score guardrail and the always-valid A/B test of the online metric. Start one by "
-    "serving with deployment.routing.type shadow, canary or ab and moving the challenger to state shadow/canary "
+    "serving with deployment.routing.type shadow, canary, ab or bandit and moving the challenger to state shadow/canary "
     "(`loopml models promote v2 --to canary -r why`). A served canary is also guarded by `loopml serve` itself: its "
     "steps advance only through deployment.routing.gate, and a breach archives it (actor `loopml serve (canary "
     "guard)`).\n\n"
@@ -113,6 +113,10 @@ def _print(res: Any) -> None:
                       f"{' -> significant' if o['significant'] else ''}")
     else:
         console.print("online metric: no labelled predictions of both traffic arms yet")
+    for v in res.policy_values:  # off-policy values from the logged propensities (a bandit's shares moved)
+        e = v["snips"]
+        console.print(f"off-policy value of {v['policy']} (SNIPS, {v['rows']} labelled rows): {e['value']:.4f} "
+                      f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]")
 
 
 def _rollback(ws: Any, res: Any) -> str | None:
@@ -235,7 +239,7 @@ def start(
     routing = ws.spec.deployment.routing
     if routing.type == "production":
         raise LoopMLError("deployment.routing.type is `production`: no experiment would get traffic",
-                          hint="set it to shadow, canary or ab in loopml.yaml and restart `loopml serve`")
+                          hint="set it to shadow, canary, ab or bandit in loopml.yaml and restart `loopml serve`")
     if (mde is None) != (baseline is None):
         raise LoopMLError("--mde and --baseline go together: the plan needs the current rate and the effect")
     plan = None

@@ -45,6 +45,9 @@ class ExperimentAnalysis:
     guardrail: dict[str, Any] | None = None
     online: dict[str, Any] | None = None
     slo: dict[str, Any] | None = None
+    #: per traffic arm, the off-policy value (IPS and SNIPS with intervals) of "always this arm" from the
+    #: labelled rows and their logged propensities (valid when the shares changed, e.g. under a bandit)
+    policy_values: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def breached(self) -> bool:
@@ -69,7 +72,7 @@ class ExperimentAnalysis:
         """JSON-ready fields."""
         return {"experiment": self.experiment, "arms": self.arms, "srm": self.srm, "shadow": self.shadow,
                 "guardrail": self.guardrail, "online": self.online, "slo": self.slo, "breached": self.breached,
-                "reasons": self.reasons()}
+                "reasons": self.reasons(), "policy_values": self.policy_values}
 
 
 def experiments_in(log: pa.Table) -> list[str]:
@@ -99,7 +102,7 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
     """
     names = experiments_in(log)
     if not names:
-        raise NotFound("no experiment in the prediction log: serve with deployment.routing.type shadow, canary "
+        raise NotFound("no experiment in the prediction log: serve with deployment.routing.type shadow, canary, bandit "
                        "or ab and send traffic first")
     name = experiment or names[-1]
     if name not in names:
@@ -116,7 +119,17 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
                      "planned_share": props[i], "score_mean": float(s.mean()), "score_sd": float(s.std())})
     res = ExperimentAnalysis(name, arms)
     traffic = [a for a in arms if a["route"] != SHADOW]
-    if len(traffic) >= 2 and all(a["planned_share"] for a in traffic):
+    if len(traffic) == 2 and all(a["planned_share"] for a in traffic):
+        # expected requests per arm: each request's chance of the arm when it was routed (the logged
+        # propensity of its own arm, one minus it for the other), so shares that moved (a canary step, a
+        # bandit) are expected as they were
+        first = traffic[0]["route"]
+        p_first = np.array([q if r == first else 1.0 - q for r, q in zip(routes, props, strict=True)
+                            if r != SHADOW and q is not None], dtype=float)
+        if p_first.size:
+            share = float(p_first.mean())
+            res.srm = srm_check([a["requests"] for a in traffic], [share, 1.0 - share]).__dict__
+    elif len(traffic) >= 2 and all(a["planned_share"] for a in traffic):
         shares = np.array([a["planned_share"] for a in traffic], dtype=float)
         res.srm = srm_check([a["requests"] for a in traffic], list(shares / shares.sum())).__dict__
     incumbent = next((a for a in arms if a["route"] in INCUMBENT), None)
@@ -167,7 +180,33 @@ def analyse(log: pa.Table, labelled: pa.Table | None = None, experiment: str | N
             res.online = {"metric": "mean label (e.g. CTR)", "test": "mSPRT (always valid)", **r.as_dict()}
             if not math.isfinite(res.online["relative_lift"]):
                 res.online["relative_lift"] = None
+    if labelled is not None and labelled.num_rows and "experiment" in labelled.column_names and len(traffic) == 2:
+        res.policy_values = _policy_values(labelled.filter(pc.equal(labelled.column("experiment"), name)),
+                                           [a["route"] for a in traffic], alpha)
     return res
+
+
+def _policy_values(t: pa.Table, arms: list[str], alpha: float) -> list[dict[str, Any]]:
+    """IPS and SNIPS of "every request to this arm", from labelled rows with logged propensities."""
+    from loopml.experiments.offpolicy import ips, snips
+
+    keep = [i for i, (r, q) in enumerate(zip(t.column("route").to_pylist(), t.column("propensity").to_pylist(),
+                                             strict=True)) if r in arms and q is not None and q > 0]
+    if len(keep) < 2:
+        return []
+    t = t.take(keep)
+    routes = np.asarray(t.column("route").to_pylist(), dtype=object)
+    logged = np.asarray(t.column("propensity").to_numpy(zero_copy_only=False), dtype=float)
+    rewards = np.asarray(t.column("label").to_numpy(zero_copy_only=False), dtype=float)
+    out = []
+    for arm in arms:
+        target = (routes == arm).astype(float)
+        if not target.any():
+            continue
+        v_ips, v_snips = ips(rewards, logged, target, 1 - alpha), snips(rewards, logged, target, 1 - alpha)
+        out.append({"policy": f"always {arm}", "rows": int(rewards.size), "ips": v_ips.as_dict(),
+                    "snips": v_snips.as_dict()})
+    return out
 
 
 def _paired_brier(t: pa.Table, incumbent: str, alpha: float) -> dict[str, Any] | None:

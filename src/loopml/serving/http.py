@@ -52,6 +52,7 @@ from typing import Any
 import httptools
 
 from loopml.serving.app import ServingApp
+from loopml.serving.bandit import BanditUpdater
 from loopml.serving.canary_guard import CanaryGuard
 
 _REASONS = {
@@ -637,6 +638,7 @@ async def serve_app(
             loop.add_signal_handler(sig, stop.set)
     poller = asyncio.ensure_future(app.poll_forever(poll_seconds)) if poll_seconds > 0 else None
     guard = asyncio.ensure_future(CanaryGuard(app).run_forever())  # gates and rolls back a canary by itself
+    bandit = asyncio.ensure_future(BanditUpdater(app).run_forever())  # moves a bandit's share by its rewards
     if on_ready is not None:
         on_ready(bound)
     if ready_file:  # written whole, then renamed: a reader that sees the file never sees it empty
@@ -650,6 +652,7 @@ async def serve_app(
         if poller is not None:
             poller.cancel()
         guard.cancel()
+        bandit.cancel()
         await drain(app, server, state)
 
 

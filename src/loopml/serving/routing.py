@@ -11,6 +11,9 @@ request loop. Built in:
     canary       a share of requests (hash of the request id) to the version in state `canary`
     ab           sticky A/B: a unit key of the request (e.g. `user_id`) hashed with a salt picks
                  control (production) or treatment (the version in state `canary`)
+    bandit       the version in state `canary` gets a share that follows its delayed-label rewards
+                 (Thompson sampling or epsilon-greedy), recomputed off the hot path by
+                 :mod:`loopml.serving.bandit`; the share in force is each request's logged propensity
 
 Every route carries the experiment it belongs to and its propensity (the probability that a
 request gets this arm), which the prediction log records with the arm.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -272,8 +275,84 @@ class ABPolicy(CanaryPolicy):
         return self._control
 
 
+class BanditConfig(BaseModel):
+    """Options of the bandit policy (see ``deployment.routing`` for each field's meaning)."""
+
+    model_config = ConfigDict(extra="forbid")
+    experiment: str | None = Field(default=None, description="Experiment name logged with each prediction.")
+    algorithm: Literal["thompson", "epsilon_greedy"] = Field(default="thompson", description="How shares follow rewards.")
+    epsilon: float = Field(default=0.1, gt=0, le=1, description="Exploration rate of epsilon_greedy.")
+    min_share: float = Field(default=0.05, ge=0.001, le=0.5, description="Least share of each arm.")
+    update_seconds: float = Field(default=10.0, gt=0, description="How often the shares are recomputed.")
+    seed: int = Field(default=0, description="Seed of Thompson sampling's posterior draws.")
+
+
+@dataclass
+class BanditState:
+    """A bandit's share and start in this process (kept across the reloads that rebuild the policy)."""
+
+    share: float = 0.5
+    started: float = field(default_factory=time.time)  #: wall time this process first routed to the challenger
+    updates: int = 0
+
+
+_BANDITS: dict[tuple[str, str], BanditState] = {}
+
+
+class BanditPolicy:
+    """Production and the version in state `canary` share the traffic by their rewards so far.
+
+    Per request: one hash of the request id and one comparison with the challenger's share (the share
+    starts at 0.5 and stays within ``[min_share, 1 - min_share]``). :meth:`set_share` is called off the
+    request path by the bandit updater (:mod:`loopml.serving.bandit`) from the labelled predictions: for
+    Thompson sampling the share is the posterior probability that the challenger has the higher reward
+    (probability matching, so the logged propensity is exact), for epsilon-greedy 1 - epsilon/2 for the
+    better mean. Without a canary version every request goes to production (outside any experiment).
+    """
+
+    name: ClassVar[str] = "bandit"
+    Config: ClassVar[type[BaseModel]] = BanditConfig
+    arms: ClassVar[tuple[str, str]] = ("production", "canary")
+
+    def __init__(self, models: dict[str, Servable], states: dict[str, str], config: BaseModel | None = None) -> None:
+        cfg = config if isinstance(config, BanditConfig) else BanditConfig()
+        self.config = cfg
+        self._prod = prod = _production(models, states)
+        self._cand = cand = _challenger(models, states, "bandit")
+        self.incumbent = prod.version_id
+        self.challenger = cand.version_id if cand is not None else None
+        self.experiment = (cfg.experiment or f"bandit-{cand.version_id}") if cand is not None else None
+        self.state: BanditState | None = None
+        self._salt = zlib.crc32(f"{self.experiment}:bandit".encode())
+        self._control = self._treatment = Route("production", prod)
+        self._threshold = 0.0
+        self.fraction = 0.0
+        if cand is not None and self.experiment is not None:
+            self.state = _BANDITS.setdefault((self.experiment, cand.version_id), BanditState())
+            self.set_share(self.state.share)
+
+    def set_share(self, share: float) -> float:
+        """Give the challenger ``share`` of the requests from now on (clipped to the floor); returns it."""
+        if self._cand is None or self.state is None:
+            return 0.0
+        lo = self.config.min_share
+        share = min(max(float(share), lo), 1.0 - lo)
+        self.state.share = share
+        self._control = Route("production", self._prod, (), self.experiment, 1.0 - share)
+        self._treatment = Route("canary", self._cand, (), self.experiment, share)
+        self._threshold = self.fraction = share
+        return share
+
+    def route(self, request_id: str, row: Any) -> Route:
+        """The challenger for the hashed share of request ids, else production."""
+        if bucket(request_id.encode(), self._salt) < self._threshold:
+            return self._treatment
+        return self._control
+
+
 ROUTING_POLICIES: dict[str, type[Any]] = {
     "production": ProductionPolicy, "shadow": ShadowPolicy, "canary": CanaryPolicy, "ab": ABPolicy,
+    "bandit": BanditPolicy,
 }
 
 def register_policy(cls: type[Any]) -> type[Any]:
@@ -296,7 +375,7 @@ def make_policy(
     return policy
 
 __all__ = [
-    "ROUTING_POLICIES", "ABPolicy", "CanaryPolicy", "CanaryProgress", "ProductionPolicy", "Route", "RoutingPolicy", "ShadowPolicy",
+    "ROUTING_POLICIES", "ABPolicy", "BanditConfig", "BanditPolicy", "BanditState", "CanaryPolicy", "CanaryProgress", "ProductionPolicy", "Route", "RoutingPolicy", "ShadowPolicy",
     "bucket", "make_policy", "register_policy",
 ]
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from loopml.spec.base import StrictModel
 
 #: routing types once listed in the spec but never served; an old spec naming one gets this message
-_NOT_SERVED = {"bandit", "interleaving"}
+_NOT_SERVED = {"interleaving"}
 
 
 class CanaryGate(StrictModel):
@@ -51,12 +51,14 @@ class CanaryGate(StrictModel):
 class Routing(StrictModel):
     """Which model version answers a request (`loopml.serving.routing`)."""
 
-    type: Literal["production", "shadow", "canary", "ab"] = Field(
+    type: Literal["production", "shadow", "canary", "ab", "bandit"] = Field(
         default="production",
         description="Routing policy: `production` (every request to the production version), `shadow` (production "
         "answers; versions in state shadow score a copy off the hot path, logged with route `shadow`), `canary` "
         "(`fraction` of requests, by request id, to the version in state canary), `ab` (sticky: the request's "
-        "`unit_key` hashed with `salt` assigns control = production or treatment = the version in state canary).",
+        "`unit_key` hashed with `salt` assigns control = production or treatment = the version in state canary), "
+        "`bandit` (the share of the version in state canary follows its delayed-label rewards: Thompson sampling "
+        "or epsilon-greedy, updated every `update_seconds`; every choice logged with its propensity).",
     )
     fraction: float = Field(default=0.05, ge=0, le=1, description="Traffic share of the challenger (canary/ab).")
     unit_key: str | None = Field(
@@ -78,14 +80,29 @@ class Routing(StrictModel):
     gate: CanaryGate = Field(default_factory=CanaryGate, description="canary: SLOs and guardrails the server "
                              "checks by itself; a breach archives the canary and routes everything to production.")
 
+    algorithm: Literal["thompson", "epsilon_greedy"] = Field(
+        default="thompson",
+        description="bandit: `thompson` (the challenger's share is the posterior probability that it has the higher "
+        "reward, Beta-Bernoulli) or `epsilon_greedy` (the better mean reward gets 1 - epsilon/2).",
+    )
+    epsilon: float = Field(default=0.1, gt=0, le=1, description="bandit: exploration rate of epsilon_greedy.")
+    min_share: float = Field(
+        default=0.05, ge=0.001, le=0.5,
+        description="bandit: the least share each arm keeps, so every logged propensity stays above it and "
+        "off-policy estimates stay usable.",
+    )
+    update_seconds: float = Field(default=10.0, gt=0, description="bandit: how often the server recomputes the "
+                                  "shares from the labelled predictions of the experiment (off the request path).")
+    seed: int = Field(default=0, description="bandit: seed of Thompson sampling's posterior draws.")
+
     @field_validator("type", mode="before")
     @classmethod
     def _not_served(cls, value: object) -> object:
         if value in _NOT_SERVED:
             raise ValueError(
                 f"routing type `{value}` is not served by loopml (it was listed but never implemented); use "
-                "production, shadow, canary or ab (offline bandit and interleaving statistics live in "
-                "loopml.experiments)"
+                "production, shadow, canary, ab or bandit (offline interleaving statistics live in "
+                "loopml.experiments.interleaving)"
             )
         return value
 
@@ -108,6 +125,9 @@ class Routing(StrictModel):
         if self.type == "canary":
             return {"fraction": self.fraction, "experiment": self.experiment, "steps": self.steps,
                     "hold_seconds": self.hold_seconds, "gate": self.gate.model_dump()}
+        if self.type == "bandit":
+            return {"experiment": self.experiment, "algorithm": self.algorithm, "epsilon": self.epsilon,
+                    "min_share": self.min_share, "update_seconds": self.update_seconds, "seed": self.seed}
         return {"fraction": self.fraction, "experiment": self.experiment, "unit_key": self.unit_key,
                 "salt": self.salt}
 
