@@ -759,6 +759,12 @@ def routing_targets(results: dict[str, Any]) -> list[str]:
                 else "(reported: the shadow scores a copy of every request on the same core)"
             out.append(f"- `{system.split('-', 1)[1]}` routing CPU per request at c=8: {1000 * cpu:.0f} µs vs "
                        f"{1000 * base:.0f} µs for `production`: {100 * extra:+.1f}% {verdict}")
+    p_base = results.get("route-production", {}).get("c8", {}).get("p99_ms")
+    p_shadow = results.get("route-shadow", {}).get("c8", {}).get("p99_ms")
+    if p_base and p_shadow:  # issue 16: the answering arm's p99 with a shadow beside it
+        extra = p_shadow / p_base - 1
+        out.append(f"- `shadow` routing: production's p99 at c=8 {p_shadow} ms vs {p_base} ms without a shadow: "
+                   f"{100 * extra:+.1f}% (target ≤ 10%) → {'met' if extra <= 0.10 else 'NOT met'}")
     return out
 
 
