@@ -109,7 +109,8 @@ class BanditUpdater:
         from loopml.errors import NotFound
         from loopml.monitoring.logs import read_labelled
 
-        assert policy.state is not None and policy.experiment is not None
+        if policy.state is None or policy.experiment is None:  # no challenger: no rewards to count
+            return np.zeros(2), np.zeros(2)
         start = dt.datetime.fromtimestamp(policy.state.started, dt.UTC)
         try:
             labelled = read_labelled(self.app.registry.ws, start, columns=COLUMNS)
@@ -129,8 +130,8 @@ class BanditUpdater:
         if pulls.min() == 0 and policy.state is not None and policy.state.updates == 0:
             return float(policy.fraction)  # no reward on one arm yet: keep the even start
         share = policy.set_share(share_of_challenger(pulls, rewards, policy.config))
-        assert policy.state is not None
-        policy.state.updates += 1
+        if policy.state is not None:
+            policy.state.updates += 1
         self.app.metrics.canary = {(policy.experiment, str(policy.challenger)): (0, share)}
         return float(share)
 

@@ -92,7 +92,8 @@ class CanaryGuard:
         gate = policy.config.gate
         hold = policy.config.hold_seconds
         progress = policy.progress
-        assert progress is not None and policy.challenger is not None  # by _policy
+        if progress is None or policy.challenger is None:  # (_policy returns only canaries that have both)
+            return None
         final = policy.step >= len(policy.steps) - 1
         # the current step's rows (consistent propensities); in the last step of all traffic, the whole canary
         since = progress.started if final or not policy.steps else progress.step_started
@@ -131,7 +132,8 @@ class CanaryGuard:
         """Route everything to production now, then archive the canary in the registry with the reason."""
         app = self.app
         vid = policy.challenger
-        assert vid is not None and policy.progress is not None
+        if vid is None or policy.progress is None:  # nothing in canary: nothing to roll back
+            return
         loop = asyncio.get_running_loop()
         async with app._admin_lock:
             state = app.state
