@@ -19,6 +19,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from loopml.validation.report import _short  # the one short form of a profile value
+
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
@@ -237,15 +239,6 @@ def validation_psi(report: dict[str, Any], column: str) -> float | None:
     """The PSI of ``column`` against the reference, when the report has that check."""
     psi = next((c for c in report.get("checks") or [] if c.get("check") == "psi" and c.get("column") == column), None)
     return _finite(((psi or {}).get("evidence") or {}).get("psi"))
-
-
-def _short(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    s = str(v)
-    return s if len(s) <= 24 else s[:21] + "..."
 
 
 def monitoring_report(data: dict[str, Any], psi_threshold: float) -> str:
