@@ -1,7 +1,7 @@
 """The same spec, seed and data give the same winner, verdict and chosen parameters whether the machine is
 idle or both cores are kept busy by processes this test starts.
 
-The spec makes the latency budget matter: a first run measures the candidates, then the budget is set
+The spec makes the latency budget matter: two first runs measure the candidates (the lower p99 of each), then the budget is set
 between the most accurate candidate's CPU p99 and the next faster one's (their geometric mean), so the most
 accurate one is ruled out by the budget and the next one is not (the budget is applied with the default 20%
 measurement tolerance, so budget × 1.2 is what sits at that geometric mean). On this shared two-core machine a
@@ -93,8 +93,13 @@ def _decisions(result: dict[str, Any], board: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.slow
 def test_same_winner_verdict_and_parameters_on_an_idle_and_a_busy_machine(tmp_path: Path, datasets: Path,
                                                                           cli: Any) -> None:
+    # two probes, each candidate's lower p99: one slow spell during a probe must not put the budget off-centre
     _, probe = _run(tmp_path, "probe", datasets, 1000.0, cli)
+    _, again = _run(tmp_path, "probe2", datasets, 1000.0, cli)
     assert "thread_time_ns" in probe["latency_measurement"]["method"]
+    lower = {c["name"]: c["latency_p99_ms"] for c in again["candidates"]}
+    for c in probe["candidates"]:
+        c["latency_p99_ms"] = min(c["latency_p99_ms"], lower[c["name"]])
     best = max((c for c in probe["candidates"] if c["value"] is not None), key=lambda c: c["value"])
     faster = max((c for c in probe["candidates"] if c["latency_p99_ms"] < best["latency_p99_ms"]),
                  key=lambda c: c["latency_p99_ms"])

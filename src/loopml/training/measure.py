@@ -7,9 +7,9 @@ Other processes must not be able to move a candidate across a budget, so what de
 **CPU time of the measuring thread** (``time.thread_time_ns``: time the thread is descheduled
 does not count; prediction runs on this one thread), collected in ``rounds`` rounds that are
 **interleaved across candidates** (round 1 of every candidate, then round 2...) so that a busy
-spell hits every candidate alike; every round sends the same request rows. Calls during which
-the scheduler switched the thread out (``getrusage(RUSAGE_THREAD)`` context-switch counts) are
-left out (they pay for other processes in cold caches), and Python's garbage collector is paused
+spell hits every candidate alike; every round sends the same request rows. Calls during which,
+or just before which, the scheduler switched the thread out (``getrusage(RUSAGE_THREAD)``
+context-switch counts) are left out (they pay for other processes in cold caches), and Python's garbage collector is paused
 while measuring. A row's cost is the **minimum over rounds** of its CPU time; the p99 is taken
 over rows; the spread of the per-round p99s is the stated uncertainty. Wall-clock p99 is
 recorded beside it for information. The budget is applied with a tolerance
@@ -34,11 +34,13 @@ from loopml.training.bundle import Bundle
 _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
 #: untimed calls at the start of each round (the caches still hold the previous candidate)
 ROUND_WARMUP = 5
+#: the fewest timed calls per candidate when a slow candidate makes the time cap shrink the rounds
+MIN_CALLS = 500
 
 #: how the latency in a leaderboard was measured (recorded in it)
 METHOD = ("CPU time of the measuring thread (time.thread_time_ns) per Bundle.predict_row call, Python's GC paused, "
-          "calls during which the thread was switched out (getrusage RUSAGE_THREAD) left out; the same request rows "
-          "in every round, rounds interleaved across candidates; per row the minimum over rounds, p99 over rows; "
+          "calls during or just before which the thread was switched out (getrusage RUSAGE_THREAD) left out; the same "
+          "request rows in every one of many short rounds, rounds interleaved across candidates; per row the minimum over rounds, p99 over rows; "
           "spread of the round p99s = uncertainty; "
           "wall-clock p99 of every call kept for information")
 
@@ -89,25 +91,33 @@ def _row_round(bundle: Bundle, rows: list[dict[str, Any]]) -> tuple[np.ndarray, 
     tcpu, twall = time.thread_time_ns, time.perf_counter_ns
     for row in rows[-ROUND_WARMUP:]:  # the previous round ran another bundle: warm the caches again, untimed
         bundle.predict_row(row)
+    s0 = _switches()
     for i, row in enumerate(rows):
-        s0 = _switches()
         w0, c0 = twall(), tcpu()
         bundle.predict_row(row)
         c1, w1 = tcpu(), twall()
-        # a call the scheduler switched out pays for other processes (cold caches on return): left out
-        cpu[i] = (c1 - c0) / 1e6 if _switches() == s0 else np.nan
+        s1 = _switches()
+        # a call the scheduler switched out, during it or just before it (the other process left the caches
+        # cold), pays for other processes: left out
+        cpu[i] = (c1 - c0) / 1e6 if s1 == s0 else np.nan
         wall[i] = (w1 - w0) / 1e6
+        s0 = s1
     return cpu, wall
 
 
 def measure_row_latencies(
-    bundles: Sequence[Bundle], rows: list[dict[str, Any]], n_calls: int = 600, warmup: int = 20, rounds: int = 9
+    bundles: Sequence[Bundle], rows: list[dict[str, Any]], n_calls: int = 2000, warmup: int = 20, rounds: int = 25,
+    max_seconds: float = 20.0,
 ) -> list[Latency]:
     """Single-row latency of several bundles, measured in interleaved rounds (see the module docstring).
 
     Each round calls every bundle on the same ``n_calls / rounds`` request rows; a row's cost is
     the minimum over rounds of its CPU time (what other processes added is gone), and the p99 is
-    taken over rows, so an expensive kind of request still shows.
+    taken over rows, so an expensive kind of request still shows. Many short rounds are what keeps
+    the p99 still on a busy machine: on two cores kept busy by two other processes, 9 rounds of 66
+    rows moved a candidate's p99 by up to 1.8x between repeated measurements, 25 rounds of 80 rows
+    by 1.06x. When the warm-up calls say the rounds would take more than ``max_seconds`` of CPU,
+    fewer calls are timed (never fewer than ``MIN_CALLS``, the rounds stay).
 
     Examples
     --------
@@ -127,9 +137,14 @@ def measure_row_latencies(
     """
     if not rows:
         return [Latency(float("nan"), float("nan"), float("nan"), 0) for _ in bundles]
+    cost = 0.0
     for b in bundles:
+        c0 = time.thread_time()
         for i in range(warmup):
             b.predict_row(rows[i % len(rows)])
+        cost += (time.thread_time() - c0) / max(1, warmup)
+    if cost * n_calls > max_seconds:  # slow candidates: fewer rows per round, as many rounds
+        n_calls = max(min(n_calls, MIN_CALLS), int(max_seconds / cost))
     rounds = max(1, min(rounds, n_calls))
     per_round = max(1, n_calls // rounds)
     chosen = [rows[i % len(rows)] for i in range(per_round)]
@@ -166,7 +181,7 @@ def measure_row_latencies(
 
 
 def measure_row_latency(
-    bundle: Bundle, rows: list[dict[str, Any]], n_calls: int = 600, warmup: int = 20, rounds: int = 9
+    bundle: Bundle, rows: list[dict[str, Any]], n_calls: int = 2000, warmup: int = 20, rounds: int = 25
 ) -> Latency:
     """p50/p99 of ``bundle.predict_row`` (thread CPU time, minimum over ``rounds`` rounds)."""
     return measure_row_latencies([bundle], rows, n_calls, warmup, rounds)[0]

@@ -564,7 +564,7 @@ def select_model(
     executor: str | None = None,
     record: Callable[[str, dict[str, Any]], None] | None = None,
     progress: Callable[[str, float], None] | None = None,
-    latency_calls: int = 600,
+    latency_calls: int = 2000,
     bootstrap: int | None = None,
 ) -> Selection:
     """Train, tune, measure and choose among the spec's candidates.
