@@ -16,6 +16,9 @@ into earlier examples; an example falls back to the newest value that existed at
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,22 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection working in UTC."""
+#: DuckDB's working memory per connection, in MB, unless a stage's memory cap asks for less: beyond it, sorts,
+#: joins and windows spill to a temporary folder instead of holding (DuckDB's own default is 80% of the
+#: machine's memory, far more than a bounded stage may hold).
+DUCKDB_MEMORY_MB = 1024
+
+
+def connect(memory_mb: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection working in UTC, with at most ``memory_mb`` (default :data:`DUCKDB_MEMORY_MB`) of
+    working memory; what does not fit spills to a folder of its own under the system's temporary folder
+    (made when needed, removed by DuckDB when the connection closes)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    limit = max(64, int(memory_mb if memory_mb is not None else DUCKDB_MEMORY_MB))
+    con.execute(f"SET memory_limit = '{limit}MB'")
+    spill = Path(tempfile.gettempdir()) / f"loopml-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    con.execute("SET temp_directory = " + "'" + str(spill).replace("'", "''") + "'")
     return con
 
 
