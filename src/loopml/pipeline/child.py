@@ -70,6 +70,9 @@ def run_pipeline_in_child(
         "command": command,
         "show_progress": show_progress,
     }
+    from loopml.pipeline.resources import release_freed_memory
+
+    release_freed_memory()  # while the child runs, this process holds only what it still uses
     with tempfile.TemporaryDirectory(prefix="loopml-child-") as tmp:
         result_path = Path(tmp) / "result.json"
         proc = subprocess.Popen(
