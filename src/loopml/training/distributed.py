@@ -98,7 +98,7 @@ def _train_per_worker(config: dict[str, Any]) -> None:
     params = {**config["params"], "tree_learner": "data", "pre_partition": True, **get_network_params()}
     train = dataset(f"train_{rank}")
     valid = [dataset("valid", ref=train)] if config["has_valid"] else []
-    callbacks = []
+    callbacks: list[Any] = []
     if valid and config["early_stopping_rounds"]:
         callbacks.append(lgb.early_stopping(config["early_stopping_rounds"], first_metric_only=True, verbose=False))
     with warnings.catch_warnings():
@@ -145,13 +145,14 @@ def train_lightgbm_on_ray(
 
     from loopml.pipeline.executors import connect_ray
 
-    ray = connect_ray()
+    connect_ray()
+    import ray
     import ray.data
     import ray.train
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.lightgbm import LightGBMTrainer
 
-    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
     if cpus < workers:
         raise ModelError(
             f"lightgbm on Ray: training.ray_workers is {workers} but the Ray cluster has {cpus:g} CPU(s); "
@@ -161,7 +162,7 @@ def train_lightgbm_on_ray(
         raise ModelError(f"lightgbm on Ray: {len(y)} training rows cannot be shared by {workers} workers "
                          "(training.ray_workers); lower it")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    datasets = {f"train_{r}": ray.data.from_arrow(_table(X[s], y[s], None if w is None else w[s],
+    datasets: dict[str, Any] = {f"train_{r}": ray.data.from_arrow(_table(X[s], y[s], None if w is None else w[s],
                                                           None if group is None else group[s]))
                 for r, s in enumerate(shards)}
     if valid is not None:
