@@ -51,6 +51,7 @@ from typing import Any
 
 import httptools
 
+from loopml.serving import compiled
 from loopml.serving.app import ServingApp
 from loopml.serving.bandit import BanditUpdater
 from loopml.serving.canary_guard import CanaryGuard
@@ -639,6 +640,9 @@ async def serve_app(
     poller = asyncio.ensure_future(app.poll_forever(poll_seconds)) if poll_seconds > 0 else None
     guard = asyncio.ensure_future(CanaryGuard(app).run_forever())  # gates and rolls back a canary by itself
     bandit = asyncio.ensure_future(BanditUpdater(app).run_forever())  # moves a bandit's share by its rewards
+    compiler = None
+    if app.compile_after_rows is not None and compiled.available():  # hot LightGBM versions get compiled trees
+        compiler = asyncio.ensure_future(compiled.TreeCompiler(app, app.compile_after_rows).run_forever())
     if on_ready is not None:
         on_ready(bound)
     if ready_file:  # written whole, then renamed: a reader that sees the file never sees it empty
@@ -653,6 +657,8 @@ async def serve_app(
             poller.cancel()
         guard.cancel()
         bandit.cancel()
+        if compiler is not None:
+            compiler.cancel()
         await drain(app, server, state)
 
 
