@@ -152,8 +152,10 @@ class ServerState:
     requests answered, both measured by a pair of ``call_soon`` callbacks around one iteration. With
     N requests in an iteration of T seconds, a request that arrives now waits for the rest of the
     current iteration and for the others before it in the next: ``wait = 2 T (N - 1) / N`` (0 for a
-    lone request, however slow: nobody queues behind it). While the smoothed wait exceeds the
-    latency budget ``shedding`` is on and work requests get 503.
+    lone request, however slow: nobody queues behind it). While the smoothed wait (a weight of
+    1/4 on the newest iteration) and the waits of the last two iterations exceed the latency
+    budget ``shedding`` is on and work requests get 503: a sustained queue sheds within a few
+    iterations, a single stalled iteration does not.
     """
 
     def __init__(self, limits: HttpLimits) -> None:
@@ -170,6 +172,7 @@ class ServerState:
         self.refused_connections = 0
         self.draining = False
         self._probe_start = 0.0
+        self._over = False  # the last iteration's wait exceeded the budget
         self._next_sweep = 0.0
         self._sweep_every = max(TICK_SECONDS, min(0.25, limits.header_timeout_seconds / 4,
                                                   limits.keep_alive_seconds / 4))
@@ -199,9 +202,14 @@ class ServerState:
     def _probe_b(self) -> None:
         self.iteration = it = time.monotonic() - self._probe_start
         n = self.handled - self._handled_a
-        wait = 2 * it * (n - 1) / n if n > 1 else 0.0
-        self.wait = wait = 0.5 * self.wait + 0.5 * wait
-        self.shedding = wait > self.limits.queue_delay_seconds
+        now = 2 * it * (n - 1) / n if n > 1 else 0.0
+        self.wait = wait = 0.75 * self.wait + 0.25 * now
+        # overload is a queue that stays: one long iteration (the process preempted by another on
+        # a busy core, a collector pause) raises the smoothed wait by a quarter of its own only
+        budget = self.limits.queue_delay_seconds
+        over = now > budget
+        self.shedding = wait > budget and over and self._over
+        self._over = over
         self.alert = self.shedding or self.draining
 
     def drain(self) -> None:
