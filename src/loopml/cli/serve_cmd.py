@@ -36,6 +36,16 @@ def serve(
         "answer only once the prediction's journal line is on disk (group commit; nothing answered is lost on a "
         "crash). Default: spec.deployment.log_durability (window).",
     ),
+    compile_trees: str | None = typer.Option(
+        None, "--compile-trees",
+        help="auto: compile a LightGBM version's trees to machine code once it has answered --compile-after-rows "
+        "rows (checked against LightGBM first; about 2x less CPU per row); off: always LightGBM's tree walker. "
+        "Default: spec.deployment.compile_trees (auto).",
+    ),
+    compile_after_rows: int | None = typer.Option(
+        None, "--compile-after-rows", min=0,
+        help="Rows a version answers before its trees are compiled (default: spec.deployment.compile_after_rows, 1000).",
+    ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
     backend: str = typer.Option(
         "python", "--backend",
@@ -51,6 +61,7 @@ def serve(
 
       loopml serve -p shop                     # the production version on spec.deployment.port
       loopml serve -p shop --port 0            # a free port, printed and recorded
+      loopml serve --model-file model.txt --compile-trees off   # LightGBM's own tree walker only
       curl -s localhost:8000/v1/predict -d '{"age": 41, "city": "Lyon"}'
     """
     from loopml.serving.service import app_for_model_file, app_for_workspace, http_limits, run_server
@@ -61,6 +72,12 @@ def serve(
         if log_durability not in ("window", "before_answer"):
             raise LoopMLError(f"--log-durability must be `window` or `before_answer`, not {log_durability!r}")
         lag["log_durability"] = log_durability
+    if compile_trees is not None:
+        if compile_trees not in ("auto", "off"):
+            raise LoopMLError(f"--compile-trees must be `auto` or `off`, not {compile_trees!r}")
+        lag["compile_trees"] = compile_trees
+    if compile_after_rows is not None:
+        lag["compile_after_rows"] = compile_after_rows
     if backend not in ("python", "onnx"):
         raise LoopMLError(f"--backend must be `python` or `onnx`, not {backend!r}")
     if backend == "onnx" and model_file is not None:
