@@ -152,11 +152,13 @@ def train_lightgbm_on_ray(
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.lightgbm import LightGBMTrainer
 
-    cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
-    if cpus < workers:
+    # Ray Train would wait for ever for CPUs that never come (e.g. when this stage itself holds one)
+    free = float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+    if free < workers:
+        total = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
         raise ModelError(
-            f"lightgbm on Ray: training.ray_workers is {workers} but the Ray cluster has {cpus:g} CPU(s); "
-            "each worker takes one", hint="lower training.ray_workers or add nodes to the cluster")
+            f"lightgbm on Ray: training.ray_workers is {workers} but the Ray cluster has {free:g} free CPU(s) "
+            f"of {total:g}; each worker takes one", hint="lower training.ray_workers or add nodes to the cluster")
     shards = shard_rows(len(y), workers, group)
     if min(len(s) for s in shards) < 2:
         raise ModelError(f"lightgbm on Ray: {len(y)} training rows cannot be shared by {workers} workers "
