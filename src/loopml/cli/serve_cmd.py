@@ -128,6 +128,9 @@ def predict(
     version: str | None = typer.Option(None, "--version", help="Model version (default: the production version)."),
     chunk_rows: int | None = typer.Option(None, "--chunk-rows", help="Rows per chunk (default: spec.deployment.batch_chunk_rows)."),
     keep: list[str] = typer.Option([], "--keep", help="Input columns to copy into the predictions table (repeatable)."),
+    executor: str | None = typer.Option(
+        None, "--executor", help="With --batch: inprocess or ray (Ray Data over Parquet input; default: spec.deployment.batch_executor)."
+    ),
     online: bool = typer.Option(True, "--online/--no-online", help="Also write predictions by entity key to the online store."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -139,6 +142,7 @@ def predict(
       loopml predict -p shop --batch new_rows.csv -o scored.parquet
       loopml predict -p shop --batch snapshot:latest --version v3 --keep user_id
       loopml predict -p shop --row '{"age": 41, "city": "Lyon"}'
+      RAY_ADDRESS=10.0.0.5:6379 loopml predict -p shop --batch data/2024/ --executor ray
     """
     from loopml.registry import Registry
     from loopml.serving.sources import load_version
@@ -159,11 +163,14 @@ def predict(
         score, pred = servable.predict_one(data)
         typer.echo(json.dumps({"model_version": v.version_id, "score": score, "prediction": pred}))
         return
-    _predict_batch(ws, servable, str(batch), output or output_old, chunk_rows, keep, online, quiet or as_json, as_json)
+    if executor is not None and executor not in ("inprocess", "ray"):
+        raise LoopMLError(f"--executor: unknown batch executor `{executor}` (expected inprocess or ray)")
+    _predict_batch(ws, servable, str(batch), output or output_old, chunk_rows, keep, online, quiet or as_json, as_json,
+                   executor=executor or ws.spec.deployment.batch_executor)
 
 
 def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: int | None,  # type: ignore[no-untyped-def]
-                   keep: list[str], online: bool, quiet: bool, as_json: bool = False) -> None:
+                   keep: list[str], online: bool, quiet: bool, as_json: bool = False, executor: str = "inprocess") -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from loopml.serving.batch import predict_batch, resolve_input
@@ -182,6 +189,7 @@ def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: in
             servable, src, out, chunk_rows=chunk_rows or ws.spec.deployment.batch_chunk_rows, keys=keys,
             keep_columns=[k for k in keep if k not in keys], online_writer=writer,
             progress=lambda n: bar.advance(task, n), on_total=lambda t: bar.update(task, total=t),
+            executor=executor, project_dir=ws.project_dir,
         )
     if as_json:
         from loopml.cli.shapes import emit

@@ -216,6 +216,12 @@ class Deployment(StrictModel):
         "refused while the variable is unset); by default feedback needs no token.",
     )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
+    batch_executor: Literal["inprocess", "ray"] = Field(
+        default="inprocess",
+        description="Where `loopml predict --batch` scores: inprocess (DuckDB chunks in this process) or ray (Ray "
+        "Data map_batches over the Parquet input on the cluster RAY_ADDRESS names, else a local Ray on "
+        "127.0.0.1; same predictions file and scores). `loopml predict --executor` overrides it.",
+    )
     log_flush_rows: int = Field(
         default=1_000, ge=1,
         description="The service appends its queued log records (one per request) to the journal file after this "
