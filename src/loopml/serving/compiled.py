@@ -28,6 +28,7 @@ import re
 import sys
 import tempfile
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ class TreeCompiler:
         self.app = app
         self.min_rows = min_rows
         self.every_s = every_s
-        self._tried: set[int] = set()  # id() of predictors compiled or given up on
+        self._tried: weakref.WeakSet[LightGBMFastPredictor] = weakref.WeakSet()  # compiled or given up on
         self._pool: ThreadPoolExecutor | None = None
 
     def due(self) -> list[tuple[str, LightGBMFastPredictor]]:
@@ -151,7 +152,7 @@ class TreeCompiler:
         out = []
         for vid, servable in self.app.state.models.items():
             pred = getattr(servable, "_pred", None)
-            if isinstance(pred, LightGBMFastPredictor) and id(pred) not in self._tried and \
+            if isinstance(pred, LightGBMFastPredictor) and pred not in self._tried and \
                     rows.get(vid, 0) >= self.min_rows:
                 out.append((vid, pred))
         return out
@@ -160,7 +161,7 @@ class TreeCompiler:
         """Compile what is due, one version at a time; returns how many were installed."""
         installed = 0
         for vid, pred in self.due():
-            self._tried.add(id(pred))
+            self._tried.add(pred)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="loopml-compile", initializer=_lowest_priority)
             forest, why = await asyncio.get_running_loop().run_in_executor(self._pool, compile_checked, pred)
