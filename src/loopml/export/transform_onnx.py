@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +157,8 @@ class TransformWriter:
             codes = [int(v[0]) for v in rows]
             none = int(default[0])
         else:
-            distinct = list(dict.fromkeys(rows))
+            # the most shared rows first: their indices are the shortest varints (1 byte below 128)
+            distinct = [r for r, _ in Counter(rows).most_common()]
             at = {r: i + 1 for i, r in enumerate(distinct)}
             codes = [at[r] for r in rows]
             none = 0
