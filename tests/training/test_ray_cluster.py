@@ -264,6 +264,11 @@ for name, (task, y, yt, grp, grpt, focal) in cases.items():
                     "lower": float(ci[0]), "upper": float(ci[1]), "rounds": m.best_iteration_,
                     "reload_diff": float(np.abs(np.asarray(again) - np.asarray(s)).max())}
     out[name] = res
+# the same data and seed on Ray twice: the same model (fixed shards, ranks read their own shard)
+y, yt = cases["multiclass"][1], cases["multiclass"][2]
+twice = [make_model("lightgbm", task="multiclass", n_estimators=30).fit(X, y, context=FitContext(
+    extra={"ray_workers": 2})).score(Xt) for _ in range(2)]
+out["repeat_diff"] = float(np.abs(twice[0] - twice[1]).max())
 from loopml.errors import ModelError
 from loopml.training.distributed import train_lightgbm_on_ray
 try:
@@ -282,7 +287,8 @@ def test_ray_train_fits_multiclass_focal_and_ranking_like_one_machine(ray_cluste
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert set(out) == {"multiclass", "focal", "ranking", "too_many_workers"}
+    assert set(out) == {"multiclass", "focal", "ranking", "too_many_workers", "repeat_diff"}
+    assert out.pop("repeat_diff") == 0.0  # reproducible
     # more workers than the cluster's CPUs: a clear error at once, not a wait for ever
     assert "training.ray_workers is 3 but the Ray cluster has 2 free CPU(s) of 2" in out.pop("too_many_workers")
     for name, r in out.items():
