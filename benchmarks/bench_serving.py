@@ -48,6 +48,7 @@ same matrix already in memory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -251,6 +252,22 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, body: str, system: str, 
             last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.3)
     raise RuntimeError(f"no answer within {timeout:.0f} s: {last}")
+
+
+def wait_compiled(url: str, timeout: float = 120.0) -> str:
+    """Wait until every version a loopml server loaded scores with compiled trees (it compiles a
+    version once it has answered ``deployment.compile_after_rows`` rows: the warm-up's); returns
+    the scorers it reports (``compiled`` when it got there)."""
+    models = url.rsplit("/v1/", 1)[0] + "/v1/models"
+    deadline = time.monotonic() + timeout
+    scorers = ""
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(models, timeout=5) as r:
+            scorers = ",".join(sorted({v["scorer"] for v in json.loads(r.read())["versions"]}))
+        if scorers == "compiled":
+            break
+        time.sleep(0.5)
+    return scorers
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -469,17 +486,17 @@ def store_server(argv: list[str]) -> None:
     from loopml.serving.app import ServingApp
     from loopml.serving.auth import AdminAuth
     from loopml.serving.lookup import EntityTable, FeatureLookup
-    from loopml.serving.service import make_logs, run_server
+    from loopml.serving.service import configure, make_logs, run_server
     from loopml.serving.sources import FileSource
     from loopml.spec.deployment import Deployment
 
     model, store_dir, port, log_dir = argv
     store = SqliteStore(Path(store_dir) / "online.sqlite")
     plog, flog = make_logs(Path(log_dir), Deployment())
-    app = ServingApp(
+    app = configure(ServingApp(
         FileSource(model), prediction_log=plog, feedback_log=flog, auth=AdminAuth("LOOPML_ADMIN_TOKEN"),
         lookup=FeatureLookup(store, [EntityTable("entity_codes", ("eid",), tuple(CATEGORICAL))]),
-    )
+    ), Deployment())
     run_server(app, "127.0.0.1", int(port), poll_seconds=0)
 
 
@@ -489,6 +506,19 @@ def asgi_app(app: Any) -> Any:
     wanted = frozenset({b"authorization", b"x-request-id", b"expect", b"content-length", b"content-type"})
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # as `loopml serve`: hot versions get compiled trees
+            from loopml.serving import compiled
+
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if app.compile_after_rows is not None and compiled.available():
+                        asgi.compiler = asyncio.ensure_future(  # type: ignore[attr-defined]
+                            compiled.TreeCompiler(app, app.compile_after_rows).run_forever())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         if scope["type"] != "http":
             return
         body = b""
@@ -525,7 +555,7 @@ def asgi_server(argv: list[str]) -> None:
     sys.setswitchinterval(0.0005)  # as `loopml serve` does (the journal's flusher thread)
     try:
         uvicorn.run(asgi_app(app), host="127.0.0.1", port=int(port), loop="uvloop", http="httptools",
-                    lifespan="off", access_log=False, log_level="warning", backlog=1024)
+                    lifespan="on", access_log=False, log_level="warning", backlog=1024)
     finally:
         app.close()
 
@@ -596,6 +626,9 @@ def bench_online(systems: list[str], model: Path, warmup: float, duration: float
             running[system] = (proc, url, scripts)
         for _proc, url, scripts in running.values():
             run_wrk(url, scripts["single"], 8, warmup)
+        for system, (_proc, url, _scripts) in running.items():
+            if system.startswith("loopml") or system in ROUTES:  # measured as they serve once warm
+                results[system]["scorer"] = wait_compiled(url)
         drain_logs(work)  # the warm-up's log rows are written before anything is measured
         for label, kind, conns in LEVELS_RUN:
             for rnd in range(rounds):
@@ -833,6 +866,12 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
             f"{f(c64.get('rps'))} | {f(c64.get('p99_ms'), '{:.2f}')} | {f(b.get('rps'))} ({f((b.get('rps') or 0) * 100)}) | {errs} | "
             f"{f(c8.get('cpu_ms_per_request'), '{:.3f}')} | {ratio} | {eff} |"
         )
+    scorers = {s: e["scorer"] for s, e in results.items() if e.get("scorer")}
+    if scorers:
+        lines += ["", "Trees: every loopml row scores with its trees compiled (`deployment.compile_trees: auto`, "
+                  "lleaves/LLVM; a version is compiled once it has answered 1,000 rows, and the benchmark waits for "
+                  "it after the warm-up); the peers run LightGBM's own tree walker. Scorer once warm: "
+                  + ", ".join(f"`{s}` {v}" for s, v in scorers.items()) + "."]
     lp, ls = results.get("loopml", {}).get("c8", {}), results.get("loopml+store", {}).get("c8", {})
     if lp.get("cpu_ms_per_request") and ls.get("cpu_ms_per_request"):
         lines += ["", f"Online-store lookup cost: +{ls['cpu_ms_per_request'] - lp['cpu_ms_per_request']:.3f} ms CPU per request, "

@@ -162,3 +162,47 @@ def test_refused_transform_is_named(name, feature, german_table):
         p = FeaturePipeline([Feature.model_validate(feature)])
     with pytest.raises(ExportRefused, match=f"transform `{name}` of feature `{feature['column']}`"):
         transform_to_onnx(p)
+
+
+def test_integer_ids_are_stored_as_numbers_and_any_other_text_stays_unknown(tmp_path, browser):
+    """A vocabulary of integer-looking ids (as the ad-clicks simulator's) is stored as int64 keys with int64 codes;
+    text that only parses as one of them ("007", "+12", " 12", "12.0") stays unknown, text keys still match."""
+    from loopml.export.graph import GraphBuilder
+    from loopml.export.transform_onnx import INT_KEYS_MIN, write_transform
+    from tests.export.conftest import browser_scores
+
+    rng = np.random.default_rng(3)
+    ints = [*(str(v) for v in rng.integers(-(2**40), 2**40, size=3 * INT_KEYS_MIN)), "0", "12", "-7",
+            "1234567890123456789"]
+    vocab = [*ints, "abc", "x12", "12.5"]  # a 19-digit id and text ids stay text keys
+    ids = [v for v in vocab for _ in range(3)]
+    y = rng.integers(0, 2, size=len(ids))
+    table = pa.table({"item": ids, "other": ids, "third": ids, "label": y})
+    features = [{"column": "item", "kind": "categorical", "transforms": [{"type": "ordinal"}]},
+                {"column": "other", "kind": "categorical", "transforms": [{"type": "target_encode"}]},
+                {"column": "third", "kind": "categorical", "transforms": [{"type": "onehot", "max_categories": 90}]}]
+    p = fit_data(table, features, "label", "binary", y, len(ids)).pipeline
+    probe = [*vocab[::7], "12", "-7", "007", "+12", " 12", "12 ", "12.0", "1e3", "-0", "0012", "13",
+             "99999999999999999999", "١٢", "ABC", None, "1234567890123456789", "x12", "12.5", "0"]
+    test = pa.table({c: pa.array(probe, pa.string()) for c in ("item", "other", "third")})
+    want = p.transform_batch(test)
+    # the known ones are known, the look-alikes unknown (code 0), in the Python transform itself
+    codes = dict(zip(probe, want[:, 0], strict=True))
+    assert codes["12"] > 0 and codes["0"] > 0 and codes["1234567890123456789"] > 0 and codes["x12"] > 0
+    assert all(codes[k] == 0 for k in ("007", "+12", " 12", "12 ", "12.0", "-0", "0012", "13", "١٢"))
+    onx = transform_to_onnx(p)
+    les = [n for n in onx.graph.node if n.op_type == "LabelEncoder"]
+    int_keys = [a for n in les for a in n.attribute if a.name == "keys_int64s"]
+    stored = [set(a.ints) for a in int_keys]  # every canonical id of at most 18 digits, as a number
+    assert len(stored) == 3 and stored[0] == stored[1] == {int(v) for v in ints[:-1]} and stored[2] <= stored[0]
+    assert all(a.name != "values_floats" for n in les for a in n.attribute)
+    got = session(onx.SerializeToString()).run(["features"], feeds(p, test))[0]
+    assert got.shape == want.shape and np.array_equal(got, want)
+    # the same graph in ONNX Runtime for Node.js and in ONNX Runtime Web (the matrix as its output)
+    b = GraphBuilder()
+    b.output(write_transform(b, p), "score", 1, ["N", want.shape[1]])
+    path = tmp_path / "transform.onnx"
+    path.write_bytes(b.model("transform").SerializeToString())
+    inputs = feeds(p, test)
+    assert np.array_equal(node_scores(path, inputs, tmp_path), want)
+    assert np.array_equal(browser_scores(browser, path, inputs, tmp_path), want)

@@ -54,6 +54,13 @@ def test_batch_input_errors_name_the_file_and_columns(batch_project: Path, tmp_p
     pq.write_table(pa.table({"impression": [1]}), src)
     with pytest.raises(DataError, match="columns row_id are missing"):
         predict_batch(servable, src, tmp_path / "o.parquet", keys=["row_id"])
+    csv = tmp_path / "rows.csv"
+    csv.write_text("impression\n1\n")
+    with pytest.raises(DataError, match=r"rows.csv: batch scoring on Ray reads Parquet .* not `.csv`"):
+        predict_batch(servable, csv, tmp_path / "o.parquet", executor="ray", project_dir=batch_project)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: the folder holds no .parquet file"):
+        predict_batch(servable, tmp_path / "empty", tmp_path / "o.parquet", executor="ray", project_dir=batch_project)
 
 
 def test_cli_batch_writes_parquet_and_online_store_then_serves_precomputed(

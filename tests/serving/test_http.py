@@ -180,3 +180,26 @@ def test_expect_100_continue_is_answered(server: Server, click: pa.Table) -> Non
             assert chunk
             data += chunk
     assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_one_stalled_loop_iteration_does_not_shed_but_a_queue_that_stays_does() -> None:
+    import time
+
+    from loopml.serving.http import HttpLimits, ServerState
+
+    state = ServerState(HttpLimits(queue_delay_seconds=0.1))
+
+    def iteration(seconds: float, requests: int) -> bool:  # what the two probes measure around one iteration
+        state._probe_start = time.monotonic() - seconds
+        state._handled_a = state.handled
+        state.handled += requests
+        state._probe_b()
+        return state.shedding
+
+    for _ in range(20):
+        assert not iteration(0.016, 8)  # 8 requests of 2 ms: 28 ms of wait, inside the 100 ms budget
+    assert not iteration(0.2, 8)  # preempted for 200 ms once: a stall, not a queue
+    assert not iteration(0.016, 8)
+    shed = [iteration(0.2, 64) for _ in range(6)]  # the queue stays: shedding starts within a few iterations
+    assert not shed[0] and shed[-1]
+    assert not iteration(0.002, 64)  # the queue is gone: the next iteration serves again

@@ -354,3 +354,37 @@ def test_the_service_single_row_path_logs_what_append_would(tmp_path: Path) -> N
     stamps = [g[1].timestamp() * 1e6 for g in got]
     assert all(t0 - 1 <= s <= t1 + 1 for s in stamps)
     assert sum(1 for g in got if g[3] == "canary" and g[7] == "exp-1" and g[8] == 0.25) == 334
+
+
+def test_small_blocks_from_many_slices_become_few_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """100-row requests (one block each, a few per 64 KiB slice) are decoded slice by slice but
+    become an Arrow table (and a row group) only every few thousand rows: a table costs a fixed
+    price per column, which one per slice would pay again and again. Every row lands once, in order."""
+    import loopml.serving.journal as journal
+
+    built: list[int] = []
+    real = journal._blocks_table
+
+    def counting(blocks, schema):  # the real function, counted
+        built.append(sum(len(b[2]) for b in blocks))
+        return real(blocks, schema)
+
+    monkeypatch.setattr(journal, "_blocks_table", counting)
+    rng = np.random.default_rng(1)
+    j = Journal(tmp_path / "j", "predictions", writer=False)
+    t = now_us()
+    for b in range(120):
+        m = rng.normal(size=(100, 2))
+        j.append(([f"q{b:03d}-{k:02d}" for k in range(100)], t + b, "v1", "production", rng.random(100),
+                  np.zeros(100), m, NUMERIC))
+    j.close()
+    w = JournalWriter(tmp_path / "j", "predictions", compact_seconds=0, slice_bytes=8192)
+    assert w.pass_once() == 12_000
+    assert built == [8200, 3800]  # slices of 8 KiB hold one or two blocks: two tables, not one per slice
+    files = sorted((tmp_path / "j").glob("*.parquet"))
+    groups = [pq.ParquetFile(f).metadata.row_group(i).num_rows for f in files
+              for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    assert sum(groups) == 12_000
+    assert min(groups[:-1] or groups) >= 8192 and len(groups) <= 2, groups
+    ids = duckdb.sql(f"select request_id from read_parquet('{tmp_path / 'j'}/*.parquet')").fetchall()
+    assert [i[0] for i in ids] == [f"q{b:03d}-{k:02d}" for b in range(120) for k in range(100)]

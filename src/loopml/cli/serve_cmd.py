@@ -36,6 +36,16 @@ def serve(
         "answer only once the prediction's journal line is on disk (group commit; nothing answered is lost on a "
         "crash). Default: spec.deployment.log_durability (window).",
     ),
+    compile_trees: str | None = typer.Option(
+        None, "--compile-trees",
+        help="auto: compile a LightGBM version's trees to machine code once it has answered --compile-after-rows "
+        "rows (checked against LightGBM first; about 2x less CPU per row); off: always LightGBM's tree walker. "
+        "Default: spec.deployment.compile_trees (auto).",
+    ),
+    compile_after_rows: int | None = typer.Option(
+        None, "--compile-after-rows", min=0,
+        help="Rows a version answers before its trees are compiled (default: spec.deployment.compile_after_rows, 1000).",
+    ),
     ready_file: Path | None = typer.Option(None, "--ready-file", help="Write 'HOST PORT' here once accepting requests."),
     backend: str = typer.Option(
         "python", "--backend",
@@ -51,6 +61,7 @@ def serve(
 
       loopml serve -p shop                     # the production version on spec.deployment.port
       loopml serve -p shop --port 0            # a free port, printed and recorded
+      loopml serve --model-file model.txt --compile-trees off   # LightGBM's own tree walker only
       curl -s localhost:8000/v1/predict -d '{"age": 41, "city": "Lyon"}'
     """
     from loopml.serving.service import app_for_model_file, app_for_workspace, http_limits, run_server
@@ -61,6 +72,12 @@ def serve(
         if log_durability not in ("window", "before_answer"):
             raise LoopMLError(f"--log-durability must be `window` or `before_answer`, not {log_durability!r}")
         lag["log_durability"] = log_durability
+    if compile_trees is not None:
+        if compile_trees not in ("auto", "off"):
+            raise LoopMLError(f"--compile-trees must be `auto` or `off`, not {compile_trees!r}")
+        lag["compile_trees"] = compile_trees
+    if compile_after_rows is not None:
+        lag["compile_after_rows"] = compile_after_rows
     if backend not in ("python", "onnx"):
         raise LoopMLError(f"--backend must be `python` or `onnx`, not {backend!r}")
     if backend == "onnx" and model_file is not None:
@@ -111,6 +128,9 @@ def predict(
     version: str | None = typer.Option(None, "--version", help="Model version (default: the production version)."),
     chunk_rows: int | None = typer.Option(None, "--chunk-rows", help="Rows per chunk (default: spec.deployment.batch_chunk_rows)."),
     keep: list[str] = typer.Option([], "--keep", help="Input columns to copy into the predictions table (repeatable)."),
+    executor: str | None = typer.Option(
+        None, "--executor", help="With --batch: inprocess or ray (Ray Data over Parquet input; default: spec.deployment.batch_executor)."
+    ),
     online: bool = typer.Option(True, "--online/--no-online", help="Also write predictions by entity key to the online store."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -122,6 +142,7 @@ def predict(
       loopml predict -p shop --batch new_rows.csv -o scored.parquet
       loopml predict -p shop --batch snapshot:latest --version v3 --keep user_id
       loopml predict -p shop --row '{"age": 41, "city": "Lyon"}'
+      RAY_ADDRESS=10.0.0.5:6379 loopml predict -p shop --batch data/2024/ --executor ray
     """
     from loopml.registry import Registry
     from loopml.serving.sources import load_version
@@ -142,11 +163,14 @@ def predict(
         score, pred = servable.predict_one(data)
         typer.echo(json.dumps({"model_version": v.version_id, "score": score, "prediction": pred}))
         return
-    _predict_batch(ws, servable, str(batch), output or output_old, chunk_rows, keep, online, quiet or as_json, as_json)
+    if executor is not None and executor not in ("inprocess", "ray"):
+        raise LoopMLError(f"--executor: unknown batch executor `{executor}` (expected inprocess or ray)")
+    _predict_batch(ws, servable, str(batch), output or output_old, chunk_rows, keep, online, quiet or as_json, as_json,
+                   executor=executor or ws.spec.deployment.batch_executor)
 
 
 def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: int | None,  # type: ignore[no-untyped-def]
-                   keep: list[str], online: bool, quiet: bool, as_json: bool = False) -> None:
+                   keep: list[str], online: bool, quiet: bool, as_json: bool = False, executor: str = "inprocess") -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from loopml.serving.batch import predict_batch, resolve_input
@@ -165,6 +189,7 @@ def _predict_batch(ws, servable, batch: str, output: Path | None, chunk_rows: in
             servable, src, out, chunk_rows=chunk_rows or ws.spec.deployment.batch_chunk_rows, keys=keys,
             keep_columns=[k for k in keep if k not in keys], online_writer=writer,
             progress=lambda n: bar.advance(task, n), on_total=lambda t: bar.update(task, total=t),
+            executor=executor, project_dir=ws.project_dir,
         )
     if as_json:
         from loopml.cli.shapes import emit

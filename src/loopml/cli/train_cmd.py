@@ -24,7 +24,7 @@ def train(
         None, "--trials", min=1, help="Trials per tuned candidate (overrides training.tuning.n_trials for this run)."
     ),
     executor: str | None = typer.Option(
-        None, "--executor", help="Where tuning trials run: inprocess, process or ray (overrides training.executor)."
+        None, "--executor", help="Where tuning trials run: inprocess, process or ray (overrides training.executor; ray also fits lightgbm data-parallel on Ray Train)."
     ),
     force: bool = typer.Option(False, "--force", help="Retrain even when nothing changed (ignore the train cache)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run holding the workspace."),

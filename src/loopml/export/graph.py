@@ -23,6 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 #: opsets the exported graphs use (ONNX Runtime >= 1.16 runs them, in Python and in Node.js)
 OPSET = 17
 ML_OPSET = 3
+#: operators newer than :data:`OPSET`: a graph using one is written with that opset (ONNX Runtime >= 1.17)
+NEWER_OPS = {"RegexFullMatch": 20}
 DOUBLE = TensorProto.DOUBLE
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
@@ -43,6 +45,7 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
+        self.opset = OPSET  # raised by an operator of :data:`NEWER_OPS`
         self._n = 0
 
     def name(self, hint: str) -> str:
@@ -68,6 +71,8 @@ class GraphBuilder:
            n_out: int = 1, **attrs: Any) -> str:
         """Add one node; returns its (first) output name."""
         outs = [self.name(hint or op_type) for _ in range(n_out)]
+        if not domain:
+            self.opset = max(self.opset, NEWER_OPS.get(op_type, OPSET))
         self.nodes.append(helper.make_node(op_type, inputs, outs, domain=domain or None, **attrs))
         return outs[0]
 
@@ -88,13 +93,12 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 
     def model(self, graph_name: str, doc: str = "") -> onnx.ModelProto:
-        """The finished model (ONNX opset :data:`OPSET`, ``ai.onnx.ml`` :data:`ML_OPSET`)."""
+        """The finished model (ONNX opset :data:`OPSET`, or the newer one an operator needs; ``ai.onnx.ml``
+        :data:`ML_OPSET`)."""
         g = helper.make_graph(self.nodes, graph_name, self.inputs, self.outputs, self.initializers)
-        m = helper.make_model(
-            g, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
-            producer_name="loopml", doc_string=doc,
-        )
-        m.ir_version = 8
+        opsets = [helper.make_opsetid("", self.opset), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+        m = helper.make_model(g, opset_imports=opsets, producer_name="loopml", doc_string=doc)
+        m.ir_version = max(8, helper.find_min_ir_version_for(opsets))
         return compact(m)
 
     # -- small helpers used by the transform and model writers ------------------------------------

@@ -11,20 +11,24 @@ Each chain is written link by link with the fitted constants: impute (``Where``/
 (``Sub``/``Div``), log (``Log`` of ``Max(x, 0) + 1``), clip (``Max``/``Min``), discretize (a sum of
 ``GreaterOrEqual`` against the edges), and the category lookups (``ai.onnx.ml.LabelEncoder`` for
 strings, an ``Equal`` match against the keys for numbers turned into categories): ordinal,
-embedding ids, one-hot and target encoding. The blocks are concatenated in float64 and cast to
-float32, like ``transform_batch``. Transforms without an exact ONNX form are refused by name
-(:data:`REFUSED`).
+embedding ids, one-hot and target encoding. A string vocabulary is stored once per lookup, as int64
+codes, with integer-looking ids stored as numbers (:meth:`TransformWriter._string_lookup`). The blocks
+are concatenated in float64 and cast to float32, like ``transform_batch``. Transforms without an exact
+ONNX form are refused by name (:data:`REFUSED`).
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from loopml.errors import ModelError
-from loopml.export.graph import DOUBLE, FLOAT, STRING, GraphBuilder
+from loopml.export.graph import DOUBLE, FLOAT, INT64, STRING, GraphBuilder
 
 #: transforms that cannot be written with standard ONNX operators, and why
 REFUSED: dict[str, str] = {
@@ -39,6 +43,10 @@ REFUSED: dict[str, str] = {
 EXPORTED: tuple[str, ...] = ("impute", "scale", "log", "clip", "discretize", "ordinal", "embedding_ids",
                              "onehot", "target_encode")
 MISSING_TEXT = ""
+#: category text that is a canonical integer (``str(int(text)) == text``, at most 18 digits so it fits int64)
+INT_KEY = re.compile(r"0|-?[1-9][0-9]{0,17}")
+#: at least this many integer keys in a vocabulary are stored as int64 numbers (fewer: as text, one node)
+INT_KEYS_MIN = 64
 
 
 class ExportRefused(ModelError):
@@ -55,6 +63,11 @@ class _State:
 def _refuse(what: str, feature: str, why: str) -> ExportRefused:
     return ExportRefused(f"cannot export to ONNX: transform `{what}` of feature `{feature}`: {why}",
                          hint=f"exported transforms: {', '.join(EXPORTED)}")
+
+
+def _whole(v: float) -> bool:
+    """A value an int64 code holds exactly (not -0.0, whose sign a code would lose)."""
+    return float(v).is_integer() and abs(v) < 2.0**53 and not (v == 0 and math.copysign(1.0, v) < 0)
 
 
 def _compose(remap: dict[Any, Any], table: dict[Any, tuple[float, ...]], default: tuple[float, ...]
@@ -97,12 +110,7 @@ class TransformWriter:
             keys = [MISSING_TEXT if k is None else str(k) for k in eff]
             if not keys:
                 return self._constant_rows(s.tensor, default)
-            cols: list[str] = []
-            for c in range(C):
-                le = b.op("LabelEncoder", [s.tensor], "lookup", domain="ai.onnx.ml", keys_strings=keys,
-                          values_floats=[float(v[c]) for v in eff.values()], default_float=float(default[c]))
-                cols.append(b.op("Cast", [le], "lookup_d", to=DOUBLE))
-            return cols[0] if C == 1 else b.op("Concat", cols, "lookup_cat", axis=1)
+            return self._string_lookup(s.tensor, dict(zip(keys, eff.values(), strict=True)), default)
         # numbers turned into categories: match the float value of each canonical key
         keys_f: list[float] = []
         rows: list[tuple[float, ...]] = []
@@ -129,6 +137,49 @@ class TransformWriter:
                                                                 np.float64)])])
         miss = b.op("IsNaN", [s.tensor])
         return b.op("Where", [miss, b.const(np.asarray(missing_row, np.float64).reshape(1, C), np.float64), out])
+
+    def _string_lookup(self, x: str, table: dict[str, tuple[float, ...]], default: tuple[float, ...]) -> str:
+        """(N, C) float64 rows of ``table`` for the string column ``x``; ``default`` for any other text.
+
+        The vocabulary is stored once: one ``LabelEncoder`` maps each key to an int64 code, the value itself when
+        every value is a whole number (ordinal codes, embedding ids, one-hot positions), else the 1-based index of
+        the key's row among the distinct rows (0: the default), gathered from a small float64 table. Keys that are
+        canonical integers (:data:`INT_KEY`, e.g. ``"507109115"``) are stored as int64 numbers (about half the
+        bytes of their text) when there are at least :data:`INT_KEYS_MIN` of them: a text matching the pattern
+        (``RegexFullMatch``) is cast to int64 and looked up among them, any other text among the remaining keys,
+        so ``"007"``, ``"+7"`` or ``" 7"`` stay unknown as in the Python transform.
+        """
+        b = self.b
+        C = len(default)
+        rows = list(table.values())
+        direct = C == 1 and all(_whole(v[0]) for v in [*rows, default])
+        if direct:
+            codes = [int(v[0]) for v in rows]
+            none = int(default[0])
+        else:
+            # the most shared rows first: their indices are the shortest varints (1 byte below 128)
+            distinct = [r for r, _ in Counter(rows).most_common()]
+            at = {r: i + 1 for i, r in enumerate(distinct)}
+            codes = [at[r] for r in rows]
+            none = 0
+        ints = {k: c for k, c in zip(table, codes, strict=True) if INT_KEY.fullmatch(k)}
+        if len(ints) < INT_KEYS_MIN:
+            ints = {}
+        texts = {k: c for k, c in zip(table, codes, strict=True) if k not in ints}
+        code = (b.op("LabelEncoder", [x], "lookup", domain="ai.onnx.ml", keys_strings=list(texts),
+                     values_int64s=list(texts.values()), default_int64=none)
+                if texts else b.const(none, np.int64, "none"))
+        if ints:
+            match = b.op("RegexFullMatch", [x], "is_int", pattern=INT_KEY.pattern)
+            number = b.op("Cast", [b.op("Where", [match, x, b.const("0", object, "zero")])], "as_int", to=INT64)
+            by_int = b.op("LabelEncoder", [number], "lookup_int", domain="ai.onnx.ml",
+                          keys_int64s=[int(k) for k in ints], values_int64s=list(ints.values()), default_int64=none)
+            code = b.op("Where", [match, by_int, code], "code")
+        if direct:
+            return b.op("Cast", [code], "lookup_d", to=DOUBLE)
+        values = np.asarray([default, *distinct], dtype=np.float64).reshape(-1, C)
+        flat = b.op("Reshape", [code, b.const([-1], np.int64)])
+        return b.op("Gather", [b.const(values, np.float64, "rows"), flat], "lookup_rows", axis=0)
 
     def _constant_rows(self, like: str, row: tuple[float, ...]) -> str:
         b = self.b

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -106,6 +107,29 @@ class ProcessExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def connect_ray() -> Any:
+    """The ``ray`` module, connected: to the cluster ``RAY_ADDRESS`` names, else to a local Ray started here.
+
+    A local Ray binds 127.0.0.1 only and has no dashboard. Training (``loopml.training.distributed``) and
+    batch scoring (``loopml.serving.batch_ray``) on Ray connect through this too.
+    """
+    local = not os.environ.get("RAY_ADDRESS")
+    if local:  # read by Ray at import and by its processes: every server binds 127.0.0.1, not all interfaces
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        from loopml.errors import SpecError
+
+        raise SpecError("executor `ray`: Ray is not installed", hint="pip install 'loopml[scale]'") from None
+    if not ray.is_initialized():
+        if not local:
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    return ray
+
+
 class RayExecutor:
     """Runs jobs as Ray tasks (a local Ray started on first use, or the cluster ``RAY_ADDRESS`` names).
 
@@ -116,17 +140,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, max_parallel: int = 4) -> None:
-        try:
-            import ray
-        except ImportError:
-            from loopml.errors import SpecError
-
-            raise SpecError(
-                "executor `ray`: Ray is not installed", hint="pip install 'loopml[scale]'"
-            ) from None
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
-        self._ray = ray
+        self._ray = connect_ray()
         self._remote: dict[Any, Any] = {}
         self.max_parallel = max_parallel
 

@@ -261,6 +261,8 @@ class ServingApp:
         self.commit: GroupCommit | None = None  # set: answers wait until their log rows are on disk
         self.closing = False  # set by the drain once every begun request was answered: the logs close next
         self.drain_seconds = 10.0
+        #: rows a LightGBM version answers before the server compiles its trees (``None``: never)
+        self.compile_after_rows: int | None = None
         self.state = ServingState({}, {}, None, error="not loaded yet")
         self.ids = request_ids or RequestIds()
         self.feedback_auth = feedback_auth
@@ -754,11 +756,11 @@ class ServingApp:
         return 200, self.metrics.render(self.state.states).encode(), TEXT
 
     def models(self, headers: dict[bytes, bytes], body: bytes) -> Response:
-        """``GET /v1/models``: loaded versions and their states."""
+        """``GET /v1/models``: loaded versions, their states and what scores them."""
         state = self.state
         return 200, orjson.dumps(
-            {"versions": [{"version": v, "state": state.states.get(v), "inputs": m.schema.to_mapping(), "task": m.task}
-                          for v, m in state.models.items()]}
+            {"versions": [{"version": v, "state": state.states.get(v), "inputs": m.schema.to_mapping(), "task": m.task,
+                           "scorer": m.scorer} for v, m in state.models.items()]}
         ), JSON
 
     def openapi(self, headers: dict[bytes, bytes], body: bytes) -> Response:

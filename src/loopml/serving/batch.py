@@ -129,6 +129,8 @@ def predict_batch(
     online_writer: Callable[[str, list[dict[str, Any]]], Any] | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    executor: str = "inprocess",
+    project_dir: Path | None = None,
 ) -> BatchResult:
     """Score every row of ``input_path`` with ``servable``; write ``output`` (Parquet).
 
@@ -143,9 +145,23 @@ def predict_batch(
         online store table ``loopml_predictions`` for precomputed serving.
     progress, on_total
         Called with the number of rows done per chunk / the total row count.
+    executor
+        ``inprocess`` (DuckDB chunks scored here) or ``ray`` (Ray Data ``map_batches`` over the Parquet
+        input, scored by actors that load the version from ``project_dir``'s workspace; see
+        :mod:`loopml.serving.batch_ray`). The output is the same file either way.
     """
     t0 = time.perf_counter()
     keys = list(keys or [])
+    if executor == "ray":
+        from loopml.serving.batch_ray import ray_scored_tables
+
+        if project_dir is None:
+            raise DataError("batch scoring on Ray needs the project folder (the actors reopen its workspace)")
+        total, blocks = ray_scored_tables(servable, project_dir, input_path, chunk_rows=chunk_rows, keys=keys,
+                                          keep_columns=list(keep_columns or []))
+        if on_total is not None:
+            on_total(total)
+        return _write_scored(blocks, output, keys, servable.version_id, online_writer, progress, t0)
     con = duckdb.connect()
     if isinstance(input_path, list):  # a snapshot chain: Parquet files read as one table
         files = ", ".join(f"'{_quote(str(p))}'" for p in input_path)
@@ -164,21 +180,39 @@ def predict_batch(
     missing = [k for k in [*keys, *(keep_columns or [])] if k not in cols]
     if missing:
         raise DataError(f"{input_path}: columns {', '.join(missing)} are missing (columns: {', '.join(cols)})")
+    copied = [*keys, *(keep_columns or [])]
+
+    def scored() -> Iterator[pa.Table]:
+        for batch in _prefetch(_batches(con, source, chunk_rows)):
+            yield scored_table(servable, pa.Table.from_batches([batch]), copied)
+
+    try:
+        return _write_scored(scored(), output, keys, servable.version_id, online_writer, progress, t0)
+    finally:
+        con.close()
+
+
+def scored_table(servable: Servable, table: pa.Table, copied: list[str]) -> pa.Table:
+    """The predictions table of one chunk: the ``copied`` input columns, score, prediction, model_version."""
+    scores, preds = servable.predict_table_full(table)
+    out_cols: dict[str, Any] = {k: table.column(k) for k in copied}
+    out_cols["score"] = pa.array(scores, pa.float64())
+    out_cols["prediction"] = pa.array(preds, pa.float64())
+    out_cols["model_version"] = pa.array(np.full(len(scores), servable.version_id, dtype=object), pa.string())
+    return pa.table(out_cols)
+
+
+def _write_scored(scored: Iterator[pa.Table], output: Path, keys: list[str], vid: str,
+                  online_writer: Callable[[str, list[dict[str, Any]]], Any] | None,
+                  progress: Callable[[int], None] | None, t0: float) -> BatchResult:
+    """Append scored chunks to ``output`` (temp name, fsync, rename) and, with keys, to the online store."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     writer: pq.ParquetWriter | None = None
     done = 0
     online_rows = 0
-    vid = servable.version_id
     try:
-        for batch in _prefetch(_batches(con, source, chunk_rows)):
-            table = pa.Table.from_batches([batch])
-            scores, preds = servable.predict_table_full(table)
-            out_cols: dict[str, Any] = {k: table.column(k) for k in [*keys, *(keep_columns or [])]}
-            out_cols["score"] = pa.array(scores, pa.float64())
-            out_cols["prediction"] = pa.array(preds, pa.float64())
-            out_cols["model_version"] = pa.array(np.full(len(scores), vid, dtype=object), pa.string())
-            out = pa.table(out_cols)
+        for out in scored:
             if writer is None:
                 writer = pq.ParquetWriter(tmp, out.schema, compression="zstd")
             writer.write_table(out)
@@ -186,9 +220,9 @@ def predict_batch(
                 rows = out.select([*keys, "score", "prediction", "model_version"]).to_pylist()
                 online_writer(PRECOMPUTED_TABLE, rows)
                 online_rows += len(rows)
-            done += len(scores)
+            done += out.num_rows
             if progress is not None:
-                progress(len(scores))
+                progress(out.num_rows)
         if writer is None:  # empty input: still a valid, empty table
             empty = pa.table({**{k: pa.array([], pa.string()) for k in keys}, "score": pa.array([], pa.float64()),
                               "prediction": pa.array([], pa.float64()), "model_version": pa.array([], pa.string())})
@@ -202,5 +236,4 @@ def predict_batch(
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-        con.close()
     return BatchResult(done, time.perf_counter() - t0, output, online_rows, vid)

@@ -51,6 +51,7 @@ from typing import Any
 
 import httptools
 
+from loopml.serving import compiled
 from loopml.serving.app import ServingApp
 from loopml.serving.bandit import BanditUpdater
 from loopml.serving.canary_guard import CanaryGuard
@@ -151,8 +152,10 @@ class ServerState:
     requests answered, both measured by a pair of ``call_soon`` callbacks around one iteration. With
     N requests in an iteration of T seconds, a request that arrives now waits for the rest of the
     current iteration and for the others before it in the next: ``wait = 2 T (N - 1) / N`` (0 for a
-    lone request, however slow: nobody queues behind it). While the smoothed wait exceeds the
-    latency budget ``shedding`` is on and work requests get 503.
+    lone request, however slow: nobody queues behind it). While the smoothed wait (a weight of
+    1/4 on the newest iteration) and the waits of the last two iterations exceed the latency
+    budget ``shedding`` is on and work requests get 503: a sustained queue sheds within a few
+    iterations, a single stalled iteration does not.
     """
 
     def __init__(self, limits: HttpLimits) -> None:
@@ -169,6 +172,7 @@ class ServerState:
         self.refused_connections = 0
         self.draining = False
         self._probe_start = 0.0
+        self._over = False  # the last iteration's wait exceeded the budget
         self._next_sweep = 0.0
         self._sweep_every = max(TICK_SECONDS, min(0.25, limits.header_timeout_seconds / 4,
                                                   limits.keep_alive_seconds / 4))
@@ -198,9 +202,14 @@ class ServerState:
     def _probe_b(self) -> None:
         self.iteration = it = time.monotonic() - self._probe_start
         n = self.handled - self._handled_a
-        wait = 2 * it * (n - 1) / n if n > 1 else 0.0
-        self.wait = wait = 0.5 * self.wait + 0.5 * wait
-        self.shedding = wait > self.limits.queue_delay_seconds
+        now = 2 * it * (n - 1) / n if n > 1 else 0.0
+        self.wait = wait = 0.75 * self.wait + 0.25 * now
+        # overload is a queue that stays: one long iteration (the process preempted by another on
+        # a busy core, a collector pause) raises the smoothed wait by a quarter of its own only
+        budget = self.limits.queue_delay_seconds
+        over = now > budget
+        self.shedding = wait > budget and over and self._over
+        self._over = over
         self.alert = self.shedding or self.draining
 
     def drain(self) -> None:
@@ -639,6 +648,9 @@ async def serve_app(
     poller = asyncio.ensure_future(app.poll_forever(poll_seconds)) if poll_seconds > 0 else None
     guard = asyncio.ensure_future(CanaryGuard(app).run_forever())  # gates and rolls back a canary by itself
     bandit = asyncio.ensure_future(BanditUpdater(app).run_forever())  # moves a bandit's share by its rewards
+    compiler = None
+    if app.compile_after_rows is not None and compiled.available():  # hot LightGBM versions get compiled trees
+        compiler = asyncio.ensure_future(compiled.TreeCompiler(app, app.compile_after_rows).run_forever())
     if on_ready is not None:
         on_ready(bound)
     if ready_file:  # written whole, then renamed: a reader that sees the file never sees it empty
@@ -653,6 +665,8 @@ async def serve_app(
             poller.cancel()
         guard.cancel()
         bandit.cancel()
+        if compiler is not None:
+            compiler.cancel()
         await drain(app, server, state)
 
 

@@ -730,6 +730,24 @@ class _Segment:
         self.store.publish(self.tmp, f"{self.stem}.{self.start:012d}-{end:012d}.parquet", own=True)
 
 
+#: rows decoded before they become one Arrow table (and, buffered, one Parquet row group)
+ROW_GROUP_ROWS = 8192
+
+
+class _Pending:
+    """Rows decoded from consecutive slices of a journal, not yet a table (see ``JournalWriter._convert``)."""
+
+    __slots__ = ("blocks", "end", "feedback", "records", "rows", "schemas", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = self.end = start
+        self.rows = 0
+        self.records: list[Any] = []
+        self.blocks: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        self.feedback: list[Any] = []
+        self.schemas: dict[int, InputSchema] = {}
+
+
 class JournalWriter:
     """Turns the journals of one log folder into Parquet segments (the writer process's work).
 
@@ -908,13 +926,19 @@ class JournalWriter:
         return rows
 
     def _convert(self, fd: int, path: Path, size: int) -> int:
-        """Stream the complete records after the consumed offset into one segment, slice by slice."""
+        """Stream the complete records after the consumed offset into one segment, slice by slice.
+
+        Slices are decoded as they are read (with yields), but their rows become an Arrow table
+        only every ``row_group_rows`` rows: a table costs a fixed price per column, which a
+        slice of a few 100-row blocks would otherwise pay every 64 KiB.
+        """
         stem = path.stem
         pos = self.consumed.get(stem, 0)
         if stem not in self._schemas and pos > 0:
             self._schemas[stem] = self._declared_before(path, pos)
         seg: _Segment | None = None
         rows = 0
+        pending: _Pending | None = None
         while pos < size:
             data = os.pread(fd, min(self.slice_bytes, size - pos), pos)
             items, used, want = split_records(data)
@@ -924,21 +948,34 @@ class JournalWriter:
                 items, used, want = split_records(data)
             if used == 0:
                 break  # only a partial record is left
-            table = self._decode(stem, items, pos)
-            if table is not None and table.num_rows:
-                if seg is not None and not seg.schema.equals(table.schema):
-                    rows += self._publish(seg, pos)  # another column set (another version's inputs)
-                    seg = None
-                if seg is None:
-                    seg = _Segment(self.store, stem, pos, table.schema)
-                seg.write(table)
-            elif seg is None:
-                self.consumed[stem] = pos + used  # records without rows (schema declarations, quarantined)
+            if pending is None:
+                pending = _Pending(pos)
+            self._decode_into(pending, stem, items, pos)
             pos += used
+            pending.end = pos
+            if pending.rows >= ROW_GROUP_ROWS:
+                seg, rows = self._take(pending, stem, seg, rows)
+                pending = None
             os.sched_yield()
+        if pending is not None:
+            seg, rows = self._take(pending, stem, seg, rows)
         if seg is not None:
             rows += self._publish(seg, pos)
         return rows
+
+    def _take(self, pending: _Pending, stem: str, seg: _Segment | None, rows: int) -> tuple[_Segment | None, int]:
+        """Write the rows decoded since ``pending.start`` into the open segment (or a new one)."""
+        table = self._materialize(pending)
+        if table is not None and table.num_rows:
+            if seg is not None and not seg.schema.equals(table.schema):
+                rows += self._publish(seg, pending.start)  # another column set (another version's inputs)
+                seg = None
+            if seg is None:
+                seg = _Segment(self.store, stem, pending.start, table.schema)
+            seg.write(table)
+        elif seg is None:
+            self.consumed[stem] = pending.end  # records without rows (schema declarations, quarantined)
+        return seg, rows
 
     def _publish(self, seg: _Segment, end: int) -> int:
         seg.close(end)
@@ -957,21 +994,22 @@ class JournalWriter:
                 out[obj["schema"]] = InputSchema([Field(*f) for f in obj["fields"]])
         return out
 
-    def _decode(self, stem: str, items: list[tuple[int, Any]], offset: int) -> pa.Table | None:
+    def _decode_into(self, pending: _Pending, stem: str, items: list[tuple[int, Any]], offset: int) -> None:
+        """Check and decode ``items`` into ``pending`` (undecodable lines are quarantined)."""
         if self.kind == FEEDBACK:
-            recs = []
             for at, line in items:
                 try:
                     if line.__class__ is not bytes:
                         raise ValueError("a block record in a feedback journal")
                     o = orjson.loads(line)
-                    recs.append((str(o["i"]), int(o["t"]), float(o["l"])))
+                    pending.feedback.append((str(o["i"]), int(o["t"]), float(o["l"])))
+                    pending.rows += 1
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     self._quarantine(stem, offset + at, _shown(line), f"{type(exc).__name__}: {exc}")
-            return feedback_table(recs) if recs else None
+            return
         schemas = self._schemas.setdefault(stem, {})
-        records: list[Any] = []
-        blocks: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        pending.schemas = schemas
+        records, blocks = pending.records, pending.blocks
         for n, (at, rec) in enumerate(items):
             if n % 64 == 63:
                 os.sched_yield()  # a preemption point for the request loop (see the class docstring)
@@ -980,14 +1018,22 @@ class JournalWriter:
                     one = self._record(orjson.loads(rec), schemas)
                     if one is not None:
                         records.append(one)
+                        pending.rows += 1 if one[0].__class__ is not list else len(one[0])
                 else:
                     block = _block(rec[0], rec[1], schemas)
                     blocks.setdefault(block[0], []).append(block)
+                    pending.rows += len(block[2])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, pa.ArrowException) as exc:
                 self._quarantine(stem, offset + at, _shown(rec), f"{type(exc).__name__}: {exc}")
-        tables = [_blocks_table(group, schemas[key[0]]) for key, group in blocks.items()]
-        if records:
-            tables.insert(0, prediction_table(self._vectors(records)))
+
+    def _materialize(self, pending: _Pending) -> pa.Table | None:
+        """The decoded rows of ``pending`` as one Arrow table (``None``: no rows)."""
+        if self.kind == FEEDBACK:
+            return feedback_table(pending.feedback) if pending.feedback else None
+        schemas = pending.schemas
+        tables = [_blocks_table(group, schemas[key[0]]) for key, group in pending.blocks.items()]
+        if pending.records:
+            tables.insert(0, prediction_table(self._vectors(pending.records)))
         if not tables:
             return None
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")

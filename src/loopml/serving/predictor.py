@@ -87,6 +87,35 @@ class LightGBMFastPredictor:
             self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
         )
 
+        #: the same trees as machine code, once :mod:`loopml.serving.compiled` installed them
+        self.compiled: Any = None
+
+    def install_compiled(self, forest: Any) -> None:
+        """Score with ``forest`` (a :class:`loopml.serving.compiled.CompiledForest` of these trees,
+        checked against LightGBM) from now on: one row from :attr:`buffer` (widened to float64
+        when it is float32, exactly as LightGBM reads it), and matrices when one thread scores
+        them (the server's; batch jobs keep LightGBM's threads). Call it where no prediction runs
+        (the server's event loop): the next call uses it."""
+        fn, buf, out = forest.fn, self.buffer, self._out
+        row = buf if buf.dtype == np.float64 else np.zeros(self.num_features, dtype=np.float64)
+        self._row64 = row  # kept alive with its pointer
+        row_ptr = row.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        out_ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        start, end = ctypes.c_int(0), ctypes.c_int(1)
+        if row is buf:
+            def predict_buffer() -> float:
+                fn(row_ptr, out_ptr, start, end)
+                return float(out[0])
+        else:
+            copyto = np.copyto
+
+            def predict_buffer() -> float:
+                copyto(row, buf)
+                fn(row_ptr, out_ptr, start, end)
+                return float(out[0])
+        self.compiled = forest
+        self.predict_buffer = predict_buffer  # type: ignore[method-assign]
+
     def predict_buffer(self) -> float:
         """Score of the row in :attr:`buffer` (first output; see :meth:`outputs` for multiclass)."""
         if self._call(*self._args) != 0:
@@ -98,7 +127,9 @@ class LightGBMFastPredictor:
         return self._out.copy()
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        """Scores of a 2-D matrix (vectorised ``Booster.predict``)."""
+        """Scores of a 2-D matrix (vectorised ``Booster.predict``, or the compiled trees on one thread)."""
+        if self.compiled is not None and self.batch_threads == 1:
+            return np.asarray(self.compiled.predict(x))
         return np.asarray(self.booster.predict(x, num_threads=self.batch_threads))
 
     def close(self) -> None:

@@ -377,14 +377,17 @@ def openapi_document(
             "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format 0.0.4)", "responses": responses(
                 {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}})}},
             "/openapi.json": {"get": {"summary": "This document", "responses": responses(json_ok({"type": "object"}))}},
-            "/v1/models": {"get": {"summary": "The loaded versions: state, inputs and task", "responses": responses(json_ok({
+            "/v1/models": {"get": {"summary": "The loaded versions: state, inputs, task and scorer", "responses": responses(json_ok({
                 "type": "object",
                 "properties": {"versions": {"type": "array", "items": {
                     "type": "object",
                     "properties": {"version": {"type": "string"}, "state": {"type": ["string", "null"]},
                                    "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
-                                   "task": {"type": "string"}},
-                    "required": ["version", "state", "inputs", "task"],
+                                   "task": {"type": "string"},
+                                   "scorer": {"type": "string", "enum": ["lightgbm", "compiled", "model"],
+                                              "description": "what scores: LightGBM's tree walker, the compiled "
+                                              "trees (deployment.compile_trees) or the model's own scorer"}},
+                    "required": ["version", "state", "inputs", "task", "scorer"],
                 }}},
                 "required": ["versions"],
             }))}},

@@ -173,6 +173,14 @@ class Servable:
         servable.classes = list(manifest.get("classes") or [])
         return servable
 
+    @property
+    def scorer(self) -> str:
+        """What scores this version: ``lightgbm`` (the C fast path), ``compiled`` (its trees as
+        machine code, :mod:`loopml.serving.compiled`) or ``model`` (the model's own ``score``)."""
+        if isinstance(self._pred, LightGBMFastPredictor):
+            return "compiled" if self._pred.compiled is not None else "lightgbm"
+        return "model"
+
     # -- one row -----------------------------------------------------------------------------
     def _prediction(self, score: float) -> float:
         if self._binary:

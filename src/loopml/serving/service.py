@@ -80,6 +80,7 @@ def feedback_auth(dep: Deployment) -> AdminAuth | None:
 def configure(app: ServingApp, dep: Deployment) -> ServingApp:
     """Apply the deployment's shutdown and durability settings to ``app``."""
     app.drain_seconds = dep.drain_seconds
+    app.compile_after_rows = dep.compile_after_rows if dep.compile_trees == "auto" else None
     if dep.log_durability == "before_answer" and (app.prediction_log is not None or app.feedback_log is not None):
         app.commit = GroupCommit([app.prediction_log, app.feedback_log])  # type: ignore[list-item]
     return app

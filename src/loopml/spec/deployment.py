@@ -216,6 +216,12 @@ class Deployment(StrictModel):
         "refused while the variable is unset); by default feedback needs no token.",
     )
     batch_chunk_rows: int = Field(default=200_000, ge=1, description="Rows per chunk in batch prediction.")
+    batch_executor: Literal["inprocess", "ray"] = Field(
+        default="inprocess",
+        description="Where `loopml predict --batch` scores: inprocess (DuckDB chunks in this process) or ray (Ray "
+        "Data map_batches over the Parquet input on the cluster RAY_ADDRESS names, else a local Ray on "
+        "127.0.0.1; same predictions file and scores). `loopml predict --executor` overrides it.",
+    )
     log_flush_rows: int = Field(
         default=1_000, ge=1,
         description="The service appends its queued log records (one per request) to the journal file after this "
@@ -251,6 +257,19 @@ class Deployment(StrictModel):
     )
     registry_poll_seconds: float = Field(
         default=2.0, ge=0, description="How often a running server checks the registry for promotions (0: never)."
+    )
+    compile_trees: Literal["auto", "off"] = Field(
+        default="auto",
+        description="LightGBM versions served online: 'auto' compiles a version's trees to machine code "
+        "(lleaves/LLVM, in a background thread at the lowest priority) once it has answered `compile_after_rows` "
+        "rows, checks the compiled scores against LightGBM's on rows drawn from the model's own feature ranges "
+        "(|difference| <= 1e-9) and then scores single rows and requests with it (about 2x less CPU per row); a "
+        "model that does not compile or disagrees keeps LightGBM. 'off': always LightGBM's own tree walker.",
+    )
+    compile_after_rows: int = Field(
+        default=1000, ge=0,
+        description="compile_trees 'auto': rows a version answers before its trees are compiled (compiling costs "
+        "seconds of CPU, worth it only for a version that serves traffic).",
     )
     limits: Limits = Field(
         default_factory=Limits, description="Request sizes, timeouts, connections, backpressure and load shedding."

@@ -149,5 +149,15 @@ class Training(StrictModel):
         "rounds) on train + valid; the test split stays untouched.",
     )
     executor: Annotated[Literal["inprocess", "process", "ray"], Field()] = Field(
-        default="inprocess", description="Where trials run: in this process, a local process pool, or Ray."
+        default="inprocess",
+        description="Where trials run: in this process, a local process pool, or Ray (one trial per Ray task). "
+        "With ray, the final fit (and refit) of each lightgbm candidate is also data-parallel over "
+        "`ray_workers` Ray Train workers (the cluster RAY_ADDRESS names, else a local Ray on 127.0.0.1); "
+        "other models, and lightgbm on sparse (TF-IDF) features, fit in this process.",
+    )
+    ray_workers: int = Field(
+        default=2,
+        ge=1,
+        description="executor ray: Ray Train workers (one CPU each) a lightgbm candidate's final fit is shared "
+        "by; each worker holds 1/ray_workers of the training rows and the whole validation split.",
     )

@@ -69,6 +69,7 @@ class TrainingData:
     focal_gamma: float | None = None
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    scratch_dir: str | None = None  # a folder for work files (Ray Train's run files), else the system temp dir
 
     @property
     def task(self) -> str:
@@ -386,7 +387,8 @@ def _fit_final(
         w = class_weights(data.y_train, w)
     ctx = FitContext(
         group=data.g_train, feature_names=data.feature_names, focal_gamma=focal,
-        extra={"item_key": data.spec.task.item_key, "embedding_dims": data.embedding_dims},
+        extra={"item_key": data.spec.task.item_key, "embedding_dims": data.embedding_dims,
+               "ray_workers": tr.ray_workers if tr.executor == "ray" else 0, "ray_storage": data.scratch_dir},
     )
     if use_valid:  # early stopping, where configured, watches the validation split
         ctx.eval_X, ctx.eval_y, ctx.eval_group = data.X_valid, data.y_valid, data.g_valid
@@ -546,6 +548,7 @@ def refit_winner(data: TrainingData, winner: CandidateResult) -> None:
         return
     combined = pa.concat_tables([data.train_table, data.valid_table], promote_options="default")
     full = prepare_training_data(data.spec, combined, data.valid_table)
+    full.scratch_dir = data.scratch_dir
     params = {**winner.params, **winner.bundle.model.fitted_params()}
     cls = model_class(winner.model_type)
     model, secs = _fit_final(full, winner.name, cls, params, use_valid=False)
@@ -661,6 +664,10 @@ def select_model(
                             res.params = {**res.params, **tres.fitted_params}
                     model, res.train_s = _fit_final(data, label, cls, res.params,
                                                     use_valid=not (cand.tune and cv_k))
+                    if tr.executor == "ray" and cls.name == "lightgbm":
+                        how = ("in this process (sparse features stay off Ray)" if sp.issparse(data.X_train)
+                               else f"data-parallel on Ray Train, {tr.ray_workers} worker(s)")
+                        data.notes.append(f"{label}: fitted {how}")
                     score = model.score(data.X_valid)
                     if data.negative_rate is not None and data.task == "binary":
                         score = recalibrate(score, data.negative_rate)

@@ -109,6 +109,7 @@ class TrainStage(BaseStage):
             outputs[k] = ctx.put_file(split_paths[k], kind="table", name=f"{k}-split", move=True,
                                       meta={"rows": len(parts[k])})
         data = prepare_training_data(spec, train, valid, sampled=sampled)
+        data.scratch_dir = str(ws.artifacts.tmp)  # Ray Train's run files stay in the workspace
         recorder = TrialRecorder(ws, ctx.execution_id)
         with _progress(ctx.show_progress) as prog:
             task_id = prog.add_task("starting", total=1.0) if prog is not None else None

@@ -181,6 +181,10 @@ class LightGBMModel(BaseModel):
         group = ctx.group if self.task == "ranking" else None
         if self.task == "ranking" and group is None:
             raise ModelError("model `lightgbm` needs the group (query) of each row for ranking")
+        ray_workers = int(ctx.extra.get("ray_workers") or 0)
+        if ray_workers and not sp.issparse(X) and not sp.issparse(ctx.eval_X):
+            self._fit_on_ray(params, X, y, w, group, cats, ctx, objective, ray_workers)
+            return
         train = dataset(X, y, w, group)
         valid_sets: list[Any] = []
         callbacks: list[Any] = []
@@ -219,6 +223,28 @@ class LightGBMModel(BaseModel):
         # the fitted and the reloaded model then agree bit for bit
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best if best > 0 else None))
         self.booster_ = booster
+        self.objective_ = objective
+
+    def _fit_on_ray(self, params: dict[str, Any], X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                    group: np.ndarray | None, cats: list[int], ctx: FitContext, objective: str, workers: int) -> None:
+        """The same fit, data-parallel over Ray Train workers (``training.executor: ray``)."""
+        from loopml.training.distributed import train_lightgbm_on_ray
+
+        cfg = self.config
+        valid = None
+        if ctx.eval_X is not None and ctx.eval_y is not None:
+            ey = np.asarray(ctx.eval_y)
+            ey = ey.astype(np.int64) if self.task in ("binary", "multiclass") else ey.astype(np.float64)
+            eg = ctx.eval_group if self.task == "ranking" else None
+            if self.task != "ranking" or eg is not None:
+                valid = (np.asarray(ctx.eval_X, dtype=np.float64), ey, eg)
+        stop = cfg.early_stopping_rounds if valid is not None else None  # type: ignore[attr-defined]
+        self.booster_ = train_lightgbm_on_ray(
+            params, X=np.asarray(X, dtype=np.float64), y=y, w=w, group=group, cats=cats,
+            init_score=self.init_score_ if objective == "focal" else None, valid=valid,
+            rounds=cfg.n_estimators, early_stopping_rounds=stop, workers=workers,  # type: ignore[attr-defined]
+            storage=ctx.extra.get("ray_storage"),
+        )
         self.objective_ = objective
 
     def _score(self, X: np.ndarray) -> np.ndarray:
