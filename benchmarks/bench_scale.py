@@ -76,6 +76,12 @@ def run_size(label: str, per_day: int, work: Path) -> dict[str, Any]:
     # every stage of the demo (the initial run and the monitor's retraining): the largest stage peak
     all_peaks = [e["peak_rss_mb"] for e in list_executions(ws, None, 1000) if e["peak_rss_mb"] is not None]
     pipeline_s = sum(s["seconds"] or 0.0 for s in stages.values())
+    from loopml.monitoring.records import monitor_decisions, recent
+
+    retrain = next((d for d in recent(ws, monitor_decisions, "decided_at", 20) if d["action"] == "retrain"), None)
+    retrain_process = ((retrain or {}).get("evidence") or {}).get("process")  # the retraining's child process
+    retrain_stages = {e["stage"]: {"seconds": e["duration_s"], "peak_rss_mb": e["peak_rss_mb"]}
+                      for e in list_executions(ws, retrain["run_id"], 100)} if retrain and retrain.get("run_id") else {}
     demo = json.loads((ws.root / "demo.json").read_text())
     shutil.rmtree(project, ignore_errors=True)
     return {
@@ -87,6 +93,8 @@ def run_size(label: str, per_day: int, work: Path) -> dict[str, Any]:
         "pipeline_s": pipeline_s,
         "stages": stages,
         "demo_timings": demo.get("timings", {}),
+        "retrain_process": retrain_process,
+        "retrain_stages": retrain_stages,
         "load_1min_before": load_before,
         "load_1min_after": _load(),
     }
@@ -121,6 +129,11 @@ def render(results: list[dict[str, Any]]) -> str:
             f"| {r['label']} | {r['rows']:,} | {r['demo_wall_s']:.0f} | {r['pipeline_s']:.0f} | "
             f"{r['demo_peak_rss_mb']:,.0f} | {r['load_1min_before']:.1f} → {r['load_1min_after']:.1f} |"
         )
+    for r in results:
+        proc = r.get("retrain_process")
+        if proc:
+            lines.append(f"\n{r['label']}: the monitor's retraining ran in its own child process (pid {proc['pid']}), "
+                         f"peak RSS {proc['peak_rss_mb']:,.0f} MB.")
     lines += ["", "Per stage (initial training run): seconds / peak RSS MB", ""]
     head = "| stage | " + " | ".join(f"{r['label']} s | {r['label']} MB" for r in results)
     exps = [f"k time {a['label']}→{b['label']} | k RSS {a['label']}→{b['label']}" for a, b in itertools.pairwise(results)]
@@ -136,6 +149,16 @@ def render(results: list[dict[str, Any]]) -> str:
             cells += [_fmt(exponent(sa.get("seconds"), sb.get("seconds"), a["rows"], b["rows"])),
                       _fmt(exponent(sa.get("peak_rss_mb"), sb.get("peak_rss_mb"), a["rows"], b["rows"]))]
         lines.append(f"| {st} | " + " | ".join(cells) + " |")
+    if any(r.get("retrain_stages") for r in results):
+        lines += ["", "Per stage (the monitor's retraining, on the week plus the replayed day): seconds / peak RSS MB", "",
+                  "| stage | " + " | ".join(f"{r['label']} s | {r['label']} MB" for r in results) + " |",
+                  "|---|" + "---:|" * (2 * len(results))]
+        for st in STAGES:
+            cells = []
+            for r in results:
+                s = (r.get("retrain_stages") or {}).get(st, {})
+                cells += [_fmt(s.get("seconds"), ".1f"), _fmt(s.get("peak_rss_mb"), ",.0f")]
+            lines.append(f"| {st} | " + " | ".join(cells) + " |")
     for a, b in itertools.pairwise(results):
         lines.append(
             f"\nWhole demo {a['label']}→{b['label']}: k time {_fmt(exponent(a['demo_wall_s'], b['demo_wall_s'], a['rows'], b['rows']))}, "
