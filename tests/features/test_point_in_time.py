@@ -215,3 +215,59 @@ def test_effective_delay_defaults_to_the_label_window() -> None:
     assert effective_delay(spec, ctr) == 600.0  # the label is only known once its click window closed
     assert effective_delay(spec, count) == 0.0
     assert effective_delay(spec, ctr.model_copy(update={"delay_seconds": 5.0})) == 5.0
+
+
+def test_the_join_passes_the_examples_through_as_they_are_in_their_order(ratings: pa.Table, tmp_path: Any) -> None:
+    """DuckDB joins only keys, times and row numbers: the examples' own columns come back untouched (types too)."""
+    import pyarrow.parquet as pq
+
+    from loopml.features.offline import connect, write_point_in_time_join
+
+    shuffled = ratings.take(pa.array(np.random.default_rng(0).permutation(ratings.num_rows)))  # not in time order
+    examples = pa.table({
+        "note": pa.array([f"row {i}" for i in range(shuffled.num_rows)], pa.large_string()),
+        "user_id": shuffled.column("user_id"),
+        "ts": shuffled.column("ts"),
+        "rating": shuffled.column("rating").cast(pa.int8()),
+        "item": pa.array(shuffled.column("item_id").cast(pa.string()).to_pylist()).dictionary_encode(),
+    })
+    spec = FeatureTable(entity=["user_id"], timestamp="ts", source="ratings",
+                        aggregations=[{"name": "u_n", "function": "count"},
+                                      {"name": "u_mean", "function": "mean", "column": "rating", "window_days": 30}])
+    tables = {"user": (spec, compute_feature_table("user", spec, ratings))}
+    whole = point_in_time_join(examples, "ts", tables)
+    assert whole.schema.names == [*examples.column_names, "u_n", "u_mean"]
+    assert whole.select(examples.column_names).equals(examples)  # same rows, order, values and Arrow types
+    # streamed in many small batches (and with DuckDB's smallest budget) into Parquet: the same table
+    path = tmp_path / "joined.parquet"
+    write_point_in_time_join(path, examples, "ts", tables, con=connect(64), batch_rows=512)
+    assert pq.read_table(path).equals(whole)
+    # each example saw its own user's history up to its time, whatever the row order
+    by_user: dict[int, list[Any]] = {}
+    for r in ratings.sort_by("ts").to_pylist():
+        by_user.setdefault(r["user_id"], []).append(r["ts"])
+    got = whole.select(["user_id", "ts", "u_n"]).to_pylist()
+    for r in got[:300]:
+        assert r["u_n"] == sum(t <= r["ts"] for t in by_user[r["user_id"]])
+
+
+def test_duckdb_works_within_its_budget_and_spills_to_a_folder_removed_at_close() -> None:
+    import os
+    import tempfile
+
+    from loopml.features.offline import DUCKDB_MEMORY_MB, connect
+
+    default = connect()
+    limit = default.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit.endswith("MiB") and float(limit.split()[0]) <= DUCKDB_MEMORY_MB  # not 80% of the machine
+    default.close()
+    con = connect(64)
+    folder = con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    assert os.path.dirname(folder) == tempfile.gettempdir() and "loopml-duckdb-" in folder
+    # a sort of ~100 MB of text cannot be held in 64 MB: it spills and completes
+    con.execute("SET enable_progress_bar = false")
+    n = con.sql("SELECT count(DISTINCT s) FROM (SELECT md5(i::VARCHAR) AS s FROM range(1500000) t(i) ORDER BY s)")
+    assert n.fetchall()[0][0] == 1_500_000
+    assert os.path.isdir(folder)
+    con.close()
+    assert not os.path.exists(folder)

@@ -139,6 +139,18 @@ def test_shifted_stream_through_the_service_alerts_retrains_and_registers_an_app
             decision = conn.execute(monitor_decisions.select().where(monitor_decisions.c.action == "retrain")).mappings().one()
         assert "inputs-drifted" in decision["evidence"]["accepted_drift"]
         assert {s["stage"]: s["status"] for s in decision["evidence"]["stages"]}["validate"] == "success"
+        # the retraining pipeline ran in its own child process: the run record names it, every stage peaked in it
+        from sqlalchemy import select
+
+        from loopml.lineage import list_executions
+        from loopml.workspace.metadata import runs
+
+        child = decision["evidence"]["process"]
+        with ws.engine.connect() as conn:
+            run_pid = conn.execute(select(runs.c.pid).where(runs.c.run_id == decision["run_id"])).scalar_one()
+        assert run_pid == child["pid"] and child["exit_code"] == 0
+        peaks = [e["peak_rss_mb"] for e in list_executions(ws, decision["run_id"], 20)]
+        assert len(peaks) == 6 and all(p is not None and 20 < p <= child["peak_rss_mb"] + 0.1 for p in peaks), peaks
         exported = list((project / "data").glob("feedback-*.parquet"))
         assert len(exported) == 1 and pq.read_metadata(exported[0]).num_rows == len(rows)
         assert pq.read_schema(exported[0]).equals(pq.read_schema(project / "data" / "initial.parquet"))

@@ -16,7 +16,10 @@ into earlier examples; an example falls back to the newest value that existed at
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +39,22 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection working in UTC."""
+#: DuckDB's working memory per connection, in MB, unless a stage's memory cap asks for less: beyond it, sorts,
+#: joins and windows spill to a temporary folder instead of holding (DuckDB's own default is 80% of the
+#: machine's memory, far more than a bounded stage may hold).
+DUCKDB_MEMORY_MB = 1024
+
+
+def connect(memory_mb: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection working in UTC, with at most ``memory_mb`` (default :data:`DUCKDB_MEMORY_MB`) of
+    working memory; what does not fit spills to a folder of its own under the system's temporary folder
+    (made when needed, removed by DuckDB when the connection closes)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    limit = max(64, int(memory_mb if memory_mb is not None else DUCKDB_MEMORY_MB))
+    con.execute(f"SET memory_limit = '{limit}MB'")
+    spill = Path(tempfile.gettempdir()) / f"loopml-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    con.execute("SET temp_directory = " + "'" + str(spill).replace("'", "''") + "'")
     return con
 
 
@@ -221,59 +236,101 @@ def _register_with_key_types(con: duckdb.DuckDBPyConnection, name: str, ft: pa.T
 
 def point_in_time_join(examples: pa.Table, timestamp: str, tables: Mapping[str, tuple[FeatureTable, pa.Table]],
                        con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
-    """Examples with, per table, the feature values known at each example's time (rows keep their order)."""
+    """Examples with, per table, the feature values known at each example's time (rows keep their order).
+
+    The examples' own columns are passed through as they are (same Arrow types); the feature columns follow.
+    """
     con = con or connect()
-    sql = _point_in_time_sql(con, examples, timestamp, tables)
-    try:
-        return _arrow(con.sql(sql))
-    except duckdb.Error as exc:
-        raise DataError(f"point-in-time join failed: {exc}") from None
+    schema, parts = _joined_parts(examples, timestamp, tables, con, 1 << 20)
+    return pa.Table.from_batches([b for part in parts for b in part.to_batches()], schema=schema)
 
 
 def write_point_in_time_join(path: str | Path, examples: pa.Table, timestamp: str,
                              tables: Mapping[str, tuple[FeatureTable, pa.Table]],
                              con: duckdb.DuckDBPyConnection | None = None, batch_rows: int = 65_536) -> pa.Schema:
     """:func:`point_in_time_join` written to a Parquet file (zstd) as DuckDB streams it, in record batches of
-    ``batch_rows``: the joined table is never held whole in Python. Returns its schema."""
+    ``batch_rows``: the joined table is never held whole. Returns its schema."""
     con = con or connect()
+    schema, parts = _joined_parts(examples, timestamp, tables, con, batch_rows)
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        for part in parts:
+            writer.write_table(part)
+    return schema
+
+
+def _joined_parts(examples: pa.Table, timestamp: str, tables: Mapping[str, tuple[FeatureTable, pa.Table]],
+                  con: duckdb.DuckDBPyConnection, batch_rows: int) -> tuple[pa.Schema, Iterator[pa.Table]]:
+    """The joined schema, and the joined rows in order as tables of about ``batch_rows`` rows.
+
+    DuckDB joins only what the join needs (each example's row number, time and entity keys) and returns
+    the feature values in example order; each batch is set beside the matching slice of the examples,
+    which are never copied into DuckDB nor sorted there.
+    """
     sql = _point_in_time_sql(con, examples, timestamp, tables)
     try:
         rel = con.sql(sql)
         reader = rel.to_arrow_reader(batch_rows) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(batch_rows)
-        with pq.ParquetWriter(str(path), reader.schema, compression="zstd") as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-        return reader.schema
     except duckdb.Error as exc:
+        con.execute("DROP TABLE IF EXISTS __ex")
         raise DataError(f"point-in-time join failed: {exc}") from None
-    finally:
-        con.execute("DROP TABLE IF EXISTS __ex")  # the examples' copy inside DuckDB
+    schema = pa.schema([*examples.schema, *list(reader.schema)[1:]])
+
+    def parts() -> Iterator[pa.Table]:
+        offset = 0
+        try:
+            for batch in reader:
+                n = batch.num_rows
+                rows = batch.column(0)
+                if n and (rows[0].as_py() != offset + 1 or rows[n - 1].as_py() != offset + n):
+                    raise DataError(f"point-in-time join: rows {offset + 1}-{offset + n} came back out of order "
+                                    f"(got {rows[0].as_py()}-{rows[n - 1].as_py()})")
+                part = examples.slice(offset, n)
+                cols = [*part.columns, *(pa.chunked_array([c]) for c in batch.columns[1:])]
+                yield pa.Table.from_arrays(cols, schema=schema)
+                offset += n
+        except duckdb.Error as exc:
+            raise DataError(f"point-in-time join failed: {exc}") from None
+        finally:
+            con.execute("DROP TABLE IF EXISTS __ex")  # the examples' keys and times inside DuckDB
+        if offset != examples.num_rows:
+            raise DataError(f"point-in-time join returned {offset:,} rows for {examples.num_rows:,} examples")
+
+    return schema, parts()
 
 
 def _point_in_time_sql(con: duckdb.DuckDBPyConnection, examples: pa.Table, timestamp: str,
                        tables: Mapping[str, tuple[FeatureTable, pa.Table]]) -> str:
-    """Register the examples and tables on ``con``; the SQL of the point-in-time join."""
+    """Register the examples' keys and times and the tables on ``con``; the SQL of the point-in-time join.
+
+    Its result is ``__row`` (1-based example row) and the feature columns, ordered by ``__row``.
+    """
     if timestamp not in examples.column_names:
         raise SpecError(f"task.timestamp `{timestamp}` is not a column of the examples "
                         f"(columns: {', '.join(examples.column_names[:30])})")
-    con.register("__ex_raw", examples)
-    ex_ts = _ts_expr(con, "__ex_raw", timestamp)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __ex AS SELECT *, {ex_ts} AS __t, row_number() OVER () AS __row "
-                "FROM __ex_raw")
     taken = set(examples.column_names)
-    select = ["e.* EXCLUDE (__t, __row)"]
-    joins = []
-    for i, (name, (spec, ft)) in enumerate(tables.items()):
+    keys: list[str] = []
+    for name, (spec, ft) in tables.items():
         missing = [k for k in spec.entity if k not in examples.column_names]
         if missing:
             raise SpecError(f"features.tables.{name}: entity key(s) {', '.join(missing)} are not columns of the "
                             "examples, so they cannot be joined")
-        feats = feature_columns(spec, ft)
-        clash = [f for f in feats if f in taken]
+        clash = [f for f in feature_columns(spec, ft) if f in taken]
         if clash:
             raise SpecError(f"features.tables.{name}: feature name(s) {', '.join(clash)} already exist in the "
                             "examples or another table; rename them")
-        taken |= set(feats)
+        taken |= set(feature_columns(spec, ft))
+        keys += [k for k in spec.entity if k not in keys]
+    needed = [c for c in examples.column_names if c in keys or c == timestamp]
+    con.register("__ex_raw", examples.select(needed))
+    ex_ts = _ts_expr(con, "__ex_raw", timestamp)
+    carried = "".join(f"{q(k)}, " for k in keys)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __ex AS SELECT {carried}{ex_ts} AS __t, row_number() OVER () AS __row "
+                "FROM __ex_raw")
+    con.unregister("__ex_raw")
+    select = ["e.__row"]
+    joins = []
+    for i, (name, (spec, ft)) in enumerate(tables.items()):
+        feats = feature_columns(spec, ft)
         _register_with_key_types(con, name, ft, spec, examples)
         alias = f"f{i}"
         on = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in spec.entity)

@@ -17,8 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loopml.errors import LoopMLError, SpecError
-from loopml.features.offline import compute_feature_table, connect, feature_columns, write_point_in_time_join
-from loopml.pipeline.resources import MemoryFloor
+from loopml.features.offline import (
+    DUCKDB_MEMORY_MB,
+    compute_feature_table,
+    connect,
+    feature_columns,
+    write_point_in_time_join,
+)
+from loopml.pipeline.resources import MemoryFloor, spare_memory_mb
 from loopml.pipeline.stage import BaseStage, StageContext, StageResult, register_stage
 from loopml.spec import Spec
 from loopml.spec.data import ClickWithinWindow
@@ -160,7 +166,9 @@ class FeaturesStage(BaseStage):
         if spec.task.timestamp is None:
             raise SpecError("features.tables needs task.timestamp: the point-in-time join must know when "
                             "each example happened")
-        con = connect()
+        # DuckDB spills beyond its share of the stage's memory cap (or beyond its default budget when uncapped)
+        spare = spare_memory_mb(spec, self.name)
+        con = connect(min(spare, DUCKDB_MEMORY_MB) if spare is not None else None)
         computed: dict[str, tuple[FeatureTable, pa.Table]] = {}
         manifest: dict[str, Any] = {"tables": {}, "timestamp": spec.task.timestamp}
         for name, tspec in ctx.progress(spec.features.tables.items(), total=len(spec.features.tables),

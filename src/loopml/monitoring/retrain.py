@@ -285,8 +285,14 @@ def _retraining_workspace(ws: Workspace, triggers: list[Trigger]) -> tuple[Works
 
 
 def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, show_progress: bool = False) -> Decision:
-    """Export new labels, rerun the pipeline from ``ingest`` under the workspace lock, and record the verdict."""
-    from loopml.pipeline import Runner, pipeline_for
+    """Export new labels, rerun the pipeline from ``ingest`` under the workspace lock, and record the verdict.
+
+    The pipeline runs in a fresh child process (:func:`loopml.pipeline.child.run_pipeline_in_child`): it does
+    not start on top of what this process holds (a serving demo, a long-lived monitor), and its memory goes
+    back to the system when it ends. The child's pid and peak RSS are part of the decision's evidence.
+    """
+    from loopml.pipeline import pipeline_for
+    from loopml.pipeline.child import run_pipeline_in_child
 
     spec = ws.spec.monitoring.retraining
     decision = Decision(new_id(), "retrain", "running", triggers)
@@ -299,7 +305,7 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
             )
         )
     try:
-        with ws.lock(wait_s=spec.lock_wait_s):
+        with ws.lock(wait_s=spec.lock_wait_s) as lock:
             other = _finished_while_waiting(ws, decision.decision_id, now)
             if other is not None:
                 # another monitor retrained while this one waited for the lock: nothing left to do
@@ -323,9 +329,16 @@ def retrain(ws: Workspace, triggers: list[Trigger], check_id: str | None, *, sho
                     f"retraining needs the `ingest` stage, but the pipeline has only: {', '.join(names) or 'no stages'}",
                     hint="declare data sources in loopml.yaml",
                 )
-            report = Runner(run_ws, stages, show_progress=show_progress).run(
-                start_from="ingest", command=f"loopml monitor: retrain ({'; '.join(t.detail for t in triggers)})"
-            )
+            try:
+                report, child = run_pipeline_in_child(
+                    run_ws, start_from="ingest", show_progress=show_progress, lock_fd=lock.fileno(),
+                    command=f"loopml monitor: retrain ({'; '.join(t.detail for t in triggers)})",
+                )
+            except LoopMLError as exc:
+                if getattr(exc, "child", None) is not None:
+                    decision.evidence["process"] = exc.child.to_json()  # type: ignore[attr-defined]
+                raise
+            decision.evidence["process"] = child.to_json()
         decision.run_id = report.run_id
         decision.evidence["stages"] = [
             {"stage": o.stage, "status": o.status, "seconds": round(o.duration_s, 3), "outputs": o.outputs,

@@ -216,6 +216,18 @@ class MemoryWatch:
             raise StageError(self._over_message(peak)) from None
 
 
+def spare_memory_mb(spec: object, stage: str, share: float = 0.5) -> float | None:
+    """``share`` of what ``stage``'s memory cap leaves above the RSS held now, in MB (``None``: no cap).
+
+    What a stage hands to an engine that can spill (DuckDB's ``memory_limit``), so that it spills before
+    the stage crosses its cap.
+    """
+    cap, _ = stage_cap(spec, stage)
+    if cap is None:
+        return None
+    return max(0.0, (cap - current_rss()) * share / MB)
+
+
 def stage_cap(spec: object, stage: str) -> tuple[int | None, str]:
     """The memory cap of ``stage`` in bytes (``None``: no cap) and the spec field that sets it."""
     scale = spec.requirements.scale  # type: ignore[attr-defined]

@@ -51,6 +51,11 @@ class RunLock:
         os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self._fd = fd
 
+    def fileno(self) -> int | None:
+        """The descriptor holding the lock (``None`` when not held): a child process that inherits it holds the
+        lock with this one, until both have closed it."""
+        return self._fd
+
     def release(self) -> None:
         """Release the lock."""
         if self._fd is not None:
