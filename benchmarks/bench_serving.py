@@ -254,7 +254,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, body: str, system: str, 
     raise RuntimeError(f"no answer within {timeout:.0f} s: {last}")
 
 
-def wait_compiled(url: str, timeout: float = 120.0) -> str:
+def wait_compiled(url: str, timeout: float = 300.0) -> str:
     """Wait until every version a loopml server loaded scores with compiled trees (it compiles a
     version once it has answered ``deployment.compile_after_rows`` rows: the warm-up's); returns
     the scorers it reports (``compiled`` when it got there)."""
@@ -628,7 +628,10 @@ def bench_online(systems: list[str], model: Path, warmup: float, duration: float
             run_wrk(url, scripts["single"], 8, warmup)
         for system, (_proc, url, _scripts) in running.items():
             if system.startswith("loopml") or system in ROUTES:  # measured as they serve once warm
+                t_wait = time.monotonic()
                 results[system]["scorer"] = wait_compiled(url)
+                print(f"    {system}: scorer {results[system]['scorer']} after {time.monotonic() - t_wait:.0f} s more",
+                      flush=True)
         drain_logs(work)  # the warm-up's log rows are written before anything is measured
         for label, kind, conns in LEVELS_RUN:
             for rnd in range(rounds):
