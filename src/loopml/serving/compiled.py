@@ -44,12 +44,15 @@ CHECK_ROWS = 512
 
 
 def available() -> bool:
-    """Whether the compiler (lleaves + llvmlite) can be imported here."""
+    """Whether the compiler (lleaves + llvmlite) can be imported here and can compile: lleaves 1.3
+    drives LLVM through the legacy pass manager, which llvmlite 0.45 removed."""
     try:
         import lleaves  # noqa: F401
+        import llvmlite
+        from llvmlite import binding
     except Exception:  # a missing or broken LLVM binding: serve with LightGBM
         return False
-    return True
+    return hasattr(binding, "PassManagerBuilder") and bool(llvmlite.__version__)
 
 
 def check_rows(model_text: str, n: int = CHECK_ROWS, seed: int = 0) -> np.ndarray:
