@@ -159,6 +159,45 @@ def test_keep_alive_and_pipelined_requests(server: Server, click: pa.Table) -> N
     assert data.count(b'"model_version":"v1"') == 3
 
 
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_answers_written_together_keep_request_order_around_refusals_and_interim_replies(
+        server: Server, click: pa.Table) -> None:
+    """Answers wait in their connection's outbox until the end of the loop iteration; whatever is written
+    otherwise (a refusal, a 100 Continue) must still come after the earlier answers."""
+    import json
+
+    row = json.dumps(rows_of(click, 1)[0]).encode()
+    req = b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(row), row)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(req * 2 + b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n" + b"NOT HTTP AT ALL\r\n\r\n")
+        data = _read_until_closed(sock)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3})", data)
+    assert statuses == [b"200", b"200", b"200", b"400"], data[:2000]
+    assert data.index(b'"model_version"') < data.index(b'"status"') < data.index(b"malformed HTTP request")
+
+    head = (b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\n"
+            b"content-length: %d\r\n\r\n" % len(row))
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(req + head)  # an answer, then the next request's interim reply
+        data = b""
+        while b"100 Continue" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        sock.sendall(row + b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data += _read_until_closed(sock)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3})", data)
+    assert statuses == [b"200", b"100", b"200", b"200"], data[:2000]
+
+
 def test_server_binds_loopback_by_default(server: Server) -> None:
     assert server.host == "127.0.0.1"
 

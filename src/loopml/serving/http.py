@@ -1,8 +1,9 @@
 """A lean HTTP/1.1 server for the prediction service: asyncio Protocol + httptools + uvloop.
 
 No framework runs per request: httptools parses, :meth:`ServingApp.handle` returns bytes and
-one ``transport.write`` sends the response. Keep-alive and pipelining are supported; responses
-go out in request order: while a request is answered asynchronously (an admin action, a large
+the response waits in its connection's outbox until the end of the event-loop iteration, when
+every connection's outbox goes out with one ``transport.write`` each (see "Coalesced writes"
+below). Keep-alive and pipelining are supported; responses go out in request order: while a request is answered asynchronously (an admin action, a large
 body scored in a worker thread) later requests of the same connection wait in a queue and the
 connection is not read. This is what ``uvicorn`` does underneath, minus the ASGI layer, which
 is where a FastAPI app spends most of its time at these request sizes (measured in
@@ -22,6 +23,15 @@ What one client may cost is bounded (``deployment.limits``, :class:`HttpLimits`)
 * connections: one more than ``max_connections`` is answered 503 and closed;
 * load: while the estimated wait exceeds the latency budget, work requests get 503 +
   ``Retry-After`` at once (:class:`ServerState`).
+
+Coalesced writes: the requests that one event-loop iteration read are answered first and
+written after, all together, by one callback. Each write to loopback wakes the client; spread
+between the answers, every write found the client asleep and paid a cross-core wake-up (most
+of a request's kernel time). Written together, the first wake-up finds the later ones already
+running: about a third less CPU per request at c=8 (measured with ``python -m benchmarks
+serving``; the answers wait at most the rest of the iteration). An outbox larger than
+:data:`OUTBOX_BYTES` is written at once, so the unsent-bytes bound still applies; anything that
+closes or half-closes a connection writes its outbox first, so order is kept.
 
 Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms)
 keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
@@ -73,6 +83,8 @@ TICK_SECONDS = 0.01
 _now = time.monotonic()
 #: after a refusal, input is discarded this long before the connection is dropped (see HttpProtocol._linger)
 LINGER_SECONDS = 2.0
+#: a connection's outbox is written at once beyond this many bytes (not at the iteration's end)
+OUTBOX_BYTES = 64 << 10
 
 
 class _Clock:
@@ -171,6 +183,7 @@ class ServerState:
         self.timeouts = 0
         self.refused_connections = 0
         self.draining = False
+        self.outboxes: list[HttpProtocol] = []  # connections with answers to write at the iteration's end
         self._probe_start = 0.0
         self._over = False  # the last iteration's wait exceeded the budget
         self._next_sweep = 0.0
@@ -192,6 +205,12 @@ class ServerState:
             self._next_sweep = now + self._sweep_every
             self.sweep(now)
         loop.call_later(TICK_SECONDS, self._tick)
+
+    def flush(self) -> None:
+        """Write every connection's outbox (the callback at the end of an iteration that answered)."""
+        boxes, self.outboxes = self.outboxes, []
+        for conn in boxes:
+            conn._flush()
 
     def _probe_a(self) -> None:
         # runs in the idle phase of this iteration, before its I/O; _probe_b runs after it
@@ -246,7 +265,7 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_body", "_busy", "_dead", "_head", "_headers", "_hold", "_lim_body", "_lim_hbytes", "_lim_headers",
-        "_lim_url", "_lingering", "_maxcl", "_nheaders", "_pending",
+        "_lim_url", "_lingering", "_maxcl", "_nheaders", "_out", "_out_bytes", "_pending",
         "_phase", "_queue", "_since", "_size", "_url", "_wpaused", "_wsince", "app", "limits", "parser",
         "server", "transport",
     )
@@ -277,6 +296,8 @@ class HttpProtocol(asyncio.Protocol):
         self._dead = False
         self._lingering = False
         self._queue: deque[tuple[Any, ...]] = deque()
+        self._out: list[bytes] = []  # answers not yet handed to the transport (see "Coalesced writes")
+        self._out_bytes = 0
 
     @property
     def idle(self) -> bool:
@@ -334,6 +355,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = None
         self._dead = True
         self._queue.clear()
+        self._out.clear()
         self.server.connections.discard(self)
 
     def pause_writing(self) -> None:
@@ -388,7 +410,7 @@ class HttpProtocol(asyncio.Protocol):
                          % (cl[:40], self._lim_body))
         # curl and others wait for this before sending a large body
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         size = self._size = self._size + len(body)
@@ -446,7 +468,7 @@ class HttpProtocol(asyncio.Protocol):
                 data = render(code, payload, ctype, keep_alive, extra)
             if method == b"HEAD":  # the head only (its content-length still says what GET would send)
                 data = data[: len(data) - len(payload)]
-            self.transport.write(data)  # may call pause_writing()
+            self._send(data)
             if not keep_alive:  # (also while draining: see above)
                 self._close()
             elif not self._hold:
@@ -496,9 +518,34 @@ class HttpProtocol(asyncio.Protocol):
             return 503, b'{"error":"the prediction could not be written to the log; retry"}', _JSON
         return result
 
-    def _write(self, data: bytes, keep_alive: bool) -> None:
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` in the outbox: written at the end of this event-loop iteration (at once when
+        the outbox is large: :meth:`_flush` may then call :meth:`pause_writing`)."""
+        out = self._out
+        if not out:
+            boxes = self.server.outboxes
+            if not boxes:
+                asyncio.get_running_loop().call_soon(self.server.flush)
+            boxes.append(self)
+        out.append(data)
+        size = self._out_bytes = self._out_bytes + len(data)
+        if size > OUTBOX_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the outbox to the transport (may call :meth:`pause_writing`)."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._out_bytes = 0
         transport = self.transport
-        transport.write(data)  # may call pause_writing()
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _write(self, data: bytes, keep_alive: bool) -> None:
+        self._send(data)
         if not keep_alive or (self.server.draining and not self._hold and not self._queue):
             self._close()
             return
@@ -547,7 +594,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(render(code, body, _JSON, False))
+        self._send(render(code, body, _JSON, False))
         self._linger()
 
     def _linger(self) -> None:
@@ -555,6 +602,7 @@ class HttpProtocol(asyncio.Protocol):
         reset the connection, and a client still sending (a body we refused) may never see the answer.
         So: send the answer and FIN, discard what still arrives, and close when the client does or
         after ``LINGER_SECONDS``."""
+        self._flush()
         transport = self.transport
         self._dead = True
         self._queue.clear()
@@ -566,6 +614,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.resume_reading()
 
     def _close(self) -> None:
+        self._flush()  # close() sends what the transport holds, then the FIN
         transport = self.transport
         if transport is not None:
             transport.close()
@@ -586,7 +635,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._phase in (_HEAD, _BODY) and not self._hold:
             what = b"headers" if self._phase == _HEAD else b"body"
             self._dead = True
-            transport.write(render(408, b'{"error":"the request %s did not arrive in time"}' % what, _JSON, False))
+            self._send(render(408, b'{"error":"the request %s did not arrive in time"}' % what, _JSON, False))
             self._linger()
             return
         self._close()
