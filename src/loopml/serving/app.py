@@ -181,6 +181,7 @@ class _DeferredMetrics:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.seconds: float | None = None  # the worker's own time on the request (queueing excluded)
 
     def observe(self, *args: Any) -> None:
         self.calls.append(("observe", args))
@@ -417,7 +418,9 @@ class ServingApp:
 
         def done(_: Any) -> None:  # on the event loop
             self._queued_seconds = max(0.0, self._queued_seconds - estimate)
-            took = time.perf_counter() - t0
+            # the work's own time: with the wait in the queue counted too, the estimate would grow
+            # with the queue and refuse requests the worker had time for
+            took = metrics.seconds if metrics.seconds is not None else time.perf_counter() - t0
             if body:
                 self._seconds_per_byte = 0.7 * self._seconds_per_byte + 0.3 * took / len(body) / max(1, self.offload_threads)
             metrics.replay(self.metrics)
@@ -426,9 +429,14 @@ class ServingApp:
         future.add_done_callback(done)
         return future
 
-    def _predict_offloaded(self, headers: dict[bytes, bytes], body: bytes, rid: int, metrics: Any) -> Response:
-        with gc_paused():
-            return self._predict(headers, body, rid, metrics, True)
+    def _predict_offloaded(self, headers: dict[bytes, bytes], body: bytes, rid: int,
+                           metrics: _DeferredMetrics) -> Response:
+        t0 = time.perf_counter()
+        try:
+            with gc_paused():
+                return self._predict(headers, body, rid, metrics, True)
+        finally:
+            metrics.seconds = time.perf_counter() - t0
 
     def _predict(self, headers: dict[bytes, bytes], body: bytes, counter: int | None, metrics: Any,
                  threaded: bool) -> Response:
