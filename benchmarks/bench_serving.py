@@ -254,18 +254,23 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, body: str, system: str, 
     raise RuntimeError(f"no answer within {timeout:.0f} s: {last}")
 
 
-def wait_compiled(url: str, timeout: float = 300.0) -> str:
+def wait_compiled(url: str, warm: Any = None, timeout: float = 300.0) -> str:
     """Wait until every version a loopml server loaded scores with compiled trees (it compiles a
-    version once it has answered ``deployment.compile_after_rows`` rows: the warm-up's); returns
-    the scorers it reports (``compiled`` when it got there)."""
+    version once it has answered ``deployment.compile_after_rows`` rows: the warm-up's; ``warm()``
+    sends more requests every 20 s while a version has not got there); returns the scorers it
+    reports (``compiled`` when it got there)."""
     models = url.rsplit("/v1/", 1)[0] + "/v1/models"
     deadline = time.monotonic() + timeout
+    rewarm = time.monotonic() + 20
     scorers = ""
     while time.monotonic() < deadline:
         with urllib.request.urlopen(models, timeout=5) as r:
             scorers = ",".join(sorted({v["scorer"] for v in json.loads(r.read())["versions"]}))
         if scorers == "compiled":
             break
+        if warm is not None and time.monotonic() > rewarm:
+            warm()
+            rewarm = time.monotonic() + 20
         time.sleep(0.5)
     return scorers
 
@@ -626,10 +631,11 @@ def bench_online(systems: list[str], model: Path, warmup: float, duration: float
             running[system] = (proc, url, scripts)
         for _proc, url, scripts in running.values():
             run_wrk(url, scripts["single"], 8, warmup)
-        for system, (_proc, url, _scripts) in running.items():
+        for system, (_proc, url, scripts) in running.items():
             if system.startswith("loopml") or system in ROUTES:  # measured as they serve once warm
                 t_wait = time.monotonic()
-                results[system]["scorer"] = wait_compiled(url)
+                results[system]["scorer"] = wait_compiled(
+                    url, lambda url=url, scripts=scripts: run_wrk(url, scripts["single"], 8, 1.0))
                 print(f"    {system}: scorer {results[system]['scorer']} after {time.monotonic() - t_wait:.0f} s more",
                       flush=True)
         drain_logs(work)  # the warm-up's log rows are written before anything is measured

@@ -176,3 +176,42 @@ def test_compile_trees_must_be_auto_or_off(cli, tmp_path, model_file):
     r = cli("serve", "--model-file", str(path), "--compile-trees", "always", "--port", "0")
     assert r.returncode != 0
     assert "--compile-trees must be `auto` or `off`, not 'always'" in r.stdout + r.stderr
+
+
+def _compiler_children(pid: int) -> list[int]:
+    """Pids of the compiler processes whose parent is ``pid``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"loopml.serving.compiled" in cmd:
+            found.append(int(d.name))
+    return found
+
+
+def test_trees_compile_in_a_child_process_that_a_stopping_server_does_not_wait_for(serve, bike_data, tmp_path):
+    x, cnt, _ = bike_data
+    b = booster(np.nan_to_num(x), (cnt > np.median(cnt)).astype(float), "binary", rounds=1500)  # long to compile
+    path = tmp_path / "big.txt"
+    b.save_model(str(path))
+    server = serve("--model-file", str(path), "--compile-after-rows", "50")
+    for r in _rows(np.nan_to_num(x[:60])):
+        assert server.request("POST", "/v1/predict", r)[0] == 200
+    deadline = time.monotonic() + 30
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        children = _compiler_children(server.proc.pid)
+        time.sleep(0.05)
+    assert children, "no compiler child process appeared"
+    assert _wait_scorer(server, "compiled", timeout=0.2) == "lightgbm"  # still compiling: LightGBM answers
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 15  # a bound: it did not wait for the compile to end
+    assert server.proc.returncode == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -96,14 +96,31 @@ def compile_object(model_text: str, *, inline: bool = True, timeout: float = COM
     """The trees of ``model_text`` compiled by lleaves to a native object for this machine, in a
     child process at the lowest OS priority (see the module docstring)."""
     cmd = [sys.executable, "-m", "loopml.serving.compiled"] + ([] if inline else ["--no-inline"])
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _RUNNING.add(proc)
     try:
-        proc = subprocess.run(cmd, input=model_text.encode(), capture_output=True, timeout=timeout, check=False)
+        out, err = proc.communicate(model_text.encode(), timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
         raise CompileError(f"the compiler took more than {timeout:.0f} s") from exc
-    if proc.returncode != 0 or not proc.stdout:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    finally:
+        _RUNNING.discard(proc)
+    if proc.returncode != 0 or not out:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
         raise CompileError(tail[0][:300])
-    return proc.stdout
+    return out
+
+
+#: compiler children running now (killed when the server stops: see :func:`stop_compilers`)
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+def stop_compilers() -> None:
+    """Kill the compiler children still running (a stopping server does not wait for them)."""
+    for proc in list(_RUNNING):
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 def _main() -> int:
@@ -253,6 +270,7 @@ class TreeCompiler:
                 except Exception as exc:  # never take the server down for an optimisation
                     sys.stderr.write(f"loopml serve: tree compilation failed: {type(exc).__name__}: {exc}\n")
         finally:
+            stop_compilers()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
