@@ -1,7 +1,11 @@
 """ETL: named sources → (optional SQL transform) → natural labels → hand labels → privacy.
 
-Everything runs in one in-memory DuckDB connection over Arrow tables: no pandas round trips.
-The result is one Arrow table of examples, ready to be written to the lake.
+Everything runs in one DuckDB connection: no pandas round trips. :func:`build_examples` gives one Arrow
+table of examples; :func:`stream_examples` (a Parquet base source, no ``data.transform``) never holds the
+table: DuckDB scans the base source's files lazily, applies the label rules, and hands the examples over in
+record batches that are hashed, coarsened and written to Parquet one row group at a time, so ingestion holds
+a bounded number of rows whatever the size of the source (DuckDB itself works within a memory limit and
+spills beyond it).
 """
 
 from __future__ import annotations
@@ -18,12 +22,20 @@ import pyarrow as pa
 from loopml.data.labels import apply_label_rule, ident, join_hand_labels
 from loopml.data.privacy import apply_privacy
 from loopml.data.provenance import PROVENANCE_SCHEMA, provenance_table
-from loopml.data.sources import SourceRead, duck_connect, read_source_located
+from loopml.data.snapshots import WrittenTable
+from loopml.data.sources import SCAN_FILE, ParquetReader, SourceRead, duck_connect, read_source_located
 from loopml.errors import DataError
 from loopml.spec import Spec
-from loopml.spec.data import ClickWithinWindow
+from loopml.spec.data import ClickWithinWindow, ParquetSource
 
 ROW = "__loopml_row"
+
+#: rows per record batch and per Parquet row group when ingestion streams: what it holds of the examples at once
+STREAM_ROWS = 65_536
+
+#: DuckDB's working memory while ingestion streams, in MB, unless the stage's memory cap leaves less: the label
+#: rule's join and the sort back into source order spill to a temporary folder beyond it
+DUCKDB_MEMORY_MB = 1024
 
 
 @dataclass
@@ -39,6 +51,13 @@ class EtlResult:
     files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: what the readers noticed and handled (compression, byte-order marks, extra columns)
     notes: list[str] = field(default_factory=list)
+    #: the examples already written as Parquet (:func:`stream_examples`; ``table`` is then empty)
+    written: WrittenTable | None = None
+
+    @property
+    def output(self) -> pa.Table | WrittenTable:
+        """The examples: the written file when streamed, else the table."""
+        return self.written if self.written is not None else self.table
 
 
 def base_source(spec: Spec) -> str | None:
@@ -143,6 +162,186 @@ def build_examples(
     return result
 
 
+def streams(spec: Spec) -> bool:
+    """Whether :func:`stream_examples` builds this spec's examples (a Parquet base source, no transform)."""
+    base = base_source(spec)
+    return base is not None and spec.data.sources[base].type == "parquet"
+
+
+def _duck_streaming(memory_mb: float | None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for streaming ingestion: bounded working memory, spilling to a folder of its own
+    (removed when the connection closes). The session time zone is left as :func:`duck_connect` leaves it, so the
+    examples' Arrow types are those :func:`build_examples` gives."""
+    import os
+    import tempfile
+    import uuid
+
+    con = duck_connect()
+    limit = max(64, int(min(memory_mb, DUCKDB_MEMORY_MB) if memory_mb is not None else DUCKDB_MEMORY_MB))
+    con.execute(f"SET memory_limit = '{limit}MB'")
+    spill = Path(tempfile.gettempdir()) / f"loopml-ingest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
+    return con
+
+
+def _unreadable(name: str, source: Any, files: Sequence[str], exc: Exception) -> DataError:
+    """The error the Parquet reader gives for a file DuckDB cannot read: the first such file named."""
+    from loopml.data.sources import _first_unreadable
+
+    con = duck_connect()
+    try:
+        bad = _first_unreadable(con, [Path(f) for f in files], "read_parquet({})")
+    finally:
+        con.close()
+    return DataError(
+        f"source `{name}`: {bad or source.path} is not a readable Parquet file: {str(exc).splitlines()[0]}"
+    )
+
+
+def stream_examples(
+    spec: Spec,
+    project_dir: Path,
+    out: Path,
+    *,
+    provenance_out: Path | None = None,
+    files: Mapping[str, Sequence[Path]] | None = None,
+    only: Sequence[str] | None = None,
+    progress: Callable[[list[tuple[str, Any]]], Iterable[tuple[str, Any]]] | None = None,
+    memory_mb: float | None = None,
+    batch_rows: int | None = None,
+) -> EtlResult:
+    """Build the example table as :func:`build_examples` does, written to ``out`` (Parquet) batch by batch.
+
+    The same rows, in the same order, with the same types and values as :func:`build_examples`; the provenance
+    of each row (file and record) is written to ``provenance_out`` (default: beside ``out``). The base
+    source is never read whole: DuckDB scans its files and returns the examples in source order
+    ``batch_rows`` at a time; privacy is applied per batch (row-wise, so batches give the rows the whole table
+    gives) and each ``batch_rows`` rows become one Parquet row group. Other sources (the events of a label
+    rule) are read as :func:`build_examples` reads them. Only for :func:`streams` specs.
+
+    Parameters
+    ----------
+    out, provenance_out
+        The Parquet files to write: the examples and the provenance of their rows.
+    memory_mb
+        DuckDB's working memory (default :data:`DUCKDB_MEMORY_MB`); beyond it DuckDB spills to disk.
+    batch_rows
+        Rows per record batch and per row group (default :data:`STREAM_ROWS`).
+    files, only, progress
+        As :func:`build_examples`.
+    """
+    import pyarrow.parquet as pq
+
+    data = spec.data
+    if not data.sources:
+        raise DataError("data: no sources declared", hint="declare at least one source under data.sources")
+    base = base_source(spec)
+    if base is None or data.sources[base].type != "parquet":
+        raise DataError("data: streaming ingestion needs a Parquet base source and no `data.transform`")
+    batch_rows = batch_rows or STREAM_ROWS
+    result = EtlResult(table=pa.table({}), base=base)
+    con = _duck_streaming(memory_mb)
+    prov_path = provenance_out or out.with_name(out.stem + ".provenance.parquet")
+    writer: pq.ParquetWriter | None = None
+    prov_writer: pq.ParquetWriter | None = None
+    try:
+        todo = [(n, s) for n, s in data.sources.items() if only is None or n in only]
+        scan = None
+        for name, source in progress(todo) if progress is not None else todo:
+            if name == base and isinstance(source, ParquetSource):
+                scan = ParquetReader().scan(name, source, project_dir, (files or {}).get(name))
+                result.source_rows[name] = sum(scan.rows)
+                result.files[name] = [{"file": f, "rows": n} for f, n in zip(scan.shown, scan.rows)]
+                result.notes.extend(scan.notes)
+                continue
+            got = read_source_located(name, source, project_dir, (files or {}).get(name))
+            result.source_rows[name] = got.table.num_rows
+            result.files[name] = got.files
+            result.notes.extend(got.notes)
+            con.register(name, got.table)
+        if scan is None:
+            raise DataError(f"data: the base source `{base}` was not read")
+        for reserved in (ROW, SCAN_FILE, "file_row_number"):
+            if reserved in scan.columns:
+                raise DataError(f"data: column name `{reserved}` is reserved")
+        starts = np.concatenate([[0], np.cumsum(scan.rows, dtype=np.int64)]).astype(np.int64)
+        offset = "CASE " + SCAN_FILE + " " + " ".join(
+            f"WHEN '{f.replace(chr(39), chr(39) * 2)}' THEN {int(s)}" for f, s in zip(scan.files, starts[:-1])) + " END"
+        try:
+            con.sql(f"CREATE OR REPLACE TEMP VIEW examples AS SELECT * EXCLUDE ({SCAN_FILE}, file_row_number), "
+                    f"CAST({offset} + file_row_number AS BIGINT) AS {ROW} FROM {scan.sql}")
+            view = "examples"
+            if data.labels is not None:
+                view = apply_label_rule(con, view, data.labels)
+            if data.hand_labels is not None:
+                view = join_hand_labels(con, view, data.hand_labels, project_dir)
+            reader = con.sql(f"SELECT * FROM {view} ORDER BY {ROW}").to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _unreadable(base, data.sources[base], scan.files, exc) from None
+        shown = pa.array(scan.shown, pa.string())
+        kept = np.zeros(len(scan.files), dtype=np.int64)
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        total = 0
+
+        def flush() -> None:
+            nonlocal writer, pending, pending_rows
+            if not pending:
+                return
+            chunk = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+            if writer is None:
+                writer = pq.ParquetWriter(out, chunk.schema, compression="zstd")
+            writer.write_table(chunk, row_group_size=max(batch_rows, chunk.num_rows))
+            pending, pending_rows = [], 0
+
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (duckdb.Error, pa.ArrowException) as exc:  # a file found corrupt while scanning
+                raise _unreadable(base, data.sources[base], scan.files, exc) from None
+            if batch.num_rows == 0:
+                continue
+            rows = batch.column(ROW).to_numpy()
+            which = np.searchsorted(starts, rows, side="right") - 1
+            kept += np.bincount(which, minlength=len(scan.files))
+            prov = pa.table({"file": shown.take(pa.array(which)), "line": pa.nulls(batch.num_rows, pa.int64()),
+                             "record": pa.array(rows - starts[which] + 1, pa.int64())}, schema=PROVENANCE_SCHEMA)
+            if prov_writer is None:
+                prov_writer = pq.ParquetWriter(prov_path, PROVENANCE_SCHEMA, compression="zstd")
+            prov_writer.write_table(prov)
+            part = apply_privacy(pa.Table.from_batches([batch]).drop_columns([ROW]), spec.requirements.privacy)
+            pending.append(part)
+            pending_rows += part.num_rows
+            total += part.num_rows
+            if pending_rows >= batch_rows:
+                flush()
+        flush()
+        if writer is None:  # no rows: an empty file with the examples' schema
+            empty = apply_privacy(reader.schema.empty_table().drop_columns([ROW]), spec.requirements.privacy)
+            writer = pq.ParquetWriter(out, empty.schema, compression="zstd")
+            writer.write_table(empty)
+        if prov_writer is None:
+            prov_writer = pq.ParquetWriter(prov_path, PROVENANCE_SCHEMA, compression="zstd")
+            prov_writer.write_table(PROVENANCE_SCHEMA.empty_table())
+        schema = writer.schema
+    finally:
+        con.close()
+        for w in (writer, prov_writer):
+            if w is not None:
+                w.close()
+    for f, k in zip(result.files[base], kept):
+        f["kept"], f["quarantined"] = int(k), 0
+    for name, src_files in result.files.items():
+        if name != base:
+            for f in src_files:
+                f["kept"], f["quarantined"] = None, 0
+    result.written = WrittenTable(data=out, rows=total, schema=schema, provenance=prov_path)
+    return result
+
+
 def _kept_per_file(provenance: pa.Table) -> dict[str, int]:
     import pyarrow.compute as pc
 
@@ -150,10 +349,10 @@ def _kept_per_file(provenance: pa.Table) -> dict[str, int]:
     return {str(f): int(c) for f, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
 
 
-def describe_schema(table: pa.Table | pa.Schema) -> list[dict[str, Any]]:
+def describe_schema(table: pa.Table | pa.Schema | WrittenTable) -> list[dict[str, Any]]:
     """Plain-data schema (name, Arrow type, nullable) for manifests."""
-    schema = table.schema if isinstance(table, pa.Table) else table
+    schema = table if isinstance(table, pa.Schema) else table.schema
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
-__all__ = ["EtlResult", "base_source", "build_examples", "describe_schema"]
+__all__ = ["STREAM_ROWS", "EtlResult", "base_source", "build_examples", "describe_schema", "stream_examples", "streams"]

@@ -44,6 +44,29 @@ data_snapshots = Table(
 
 
 @dataclass(frozen=True)
+class WrittenTable:
+    """A table already written as Parquet (streamed batch by batch), with the provenance of its rows beside it.
+
+    ``write_snapshot`` moves both files into the snapshot instead of writing a table it would have to hold.
+    """
+
+    data: Path
+    rows: int
+    schema: pa.Schema
+    provenance: Path | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Rows written (as ``pa.Table.num_rows``)."""
+        return self.rows
+
+    @property
+    def num_columns(self) -> int:
+        """Columns written (as ``pa.Table.num_columns``)."""
+        return len(self.schema)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One snapshot row."""
 
@@ -173,7 +196,7 @@ def clean_lake(ws: Workspace) -> int:
 
 def write_snapshot(
     ws: Workspace,
-    table: pa.Table,
+    table: pa.Table | WrittenTable,
     *,
     kind: str,
     parent: Snapshot | None,
@@ -188,7 +211,7 @@ def write_snapshot(
     When ``same_as`` (a full snapshot) holds exactly the same bytes, nothing new is recorded
     and ``same_as`` is returned: re-reading an unchanged database gives no duplicate snapshot.
     ``provenance`` (file, line and record of each row) is kept beside the data as
-    ``provenance.parquet``.
+    ``provenance.parquet``. A :class:`WrittenTable` (and its provenance file) is moved in as it is.
     """
     from loopml.data.etl import describe_schema
 
@@ -197,7 +220,10 @@ def write_snapshot(
     tmp.mkdir()
     try:
         data_path = tmp / "data.parquet"
-        pq.write_table(table, data_path, compression="zstd")
+        if isinstance(table, WrittenTable):
+            shutil.move(table.data, data_path)
+        else:
+            pq.write_table(table, data_path, compression="zstd")
         with open(data_path, "rb") as f:
             os.fsync(f.fileno())
         digest = sha256_file(data_path)
@@ -219,13 +245,16 @@ def write_snapshot(
             "row_count": table.num_rows,
             "total_rows": total,
             "columns": table.num_columns,
-            "schema": describe_schema(table),
+            "schema": describe_schema(table.schema),
             "sha256": digest,
             "bytes": data_path.stat().st_size,
             "config_hash": config_hash,
             **manifest_extra,
         }
-        if provenance is not None and provenance.num_rows == table.num_rows:
+        if isinstance(table, WrittenTable):
+            if table.provenance is not None:
+                shutil.move(table.provenance, tmp / "provenance.parquet")
+        elif provenance is not None and provenance.num_rows == table.num_rows:
             pq.write_table(provenance, tmp / "provenance.parquet", compression="zstd")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         final = d / snapshot_id
@@ -259,6 +288,7 @@ def write_snapshot(
 
 __all__ = [
     "Snapshot",
+    "WrittenTable",
     "chain",
     "clean_lake",
     "data_snapshots",

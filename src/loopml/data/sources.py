@@ -130,6 +130,26 @@ class SourceRead:
     notes: list[str] = field(default_factory=list)
 
 
+#: the column of a :class:`ParquetScan` naming each row's file
+SCAN_FILE = "__loopml_file"
+
+
+@dataclass
+class ParquetScan:
+    """Parquet files as a lazy DuckDB table expression (``sql``), with what their footers say.
+
+    ``files`` are the paths as the scan's :data:`SCAN_FILE` column names them, ``shown`` as messages name
+    them, ``rows`` the row count of each file and ``columns`` the union of their column names.
+    """
+
+    sql: str
+    files: list[str]
+    shown: list[str]
+    rows: list[int]
+    columns: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
 _MAGIC = [(b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd")]
 _BOMS = [(b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
          (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig")]
@@ -256,7 +276,7 @@ def _rows_per_file(column: pa.ChunkedArray | pa.Array, order: Sequence[str]) -> 
 # -- CSV ----------------------------------------------------------------------------------------------
 
 
-_FILE = "__loopml_file"
+_FILE = SCAN_FILE
 
 
 def _quote_error(name: str, shown: str, line: int, quote: str) -> DataError:
@@ -533,20 +553,17 @@ class ParquetReader:
     def read(self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None) -> pa.Table:
         return self.read_located(name, source, project_dir, files).table
 
-    def read_located(
-        self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None
-    ) -> SourceRead:
-        """The source with the file and row number of every row."""
+    def _checked_names(self, name: str, files: Sequence[Path], project_dir: Path, notes: list[str]) -> list[str]:
+        """Column names of the files in order of first appearance; duplicate names raise, extra columns are noted."""
         import pyarrow.parquet as pq
 
-        files = list(files) if files is not None else self.files(name, source, project_dir)
-        notes: list[str] = []
         first_names: list[str] | None = None
+        union: list[str] = []
         for f in files:
             try:
                 names = pq.read_schema(f).names
             except (OSError, pa.ArrowException):
-                continue  # DuckDB below names the unreadable file
+                continue  # DuckDB names the unreadable file
             seen: dict[str, int] = {}
             for i, n in enumerate(names, start=1):
                 if n in seen:
@@ -556,11 +573,53 @@ class ParquetReader:
                         hint="write the file with unique column names",
                     )
                 seen[n] = i
+            union.extend(n for n in names if n not in union)
             if first_names is None:
                 first_names = names
             elif extra := [c for c in names if c not in first_names]:
                 _note(notes, f"source `{name}`: {shown_path(f, project_dir)} has column(s) {', '.join(extra)} that "
                       f"{shown_path(files[0], project_dir)} lacks (rows of the other files get missing values)")
+        return union
+
+    def scan(
+        self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None
+    ) -> ParquetScan:
+        """The source as a lazy DuckDB scan (nothing read but the files' footers), for streaming ingestion.
+
+        Its rows are those :meth:`read_located` gives, in the same order and with the same types; the scan adds
+        ``file_row_number`` (0-based row within its file) and :data:`SCAN_FILE` (the file's path as listed).
+        """
+        import pyarrow.parquet as pq
+
+        files = list(files) if files is not None else self.files(name, source, project_dir)
+        notes: list[str] = []
+        names = self._checked_names(name, files, project_dir, notes)
+        rows = []
+        for f in files:
+            try:
+                rows.append(pq.ParquetFile(f).metadata.num_rows)
+            except (OSError, pa.ArrowException) as exc:  # named as the reader names it: DuckDB's own message
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                con = duck_connect()
+                try:
+                    con.sql(f"SELECT count(*) FROM read_parquet({_q(str(f))})").fetchall()
+                except duckdb.Error as dexc:
+                    why = str(dexc).splitlines()[0]
+                finally:
+                    con.close()
+                raise DataError(f"source `{name}`: {f} is not a readable Parquet file: {why}") from None
+        file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
+        sql = f"read_parquet({file_list}, union_by_name=true, filename={_q(_FILE)}, file_row_number=true)"
+        return ParquetScan(sql=sql, files=[str(f) for f in files], shown=[shown_path(f, project_dir) for f in files],
+                           rows=rows, columns=names, notes=notes)
+
+    def read_located(
+        self, name: str, source: ParquetSource, project_dir: Path, files: Sequence[Path] | None = None
+    ) -> SourceRead:
+        """The source with the file and row number of every row."""
+        files = list(files) if files is not None else self.files(name, source, project_dir)
+        notes: list[str] = []
+        self._checked_names(name, files, project_dir, notes)
         file_list = "[" + ", ".join(_q(str(f)) for f in files) + "]"
         con = duck_connect()
         try:
@@ -847,9 +906,11 @@ def source_fingerprint(name: str, source: Any, project_dir: Path) -> dict[str, A
 
 __all__ = [
     "READERS",
+    "SCAN_FILE",
     "CsvReader",
     "JsonlReader",
     "ParquetReader",
+    "ParquetScan",
     "SourceRead",
     "SourceReader",
     "SqlReader",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from loopml.data.etl import base_source, build_examples, describe_schema
+from loopml.data.etl import EtlResult, base_source, build_examples, describe_schema, stream_examples, streams
 from loopml.data.privacy import key_fingerprint, privacy_summary
 from loopml.data.snapshots import (
     Snapshot,
@@ -172,14 +172,15 @@ class IngestStage(BaseStage):
             new_rows = 0
         elif isinstance(plan, list) and prev is not None:
             base = base_source(spec) or ""
-            delta = build_examples(spec, ws.project_dir, files={base: [Path(p) for p in plan]}, only=[base],
-                                   progress=self._progress(ctx))
-            if describe_schema(delta.table) != prev.manifest["schema"]:
+            delta = self._examples(ctx, files={base: [Path(p) for p in plan]}, only=[base])
+            if describe_schema(delta.output) != prev.manifest["schema"]:
+                if delta.written is not None:
+                    _discard(delta.written.data, delta.written.provenance)
                 snap = self._full(ctx, spec, config_hash, extra, prev)
                 new_rows = snap.row_count
             else:
                 snap = write_snapshot(
-                    ws, delta.table, kind="delta", parent=prev, config_hash=config_hash,
+                    ws, delta.output, kind="delta", parent=prev, config_hash=config_hash,
                     execution_id=ctx.execution_id,
                     manifest_extra={**extra, "new_files": plan, "source_rows": delta.source_rows,
                                     "files_read": delta.files, "notes": delta.notes},
@@ -200,14 +201,30 @@ class IngestStage(BaseStage):
 
         return wrap
 
+    def _examples(self, ctx: StageContext, **kwargs: Any) -> EtlResult:
+        """The examples: streamed to a temporary Parquet file when the spec allows (a Parquet base source, no
+        transform), so that ingestion holds a bounded number of rows; else built as one table."""
+        spec, project_dir = ctx.spec, ctx.workspace.project_dir
+        if not streams(spec):
+            return build_examples(spec, project_dir, progress=self._progress(ctx), **kwargs)
+        from loopml.pipeline.resources import spare_memory_mb
+
+        out, prov = ctx.temp_path(".parquet"), ctx.temp_path(".parquet")
+        try:
+            return stream_examples(spec, project_dir, out, provenance_out=prov, progress=self._progress(ctx),
+                                   memory_mb=spare_memory_mb(spec, self.name), **kwargs)
+        except BaseException:
+            _discard(out, prov)
+            raise
+
     def _full(
         self, ctx: StageContext, spec: Spec, config_hash: str, extra: dict[str, Any], prev: Snapshot | None
     ) -> Snapshot:
-        result = build_examples(spec, ctx.workspace.project_dir, progress=self._progress(ctx))
-        if result.table.num_rows == 0:
+        result = self._examples(ctx)
+        if result.output.num_rows == 0:
             raise DataError("data: the example table is empty after ETL and labels; nothing to snapshot")
         return write_snapshot(
-            ctx.workspace, result.table, kind="full", parent=prev, config_hash=config_hash,
+            ctx.workspace, result.output, kind="full", parent=prev, config_hash=config_hash,
             execution_id=ctx.execution_id,
             manifest_extra={**extra, "source_rows": result.source_rows, "files_read": result.files,
                             "notes": result.notes},
@@ -254,6 +271,12 @@ class IngestStage(BaseStage):
                 "notes": snap.manifest.get("notes", []),
             },
         )
+
+
+def _discard(*paths: Path | None) -> None:
+    for p in paths:
+        if p is not None:
+            p.unlink(missing_ok=True)
 
 
 def accounting_lines(files: dict[str, list[dict[str, Any]]]) -> list[str]:
