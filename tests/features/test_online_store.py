@@ -224,3 +224,31 @@ def test_concurrent_readers_and_a_writer(store: Any) -> None:
         futures = [pool.submit(reader, s) for s in range(4)] + [pool.submit(writer)]
         assert sum(f.result() for f in futures) == 0
     assert store.read("t", [7])[0]["v"] == 1007.0
+
+
+def test_materialize_streams_records_in_batches_with_every_entity_written(
+    store: Any, user_table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loopml.features.materialize as mat
+
+    spec, _, ft = user_table
+    latest = latest_values("user", spec, ft)
+    assert latest.num_rows > 3 * 7
+    whole = list(mat.records(spec, latest, batch=latest.num_rows))
+    assert list(mat.records(spec, latest, batch=7)) == whole  # batches give the records one table gives
+    made: list[int] = []
+    real = mat.records
+
+    def counting(spec: Any, latest: pa.Table, batch: int | None = None) -> Iterator[OnlineRecord]:
+        for r in real(spec, latest, batch):
+            made.append(len(made))
+            yield r
+
+    monkeypatch.setattr(mat, "RECORD_BATCH", 7)
+    monkeypatch.setattr(mat, "records", counting)
+    written = materialize(store, {"user": (spec, ft)})
+    assert written == {"user": latest.num_rows} == {"user": len(made)}  # the store consumed the stream whole
+    keys = [r.key[0] for r in whole]
+    got = store.read("user", keys)
+    assert [g["u_n"] for g in got] == [r.values["u_n"] for r in whole]
+    assert [g["_event_time"] for g in got] == [r.event_time for r in whole]

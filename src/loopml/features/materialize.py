@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,18 +20,25 @@ def epoch_seconds(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(us.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
 
 
-def records(spec: FeatureTable, latest: pa.Table) -> list[OnlineRecord]:
-    """Online records of a table of latest values."""
+#: entities turned into Python records at a time while materialising: the online store is written from a
+#: stream of records, so materialisation holds this many records, not one per entity of the table
+RECORD_BATCH = 20_000
+
+
+def records(spec: FeatureTable, latest: pa.Table, batch: int | None = None) -> Iterator[OnlineRecord]:
+    """Online records of a table of latest values, in its row order, made ``batch`` rows at a time
+    (default :data:`RECORD_BATCH`)."""
     feats = feature_columns(spec, latest)
-    keys = list(zip(*(latest.column(k).to_pylist() for k in spec.entity), strict=True))
-    ev = epoch_seconds(latest.column(EVENT)).tolist()
-    cr = epoch_seconds(latest.column(CREATED)).tolist()
-    cols = {f: latest.column(f).to_pylist() for f in feats}
-    return [
-        OnlineRecord(key=tuple(keys[i]), values={f: _plain(cols[f][i]) for f in feats}, event_time=ev[i],
-                     created_at=cr[i])
-        for i in range(latest.num_rows)
-    ]
+    step = batch or RECORD_BATCH
+    for start in range(0, latest.num_rows, step):
+        part = latest.slice(start, step)
+        keys = list(zip(*(part.column(k).to_pylist() for k in spec.entity), strict=True))
+        ev = epoch_seconds(part.column(EVENT)).tolist()
+        cr = epoch_seconds(part.column(CREATED)).tolist()
+        cols = {f: part.column(f).to_pylist() for f in feats}
+        for i in range(part.num_rows):
+            yield OnlineRecord(key=tuple(keys[i]), values={f: _plain(cols[f][i]) for f in feats}, event_time=ev[i],
+                               created_at=cr[i])
 
 
 def _plain(v: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,11 +44,10 @@ class RedisStore:
 
     def write(self, table_name: str, rows: Iterable[OnlineRecord], ttl_seconds: float | None = None) -> int:
         """Write records whose event time is not older than the stored one; returns how many were offered."""
-        recs = list(rows)
-        keys = [self._key(table_name, entity_key(r.key)) for r in recs]
         n = 0
-        for i in range(0, len(recs), 1000):
-            chunk, ckeys = recs[i : i + 1000], keys[i : i + 1000]
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, 1000)):  # a stream of records, 1,000 at a time
+            ckeys = [self._key(table_name, entity_key(r.key)) for r in chunk]
             old = self._r.mget(ckeys)
             pipe = self._r.pipeline(transaction=False)
             for r, k, o in zip(chunk, ckeys, old):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +73,22 @@ class SqliteStore:
         return cls(p if p.is_absolute() else project_dir / p)
 
     def write(self, table_name: str, rows: Iterable[OnlineRecord], ttl_seconds: float | None = None) -> int:
-        """Upsert records in one transaction; returns how many rows were offered."""
-        params = [
-            (table_name, entity_key(r.key), orjson.dumps(r.values, option=orjson.OPT_SERIALIZE_NUMPY),
-             float(r.event_time), float(r.created_at))
-            for r in rows
-        ]
+        """Upsert records in one transaction; returns how many rows were offered. The records are consumed as a
+        stream (never listed), so a large table is written without holding one Python object per entity."""
+        offered = 0
+
+        def params() -> Iterator[tuple[str, str, bytes, float, float]]:
+            nonlocal offered
+            for r in rows:
+                offered += 1
+                yield (table_name, entity_key(r.key), orjson.dumps(r.values, option=orjson.OPT_SERIALIZE_NUMPY),
+                       float(r.event_time), float(r.created_at))
+
         with self._lock:
             cur = self._con.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.executemany(UPSERT, params)
+                cur.executemany(UPSERT, params())
                 cur.execute(
                     "INSERT INTO online_tables (table_name, ttl_seconds, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (table_name) DO UPDATE SET ttl_seconds = excluded.ttl_seconds, "
@@ -95,7 +100,7 @@ class SqliteStore:
                 cur.execute("ROLLBACK")
                 raise
         self._ttl[table_name] = ttl_seconds
-        return len(params)
+        return offered
 
     def _table_ttl(self, table_name: str) -> float | None:
         if table_name not in self._ttl:
