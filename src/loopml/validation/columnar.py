@@ -84,7 +84,7 @@ class ColumnData:
     """One column, converted once."""
 
     name: str
-    array: pa.Array
+    array: pa.Array  # or, for numbers and timestamps, the table's pa.ChunkedArray
     kind: str
     n: int
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -229,9 +229,14 @@ class Columns:
         with self._lock:
             if name not in self._cache:
                 col = self.table.column(name)
-                arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                kind = kind_of(col.type)
+                # numbers and timestamps stay in the table's chunks (every use of them reads chunked arrays
+                # alike; a combined copy would cost 8 bytes a row per column); text is combined for its codes
+                arr: Any = col if kind in ("numeric", "temporal") or not isinstance(col, pa.ChunkedArray) \
+                    else col.combine_chunks()
                 if pa.types.is_dictionary(arr.type):  # one code path: plain values
                     arr = pc.cast(arr, arr.type.value_type)
+                    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
                 self._cache[name] = ColumnData(name, arr, kind_of(arr.type), self.table.num_rows)
             return self._cache[name]
 
