@@ -242,3 +242,33 @@ def test_one_stalled_loop_iteration_does_not_shed_but_a_queue_that_stays_does() 
     shed = [iteration(0.2, 64) for _ in range(6)]  # the queue stays: shedding starts within a few iterations
     assert not shed[0] and shed[-1]
     assert not iteration(0.002, 64)  # the queue is gone: the next iteration serves again
+
+
+def test_an_idle_server_wakes_twice_a_second_and_a_connection_brings_the_fast_timer_back() -> None:
+    import asyncio
+
+    from loopml.serving.http import IDLE_TICK_SECONDS, TICK_SECONDS, HttpLimits, ServerState
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        state = ServerState(HttpLimits(queue_delay_seconds=0.1))
+        state.start(loop)
+        assert state.sleeping and state._timer is not None
+        assert state._timer.when() - loop.time() > IDLE_TICK_SECONDS / 2  # no connection: the slow timer
+        import time
+
+        class Idle:  # an idle keep-alive connection's fields, as the sweep reads them
+            _lingering = _wpaused = _busy = False
+            _phase, _since = 0, time.monotonic()
+
+        state.connections.add(Idle())  # type: ignore[arg-type]  # (an idle keep-alive connection's fields)
+        state.wake()
+        assert not state.sleeping and state._timer.when() - loop.time() <= TICK_SECONDS + 1e-3
+        await asyncio.sleep(5 * TICK_SECONDS)
+        assert not state.sleeping  # the fast timer keeps running while connections are open
+        state.connections.clear()
+        await asyncio.sleep(3 * TICK_SECONDS)
+        assert state.sleeping and state._timer.when() - loop.time() > IDLE_TICK_SECONDS / 2
+        state._timer.cancel()
+
+    asyncio.run(run())

@@ -33,8 +33,8 @@ serving``; the answers wait at most the rest of the iteration). An outbox larger
 :data:`OUTBOX_BYTES` is written at once, so the unsent-bytes bound still applies; anything that
 closes or half-closes a connection writes its outbox first, so order is kept.
 
-Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms)
-keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
+Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms
+while it has connections, every 0.5 s while it has none) keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
 inline requests) and, a few times a second, sweeps the connections whose deadline passed.
 
 Shutdown (SIGTERM/SIGINT) drains: the listening socket closes, idle keep-alive connections are
@@ -79,6 +79,8 @@ _IDLE, _HEAD, _BODY, _BUSY = 0, 1, 2, 3
 #: endpoints whose requests are work (shed under overload); the operational ones always answer
 SHEDDABLE = frozenset({b"/v1/predict", b"/v1/feedback"})
 TICK_SECONDS = 0.01
+#: the timer's period while the server has no connection (nothing to time out, no load to measure)
+IDLE_TICK_SECONDS = 0.5
 #: the coarse monotonic clock of the connections (set by the servers' timer every TICK_SECONDS)
 _now = time.monotonic()
 #: after a refusal, input is discarded this long before the connection is dropped (see HttpProtocol._linger)
@@ -187,6 +189,8 @@ class ServerState:
         self._probe_start = 0.0
         self._over = False  # the last iteration's wait exceeded the budget
         self._next_sweep = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.sleeping = False  # no connection: the timer runs every IDLE_TICK_SECONDS (see wake)
         self._sweep_every = max(TICK_SECONDS, min(0.25, limits.header_timeout_seconds / 4,
                                                   limits.keep_alive_seconds / 4))
 
@@ -199,12 +203,27 @@ class ServerState:
         global _now
         now = _now = time.monotonic()
         loop = self._loop
+        if not self.connections:
+            # idle: nothing to time out and no load to measure, so no need to wake 100 times a
+            # second (on a shared core every wake-up of an idle server delays a busy one)
+            self.sleeping = True
+            self.wait, self._over, self.shedding = 0.0, False, False
+            self.alert = self.draining
+            self._timer = loop.call_later(IDLE_TICK_SECONDS, self._tick)
+            return
+        self.sleeping = False
         if self.limits.queue_delay_seconds > 0:
             loop.call_soon(self._probe_a)
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_every
             self.sweep(now)
-        loop.call_later(TICK_SECONDS, self._tick)
+        self._timer = loop.call_later(TICK_SECONDS, self._tick)
+
+    def wake(self) -> None:
+        """A connection arrived while the timer slept: the clock and the timer resume at once."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._tick()
 
     def flush(self) -> None:
         """Write every connection's outbox (the callback at the end of an iteration that answered)."""
@@ -322,6 +341,8 @@ class HttpProtocol(asyncio.Protocol):
             self._dead = True
             return
         server.connections.add(self)
+        if server.sleeping:
+            server.wake()
         transport.set_write_buffer_limits(high=self.limits.max_unsent_bytes)
         self._since = _now
 
