@@ -30,7 +30,8 @@ from loopml.spec.data import ClickWithinWindow, ParquetSource
 
 ROW = "__loopml_row"
 
-#: rows per record batch and per Parquet row group when ingestion streams: what it holds of the examples at once
+#: rows per record batch DuckDB hands over when ingestion streams (at most) and per Parquet row group (at least; batches
+#: are gathered until they reach it, so a row group holds under twice this): what it holds of the examples at once
 STREAM_ROWS = 65_536
 
 #: DuckDB's working memory while ingestion streams, in MB, unless the stage's memory cap leaves less: the label
@@ -216,7 +217,7 @@ def stream_examples(
     of each row (file and record) is written to ``provenance_out`` (default: beside ``out``). The base
     source is never read whole: DuckDB scans its files and returns the examples in source order
     ``batch_rows`` at a time; privacy is applied per batch (row-wise, so batches give the rows the whole table
-    gives) and each ``batch_rows`` rows become one Parquet row group. Other sources (the events of a label
+    gives); batches are gathered into Parquet row groups of ``batch_rows`` to ``2 * batch_rows`` rows. Other sources (the events of a label
     rule) are read as :func:`build_examples` reads them. Only for :func:`streams` specs.
 
     Parameters
@@ -226,7 +227,7 @@ def stream_examples(
     memory_mb
         DuckDB's working memory (default :data:`DUCKDB_MEMORY_MB`); beyond it DuckDB spills to disk.
     batch_rows
-        Rows per record batch and per row group (default :data:`STREAM_ROWS`).
+        Rows per record batch, at most, and per row group, at least (default :data:`STREAM_ROWS`).
     files, only, progress
         As :func:`build_examples`.
     """
