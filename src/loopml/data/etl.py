@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from loopml.data.labels import apply_label_rule, ident, join_hand_labels
+from loopml.data.labels import apply_label_rule, columns_of, ident, join_hand_labels
 from loopml.data.privacy import apply_privacy
 from loopml.data.provenance import PROVENANCE_SCHEMA, provenance_table
 from loopml.data.snapshots import WrittenTable
@@ -199,6 +199,12 @@ def _unreadable(name: str, source: Any, files: Sequence[str], exc: Exception) ->
     )
 
 
+def _is_range(rows: pa.ChunkedArray | pa.Array, start: int) -> bool:
+    """Whether row ids are exactly ``start, start + 1, ...``."""
+    r = np.asarray(rows.to_numpy(), dtype=np.int64)
+    return r.size == 0 or (int(r[0]) == start and bool(np.all(np.diff(r) == 1)))
+
+
 def stream_examples(
     spec: Spec,
     project_dir: Path,
@@ -215,8 +221,9 @@ def stream_examples(
 
     The same rows, in the same order, with the same types and values as :func:`build_examples`; the provenance
     of each row (file and record) is written to ``provenance_out`` (default: beside ``out``). The base
-    source is never read whole: DuckDB scans its files and returns the examples in source order
-    ``batch_rows`` at a time; privacy is applied per batch (row-wise, so batches give the rows the whole table
+    source is never read whole: DuckDB computes the label columns (the only columns the label rules make) and
+    sorts them with the row id back into source order, while every other column streams from the scan of the
+    files in their order, ``batch_rows`` rows at a time; privacy is applied per batch (row-wise, so batches give the rows the whole table
     gives); batches are gathered into Parquet row groups of ``batch_rows`` to ``2 * batch_rows`` rows. Other sources (the events of a label
     rule) are read as :func:`build_examples` reads them. Only for :func:`streams` specs.
 
@@ -276,9 +283,19 @@ def stream_examples(
                 view = apply_label_rule(con, view, data.labels)
             if data.hand_labels is not None:
                 view = join_hand_labels(con, view, data.hand_labels, project_dir)
-            reader = con.sql(f"SELECT * FROM {view} ORDER BY {ROW}").to_arrow_reader(batch_rows)
+            order = [c for c in columns_of(con, view) if c != ROW]
+            # only the label columns go through the join and the sort back into source order (12 bytes a row);
+            # every other column streams from the scan, which keeps the files' order
+            made = list(dict.fromkeys(r.label for r in (data.labels, data.hand_labels) if r is not None))
+            labels = (con.sql(f"SELECT {ROW}, {', '.join(ident(c) for c in made)} FROM {view} ORDER BY {ROW}")
+                      .to_arrow_table() if made else None)
+            reader = con.sql("SELECT * FROM examples").to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             raise _unreadable(base, data.sources[base], scan.files, exc) from None
+        n_rows = int(starts[-1])
+        if labels is not None and (labels.num_rows != n_rows or not _is_range(labels.column(ROW), 0)):
+            raise DataError(f"data: the label rules gave {labels.num_rows:,} rows for {n_rows:,} examples of "
+                            f"`{base}`; each example must get exactly one label")
         shown = pa.array(scan.shown, pa.string())
         kept = np.zeros(len(scan.files), dtype=np.int64)
         pending: list[pa.Table] = []
@@ -305,6 +322,9 @@ def stream_examples(
                 raise _unreadable(base, data.sources[base], scan.files, exc) from None
             if batch.num_rows == 0:
                 continue
+            if not _is_range(batch.column(ROW), total):  # DuckDB keeps a scan's order; never assumed silently
+                raise DataError(f"data: rows of `{base}` came out of their files' order while streaming "
+                                f"(at row {total:,})")
             rows = batch.column(ROW).to_numpy()
             which = np.searchsorted(starts, rows, side="right") - 1
             kept += np.bincount(which, minlength=len(scan.files))
@@ -313,7 +333,13 @@ def stream_examples(
             if prov_writer is None:
                 prov_writer = pq.ParquetWriter(prov_path, PROVENANCE_SCHEMA, compression="zstd")
             prov_writer.write_table(prov)
-            part = apply_privacy(pa.Table.from_batches([batch]).drop_columns([ROW]), spec.requirements.privacy)
+            part = pa.Table.from_batches([batch])
+            if labels is not None:
+                lab = labels.slice(total, batch.num_rows)
+                part = pa.table({c: lab.column(c) if c in made else part.column(c) for c in order})
+            else:
+                part = part.select(order)
+            part = apply_privacy(part, spec.requirements.privacy)
             pending.append(part)
             pending_rows += part.num_rows
             total += part.num_rows
@@ -321,7 +347,10 @@ def stream_examples(
                 flush()
         flush()
         if writer is None:  # no rows: an empty file with the examples' schema
-            empty = apply_privacy(reader.schema.empty_table().drop_columns([ROW]), spec.requirements.privacy)
+            types = {f.name: f.type for f in reader.schema}
+            if labels is not None:
+                types.update({f.name: f.type for f in labels.schema})
+            empty = apply_privacy(pa.schema([(c, types[c]) for c in order]).empty_table(), spec.requirements.privacy)
             writer = pq.ParquetWriter(out, empty.schema, compression="zstd")
             writer.write_table(empty)
         if prov_writer is None:
