@@ -86,8 +86,11 @@ def _start_sleeping_run(proj: Path, env: dict[str, str], tmp: Path) -> tuple[sub
     marker = tmp / "marker"
     marker.unlink(missing_ok=True)
     full = {**os.environ, **env, "LOOPML_TEST_SLEEP_IN": "beta", "LOOPML_TEST_MARKER": str(marker)}
+    # a shell starts background jobs with SIGINT ignored (so does `nohup ... &` of a CI script), and a
+    # process started that way keeps ignoring it: the run gets the disposition a terminal gives it
     proc = subprocess.Popen([*LOOPML, "run", "-q", "-p", str(proj)], env=full, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not marker.exists():
         if proc.poll() is not None or time.time() > deadline:
