@@ -165,7 +165,10 @@ def main(argv: list[str]) -> int:
             "traceback": getattr(exc, "original_traceback", None) or traceback.format_exc(),
         }}
         code = 1
-    result["peak_rss_bytes"] = peak_rss()
+    # the kernel's high-water mark (VmHWM) can miss a peak: pages an allocator hands back with
+    # madvise(MADV_DONTNEED) lower the RSS without updating it; the stages' own samples saw them
+    outcomes = result.get("report", {}).get("outcomes", [])
+    result["peak_rss_bytes"] = max([peak_rss(), *(o.get("peak_rss_bytes") or 0 for o in outcomes)])
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, out)
