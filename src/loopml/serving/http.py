@@ -3,9 +3,9 @@
 No framework runs per request: httptools parses, :meth:`ServingApp.handle` returns bytes and
 the response waits in its connection's outbox until the end of the event-loop iteration, when
 every connection's outbox goes out with one ``transport.write`` each (see "Coalesced writes"
-below). Keep-alive and pipelining are supported; responses go out in request order: while a request is answered asynchronously (an admin action, a large
-body scored in a worker thread) later requests of the same connection wait in a queue and the
-connection is not read. This is what ``uvicorn`` does underneath, minus the ASGI layer, which
+below). Keep-alive and pipelining are supported; responses go out in request order: while a
+request is answered asynchronously (an admin action, a large body scored in a worker thread)
+later requests of the same connection wait in a queue and the connection is not read. This is what ``uvicorn`` does underneath, minus the ASGI layer, which
 is where a FastAPI app spends most of its time at these request sizes (measured in
 ``python -m benchmarks serving``, row ``loopml-uvicorn``).
 
@@ -34,8 +34,8 @@ serving``; the answers wait at most the rest of the iteration). An outbox larger
 closes or half-closes a connection writes its outbox first, so order is kept.
 
 Timeouts cost the hot path nothing but two attribute writes: one timer per server (every 10 ms
-while it has connections, every 0.5 s while it has none) keeps a coarse clock, measures how long one event-loop iteration takes (the queueing delay of
-inline requests) and, a few times a second, sweeps the connections whose deadline passed.
+while it has connections, every 0.5 s while it has none) keeps a coarse clock, measures how long
+one event-loop iteration takes (the queueing delay of inline requests) and, a few times a second, sweeps the connections whose deadline passed.
 
 Shutdown (SIGTERM/SIGINT) drains: the listening socket closes, idle keep-alive connections are
 closed, every request already begun is answered (with ``connection: close``) within
