@@ -621,12 +621,8 @@ def measure_log_pairs(running: dict[str, Any], work: Path, pairs: int, seconds: 
     if ratios:
         from scipy import stats
 
-        xs = sorted(ratios)
-        n = len(xs)
-        # the median's 95% interval: ranks k and n-1-k with k the largest for which P(Binomial(n, 1/2) < k+1) <= 2.5%
-        k = int(stats.binom.ppf(0.025, n, 0.5))
-        k = max(0, k - 1 if stats.binom.cdf(k, n, 0.5) > 0.025 else k)
-        out.update(median=float(np.median(xs)), low=xs[k], high=xs[n - 1 - k])
+        ci = stats.quantile_test(ratios, q=1.0, p=0.5).confidence_interval(0.95)  # the median's, from order statistics
+        out.update(median=float(np.median(ratios)), low=float(ci.low), high=float(ci.high))
     return out
 
 
