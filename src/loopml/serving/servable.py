@@ -224,7 +224,9 @@ class Servable:
             probs = self._pred.outputs()
             k = int(np.argmax(probs))
             return float(probs[k]), float(k)
-        return score, self._prediction(score)
+        if self._binary:  # (self._prediction, inlined: the one-row hot path)
+            return score, 1.0 if score >= self.threshold else 0.0
+        return score, score
 
     def set_batch_threads(self, n: int) -> None:
         """Threads of multi-row predictions (0: all cores). Models scored through their own
