@@ -183,7 +183,7 @@ class CompiledForest:
         # the same entry without argument conversion, for the one-row hot path: it must be called with
         # exactly (c_void_p, c_void_p, c_int32, c_int32) instances (measured: 0.3 µs less per call)
         raw = ctypes.PYFUNCTYPE(None)(addr)
-        raw.argtypes = None
+        raw.argtypes = None  # type: ignore[assignment]
         self.fn_raw = raw
         self._fn_nogil = ctypes.CFUNCTYPE(None, *args)(addr)
         self.num_features = _header_int(model_text, "max_feature_idx", -1) + 1

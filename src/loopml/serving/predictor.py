@@ -62,7 +62,7 @@ class LightGBMFastPredictor:
         self.num_outputs = int(booster.num_model_per_iteration())
         self.buffer = np.zeros(self.num_features, dtype=dtype)
         self._out = np.zeros(max(self.num_outputs, 1), dtype=np.float64)
-        self._first = (ctypes.c_double * len(self._out)).from_buffer(self._out)  # outputs read as Python floats
+        self._first = (ctypes.c_double * len(self._out)).from_buffer(self._out.data)  # outputs read as Python floats
         self._out_len = ctypes.c_int64(0)
         self._lib = _LIB
         self._handle = ctypes.c_void_p()
@@ -108,14 +108,14 @@ class LightGBMFastPredictor:
         if row is buf:
             def predict_buffer() -> float:
                 fn(row_ptr, out_ptr, start, end)
-                return first[0]  # type: ignore[no-any-return]
+                return first[0]
         else:
             copyto = np.copyto
 
             def predict_buffer() -> float:
                 copyto(row, buf)
                 fn(row_ptr, out_ptr, start, end)
-                return first[0]  # type: ignore[no-any-return]
+                return first[0]
         self.compiled = forest
         self.predict_buffer = predict_buffer  # type: ignore[method-assign]
 
@@ -123,7 +123,7 @@ class LightGBMFastPredictor:
         """Score of the row in :attr:`buffer` (first output; see :meth:`outputs` for multiclass)."""
         if self._call(*self._args) != 0:
             raise ModelError(f"LightGBM prediction failed: {self._lib.LGBM_GetLastError().decode()}")
-        return self._first[0]  # type: ignore[no-any-return]
+        return self._first[0]
 
     def outputs(self) -> np.ndarray:
         """All outputs of the last :meth:`predict_buffer` call (class probabilities for multiclass)."""
