@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from loopml.serving.logs import LOCK_NAME, SegmentLog, feedback_table, now_us
+from loopml.serving.logs import COMPACT_BELOW_ROWS, LOCK_NAME, SegmentLog, feedback_table, now_us
 
 
 def _ids(d: Path) -> list[str]:
@@ -33,6 +33,25 @@ def test_flushes_then_compaction_keep_every_row_once(tmp_path: Path) -> None:
     log.close()
     assert _ids(tmp_path) == sorted([*want, "late"])
     assert not [p for p in tmp_path.glob(".*") if p.name != LOCK_NAME]  # no temp file left (the lock file stays)
+
+
+def test_compaction_merges_small_segments_and_leaves_full_row_groups_alone(tmp_path: Path) -> None:
+    """A segment of a full row group or more is final: merging it would encode its rows a second time."""
+    log = SegmentLog(tmp_path, feedback_table, flush_rows=10**7, flush_seconds=3600, compact_seconds=0)
+    now = now_us()
+    for i in range(COMPACT_BELOW_ROWS):  # one large segment
+        log.append((f"big-{i}", now, 1.0))
+    assert log.flush() == COMPACT_BELOW_ROWS
+    big = {p.name for p in tmp_path.glob("*.parquet")}
+    for k in range(3):  # three small ones
+        log.append((f"small-{k}", now, 0.0))
+        log.flush()
+    assert log.compact() == 3
+    names = {p.name for p in tmp_path.glob("*.parquet")}
+    assert big <= names and len(names) == 2  # the large one untouched, the small ones merged into one
+    assert len(_ids(tmp_path)) == COMPACT_BELOW_ROWS + 3
+    assert log.compact() == 0  # nothing small is left to merge
+    log.close()
 
 
 def test_a_crash_between_compaction_and_cleanup_is_repaired_on_start(tmp_path: Path) -> None:

@@ -39,8 +39,9 @@ from loopml.serving.schema import ANY, BOOLEAN, NUMERIC, STRING, InputSchema
 TS = pa.timestamp("us", tz="UTC")
 _SOURCES_KEY = b"loopml.compacted_from"
 LOCK_NAME = ".segments.lock"
-#: segments at least this large are not compacted (see SegmentStore.compact)
-COMPACT_BELOW_BYTES = 8 << 20
+#: segments of at least this many rows (one full row group of the journal writer) are not compacted
+#: (see SegmentStore.compact)
+COMPACT_BELOW_ROWS = 8192
 
 try:
     import fcntl
@@ -344,9 +345,11 @@ class SegmentStore:
     def compact(self) -> int:
         """Merge this writer's small segments since the last compaction into one; returns how many it replaced.
 
-        A segment of :data:`COMPACT_BELOW_BYTES` or more (a busy service's deferred conversion: up to a
-        minute of rows) is left as it is: rewriting it would cost the writer its CPU once more for no
-        fewer files worth having.
+        A segment of :data:`COMPACT_BELOW_ROWS` rows or more (a full row group: a writer pass over a
+        busy second, or a busy service's deferred conversion of up to a minute) is left as it is:
+        rewriting it would encode its rows a second time (measured: the writer's CPU per row doubled,
+        about 1 µs per logged prediction) for no read that gets cheaper. Reading the row counts
+        costs one footer read per segment.
 
         The segments are streamed into the merged one a segment at a time (memory and each
         system call stay small). The merged segment is written (temp + rename) before the small
@@ -357,9 +360,9 @@ class SegmentStore:
         own = []
         for p in self._own:
             try:
-                if p.stat().st_size < COMPACT_BELOW_BYTES:
+                if pq.read_metadata(p).num_rows < COMPACT_BELOW_ROWS:
                     own.append(p)
-            except FileNotFoundError:
+            except (OSError, pa.ArrowInvalid):  # (removed meanwhile: nothing to merge)
                 continue
         if len(own) < 2:
             self._own = own  # (large segments are final)
