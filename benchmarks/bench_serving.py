@@ -905,7 +905,7 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
         "# Serving benchmark",
         "",
         f"Command: `.venv/bin/python -m benchmarks serving --duration={args.duration:g} --warmup={args.warmup:g} "
-        f"--rounds={args.rounds}`"
+        f"--rounds={args.rounds} --log-pairs={getattr(args, 'log_pairs', 12)}`"
         + (f" `--peers={args.peers}`" if args.peers else ""),
         f"Measured {measured or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a 2-core machine (1-minute load average "
         f"{getattr(args, 'loadavg', '?')}; anything else running shares core 0 with the server, which inflates "
