@@ -362,7 +362,7 @@ class SegmentStore:
             try:
                 if pq.read_metadata(p).num_rows < COMPACT_BELOW_ROWS:
                     own.append(p)
-            except (OSError, pa.ArrowInvalid):  # (removed meanwhile: nothing to merge)
+            except (OSError, pa.ArrowInvalid):  # removed meanwhile, or unreadable: left where it is
                 continue
         if len(own) < 2:
             self._own = own  # (large segments are final)

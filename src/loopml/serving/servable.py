@@ -182,11 +182,6 @@ class Servable:
         return "model"
 
     # -- one row -----------------------------------------------------------------------------
-    def _prediction(self, score: float) -> float:
-        if self._binary:
-            return 1.0 if score >= self.threshold else 0.0
-        return score
-
     def predict_one(self, row: dict[str, Any]) -> tuple[float, float]:
         """``(score, prediction)`` of one validated-on-the-fly row (raises ``RequestInvalid``)."""
         if self._transform_row is None:
@@ -224,7 +219,7 @@ class Servable:
             probs = self._pred.outputs()
             k = int(np.argmax(probs))
             return float(probs[k]), float(k)
-        if self._binary:  # (self._prediction, inlined: the one-row hot path)
+        if self._binary:  # the decision at the version's threshold
             return score, 1.0 if score >= self.threshold else 0.0
         return score, score
 
