@@ -874,19 +874,27 @@ def log_cost(results: dict[str, Any]) -> list[str]:
         extra, lo, hi = pairs["median"] - 1, pairs["low"] - 1, pairs["high"] - 1
         # a target is met only when the whole interval is within it (a median inside is not evidence enough)
         verdict = "met" if hi <= 0.10 else "NOT met" if lo > 0.10 else "NOT met (not shown: the interval reaches above 10%)"
+        again = (f" — measured again on its own at {pairs['remeasured']} (`--log-pairs-only`, code at "
+                 f"{pairs.get('commit', '?')}; the other rows are from the run above)") if pairs.get("remeasured") else ""
         out.append(f"- `loopml` log CPU, single row, c=8, {pairs['pairs']} back-to-back pairs of {pairs['seconds']:g} s "
                    f"(log written): median {100 * extra:+.1f}% (95% interval {100 * lo:+.1f}% to {100 * hi:+.1f}%) "
-                   f"(target ≤ 10%) → {verdict}")
+                   f"(target ≤ 10%) → {verdict}{again}")
     for level, name, bound in (("c8", "single row, c=8", 0.10), ("batch100_c8", "100-row body, c=8", 0.20)):
         base = results.get("loopml-nolog", {}).get(level, {})
         off = base.get("cpu_ms_per_request_with_log") or base.get("cpu_ms_per_request")
         for system in ("loopml", "loopml-durable"):
             on = results.get(system, {}).get(level, {})
             cpu = on.get("cpu_ms_per_request_with_log") or on.get("cpu_ms_per_request")
-            if off and cpu:
-                extra = cpu / off - 1
-                out.append(f"- `{system}` log CPU, {name}: {1000 * cpu:.0f} µs/req vs {1000 * off:.0f} µs/req without the "
-                           f"log: {100 * extra:+.0f}% (target ≤ {100 * bound:.0f}%) → {'met' if extra <= bound else 'NOT met'}")
+            if not (off and cpu):
+                continue
+            extra = cpu / off - 1
+            head = f"- `{system}` log CPU, {name}: {1000 * cpu:.0f} µs/req vs {1000 * off:.0f} µs/req without the log: {100 * extra:+.0f}%"
+            if system == "loopml-durable":  # the zero-loss setting: its price, shown; the targets are the default window's
+                out.append(f"{head} (`log_durability: before_answer`, answered only once on disk: its cost, no target)")
+            elif level == "c8" and pairs.get("median"):  # the pairs above measure the same far more precisely
+                out.append(f"{head} (the level runs, one per round; the pairs above decide the ≤ {100 * bound:.0f}% target)")
+            else:
+                out.append(f"{head} (target ≤ {100 * bound:.0f}%) → {'met' if extra <= bound else 'NOT met'}")
     fa = results.get("fastapi", {}).get("batch100_c8", {}).get("rps")
     for system in ("loopml", "loopml-durable"):
         b = results.get(system, {}).get("batch100_c8", {}).get("rps")
@@ -1021,6 +1029,35 @@ def markdown(results: dict[str, Any], batch: dict[str, Any] | None, args: argpar
     return "\n".join(lines) + "\n"
 
 
+def log_pairs_only(model: Path, args: argparse.Namespace) -> int:
+    """Measure the log's CPU pairs again and put them into the last full run's results (``--log-pairs-only``)."""
+    path = HERE / "results" / "serving.json"
+    if not path.exists():
+        print(f"{path} not found: run the full benchmark first", file=sys.stderr)
+        return 2
+    data = json.loads(path.read_text())
+    if args.log_pairs < 1:
+        print("--log-pairs-only needs --log-pairs ≥ 1", file=sys.stderr)
+        return 2
+    online = bench_online(["loopml", "loopml-nolog"], model, args.warmup, args.duration, args.bodies, 0, args.log_pairs)
+    pairs = online.get("loopml", {}).get("log_pairs")
+    if not pairs:
+        print(f"no pairs measured: {online}", file=sys.stderr)
+        return 1
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True)
+    pairs["remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    pairs["commit"] = commit.stdout.strip() or "?"
+    data["online"].setdefault("loopml", {})["log_pairs"] = pairs
+    data["args"]["log_pairs"] = args.log_pairs
+    shown = argparse.Namespace(**{**data["args"], "loadavg": data["args"].get("loadavg", "?")})
+    when = (data.get("host") or data.get("machine") or {}).get("when", "?")
+    md = markdown(data["online"], data.get("batch"), shown, measured=f"{when[:16]} UTC")
+    path.write_text(json.dumps(data, indent=2, default=str))
+    (HERE / "results" / "serving.md").write_text(md)
+    print("\n".join(log_cost(data["online"])))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--store-server":
         store_server(argv[1:])
@@ -1040,6 +1077,9 @@ def main(argv: list[str]) -> int:
                     help="Back-to-back 3 s runs of loopml and loopml-nolog at c=8 for the log's CPU cost (0 skips them).")
     ap.add_argument("--batch-rows", type=int, default=1_000_000, help="Rows for the batch benchmark (0 skips it).")
     ap.add_argument("--batch-only", action="store_true", help="Only the batch benchmark (keeps the online results).")
+    ap.add_argument("--log-pairs-only", action="store_true",
+                    help="Only the log's CPU pairs (loopml and loopml-nolog, --log-pairs of them); keeps every other "
+                    "result of the last full run and says in results/serving.md that the pairs were measured again.")
     ap.add_argument("--render", action="store_true",
                     help="Measure nothing: rewrite results/serving.md from results/serving.json (e.g. after the "
                     "targets changed).")
@@ -1060,6 +1100,8 @@ def main(argv: list[str]) -> int:
         print(f"wrk not found at {WRK} (apt-get install wrk)", file=sys.stderr)
         return 2
     model = train_model()
+    if args.log_pairs_only:
+        return log_pairs_only(model, args)
     load_before = os.getloadavg()
     if args.batch_only:  # rerun the batch part, keep the online part of the last full run
         previous = json.loads((HERE / "results" / "serving.json").read_text())
