@@ -391,7 +391,7 @@ def test_small_blocks_from_many_slices_become_few_tables(tmp_path: Path, monkeyp
 
 
 _FAULTS = """
-import resource, sys, tempfile
+import resource, sys
 from pathlib import Path
 import numpy as np
 from loopml.serving.journal import Journal, JournalWriter, keep_freed_memory
@@ -400,7 +400,7 @@ from loopml.serving.schema import InputSchema
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 schema = InputSchema.from_mapping({f"f{i}": "float64" for i in range(25)})
 x = np.random.default_rng(0).normal(size=(20_000, 25))
-d = Path(tempfile.mkdtemp())
+d = Path(sys.argv[2])
 j = Journal(d, "predictions", writer=False, flush_rows=1000)
 w = JournalWriter(d, "predictions", compact_seconds=0, max_lag_seconds=0)
 faults = []
@@ -416,19 +416,19 @@ print(kept, max(faults[1:]))
 """
 
 
-def test_the_writer_keeps_its_freed_memory_instead_of_faulting_it_in_every_pass() -> None:
+def test_the_writer_keeps_its_freed_memory_instead_of_faulting_it_in_every_pass(tmp_path: Path) -> None:
     """After its first pass the writer's decoding, Arrow and Parquet buffers reuse memory it freed:
     glibc's default would hand blocks back to the kernel and fault them in again every slice (≈ 100
     page faults per 1,000 rows measured, a quarter of the writer's CPU here)."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _FAULTS, "keep"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _FAULTS, "keep", str(tmp_path / "keep")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     kept, faults = out.stdout.split()
     assert kept == "True"  # glibc: the settings took
     assert int(faults) < 100, f"{faults} page faults in a 20,000-row pass after the first"
-    out = subprocess.run([sys.executable, "-c", _FAULTS, "default"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _FAULTS, "default", str(tmp_path / "default")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     default = int(out.stdout.split()[1])
     assert int(faults) * 10 < default, f"kept {faults} vs glibc's defaults {default} page faults per pass"
