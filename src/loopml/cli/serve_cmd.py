@@ -32,7 +32,8 @@ def serve(
     ),
     log_durability: str | None = typer.Option(
         None, "--log-durability",
-        help="window: answer at once, the journal is synced every log_flush_rows/log_flush_seconds; before_answer: "
+        help="window: answer at once, the journal is written every log_flush_rows/log_flush_seconds and synced "
+        "every log_flush_seconds; before_answer: "
         "answer only once the prediction's journal line is on disk (group commit; nothing answered is lost on a "
         "crash). Default: spec.deployment.log_durability (window).",
     ),

@@ -229,14 +229,15 @@ class Deployment(StrictModel):
     )
     log_flush_seconds: float = Field(
         default=1.0, gt=0,
-        description="…or this many seconds after the last append, and fdatasyncs it. With log_durability `window` "
-        "a killed process loses at most the records of this window (fewer than log_flush_rows, answered in the "
-        "last log_flush_seconds); a machine crash, those since the last sync.",
+        description="…or at most this many seconds after the last append; the journal is fdatasynced every "
+        "log_flush_seconds (as Redis's appendfsync everysec). With log_durability `window` a killed process "
+        "loses at most the records not yet appended (fewer than log_flush_rows, answered in the last "
+        "log_flush_seconds); a machine crash, those of the last log_flush_seconds (since the last sync).",
     )
     log_durability: Literal["window", "before_answer"] = Field(
         default="window",
-        description="`window`: answer at once; the journal is written and synced every log_flush_rows records or "
-        "log_flush_seconds (see there for what a crash loses). `before_answer`: a response that logged rows is "
+        description="`window`: answer at once; the journal is written every log_flush_rows records or "
+        "log_flush_seconds and synced every log_flush_seconds (see there for what a crash loses). `before_answer`: a response that logged rows is "
         "sent only once they are written and fdatasynced (group commit: the requests answered while one sync "
         "runs share the next one), so no answered prediction is lost even if the process or machine dies; it "
         "costs a sync per batch of requests (measured in `python -m benchmarks serving`, row loopml-durable).",
