@@ -1104,7 +1104,7 @@ class JournalWriter:
 
 
 def split_records(data: bytes) -> tuple[list[tuple[int, Any]], int, int]:
-    """The complete records at the start of ``data``: ``(records, bytes used, bytes wanted)``.
+    r"""The complete records at the start of ``data``: ``(records, bytes used, bytes wanted)``.
 
     A record is ``(offset, line)`` for a JSON line (without its newline), or ``(offset, (header,
     payload))`` for a block record (:func:`encode_block`; ``header`` is the parsed header, or the
