@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "loopml.data.sources",
     "loopml.data.privacy",
+    "loopml.features.offline",
     "loopml.validation.columnar",
     "loopml.validation.profile",
     "loopml.validation.schema",

@@ -271,3 +271,18 @@ def test_duckdb_works_within_its_budget_and_spills_to_a_folder_removed_at_close(
     assert os.path.isdir(folder)
     con.close()
     assert not os.path.exists(folder)
+
+
+def test_duckdb_runs_one_thread_per_gigabyte_of_its_budget() -> None:
+    """Threads sharing too little working memory thrash on large entity partitions (see ``connect``)."""
+    import os
+
+    from loopml.features.offline import MB_PER_THREAD, connect
+
+    cores = os.cpu_count() or 1
+    for memory_mb, want in ((64, 1), (MB_PER_THREAD, 1), (4 * MB_PER_THREAD, min(cores, 4)), (10**6, cores)):
+        con = connect(memory_mb)
+        try:
+            assert con.sql("SELECT current_setting('threads')").fetchall()[0][0] == want, memory_mb
+        finally:
+            con.close()
