@@ -128,3 +128,19 @@ def test_describe_lists_chain_outputs_and_statistics(criteo: pa.Table) -> None:
     vals = np.asarray(criteo.column("I1").to_numpy(zero_copy_only=False), dtype=float)
     assert d["stats"]["impute"]["fill"] == pytest.approx(float(np.nanmedian(vals)))
     assert set(d["stats"]["scale"]) == {"center", "scale"}
+
+
+def test_the_dense_stack_casts_each_block_into_its_columns_exactly_as_one_concatenation_would() -> None:
+    import scipy.sparse as sp
+
+    from loopml.features.pipeline import FeaturePipeline
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.normal(size=(50, 3)), np.array([[1e300], [-1e300]] * 25), sp.random(50, 4, density=0.3, random_state=0),
+              rng.integers(0, 5, size=(50, 2)), np.full((50, 1), np.nan)]
+    got = FeaturePipeline._stack(blocks, 50)
+    with np.errstate(over="ignore"):
+        want = np.concatenate([b.toarray() if sp.issparse(b) else b for b in blocks], axis=1).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == (50, 11)
+    np.testing.assert_array_equal(got, want)  # ±inf beyond float32, NaN kept
+    assert FeaturePipeline._stack([], 7).shape == (7, 0)
