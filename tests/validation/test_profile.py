@@ -72,3 +72,24 @@ def test_psi_is_zero_for_identical_and_large_for_shifted() -> None:
     assert psi([10, 20, 30], [10, 20, 30]) == pytest.approx(0.0)
     assert psi([100, 100, 100], [1, 1, 298]) > 1.0
     assert 0 < psi([100, 100, 100], [90, 100, 110]) < 0.02
+
+
+def test_a_profile_keeps_shared_conversions_and_releases_its_own(hours: pa.Table, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopml.validation import columnar
+
+    held: list[int] = []
+    real_get = columnar.Columns.get
+
+    def counting_get(self: columnar.Columns, name: str) -> columnar.ColumnData:
+        col = real_get(self, name)
+        held.append(len(self._cache))
+        return col
+
+    monkeypatch.setattr(columnar.Columns, "get", counting_get)
+    shared = columnar.Columns(hours)
+    profile_table(hours, columns=shared, threads=1)  # the validator reuses these for its row-level checks
+    assert len(shared._cache) == hours.num_columns
+    held.clear()
+    alone = profile_table(hours, threads=1)  # its own conversions: one column held at a time
+    assert max(held) == 1 and len(held) == hours.num_columns
+    assert alone.columns["cnt"].mean == pytest.approx(hours.column("cnt").to_numpy().mean())

@@ -63,13 +63,22 @@ class TrainingData:
     g_valid: np.ndarray | None
     valid_table: pa.Table
     schema: pa.Schema
-    train_table: pa.Table
+    train_table: pa.Table | None  # None once ``train_reader`` reads it back on demand (the train stage)
     classes: list[Any]
     negative_rate: float | None = None
     focal_gamma: float | None = None
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     scratch_dir: str | None = None  # a folder for work files (Ray Train's run files), else the system temp dir
+    train_reader: Callable[[], pa.Table] | None = None  # reads the training table back (from its split file)
+
+    def training_table(self) -> pa.Table:
+        """The labeled training rows as a table (read back from their file when not held in memory)."""
+        if self.train_table is not None:
+            return self.train_table
+        if self.train_reader is None:
+            raise ModelError("the training table was released and there is no file to read it back from")
+        return self.train_reader()
 
     @property
     def task(self) -> str:
@@ -546,7 +555,7 @@ def refit_winner(data: TrainingData, winner: CandidateResult) -> None:
     """
     if winner.bundle is None:
         return
-    combined = pa.concat_tables([data.train_table, data.valid_table], promote_options="default")
+    combined = pa.concat_tables([data.training_table(), data.valid_table], promote_options="default")
     full = prepare_training_data(data.spec, combined, data.valid_table)
     full.scratch_dir = data.scratch_dir
     params = {**winner.params, **winner.bundle.model.fitted_params()}

@@ -36,6 +36,44 @@ def _progress(show: bool) -> AbstractContextManager[Any]:
     return Progress(TextColumn("[bold]train[/bold] {task.description}"), BarColumn(), TimeElapsedColumn(), transient=True)
 
 
+#: rows of the features table filtered into the split files at once
+SPLIT_CHUNK_ROWS = 1 << 20
+
+
+def write_splits(table: pa.Table, parts: dict[str, np.ndarray], paths: dict[str, Any]) -> None:
+    """Write each split's rows of ``table`` to its Parquet file, a chunk of rows at a time.
+
+    Memory beyond ``table`` is one chunk's rows, not a copy of each split. The files hold the
+    rows in ``parts``' order, as ``table.take(parts[k])`` would (the split indices are sorted;
+    unsorted ones are taken as given).
+
+    >>> import tempfile, pathlib, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> t = pa.table({"x": list(range(10))})
+    >>> parts = {"train": np.array([0, 2, 4, 6, 8]), "valid": np.array([1, 3, 5]), "test": np.array([7, 9])}
+    >>> paths = {k: d / f"{k}.parquet" for k in parts}
+    >>> write_splits(t, parts, paths)
+    >>> pq.read_table(paths["valid"]).column("x").to_pylist()
+    [1, 3, 5]
+    """
+    n = table.num_rows
+    code = np.full(n, -1, dtype=np.int8)
+    for i, k in enumerate(parts):
+        code[parts[k]] = i
+    for i, k in enumerate(parts):
+        idx = parts[k]
+        if len(idx) > 1 and not bool(np.all(idx[1:] > idx[:-1])):
+            pq.write_table(table.take(pa.array(idx)), paths[k])
+            continue
+        with pq.ParquetWriter(paths[k], table.schema) as writer:
+            if len(idx) == 0:
+                writer.write_table(table.slice(0, 0))
+            for start in range(0, n, SPLIT_CHUNK_ROWS):
+                mask = code[start : start + SPLIT_CHUNK_ROWS] == i
+                if mask.any():
+                    writer.write_table(table.slice(start, len(mask)).filter(pa.array(mask)))
+
+
 @register_stage
 class TrainStage(BaseStage):
     """Builds the dataset, trains and tunes the candidates, and selects the model the requirements allow."""
@@ -91,24 +129,29 @@ class TrainStage(BaseStage):
             # the split's name is bookkeeping, not a signal: inferred features leave it out
             table = table.drop([tr.split.column])
         outputs: dict[str, str] = {}
-        split_paths = {}
-        for k in SPLITS:
-            path = ctx.temp_path(".parquet")
-            pq.write_table(table.take(pa.array(parts[k])), path)
-            split_paths[k] = path
-        train = table.take(pa.array(parts["train"]))
-        valid = table.take(pa.array(parts["valid"]))
+        split_paths = {k: ctx.temp_path(".parquet") for k in SPLITS}
+        write_splits(table, parts, split_paths)
+        del table  # the splits are read back from their files: the whole table and a split never coexist
         sampled = False
         if tr.sampling.type == "reservoir" and tr.sampling.max_rows is not None:
             # stream the training split from disk: memory stays O(max_rows)
             batches = pq.ParquetFile(split_paths["train"]).iter_batches(batch_size=65536)
             train, _ = reservoir_sample(batches, tr.sampling.max_rows, tr.seed)
             sampled = True
-        del table
+        else:
+            train = pq.read_table(split_paths["train"])
+        valid = pq.read_table(split_paths["valid"])
         for k in SPLITS:
             outputs[k] = ctx.put_file(split_paths[k], kind="table", name=f"{k}-split", move=True,
                                       meta={"rows": len(parts[k])})
         data = prepare_training_data(spec, train, valid, sampled=sampled)
+        if not sampled and data.train_table is train:
+            # every split row is labeled (the unlabeled ones were quarantined above): the refit, when there is one,
+            # reads the training rows back from their split file instead of holding them through every fit
+            train_ref = outputs["train"]
+            data.train_table = None
+            data.train_reader = lambda: pq.read_table(ws.artifacts.open_verified(train_ref))
+        del train
         data.scratch_dir = str(ws.artifacts.tmp)  # Ray Train's run files stay in the workspace
         recorder = TrialRecorder(ws, ctx.execution_id)
         with _progress(ctx.show_progress) as prog:

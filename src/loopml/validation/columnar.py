@@ -224,6 +224,11 @@ class Columns:
             for col in self._cache.values():
                 col.__dict__.pop("sorted", None)
 
+    def forget(self, name: str) -> None:
+        """Drop the converted column ``name`` (a later :meth:`get` converts it again)."""
+        with self._lock:
+            self._cache.pop(name, None)
+
     def get(self, name: str) -> ColumnData:
         """The converted column ``name``."""
         with self._lock:

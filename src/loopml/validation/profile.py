@@ -126,12 +126,16 @@ def profile_table(
     threads
         Columns profiled in parallel (numpy and Arrow release the GIL); default: CPU count.
     """
+    owned = columns is None
     cols = columns or Columns(table)
     names = table.column_names
 
     def one(name: str) -> ColumnProfile:
         ref = reference.columns.get(name) if reference is not None else None
-        return profile_column(cols.get(name), ref, bins=bins, top_k=top_k)
+        prof = profile_column(cols.get(name), ref, bins=bins, top_k=top_k)
+        if owned:  # nothing else reads the conversions: memory holds the columns being profiled, not all of them
+            cols.forget(name)
+        return prof
 
     workers = max(1, min(threads or os.cpu_count() or 1, len(names)))
     if workers > 1:

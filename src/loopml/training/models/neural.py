@@ -78,7 +78,7 @@ class _TorchModel(BaseModel):
         self.encoder_ = InputEncoder.fit(X, cats, cfg.max_levels)  # type: ignore[attr-defined]
         # embedding sizes declared in the spec (features: embedding_ids dim), by feature column
         self._declared_dims = {int(k): int(v) for k, v in (ctx.extra.get("embedding_dims") or {}).items()}
-        Zn = self.encoder_.numeric_matrix(X).astype(np.float32)
+        Zn = self.encoder_.numeric_matrix(X, np.float32)
         Ci = self.encoder_.category_indices(X)
         self.y_mean_, self.y_std_ = 0.0, 1.0
         if self.task == "regression":
