@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -148,6 +149,51 @@ def score_for_pruning(task: str, y: np.ndarray, s: np.ndarray, group: np.ndarray
     return m.signed(v) if np.isfinite(v) else -np.inf
 
 
+#: resamples × rows evaluated at once by the rank metrics' bootstrap (int64 counts: 8 bytes each)
+RESAMPLE_CHUNK_ELEMENTS = 4_000_000
+
+
+def _rank_orders(metric: Metric, y: np.ndarray, scores: list[np.ndarray], group: np.ndarray | None) -> list[Any] | None:
+    """One sort per score vector for a binary ROC-AUC / PR-AUC bootstrap, or None when the loop must be used."""
+    if metric.name not in ("roc_auc", "pr_auc") or group is not None:
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) == 0 or not bool(np.isin(y, (0, 1)).all()):
+        return None
+    if any(np.ndim(s) != 1 or not bool(np.all(np.isfinite(s))) for s in scores):
+        return None
+    from loopml.evaluation.kernels import RankOrder
+
+    return [RankOrder(np.asarray(s), y) for s in scores]
+
+
+def _rank_resamples(metric: Metric, orders: list[Any], rng: np.random.Generator, n: int, resamples: int) -> list[np.ndarray]:
+    """The metric of each score vector on the same resamples as the loop draws (``rng.integers(0, n, n)`` each).
+
+    A resample is the count of each row: the examples stay in the order sorted once, and the metric
+    is read from weighted cumulative counts (:mod:`loopml.evaluation.kernels`), the value scikit-learn
+    gives for the resampled rows (ties count one half), without sorting them again.
+    """
+    from loopml.evaluation.kernels import average_precision_from_stats, roc_auc_from_stats
+
+    finalize = roc_auc_from_stats if metric.name == "roc_auc" else average_precision_from_stats
+    out: list[list[np.ndarray]] = [[] for _ in orders]
+    per = max(1, RESAMPLE_CHUNK_ELEMENTS // max(n, 1))
+    done = 0
+    while done < resamples:
+        k = min(per, resamples - done)
+        W = np.empty((k, n), dtype=np.int64)
+        for i in range(k):
+            W[i] = np.bincount(rng.integers(0, n, n), minlength=n)
+        for j, order in enumerate(orders):
+            st = order.stats(W)
+            v = np.asarray(finalize(st), dtype=np.float64)
+            v[(st.positives == 0) | (st.negatives == 0)] = np.nan  # one class only: undefined, as `fn` says
+            out[j].append(v)
+        done += k
+    return [np.concatenate(v) if v else np.zeros(0) for v in out]
+
+
 def paired_bootstrap_gap(
     metric: Metric,
     y: np.ndarray,
@@ -163,6 +209,11 @@ def paired_bootstrap_gap(
     Positive values mean ``a`` is better. Groups are resampled whole for ranking.
     """
     rng = np.random.default_rng(seed)
+    orders = _rank_orders(metric, y, [s_a, s_b], group)
+    if orders is not None:  # ROC-AUC / PR-AUC: sorted once, each resample read from weighted counts
+        va, vb = _rank_resamples(metric, orders, rng, len(y), max(resamples, 1))
+        ok = np.isfinite(va) & np.isfinite(vb)
+        return np.asarray(metric.signed(va[ok]) - metric.signed(vb[ok]), dtype=np.float64)  # type: ignore[arg-type]
     out = []
     if group is not None:
         uniq, inv = np.unique(group, return_inverse=True)
@@ -205,6 +256,8 @@ def bootstrap_ci(
             idx = np.concatenate([members[i] for i in pick])
             new_g = np.repeat(np.arange(len(pick)), [len(members[i]) for i in pick])
             vals.append(metric.fn(y[idx], s[idx], new_g))
+    elif (orders := _rank_orders(metric, y, [s], None)) is not None:
+        vals = list(_rank_resamples(metric, orders, rng, len(y), resamples)[0])
     else:
         n = len(y)
         for _ in range(resamples):
