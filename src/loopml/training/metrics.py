@@ -213,7 +213,7 @@ def paired_bootstrap_gap(
     if orders is not None:  # ROC-AUC / PR-AUC: sorted once, each resample read from weighted counts
         va, vb = _rank_resamples(metric, orders, rng, len(y), max(resamples, 1))
         ok = np.isfinite(va) & np.isfinite(vb)
-        return np.asarray(metric.signed(va[ok]) - metric.signed(vb[ok]), dtype=np.float64)  # type: ignore[arg-type]
+        return np.asarray(metric.signed(va[ok]) - metric.signed(vb[ok]), dtype=np.float64)
     out = []
     if group is not None:
         uniq, inv = np.unique(group, return_inverse=True)
