@@ -215,3 +215,52 @@ def test_trees_compile_in_a_child_process_that_a_stopping_server_does_not_wait_f
     assert server.proc.returncode == 0
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+# -- the stack a call takes ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def click_ids(datasets: Path) -> lgb.Booster:
+    """LightGBM on the KDD 2012 click log with ad and advertiser ids as categoricals: thousands of levels, so
+    every categorical split carries a bitset of hundreds of words (what overflowed the stack at 10M rows)."""
+    t = pacsv.read_csv(datasets / "kdd2012_click_small" / "Click_prediction_small.csv")
+    cols = []
+    for name in ("ad_id", "advertiser_id"):
+        _, codes = np.unique(t.column(name).to_numpy(), return_inverse=True)
+        cols.append(codes.astype(np.float64))
+    cols += [t.column(c).to_numpy().astype(np.float64) for c in ("depth", "position")]
+    x, y = np.column_stack(cols), t.column("click").to_numpy().astype(np.float64)
+    params = {"objective": "binary", "num_leaves": 15, "verbose": -1, "seed": 0, "min_data_per_group": 5,
+              "cat_smooth": 1.0, "max_cat_threshold": 256}
+    return lgb.train(params, lgb.Dataset(x, y, categorical_feature=[0, 1]), 30)
+
+
+def test_the_stack_estimate_bounds_the_frames_lleaves_compiles(click_ids):
+    from loopml.serving.compiled import compile_object, frame_sizes, stack_estimate
+
+    text = click_ids.model_to_string()
+    inlined, per_tree = compile_object(text, inline=True), compile_object(text, inline=False)
+    if not frame_sizes(inlined):
+        pytest.skip("frame sizes are read from x86-64 code only")
+    assert stack_estimate(text, inline=True) >= frame_sizes(inlined)[0] > 100_000  # every tree's bitsets at once
+    assert stack_estimate(text, inline=False) >= frame_sizes(per_tree)[0]
+    assert frame_sizes(per_tree)[0] < frame_sizes(inlined)[0] / 5
+
+
+def test_trees_too_big_to_inline_compile_one_function_per_tree_and_agree(click_ids, monkeypatch):
+    from loopml.serving import compiled
+
+    text = click_ids.model_to_string()
+    low, high = compiled.stack_estimate(text, inline=False), compiled.stack_estimate(text, inline=True)
+    assert low < high
+    monkeypatch.setattr(compiled, "STACK_BUDGET", (low + high) // 2)
+    pred = LightGBMFastPredictor(click_ids, np.float64, batch_threads=1)
+    forest, why = compile_checked(pred)
+    assert forest is not None and forest.inline is False, why
+    rows = check_rows(text)
+    np.testing.assert_allclose(forest.predict(rows), click_ids.predict(rows, num_threads=1), rtol=0, atol=TOLERANCE)
+
+    monkeypatch.setattr(compiled, "STACK_BUDGET", low - 1)  # not even one tree fits: LightGBM keeps the version
+    pred = LightGBMFastPredictor(click_ids, np.float64, batch_threads=1)
+    forest, why = compile_checked(pred)
+    assert forest is None and pred.compiled is None
+    assert "bytes of stack per call" in why and f"budget {low - 1:,}" in why

@@ -12,6 +12,7 @@ MODULES = [
     "loopml.registry.registry",
     "loopml.serving.auth",
     "loopml.serving.bandit",
+    "loopml.serving.compiled",
     "loopml.serving.journal",
     "loopml.serving.logs",
     "loopml.serving.metrics",

@@ -17,7 +17,10 @@ it against LightGBM on rows drawn from the model's own feature ranges (every cat
 values around the range). It is installed only when every score agrees within
 :data:`TOLERANCE`; a model that does not compile (an objective or feature lleaves lacks) or
 disagrees keeps LightGBM, and the server says so once on stderr. Off the loop, the compile
-inlines the trees (``finline``): one row then costs about 4 µs instead of 6.6 µs.
+inlines the trees (``finline``): one row then costs about 4 µs instead of 6.6 µs, unless their
+categorical bitsets would make one call's stack frame larger than :data:`STACK_BUDGET` (lleaves
+keeps them on the stack): then one function per tree, and a version whose single tree would not
+fit keeps LightGBM (:func:`choose_inline`); the object's frames are checked before it is linked.
 Nothing is loaded from disk: the model text goes to the child in a private temporary folder
 (it writes its object there and sends it back), and the code is linked from memory.
 """
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -50,6 +54,12 @@ CHECK_ROWS = 512
 COMPILE_TIMEOUT = 900.0
 #: the compiled entry point
 _ENTRY = "forest_root"
+#: most stack (bytes) one call of the compiled trees may take: far below any thread's stack in the server
+STACK_BUDGET = 512 * 1024
+#: stack bytes per 32-bit word of a categorical split's bitset, an upper bound of lleaves' code (measured on the
+#: 1M-row demo's model, 200 trees: 1.51 bytes of frame per bitset byte inlined, 1.68 for one tree alone)
+_STACK_PER_WORD = 8
+_STACK_BASE = 16 * 1024
 
 
 def available() -> bool:
@@ -140,6 +150,51 @@ def _main() -> int:
     return 0
 
 
+def _bitset_words(model_text: str) -> list[int]:
+    """32-bit words of categorical bitsets in each tree that has categorical splits."""
+    return [len(m.split()) for m in re.findall(r"^cat_threshold=(.*)$", model_text, re.MULTILINE)]
+
+
+def stack_estimate(model_text: str, *, inline: bool) -> int:
+    """Bytes of stack one call of the compiled trees takes, at most (an upper bound of lleaves' code).
+
+    lleaves keeps each categorical split's bitset on the stack frame of the function holding the
+    split. Inlined, the entry function holds every tree's bitsets at once: the 1M-row demo's model
+    (200 trees, ad and user ids with thousands of levels) needed a 4.3 MB frame, and the 10M-row one
+    overflowed the 8 MB stack of the thread that called it (the server died of SIGSEGV). Not
+    inlined, a call holds one tree's frame at a time (68 KB at most on that model).
+
+    >>> text = "Tree=0\\ncat_threshold=1 2 3\\nTree=1\\ncat_threshold=4\\n"
+    >>> stack_estimate(text, inline=True) - stack_estimate(text, inline=False)
+    8
+    """
+    words = _bitset_words(model_text)
+    return _STACK_BASE + _STACK_PER_WORD * (sum(words) if inline else max(words, default=0))
+
+
+def choose_inline(model_text: str, budget: int | None = None) -> bool | None:
+    """Inline the trees when the inlined code fits the stack budget, else compile them one function per tree;
+    ``None`` when even one tree's frame would not fit (the version keeps LightGBM)."""
+    budget = STACK_BUDGET if budget is None else budget
+    if stack_estimate(model_text, inline=True) <= budget:
+        return True
+    if stack_estimate(model_text, inline=False) <= budget:
+        return False
+    return None
+
+
+def frame_sizes(obj: bytes) -> list[int]:
+    """Stack frame sizes an x86-64 object reserves with ``sub $imm32, %rsp`` (``48 81 EC``), largest first.
+
+    A byte scan of the whole object: a constant that happens to hold those bytes can only add a
+    false, larger size (so a check errs on the safe side). Empty on other machines.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    sizes = [int.from_bytes(obj[m.end() : m.end() + 4], "little") for m in re.finditer(rb"\x48\x81\xec", obj)]
+    return sorted(sizes, reverse=True)
+
+
 def _header_int(model_text: str, key: str, default: int) -> int:
     m = re.search(rf"^{key}=(\d+)$", model_text, re.MULTILINE)
     return int(m.group(1)) if m else default
@@ -155,10 +210,23 @@ class CompiledForest:
     for up to a switch interval); :meth:`predict` releases it while it scores.
     """
 
-    def __init__(self, model_text: str, obj: bytes | None = None, *, inline: bool = True) -> None:
+    def __init__(self, model_text: str, obj: bytes | None = None, *, inline: bool | None = None,
+                 stack_budget: int | None = None) -> None:
         from llvmlite import binding as llvm
 
+        budget = STACK_BUDGET if stack_budget is None else stack_budget
+        if inline is None:  # inlined when the trees' categorical bitsets fit the stack budget
+            chosen = choose_inline(model_text, budget)
+            if chosen is None:
+                raise CompileError(
+                    f"one tree's categorical splits would need about {stack_estimate(model_text, inline=False):,} "
+                    f"bytes of stack per call (budget {budget:,})")
+            inline = chosen
+        self.inline = inline
         code = obj if obj is not None else compile_object(model_text, inline=inline)
+        frames = frame_sizes(code)
+        if frames and frames[0] > budget:  # checked before any of it is linked or run
+            raise CompileError(f"the compiled trees reserve a {frames[0]:,}-byte stack frame (budget {budget:,})")
         llvm.initialize()
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
