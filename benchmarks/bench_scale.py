@@ -61,7 +61,7 @@ def run_size(label: str, per_day: int, work: Path) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", _CHILD, *cmd], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     if res["rc"] != 0:
-        raise SystemExit(f"demo at {label} failed (exit {res['rc']}):\n{res['stderr']}")
+        raise SystemExit(f"demo at {label} failed (exit {res['rc']}), project kept in {project}:\n{res['stderr']}")
     from loopml.lineage import list_executions, list_runs
     from loopml.workspace import Workspace
 
@@ -177,15 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         raise SystemExit(f"--sizes: unknown size {bad[0]!r} (choose among {', '.join(PER_DAY)})")
     results = []
-    with tempfile.TemporaryDirectory(prefix="loopml-scale-") as tmp:
-        for label in sizes:
-            print(f"  {label}: loopml demo --impressions-per-day {PER_DAY[label]:,} …", flush=True)
-            t0 = time.perf_counter()
-            results.append(run_size(label, PER_DAY[label], Path(tmp)))
-            r = results[-1]
-            print(f"    {r['rows']:,} rows: {time.perf_counter() - t0:.0f} s, demo peak RSS {r['demo_peak_rss_mb']:,.0f} MB; "
-                  + ", ".join(f"{k} {v['seconds']:.0f} s/{v['peak_rss_mb'] or 0:,.0f} MB" for k, v in r["stages"].items()),
-                  flush=True)
+    tmp = tempfile.mkdtemp(prefix="loopml-scale-")  # kept when a size fails: its project is there to look into
+    for label in sizes:
+        print(f"  {label}: loopml demo --impressions-per-day {PER_DAY[label]:,} …", flush=True)
+        t0 = time.perf_counter()
+        results.append(run_size(label, PER_DAY[label], Path(tmp)))
+        r = results[-1]
+        print(f"    {r['rows']:,} rows: {time.perf_counter() - t0:.0f} s, demo peak RSS {r['demo_peak_rss_mb']:,.0f} MB; "
+              + ", ".join(f"{k} {v['seconds']:.0f} s/{v['peak_rss_mb'] or 0:,.0f} MB" for k, v in r["stages"].items()),
+              flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     md = render(results)
     if args.note:
         md += f"\n{args.note}\n"
