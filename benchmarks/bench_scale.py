@@ -8,7 +8,8 @@ the replayed one) in a fresh project for each size, each in its own process, and
   record (``loopml runs``: every stage reports its RSS high-water mark, see ``loopml.pipeline.resources``);
 * the growth exponent of each between consecutive sizes, ``log(cost ratio) / log(rows ratio)`` (1 = linear).
 
-Sizes: ``--sizes=0.1M,1M`` (default) or ``--sizes=0.1M,1M,10M`` (with ``=``: ``python -m benchmarks`` takes bare words for benchmark names) (10M rows need about an hour and several GB).
+Sizes: ``--sizes=0.1M,1M`` (default) or ``--sizes=0.1M,1M,10M`` (with ``=``: ``python -m benchmarks`` takes bare words for benchmark names) (10M rows: 37 minutes and a 5.8 GB process on 2 cores).
+The report ends with issue 20's targets, met or not.
 Rows are impressions: ``0.1M`` is 15,000 impressions per day (7 days: 105k rows), as in issue 20's table.
 Results: ``benchmarks/results/scale.md`` and ``.json``.
 """
@@ -111,6 +112,28 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+#: issue 20's targets: peak RSS per size (MB of 2**20 bytes, the run record's unit) and the 10M / 1M wall-time ratio
+PEAK_TARGET_MB = {"1M": 2 * 1024, "10M": 6 * 1024}
+WALL_RATIO_10M_TO_1M = 12.0
+
+
+def targets(results: list[dict[str, Any]]) -> list[str]:
+    """One line per target that this run's sizes can judge: the measured value, the target, met or not."""
+    by = {r["label"]: r for r in results}
+    out = []
+    for label, cap in PEAK_TARGET_MB.items():
+        if label in by:
+            peak = by[label]["demo_peak_rss_mb"]
+            out.append(f"- {label} peak RSS {peak:,.0f} MB ({peak / 1024:.2f} GiB, {peak * 2**20 / 1e9:.2f} GB of 10^9 bytes)"
+                       f" ≤ {cap:,} MB ({cap // 1024} GiB): **{'met' if peak <= cap else 'NOT met'}**")
+    if "1M" in by and "10M" in by:
+        ratio = by["10M"]["demo_wall_s"] / by["1M"]["demo_wall_s"]
+        out.append(f"- 10M whole demo {by['10M']['demo_wall_s']:,.0f} s = {ratio:.1f}× the 1M run "
+                   f"({by['1M']['demo_wall_s']:,.0f} s) ≤ {WALL_RATIO_10M_TO_1M:g}×: "
+                   f"**{'met' if ratio <= WALL_RATIO_10M_TO_1M else 'NOT met'}**")
+    return out
+
+
 def render(results: list[dict[str, Any]]) -> str:
     """The Markdown report."""
     lines = [
@@ -164,6 +187,9 @@ def render(results: list[dict[str, Any]]) -> str:
             f"\nWhole demo {a['label']}→{b['label']}: k time {_fmt(exponent(a['demo_wall_s'], b['demo_wall_s'], a['rows'], b['rows']))}, "
             f"k peak RSS {_fmt(exponent(a['demo_peak_rss_mb'], b['demo_peak_rss_mb'], a['rows'], b['rows']))}."
         )
+    goals = targets(results)
+    if goals:
+        lines += ["", "## Targets", "", *goals]
     return "\n".join(lines) + "\n"
 
 

@@ -296,3 +296,26 @@ def test_a_normal_day_through_the_demo_service_raises_no_alert(demo_run, tmp_pat
     assert sig.drift is not None and sig.metrics["drift.rows"] >= stats.rows * 0.9
     assert sig.drift.drifted in ([], ["score"]), sig.drift.drifted
     assert cycle.firings == [], [(f.rule, f.value) for f in cycle.firings]
+
+
+@pytest.mark.slow
+def test_a_service_that_dies_while_answering_is_named_with_its_signal_and_log(demo_run, tmp_path, monkeypatch):
+    """The 10M-row demo once lost its service to SIGSEGV mid-replay and said only `RemoteDisconnected`."""
+    import http.client
+    import signal
+
+    proj, _ = demo_run
+    monkeypatch.setenv("LOOPML_HASH_KEY", (proj / ".hash_key").read_text().strip())
+    service = ServiceProcess(proj, 0, log_path=tmp_path / "serve.log").start()
+    try:
+        client = Client(service.host, service.port)
+        assert client.get("/health")[0] == 200
+        os.kill(service.proc.pid, signal.SIGSEGV)
+        service.proc.wait(timeout=30)  # dead before the next request goes out on the kept-alive connection
+        with pytest.raises((http.client.HTTPException, ConnectionError)) as caught:
+            client.get("/health")
+        err = service.lost(caught.value)
+        assert "died of SIGSEGV" in str(err) and str(tmp_path / "serve.log") in str(err)
+        assert service.url in str(err)
+    finally:
+        service.stop()

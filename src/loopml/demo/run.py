@@ -11,6 +11,7 @@ gated by the server; promoted or rolled back by the evidence: :mod:`loopml.demo.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from dataclasses import dataclass, field
@@ -234,6 +235,10 @@ def run_demo(settings: DemoSettings, console: Console) -> DemoResult:
     holder = [service]  # the rollout restarts the service with new routing
     try:
         _closed_loop(settings, console, steps, result, ws, traffic, holder)
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:  # the service dropped a request
+        err = holder[0].lost(exc)
+        holder[0].stop()
+        raise err from exc
     except BaseException:
         holder[0].stop()
         raise

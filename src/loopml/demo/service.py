@@ -58,6 +58,27 @@ class ServiceProcess:
         self.stop()
         raise LoopMLError(f"the prediction service did not become ready within {timeout_s:.0f} s; see {self.log_path}")
 
+    def lost(self, exc: BaseException) -> LoopMLError:
+        """The error for a request the service dropped at the connection (``exc``): whether it died, how, and
+        where its log is."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None and self.proc is not None:
+            try:  # a process that just died is reaped in a moment
+                code = self.proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code is None:
+            what = f"is running but dropped the connection ({type(exc).__name__}: {exc})"
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            what = f"died of {name} while answering (the client saw {type(exc).__name__})"
+        else:
+            what = f"exited with code {code} while answering (the client saw {type(exc).__name__})"
+        return LoopMLError(f"the prediction service at {self.url} {what}; its log: {self.log_path}")
+
     def wait(self) -> int:
         """Block until the server exits; returns its exit code."""
         return self.proc.wait() if self.proc else 0
