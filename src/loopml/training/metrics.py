@@ -1,7 +1,8 @@
 """Validation metrics used to tune and select models, with bootstrap confidence intervals.
 
 The evaluation stage owns the full report (slices, fairness, gates); these are the few
-metrics selection needs, computed with scikit-learn and numpy.
+metrics selection needs, computed with scikit-learn and numpy; the bootstrap of ROC-AUC and
+PR-AUC reads each resample from the evaluation's rank kernels (one sort per score vector).
 
 >>> import numpy as np
 >>> m = METRICS["roc_auc"]
